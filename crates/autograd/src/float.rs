@@ -1,0 +1,117 @@
+//! The element type of tensors: `f32` for training, `f64` for gradient checks.
+//!
+//! Everything in the crate is generic over [`Float`], so the same op code runs
+//! in single precision (fast) and in double precision (exact enough that finite
+//! differences can check the analytic gradients to ~1e-8).
+
+use std::fmt::{Debug, Display};
+use std::iter::Sum;
+use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
+
+/// A real scalar type the engine can compute with (`f32` or `f64`).
+pub trait Float:
+    num_traits::Float
+    + ndarray::LinalgScalar
+    + ndarray::ScalarOperand
+    + Send
+    + Sync
+    + Debug
+    + Display
+    + Default
+    + Sum
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + DivAssign
+    + 'static
+{
+    /// `"f32"` or `"f64"`, for messages.
+    const NAME: &'static str;
+
+    /// Converts from `f64` (rounding for `f32`).
+    fn cast(x: f64) -> Self;
+
+    /// Widens to `f64`.
+    fn as_f64(self) -> f64;
+
+    /// `C = alpha * A @ B + beta * C` on raw strided buffers (matrixmultiply's
+    /// sgemm/dgemm). Strides are in elements, so a transposed operand is just
+    /// swapped strides: no copy is ever made.
+    ///
+    /// # Safety
+    /// The pointers and strides must describe valid `m x k`, `k x n` and
+    /// `m x n` matrices; `c` must not alias `a` or `b`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    );
+}
+
+impl Float for f32 {
+    const NAME: &'static str = "f32";
+    fn cast(x: f64) -> Self {
+        x as f32
+    }
+    fn as_f64(self) -> f64 {
+        self as f64
+    }
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f32,
+        a: *const f32,
+        rsa: isize,
+        csa: isize,
+        b: *const f32,
+        rsb: isize,
+        csb: isize,
+        beta: f32,
+        c: *mut f32,
+        rsc: isize,
+        csc: isize,
+    ) {
+        matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+    }
+}
+
+impl Float for f64 {
+    const NAME: &'static str = "f64";
+    fn cast(x: f64) -> Self {
+        x
+    }
+    fn as_f64(self) -> f64 {
+        self
+    }
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f64,
+        a: *const f64,
+        rsa: isize,
+        csa: isize,
+        b: *const f64,
+        rsb: isize,
+        csb: isize,
+        beta: f64,
+        c: *mut f64,
+        rsc: isize,
+        csc: isize,
+    ) {
+        matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+    }
+}

@@ -1,0 +1,49 @@
+//! # autograd
+//!
+//! Reverse-mode, tape-based automatic differentiation over n-dimensional
+//! tensors, for training small language models on CPUs.
+//!
+//! ```
+//! use autograd::{Tape, Tensor};
+//! use ndarray::array;
+//!
+//! let tape = Tape::<f64>::new();
+//! let x = tape.leaf(array![1.0, 2.0, 3.0].into_dyn());
+//! let y = tape.tanh(&x);                 // y_i = tanh(x_i)
+//! let loss = tape.sum_all(&tape.mul(&y, &y)); // sum_i y_i^2
+//! let grads = tape.backward(&loss);
+//! let dx = grads.get(&x).unwrap();       // 2 y_i (1 - y_i^2)
+//! assert!((dx[0] - 2.0 * 1f64.tanh() * (1.0 - 1f64.tanh().powi(2))).abs() < 1e-12);
+//! ```
+//!
+//! The pieces, in reading order:
+//! - [`tape`]: the tape, [`Var`], the gradient store and the backward sweep;
+//! - [`ops`]: every differentiable op, forward and backward side by side;
+//! - [`kernels`]: the loops on plain slices that the ops call;
+//! - [`optim`]: SGD, AdamW, gradient clipping, learning-rate schedules;
+//! - [`gradcheck`]: finite-difference checking of any op or model.
+
+pub mod float;
+pub mod gradcheck;
+pub mod kernels;
+pub mod ops;
+pub mod optim;
+pub mod tape;
+
+pub use float::Float;
+pub use tape::{Gradients, Tape, Tensor, Var};
+
+/// Sets the number of worker threads of the global rayon pool (once per
+/// process, before any parallel work). Returns an error message if the pool
+/// was already built.
+pub fn set_num_threads(threads: usize) -> Result<(), String> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .map_err(|e| format!("cannot set the thread pool to {threads} threads: {e}"))
+}
+
+/// The number of worker threads of the current pool.
+pub fn num_threads() -> usize {
+    rayon::current_num_threads()
+}

@@ -1,0 +1,187 @@
+//! Matrix products: `matmul` (2-D and batched) and `linear` (PyTorch's
+//! `nn.Linear`, weight stored `[out, in]`).
+//!
+//! Every product runs through [`crate::kernels::gemm::gemm`] with the operands'
+//! strides, so the transposes in the backward formulas are free.
+
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, Axis, Ix2, IxDyn};
+use rayon::prelude::*;
+
+use crate::float::Float;
+use crate::kernels::gemm::gemm;
+use crate::tape::{Tape, Tensor, Var};
+
+/// Views a tensor of shape (..., R, C) as (batch, R, C).
+fn as_batch<T: Float>(t: &Tensor<T>) -> ArrayView3<'_, T> {
+    let nd = t.ndim();
+    let (r, c) = (t.shape()[nd - 2], t.shape()[nd - 1]);
+    let batch: usize = t.shape()[..nd - 2].iter().product();
+    t.view()
+        .into_shape_with_order((batch, r, c))
+        .expect("matmul: operand must be contiguous in its batch axes")
+}
+
+/// The (rows, cols) view of a 2-D tensor.
+fn view2<T: Float>(t: &Tensor<T>) -> ArrayView2<'_, T> {
+    t.view().into_dimensionality::<Ix2>().unwrap()
+}
+
+/// `a @ b` for 2-D or batched operands (same batch shape, or `b` 2-D and
+/// shared by the whole batch), with optional transposes of the last two axes.
+/// A matrix, or its transpose (the same buffer with swapped strides).
+fn matrix<T: Float>(m: ArrayView2<'_, T>, transposed: bool) -> ArrayView2<'_, T> {
+    if transposed {
+        m.reversed_axes()
+    } else {
+        m
+    }
+}
+
+fn batched_product<T: Float>(a: &Tensor<T>, ta: bool, b: &Tensor<T>, tb: bool) -> Tensor<T> {
+    let (a3, b3) = (as_batch(a), as_batch(b));
+    let m = matrix(a3.index_axis(Axis(0), 0), ta).nrows();
+    let n = matrix(b3.index_axis(Axis(0), 0), tb).ncols();
+    let batch = a3.len_of(Axis(0)).max(b3.len_of(Axis(0)));
+    let mut out = Array3::<T>::zeros((batch, m, n));
+    let product = |i: usize, c: ArrayViewMut2<'_, T>| {
+        let am = matrix(a3.index_axis(Axis(0), i.min(a3.len_of(Axis(0)) - 1)), ta);
+        let bm = matrix(b3.index_axis(Axis(0), i.min(b3.len_of(Axis(0)) - 1)), tb);
+        gemm(T::one(), am, bm, T::zero(), c);
+    };
+    if batch > 1 {
+        out.outer_iter_mut()
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(i, c)| product(i, c));
+    } else {
+        product(0, out.index_axis_mut(Axis(0), 0));
+    }
+    let mut shape = if a.ndim() > 2 { a.shape() } else { b.shape() }.to_vec();
+    let nd = shape.len();
+    shape[nd - 2] = m;
+    shape[nd - 1] = n;
+    out.into_shape_with_order(IxDyn(&shape)).unwrap()
+}
+
+impl<T: Float> Tape<T> {
+    /// y = a @ b        a: (..., M, K), b: (..., K, N) or (K, N) -> y: (..., M, N)
+    ///
+    /// da = dy @ b^T    db = a^T @ dy   (summed over the batch when `b` is shared)
+    pub fn matmul(&self, a: &Var<T>, b: &Var<T>) -> Var<T> {
+        let (sa, sb) = (a.shape().to_vec(), b.shape().to_vec());
+        assert!(
+            sa.len() >= 2 && sb.len() >= 2,
+            "matmul: operands must have at least 2 axes, got {sa:?} and {sb:?}"
+        );
+        let k = sa[sa.len() - 1];
+        let (k2, _n) = (sb[sb.len() - 2], sb[sb.len() - 1]);
+        assert!(
+            k == k2,
+            "matmul: inner dimensions differ: {sa:?} @ {sb:?} ({k} != {k2})"
+        );
+        let batch_a = &sa[..sa.len() - 2];
+        let batch_b = &sb[..sb.len() - 2];
+        assert!(
+            batch_a == batch_b || batch_b.is_empty(),
+            "matmul: batch shapes differ: {sa:?} @ {sb:?} (b must have a's batch shape or be 2-D)"
+        );
+        let y = batched_product(a.value(), false, b.value(), false);
+        let (a_saved, b_saved) = (a.value_arc(), b.value_arc());
+        self.record("matmul", y, &[a, b], move |dy| {
+            let da = batched_product(dy, false, &b_saved, true);
+            let db = if b_saved.ndim() == 2 && a_saved.ndim() > 2 {
+                // Shared b: db = sum over the batch of a_i^T @ dy_i = A^T @ DY
+                // with the batch folded into the rows.
+                let rows: usize = a_saved.len() / k;
+                let a2 = a_saved.view().into_shape_with_order((rows, k)).unwrap();
+                let n = dy.shape()[dy.ndim() - 1];
+                let dy2 = dy.view().into_shape_with_order((rows, n)).unwrap();
+                let mut db = Array2::zeros((k, n));
+                gemm(T::one(), a2.t(), dy2, T::zero(), db.view_mut());
+                db.into_dyn()
+            } else {
+                batched_product(&a_saved, true, dy, false)
+            };
+            vec![Some(da), Some(db)]
+        })
+    }
+
+    /// y = x @ W^T + b      x: (..., IN), W: (OUT, IN), b: (OUT) -> y: (..., OUT)
+    ///
+    /// dx = dy @ W          dW = dy^T @ x          db = sum over rows of dy
+    ///
+    /// The rows of every leading axis are folded into one GEMM, and the two
+    /// backward GEMMs (dx and dW) run side by side on the thread pool.
+    pub fn linear(&self, x: &Var<T>, w: &Var<T>, b: Option<&Var<T>>) -> Var<T> {
+        let (sx, sw) = (x.shape().to_vec(), w.shape().to_vec());
+        assert!(
+            sw.len() == 2 && !sx.is_empty() && sx[sx.len() - 1] == sw[1],
+            "linear: input {sx:?} does not match weight {sw:?} (expected (..., {}))",
+            sw.get(1).copied().unwrap_or(0)
+        );
+        let (n_out, n_in) = (sw[0], sw[1]);
+        if let Some(b) = b {
+            assert!(
+                b.shape() == [n_out],
+                "linear: bias shape {:?} != [{n_out}] for weight {sw:?}",
+                b.shape()
+            );
+        }
+        let rows = x.value().len() / n_in;
+        let x_std = x.value().as_standard_layout();
+        let x2 = x_std.view().into_shape_with_order((rows, n_in)).unwrap();
+        let mut y = Array2::<T>::zeros((rows, n_out));
+        let beta = match b {
+            Some(b) => {
+                // y starts as the bias in every row, then gemm adds x @ W^T.
+                let bias = b.value().as_slice().unwrap();
+                for mut row in y.rows_mut() {
+                    row.as_slice_mut().unwrap().copy_from_slice(bias);
+                }
+                T::one()
+            }
+            None => T::zero(),
+        };
+        gemm(T::one(), x2, view2(w.value()).t(), beta, y.view_mut());
+        let mut out_shape = sx.clone();
+        *out_shape.last_mut().unwrap() = n_out;
+        let y = y.into_shape_with_order(IxDyn(&out_shape)).unwrap();
+        drop(x_std);
+
+        let (x_saved, w_saved) = (x.value_arc(), w.value_arc());
+        let (need_x, need_w) = (x.requires_grad(), w.requires_grad());
+        let inputs: Vec<&Var<T>> = match b {
+            Some(b) => vec![x, w, b],
+            None => vec![x, w],
+        };
+        let has_bias = b.is_some();
+        let need_b = b.is_some_and(|b| b.requires_grad());
+        self.record("linear", y, &inputs, move |dy| {
+            let dy_std = dy.as_standard_layout();
+            let dy2 = dy_std.view().into_shape_with_order((rows, n_out)).unwrap();
+            let x_std = x_saved.as_standard_layout();
+            let x2 = x_std.view().into_shape_with_order((rows, n_in)).unwrap();
+            let (dx, dw) = rayon::join(
+                || {
+                    need_x.then(|| {
+                        let mut dx = Array2::<T>::zeros((rows, n_in));
+                        gemm(T::one(), dy2, view2(&w_saved), T::zero(), dx.view_mut());
+                        dx.into_shape_with_order(IxDyn(x_saved.shape())).unwrap()
+                    })
+                },
+                || {
+                    need_w.then(|| {
+                        let mut dw = Array2::<T>::zeros((n_out, n_in));
+                        gemm(T::one(), dy2.t(), x2, T::zero(), dw.view_mut());
+                        dw.into_dyn()
+                    })
+                },
+            );
+            let mut grads = vec![dx, dw];
+            if has_bias {
+                grads.push(need_b.then(|| dy2.sum_axis(Axis(0)).into_dyn()));
+            }
+            grads
+        })
+    }
+}

@@ -1,0 +1,54 @@
+//! Optimizers, gradient clipping and learning-rate schedules.
+//!
+//! Parameters are `Arc<Tensor>`s owned by the model (a step's tape holds
+//! clones of the `Arc`s, not copies); once the tape is gone the optimizer
+//! updates them in place through `Arc::make_mut`, which copies nothing when
+//! the model is the only owner.
+
+mod adamw;
+mod clip;
+mod schedule;
+mod sgd;
+
+pub use adamw::AdamW;
+pub use clip::{clip_grad_norm, global_grad_norm};
+pub use schedule::LrSchedule;
+pub use sgd::Sgd;
+
+use std::sync::Arc;
+
+use crate::float::Float;
+use crate::tape::Tensor;
+
+/// One update rule over a list of parameters and their gradients (same order,
+/// same shapes).
+pub trait Optimizer<T: Float> {
+    /// Applies one update with learning rate `lr`.
+    fn step(&mut self, params: &mut [Arc<Tensor<T>>], grads: &[Tensor<T>], lr: f64);
+
+    /// The optimizer's state tensors, by name suffix, for checkpointing
+    /// (e.g. AdamW's `exp_avg`/`exp_avg_sq`); empty for stateless optimizers.
+    fn state(&self) -> Vec<(String, Vec<Tensor<T>>)> {
+        Vec::new()
+    }
+
+    /// The number of steps taken so far.
+    fn steps_taken(&self) -> u64;
+}
+
+/// The mutable data of a parameter (copy-on-write if a tape still shares it).
+pub(crate) fn param_slice<T: Float>(p: &mut Arc<Tensor<T>>) -> &mut [T] {
+    let t = Arc::make_mut(p);
+    if !t.is_standard_layout() {
+        *t = t.as_standard_layout().into_owned();
+    }
+    t.as_slice_mut().unwrap()
+}
+
+/// The data of a gradient in row-major order.
+pub(crate) fn grad_slice<T: Float>(g: &Tensor<T>) -> std::borrow::Cow<'_, [T]> {
+    match g.as_slice() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(g.iter().copied().collect()),
+    }
+}

@@ -1,0 +1,49 @@
+/// A learning-rate schedule: the multiplier of the base rate at each step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LrSchedule {
+    /// The base rate at every step.
+    Constant,
+    /// Linear warmup from 0 over `warmup` steps, then linear decay to 0 at `total`.
+    WarmupLinear { warmup: u64, total: u64 },
+    /// Linear warmup over `warmup` steps, then cosine decay to `min_ratio` at `total`.
+    WarmupCosine {
+        warmup: u64,
+        total: u64,
+        min_ratio: f64,
+    },
+}
+
+impl LrSchedule {
+    /// The learning rate of step `step` (0-based) for base rate `base_lr`.
+    pub fn lr(&self, base_lr: f64, step: u64) -> f64 {
+        base_lr * self.factor(step)
+    }
+
+    /// The multiplier of the base rate at step `step` (0-based).
+    pub fn factor(&self, step: u64) -> f64 {
+        let warm = |warmup: u64| {
+            if warmup > 0 && step < warmup {
+                Some((step + 1) as f64 / warmup as f64)
+            } else {
+                None
+            }
+        };
+        match *self {
+            LrSchedule::Constant => 1.0,
+            LrSchedule::WarmupLinear { warmup, total } => warm(warmup).unwrap_or_else(|| {
+                let span = total.saturating_sub(warmup).max(1) as f64;
+                (1.0 - (step - warmup) as f64 / span).max(0.0)
+            }),
+            LrSchedule::WarmupCosine {
+                warmup,
+                total,
+                min_ratio,
+            } => warm(warmup).unwrap_or_else(|| {
+                let span = total.saturating_sub(warmup).max(1) as f64;
+                let progress = ((step - warmup) as f64 / span).min(1.0);
+                min_ratio
+                    + (1.0 - min_ratio) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }),
+        }
+    }
+}
