@@ -7,8 +7,11 @@
 //! Parallel loops split work on fixed boundaries that do not depend on the
 //! number of threads, so results are bitwise the same for any pool size.
 
+pub mod attention;
 pub mod elementwise;
 pub mod gemm;
+pub mod layernorm;
+pub mod softmax;
 
 /// Below this many elements a loop runs on the calling thread: spawning
 /// rayon tasks costs more than the work.

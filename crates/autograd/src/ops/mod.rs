@@ -4,7 +4,10 @@
 
 pub mod elementwise;
 pub mod matmul;
+pub mod nn;
 pub mod reduce;
+pub mod shape;
+pub mod softmax;
 
 use crate::float::Float;
 use crate::tape::Tensor;

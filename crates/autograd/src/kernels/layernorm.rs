@@ -1,0 +1,1 @@
+//! LayerNorm forward and backward loops (llm.c style).

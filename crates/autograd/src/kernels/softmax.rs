@@ -1,0 +1,1 @@
+//! Row softmax / log-softmax loops.

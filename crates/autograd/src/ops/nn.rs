@@ -1,0 +1,1 @@
+//! Fused neural-network ops: embedding, LayerNorm, causal self-attention, cross-entropy.

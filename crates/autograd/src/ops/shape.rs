@@ -1,0 +1,1 @@
+//! Shape ops: reshape, transpose/permute, narrow, concat/split.

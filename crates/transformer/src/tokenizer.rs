@@ -1,0 +1,48 @@
+//! Tokenizers: text to token ids and back.
+//!
+//! The default is [`ByteTokenizer`]: one token per UTF-8 byte, ids 0..255, so
+//! any text round-trips and no vocabulary file is needed. Other tokenizers can
+//! be added behind the [`Tokenizer`] trait.
+
+/// Maps text to token ids and back.
+pub trait Tokenizer: Send + Sync {
+    /// The ids of `text`.
+    fn encode(&self, text: &str) -> Vec<u32>;
+    /// The text of `ids` (lossy where ids do not form valid text).
+    fn decode(&self, ids: &[u32]) -> String;
+    /// Number of distinct ids this tokenizer produces.
+    fn vocab_size(&self) -> usize;
+}
+
+/// One token per UTF-8 byte.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ByteTokenizer;
+
+impl Tokenizer for ByteTokenizer {
+    fn encode(&self, text: &str) -> Vec<u32> {
+        text.bytes().map(u32::from).collect()
+    }
+
+    fn decode(&self, ids: &[u32]) -> String {
+        let bytes: Vec<u8> = ids.iter().map(|&id| id.min(255) as u8).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    fn vocab_size(&self) -> usize {
+        256
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_round_trip_including_non_ascii() {
+        let text = "héllo, wörld → 你好";
+        let ids = ByteTokenizer.encode(text);
+        assert_eq!(ids.len(), text.len());
+        assert!(ids.iter().all(|&id| id < 256));
+        assert_eq!(ByteTokenizer.decode(&ids), text);
+    }
+}
