@@ -1,1 +1,372 @@
 //! Fused neural-network ops: embedding, LayerNorm, causal self-attention, cross-entropy.
+//!
+//! Each is one node on the tape with a hand-written backward, instead of a
+//! chain of primitive ops: less memory (one saved buffer per op instead of
+//! one per step) and one pass over the data each way. The LayerNorm and
+//! attention loops live in [`crate::kernels::layernorm`] and
+//! [`crate::kernels::attention`]; the embedding and cross-entropy loops are
+//! short enough to sit here, next to their op.
+
+use std::sync::Arc;
+
+use ndarray::IxDyn;
+use rayon::prelude::*;
+
+use crate::float::Float;
+use crate::kernels::attention::{attention_backward, attention_forward, AttentionDims};
+use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
+use crate::kernels::PAR_MIN_ELEMENTS;
+use crate::tape::{Tape, Tensor, Var};
+
+/// The label of a row that [`Tape::cross_entropy`] skips (PyTorch's `ignore_index`).
+pub const IGNORE_INDEX: i64 = -100;
+
+/// The contiguous data of a tensor (a copy only if it is not in standard layout).
+fn data<T: Float>(t: &Tensor<T>) -> std::borrow::Cow<'_, [T]> {
+    match t.as_slice() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(t.iter().copied().collect()),
+    }
+}
+
+impl<T: Float> Tape<T> {
+    /// y[i, :] = table[ids[i], :]     table: (V, C), ids: `shape` -> y: shape + (C)
+    ///
+    /// dtable[v, :] = sum over i with ids[i] = v of dy[i, :]   (scatter-add, in order of i)
+    ///
+    /// # Panics
+    /// If `ids.len()` is not the product of `shape`, or an id is `>= V`.
+    pub fn embedding(&self, table: &Var<T>, ids: &[usize], shape: &[usize]) -> Var<T> {
+        assert!(
+            table.ndim() == 2,
+            "embedding: table must be (V, C), got {:?}",
+            table.shape()
+        );
+        let (v, c) = (table.shape()[0], table.shape()[1]);
+        let n: usize = shape.iter().product();
+        assert!(
+            ids.len() == n,
+            "embedding: {} ids do not fill shape {shape:?}",
+            ids.len()
+        );
+        if let Some((pos, &id)) = ids.iter().enumerate().find(|(_, &id)| id >= v) {
+            panic!("embedding: id {id} at position {pos} is out of range for a table of {v} rows (shape {:?})", table.shape());
+        }
+        let table_data = data(table.value());
+        let mut out = vec![T::zero(); n * c];
+        for (row, &id) in out.chunks_mut(c.max(1)).zip(ids) {
+            row.copy_from_slice(&table_data[id * c..(id + 1) * c]);
+        }
+        drop(table_data);
+        let mut out_shape = shape.to_vec();
+        out_shape.push(c);
+        let y = Tensor::from_shape_vec(IxDyn(&out_shape), out).unwrap();
+        let ids = if self.needs_grad(&[table]) {
+            ids.to_vec()
+        } else {
+            Vec::new()
+        };
+        self.record("embedding", y, &[table], move |dy| {
+            let dy = data(dy);
+            let mut dtable = vec![T::zero(); v * c];
+            for (i, &id) in ids.iter().enumerate() {
+                let (drow, dyrow) = (&mut dtable[id * c..(id + 1) * c], &dy[i * c..(i + 1) * c]);
+                for j in 0..c {
+                    drow[j] += dyrow[j];
+                }
+            }
+            vec![Some(
+                Tensor::from_shape_vec(IxDyn(&[v, c]), dtable).unwrap(),
+            )]
+        })
+    }
+
+    /// LayerNorm over the last axis:  x: (..., C), weight, bias: (C) -> y: (..., C)
+    ///
+    /// ```text
+    /// y = (x - mean) * rstd * weight + bias,   rstd = 1 / sqrt(var + eps)
+    /// dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * weight
+    /// dweight = sum over rows of dy * xhat,     dbias = sum over rows of dy
+    /// ```
+    /// The forward saves mean and rstd per row (see [`crate::kernels::layernorm`]).
+    pub fn layer_norm(
+        &self,
+        x: &Var<T>,
+        weight: &Var<T>,
+        bias: Option<&Var<T>>,
+        eps: f64,
+    ) -> Var<T> {
+        let sx = x.shape().to_vec();
+        let c = *sx.last().unwrap_or(&0);
+        assert!(
+            c > 0 && weight.shape() == [c],
+            "layer_norm: weight {:?} does not match input {sx:?} (expected [{c}])",
+            weight.shape()
+        );
+        if let Some(b) = bias {
+            assert!(
+                b.shape() == [c],
+                "layer_norm: bias {:?} does not match input {sx:?} (expected [{c}])",
+                b.shape()
+            );
+        }
+        let n = x.value().len() / c;
+        let inp = data(x.value());
+        let w = data(weight.value());
+        let b = bias.map(|b| data(b.value()));
+        let mut out = vec![T::zero(); n * c];
+        let mut mean = vec![T::zero(); n];
+        let mut rstd = vec![T::zero(); n];
+        layernorm_forward(
+            &mut out,
+            &mut mean,
+            &mut rstd,
+            &inp,
+            &w,
+            b.as_deref(),
+            c,
+            T::cast(eps),
+        );
+        drop((inp, w, b));
+        let y = Tensor::from_shape_vec(IxDyn(&sx), out).unwrap();
+
+        let (x_saved, w_saved) = (x.value_arc(), weight.value_arc());
+        let mut inputs = vec![x, weight];
+        inputs.extend(bias);
+        let has_bias = bias.is_some();
+        self.record("layer_norm", y, &inputs, move |dy| {
+            let (dout, inp, w) = (data(dy), data(&x_saved), data(&w_saved));
+            let mut dinp = vec![T::zero(); n * c];
+            let mut dweight = vec![T::zero(); c];
+            let mut dbias = vec![T::zero(); if has_bias { c } else { 0 }];
+            layernorm_backward(
+                &mut dinp,
+                &mut dweight,
+                has_bias.then_some(&mut dbias[..]),
+                &dout,
+                &inp,
+                &w,
+                &mean,
+                &rstd,
+                c,
+            );
+            let mut grads = vec![
+                Some(Tensor::from_shape_vec(IxDyn(x_saved.shape()), dinp).unwrap()),
+                Some(Tensor::from_shape_vec(IxDyn(&[c]), dweight).unwrap()),
+            ];
+            if has_bias {
+                grads.push(Some(Tensor::from_shape_vec(IxDyn(&[c]), dbias).unwrap()));
+            }
+            grads
+        })
+    }
+
+    /// Causal multi-head self-attention on the output of the `c_attn` projection:
+    /// qkv: (B, T, 3C) -> y: (B, T, C), q, k, v in that order along the last axis.
+    ///
+    /// ```text
+    /// att = softmax(mask(q @ k^T / sqrt(hs)))     per head, (T, T)
+    /// y   = att @ v                               heads concatenated back to (B, T, C)
+    /// ```
+    /// The forward saves the probabilities `att` (B, NH, T, T); the backward
+    /// (see [`crate::kernels::attention::attention_backward`]) needs nothing else.
+    pub fn causal_attention(&self, qkv: &Var<T>, n_head: usize) -> Var<T> {
+        let s = qkv.shape().to_vec();
+        assert!(
+            s.len() == 3 && s[2].is_multiple_of(3),
+            "causal_attention: qkv must be (B, T, 3C), got {s:?}"
+        );
+        let (b, t, c) = (s[0], s[1], s[2] / 3);
+        assert!(
+            n_head > 0 && c.is_multiple_of(n_head),
+            "causal_attention: {c} channels (qkv {s:?}) do not split into {n_head} heads"
+        );
+        let dims = AttentionDims {
+            b,
+            t,
+            c,
+            nh: n_head,
+        };
+        let qkv_data = data(qkv.value());
+        let mut out = vec![T::zero(); b * t * c];
+        let mut att = vec![T::zero(); b * n_head * t * t];
+        attention_forward(&mut out, &mut att, &qkv_data, dims);
+        drop(qkv_data);
+        let y = Tensor::from_shape_vec(IxDyn(&[b, t, c]), out).unwrap();
+        if !self.needs_grad(&[qkv]) {
+            return self.record("causal_attention", y, &[qkv], |_| vec![None]);
+        }
+        let qkv_saved = qkv.value_arc();
+        self.record("causal_attention", y, &[qkv], move |dy| {
+            let (dout, qkv) = (data(dy), data(&qkv_saved));
+            let mut dqkv = vec![T::zero(); b * t * 3 * c];
+            attention_backward(&mut dqkv, &dout, &qkv, &att, dims);
+            vec![Some(
+                Tensor::from_shape_vec(IxDyn(&[b, t, 3 * c]), dqkv).unwrap(),
+            )]
+        })
+    }
+
+    /// Mean cross-entropy over the rows whose target is not [`IGNORE_INDEX`]:
+    /// logits: (..., V), targets: one per row -> a scalar.
+    ///
+    /// ```text
+    /// loss = (1/n_valid) sum over valid rows i of (logsumexp(logits[i]) - logits[i, targets[i]])
+    /// dlogits[i] = (softmax(logits[i]) - onehot(targets[i])) / n_valid,   0 for ignored rows
+    /// ```
+    /// PyTorch's `F.cross_entropy(logits, targets, ignore_index=-100)`. Fused and
+    /// stable (row max, then log-sum-exp); the log-softmax is never stored.
+    /// If every row is ignored the loss is 0 and so is its gradient (PyTorch
+    /// gives NaN there).
+    ///
+    /// # Panics
+    /// If the number of targets is not the number of rows, or a target is
+    /// neither in `0..V` nor `-100`.
+    pub fn cross_entropy(&self, logits: &Var<T>, targets: &[i64]) -> Var<T> {
+        self.cross_entropy_sum(logits, targets, true).0
+    }
+
+    /// Like [`Tape::cross_entropy`], but with `mean = false` the SUM over the
+    /// valid rows instead of the mean. Also returns the number of valid rows.
+    pub fn cross_entropy_sum(
+        &self,
+        logits: &Var<T>,
+        targets: &[i64],
+        mean: bool,
+    ) -> (Var<T>, usize) {
+        let s = logits.shape().to_vec();
+        let v = *s.last().unwrap_or(&0);
+        assert!(
+            v > 0,
+            "cross_entropy: logits must be (..., V) with V > 0, got {s:?}"
+        );
+        let n = logits.value().len() / v;
+        assert!(
+            targets.len() == n,
+            "cross_entropy: {} targets for {n} rows of logits {s:?}",
+            targets.len()
+        );
+        if let Some(&bad) = targets
+            .iter()
+            .find(|&&y| y != IGNORE_INDEX && !(0..v as i64).contains(&y))
+        {
+            panic!("cross_entropy: target {bad} is out of range for {v} classes (logits {s:?})");
+        }
+        let n_valid = targets.iter().filter(|&&y| y != IGNORE_INDEX).count();
+        let scale = if mean && n_valid > 0 {
+            T::one() / T::cast(n_valid as f64)
+        } else {
+            T::one()
+        };
+        let inp = data(logits.value());
+        let mut lse = vec![T::zero(); n];
+        let mut losses = vec![T::zero(); n];
+        crossentropy_forward(&mut losses, &mut lse, &inp, targets, v);
+        drop(inp);
+        // Sum in row order (f64): the same result for any thread count.
+        let total: f64 = losses.iter().map(|l| l.as_f64()).sum();
+        let loss = T::cast(total) * scale;
+        let y = Tensor::from_elem(IxDyn(&[]), loss);
+        if !self.needs_grad(&[logits]) {
+            return (
+                self.record("cross_entropy", y, &[logits], |_| vec![None]),
+                n_valid,
+            );
+        }
+        let logits_saved = logits.value_arc();
+        let targets = Arc::new(targets.to_vec());
+        let var = self.record("cross_entropy", y, &[logits], move |dy| {
+            let dloss = *dy.iter().next().unwrap() * scale;
+            let inp = data(&logits_saved);
+            let mut dinp = vec![T::zero(); n * v];
+            crossentropy_backward(&mut dinp, &inp, &lse, &targets, dloss, v);
+            vec![Some(
+                Tensor::from_shape_vec(IxDyn(logits_saved.shape()), dinp).unwrap(),
+            )]
+        });
+        (var, n_valid)
+    }
+}
+
+/// Rows per parallel task in the cross-entropy loops.
+const CE_ROWS_PER_TASK: usize = 8;
+
+/// ```text
+/// lse[i]    = max_j x[i, j] + log sum_j exp(x[i, j] - max)
+/// losses[i] = lse[i] - x[i, target[i]]         (0 for ignored rows)
+/// ```
+/// inp: (N, V); losses, lse: (N).
+pub fn crossentropy_forward<T: Float>(
+    losses: &mut [T],
+    lse: &mut [T],
+    inp: &[T],
+    targets: &[i64],
+    v: usize,
+) {
+    let row = |(((loss, lse), x), &target): (((&mut T, &mut T), &[T]), &i64)| {
+        if target == IGNORE_INDEX {
+            *loss = T::zero();
+            return;
+        }
+        // pass 1: row max
+        let max = x.iter().copied().fold(T::neg_infinity(), T::max);
+        // pass 2: log-sum-exp
+        let sum: T = x.iter().map(|&xi| (xi - max).exp()).sum();
+        *lse = max + sum.ln();
+        // pass 3: gather the target's logit
+        *loss = *lse - x[target as usize];
+    };
+    if inp.len() < PAR_MIN_ELEMENTS {
+        losses
+            .iter_mut()
+            .zip(lse.iter_mut())
+            .zip(inp.chunks(v))
+            .zip(targets)
+            .for_each(row);
+    } else {
+        losses
+            .par_iter_mut()
+            .zip(lse.par_iter_mut())
+            .zip(inp.par_chunks(v))
+            .zip(targets.par_iter())
+            .with_min_len(CE_ROWS_PER_TASK)
+            .for_each(row);
+    }
+}
+
+/// ```text
+/// dinp[i, j] = dloss * (exp(x[i, j] - lse[i]) - [j == target[i]])     (0 for ignored rows)
+/// ```
+/// `dloss` already holds the 1/n_valid of the mean.
+pub fn crossentropy_backward<T: Float>(
+    dinp: &mut [T],
+    inp: &[T],
+    lse: &[T],
+    targets: &[i64],
+    dloss: T,
+    v: usize,
+) {
+    type Row<'a, T> = ((&'a mut [T], &'a [T]), (&'a T, &'a i64));
+    let row = |((dx, x), (&lse, &target)): Row<'_, T>| {
+        if target == IGNORE_INDEX {
+            dx.iter_mut().for_each(|d| *d = T::zero());
+            return;
+        }
+        for j in 0..v {
+            dx[j] = (x[j] - lse).exp() * dloss;
+        }
+        dx[target as usize] -= dloss;
+    };
+    if inp.len() < PAR_MIN_ELEMENTS {
+        dinp.chunks_mut(v)
+            .zip(inp.chunks(v))
+            .zip(lse.iter().zip(targets))
+            .for_each(row);
+    } else {
+        dinp.par_chunks_mut(v)
+            .zip(inp.par_chunks(v))
+            .zip(lse.par_iter().zip(targets.par_iter()))
+            .with_min_len(CE_ROWS_PER_TASK)
+            .for_each(row);
+    }
+}
