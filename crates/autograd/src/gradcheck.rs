@@ -63,8 +63,11 @@ pub fn random_inputs(shapes: &[&[usize]], seed: u64) -> Vec<Tensor<f64>> {
         .collect()
 }
 
+/// The largest error [`gradcheck`] and [`gradcheck_at`] accept.
+pub const GRADCHECK_TOLERANCE: f64 = 1e-6;
+
 /// Checks `f` on random normal inputs of the given shapes; panics with the
-/// report if the error exceeds `1e-6`. Returns the report.
+/// report if the error exceeds [`GRADCHECK_TOLERANCE`]. Returns the report.
 ///
 /// ```
 /// use autograd::gradcheck::gradcheck;
@@ -74,15 +77,41 @@ pub fn gradcheck(
     shapes: &[&[usize]],
     f: impl Fn(&Tape<f64>, &[Var<f64>]) -> Var<f64>,
 ) -> GradcheckReport {
-    let report = gradcheck_with(random_inputs(shapes, 42), &GradcheckOptions::default(), f);
+    gradcheck_at(random_inputs(shapes, 42), f)
+}
+
+/// Checks `f` at the given inputs (any values, any memory layout); panics
+/// with the report if the error exceeds [`GRADCHECK_TOLERANCE`].
+///
+/// ```
+/// use autograd::gradcheck::{gradcheck_at, random_input_transposed};
+/// // A (3, 4) input stored column-major: ops must not assume row-major data.
+/// gradcheck_at(vec![random_input_transposed(&[3, 4], 1)], |t, x| t.softmax(&x[0], 1));
+/// ```
+pub fn gradcheck_at(
+    inputs: Vec<Tensor<f64>>,
+    f: impl Fn(&Tape<f64>, &[Var<f64>]) -> Var<f64>,
+) -> GradcheckReport {
+    let report = gradcheck_with(inputs, &GradcheckOptions::default(), f);
     assert!(
-        report.max_error < 1e-6,
+        report.max_error < GRADCHECK_TOLERANCE,
         "gradcheck failed: max error {:.3e} at {} ({} entries checked)",
         report.max_error,
         report.worst,
         report.checked
     );
     report
+}
+
+/// A random normal tensor of `shape` stored with its axes reversed (for a
+/// matrix: column-major), so that it is not in standard layout. Iterating it
+/// still visits the elements in logical row-major order.
+pub fn random_input_transposed(shape: &[usize], seed: u64) -> Tensor<f64> {
+    let reversed: Vec<usize> = shape.iter().rev().copied().collect();
+    let stored = random_inputs(&[&reversed], seed).remove(0);
+    let t = stored.reversed_axes();
+    debug_assert_eq!(t.shape(), shape);
+    t
 }
 
 /// Checks the gradients of `f` at `inputs` and reports the worst error (does not panic).
@@ -134,7 +163,9 @@ pub fn gradcheck_with(
             let exact = *analytic[input].iter().nth(flat).unwrap();
             let error = (exact - numeric).abs() / exact.abs().max(numeric.abs()).max(1e-2);
             report.checked += 1;
-            if !(error <= report.max_error) {
+            // A NaN error (a NaN gradient) is the worst, and stays so.
+            let worse = error.is_nan() || error > report.max_error;
+            if worse && !report.max_error.is_nan() {
                 report.max_error = error;
                 report.worst = format!(
                     "input {input} entry {flat} of shape {:?}: analytic {exact:.10e}, numeric {numeric:.10e}",

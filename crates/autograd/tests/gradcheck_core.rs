@@ -76,3 +76,70 @@ fn value_used_twice_accumulates() {
         t.mul(&t.add(&y, &x[0]), &y)
     });
 }
+
+mod non_contiguous {
+    //! The same ops on inputs stored in a non-standard layout (a transposed
+    //! or permuted array): no op may assume row-major data.
+
+    use autograd::gradcheck::{gradcheck_at, random_input_transposed, random_inputs};
+    use autograd::Tensor;
+
+    fn permuted(shape_after: [usize; 3], seed: u64) -> Tensor<f64> {
+        // stored as (d1, d2, d0), viewed as (d0, d1, d2)
+        let [d0, d1, d2] = shape_after;
+        let t = random_inputs(&[&[d1, d2, d0]], seed)
+            .remove(0)
+            .permuted_axes(vec![2, 0, 1]);
+        assert!(!t.is_standard_layout());
+        t
+    }
+
+    #[test]
+    fn elementwise() {
+        let x = || random_input_transposed(&[3, 4], 1);
+        let y = || random_input_transposed(&[3, 4], 2);
+        gradcheck_at(vec![x(), y()], |t, v| t.add(&v[0], &v[1]));
+        gradcheck_at(vec![x(), random_inputs(&[&[3, 4]], 3).remove(0)], |t, v| {
+            t.add(&v[0], &v[1])
+        });
+        gradcheck_at(vec![x(), y()], |t, v| t.sub(&v[0], &v[1]));
+        gradcheck_at(vec![x(), y()], |t, v| t.mul(&v[0], &v[1]));
+        gradcheck_at(vec![x(), random_input_transposed(&[1, 4], 4)], |t, v| {
+            t.mul(&v[0], &v[1])
+        });
+        gradcheck_at(vec![x()], |t, v| t.gelu(&v[0]));
+        gradcheck_at(vec![x()], |t, v| t.tanh(&v[0]));
+        gradcheck_at(vec![x()], |t, v| t.logsigmoid(&v[0]));
+        gradcheck_at(vec![permuted([2, 3, 4], 5)], |t, v| t.exp(&v[0]));
+        gradcheck_at(
+            vec![
+                permuted([2, 3, 4], 5),
+                random_inputs(&[&[3, 1]], 6).remove(0),
+            ],
+            |t, v| t.sub(&v[0], &v[1]),
+        );
+    }
+
+    #[test]
+    fn matmul_and_linear() {
+        gradcheck_at(
+            vec![
+                random_input_transposed(&[3, 4], 1),
+                random_input_transposed(&[4, 5], 2),
+            ],
+            |t, v| t.matmul(&v[0], &v[1]),
+        );
+        gradcheck_at(
+            vec![permuted([2, 3, 4], 3), random_input_transposed(&[4, 5], 4)],
+            |t, v| t.matmul(&v[0], &v[1]),
+        );
+        gradcheck_at(
+            vec![
+                permuted([2, 3, 4], 5),
+                random_input_transposed(&[5, 4], 6),
+                random_inputs(&[&[5]], 7).remove(0),
+            ],
+            |t, v| t.linear(&v[0], &v[1], Some(&v[2])),
+        );
+    }
+}

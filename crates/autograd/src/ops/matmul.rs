@@ -85,8 +85,13 @@ impl<T: Float> Tape<T> {
             batch_a == batch_b || batch_b.is_empty(),
             "matmul: batch shapes differ: {sa:?} @ {sb:?} (b must have a's batch shape or be 2-D)"
         );
-        let y = batched_product(a.value(), false, b.value(), false);
-        let (a_saved, b_saved) = (a.value_arc(), b.value_arc());
+        // The batch views below need row-major batch axes: copy other layouts once.
+        let standard = |v: &Var<T>| match v.value().is_standard_layout() {
+            true => v.value_arc(),
+            false => std::sync::Arc::new(v.value().as_standard_layout().into_owned()),
+        };
+        let (a_saved, b_saved) = (standard(a), standard(b));
+        let y = batched_product(&a_saved, false, &b_saved, false);
         self.record("matmul", y, &[a, b], move |dy| {
             let da = batched_product(dy, false, &b_saved, true);
             let db = if b_saved.ndim() == 2 && a_saved.ndim() > 2 {
