@@ -3,9 +3,11 @@
 pub enum LrSchedule {
     /// The base rate at every step.
     Constant,
-    /// Linear warmup from 0 over `warmup` steps, then linear decay to 0 at `total`.
+    /// Linear warmup over `warmup` steps (step `s < warmup` gets
+    /// `(s + 1) / warmup`), then linear decay to 0 at step `total`.
     WarmupLinear { warmup: u64, total: u64 },
-    /// Linear warmup over `warmup` steps, then cosine decay to `min_ratio` at `total`.
+    /// Linear warmup as above, then cosine decay to `min_ratio` at step
+    /// `total`: `min + (1 - min) (1 + cos(pi p)) / 2`, `p = (s - warmup) / (total - warmup)`.
     WarmupCosine {
         warmup: u64,
         total: u64,
