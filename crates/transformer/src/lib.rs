@@ -1,7 +1,35 @@
 //! # transformer
 //!
 //! A GPT-2 / nanoGPT decoder on the `autograd` crate (see `docs/transformer.md`).
+//!
+//! - [`config`]: [`GptConfig`], nanoGPT's hyper-parameters, with presets;
+//! - [`model`]: [`Gpt`], the parameters and the forward pass on a tape;
+//! - [`checkpoint`]: `config.json` + `model.safetensors`, strict and atomic;
+//! - [`sft`]: supervised batches and the token cross-entropy loss;
+//! - [`sampling`]: greedy / temperature / top-k generation with a KV cache;
+//! - [`tokenizer`]: text to ids (bytes by default).
+//!
+//! ```
+//! use autograd::Tape;
+//! use transformer::{Gpt, GptConfig};
+//!
+//! let model = Gpt::<f32>::new(GptConfig::preset("tiny").unwrap(), 0);
+//! let tape = Tape::no_grad();
+//! let params = model.bind(&tape);
+//! let logits = model.forward(&tape, &params, &[1, 2, 3], 1, 3);
+//! assert_eq!(logits.shape(), &[1, 3, 256]);
+//! ```
 
+pub mod checkpoint;
+pub mod config;
+pub mod model;
+pub mod sampling;
+pub mod sft;
 pub mod tokenizer;
 
+pub use checkpoint::{load_config, CheckpointError};
+pub use config::GptConfig;
+pub use model::{param_specs, Gpt};
+pub use sampling::{generate, KvCache, SamplingOptions};
+pub use sft::{sft_loss, SftBatch};
 pub use tokenizer::{ByteTokenizer, Tokenizer};

@@ -1,0 +1,264 @@
+//! Checkpoints (CONTRACT section 2): a directory with `config.json` and
+//! `model.safetensors` (float32, little-endian, nanoGPT's tensor names).
+//!
+//! Loading is strict: every expected tensor present with its exact shape and
+//! dtype F32, no unknown tensor, a valid config; an optional `lm_head.weight`
+//! must equal `transformer.wte.weight` (the head is tied) and is then
+//! ignored. Any problem is one [`CheckpointError`] line naming the file and
+//! the tensor; nothing is half-loaded.
+//!
+//! Saving is atomic: a new checkpoint directory is written under a temporary
+//! name next to it and renamed into place at the end. Into an existing
+//! directory (which may hold other files, such as a trainer's logs), each
+//! file is written to a temporary name in that directory and renamed over the
+//! old one, `model.safetensors` first, then `config.json`. An interrupted save
+//! thus never leaves a truncated file; at worst (a crash between the two
+//! renames of a save that changes the config) the config and the tensors
+//! disagree, which loading refuses.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+use thiserror::Error;
+
+use crate::config::GptConfig;
+use crate::model::{param_specs, Gpt};
+
+/// File name of the config inside a checkpoint directory.
+pub const CONFIG_FILE: &str = "config.json";
+/// File name of the tensors inside a checkpoint directory.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// The untied LM head name some exporters add; must equal the token table.
+pub const LM_HEAD: &str = "lm_head.weight";
+
+/// Why a checkpoint cannot be read or written (each is one line).
+#[derive(Debug, Error)]
+pub enum CheckpointError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `config.json` is not valid JSON, misses a field, or has invalid sizes.
+    #[error("{path}: bad config: {message}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// `model.safetensors` is not a readable safetensors file (e.g. truncated).
+    #[error("{path}: not a valid safetensors file: {message}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// One tensor is missing, unexpected, or has the wrong shape, dtype or value.
+    #[error("{path}: tensor {name}: {message}")]
+    Tensor {
+        /// The file.
+        path: PathBuf,
+        /// The tensor's name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads and validates `dir/config.json`.
+pub fn load_config(dir: &Path) -> Result<GptConfig, CheckpointError> {
+    let path = dir.join(CONFIG_FILE);
+    let text = fs::read_to_string(&path).map_err(io_error(&path))?;
+    let config: GptConfig = serde_json::from_str(&text).map_err(|e| CheckpointError::Config {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    config
+        .validate()
+        .map_err(|message| CheckpointError::Config { path, message })?;
+    Ok(config)
+}
+
+/// The f32 values of little-endian bytes.
+fn f32_from_le(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+impl Gpt<f32> {
+    /// Loads a checkpoint directory (strictly; see the module docs).
+    pub fn load(dir: &Path) -> Result<Gpt<f32>, CheckpointError> {
+        let config = load_config(dir)?;
+        let path = dir.join(WEIGHTS_FILE);
+        let bytes = fs::read(&path).map_err(io_error(&path))?;
+        let file = SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Format {
+            path: path.clone(),
+            message: format!("{e:?}"),
+        })?;
+        let tensor_error = |name: &str, message: String| CheckpointError::Tensor {
+            path: path.clone(),
+            name: name.to_string(),
+            message,
+        };
+        let specs = param_specs(&config);
+        let expected: HashSet<&str> = specs.iter().map(|(n, _)| n.as_str()).collect();
+        let mut unknown: Vec<String> = file
+            .names()
+            .into_iter()
+            .filter(|n| !expected.contains(n.as_str()) && n.as_str() != LM_HEAD)
+            .cloned()
+            .collect();
+        unknown.sort();
+        if let Some(name) = unknown.first() {
+            return Err(tensor_error(
+                name,
+                format!(
+                    "unexpected tensor for this config ({} of them)",
+                    unknown.len()
+                ),
+            ));
+        }
+        let read = |name: &str, shape: &[usize]| -> Result<Vec<f32>, CheckpointError> {
+            let view = file
+                .tensor(name)
+                .map_err(|_| tensor_error(name, "missing".into()))?;
+            if view.dtype() != Dtype::F32 {
+                return Err(tensor_error(
+                    name,
+                    format!("dtype {:?}, expected F32", view.dtype()),
+                ));
+            }
+            if view.shape() != shape {
+                return Err(tensor_error(
+                    name,
+                    format!("shape {:?}, expected {shape:?}", view.shape()),
+                ));
+            }
+            Ok(f32_from_le(view.data()))
+        };
+        let mut values = Vec::with_capacity(specs.len());
+        for (name, shape) in &specs {
+            values.push(read(name, shape)?);
+        }
+        if file.names().iter().any(|n| n.as_str() == LM_HEAD) {
+            // specs[0] is the token table
+            let (wte_name, wte_shape) = &specs[0];
+            let lm_head = read(LM_HEAD, wte_shape)?;
+            // Bitwise comparison: the head is the same tensor, not a close one.
+            if lm_head
+                .iter()
+                .zip(&values[0])
+                .any(|(a, b)| a.to_bits() != b.to_bits())
+            {
+                return Err(tensor_error(
+                    LM_HEAD,
+                    format!("differs from {wte_name} (the LM head is tied to it)"),
+                ));
+            }
+        }
+        let params = specs
+            .into_iter()
+            .zip(values)
+            .map(|((name, shape), data)| {
+                (name, ndarray::ArrayD::from_shape_vec(shape, data).unwrap())
+            })
+            .collect();
+        Ok(Gpt::from_named(config, params))
+    }
+
+    /// Saves to the checkpoint directory `dir`, atomically (see the module docs).
+    pub fn save(&self, dir: &Path) -> Result<(), CheckpointError> {
+        let config_json = serde_json::to_string_pretty(self.config()).unwrap() + "\n";
+        let weights = self.safetensors_bytes(dir)?;
+        let unique = format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        );
+        if dir.is_dir() {
+            // Existing directory: each file replaced by a rename.
+            let tmp_weights = dir.join(format!(".{WEIGHTS_FILE}.tmp-{unique}"));
+            let tmp_config = dir.join(format!(".{CONFIG_FILE}.tmp-{unique}"));
+            write_synced(&tmp_weights, &weights)?;
+            write_synced(&tmp_config, config_json.as_bytes())?;
+            rename(&tmp_weights, &dir.join(WEIGHTS_FILE))?;
+            rename(&tmp_config, &dir.join(CONFIG_FILE))?;
+        } else {
+            // New directory: built under a temporary name, renamed at the end.
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "checkpoint".into());
+            let parent = match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            fs::create_dir_all(&parent).map_err(io_error(&parent))?;
+            let tmp_dir = parent.join(format!(".{name}.tmp-{unique}"));
+            fs::create_dir(&tmp_dir).map_err(io_error(&tmp_dir))?;
+            let result = write_synced(&tmp_dir.join(WEIGHTS_FILE), &weights)
+                .and_then(|()| write_synced(&tmp_dir.join(CONFIG_FILE), config_json.as_bytes()))
+                .and_then(|()| rename(&tmp_dir, dir));
+            if result.is_err() {
+                let _ = fs::remove_dir_all(&tmp_dir);
+            }
+            result?;
+        }
+        Ok(())
+    }
+
+    /// The safetensors file of the parameters (F32, contract names).
+    fn safetensors_bytes(&self, dir: &Path) -> Result<Vec<u8>, CheckpointError> {
+        let bytes: Vec<Vec<u8>> = self
+            .params()
+            .iter()
+            .map(|p| p.iter().flat_map(|x| x.to_le_bytes()).collect())
+            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = self
+            .param_names()
+            .iter()
+            .zip(self.params())
+            .zip(&bytes)
+            .map(|((name, p), b)| {
+                let view = safetensors::tensor::TensorView::new(Dtype::F32, p.shape().to_vec(), b)
+                    .expect("tensor bytes match its shape");
+                (name.clone(), view)
+            })
+            .collect();
+        safetensors::serialize(views, &None).map_err(|e| CheckpointError::Format {
+            path: dir.join(WEIGHTS_FILE),
+            message: format!("{e:?}"),
+        })
+    }
+}
+
+/// Writes `bytes` to `path` and flushes them to disk.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let mut file = fs::File::create(path).map_err(io_error(path))?;
+    file.write_all(bytes).map_err(io_error(path))?;
+    file.sync_all().map_err(io_error(path))
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), CheckpointError> {
+    fs::rename(from, to).map_err(io_error(to))
+}

@@ -1,0 +1,101 @@
+//! Supervised fine-tuning: batches of (prompt, completion) sequences and the
+//! token cross-entropy loss on the completions.
+//!
+//! A sequence is `prompt + completion`. Its labels are -100 on the prompt and
+//! the completion's own ids on the completion; the logits at position `t`
+//! score the label at `t + 1`, so the first token of a sequence is never
+//! scored (a sequence with an empty prompt scores one completion token fewer).
+//! The loss is PyTorch's
+//! `F.cross_entropy(logits[:, :-1], labels[:, 1:], ignore_index=-100)`:
+//! the mean over every scored token of the batch.
+
+use autograd::{Float, Tape, Var};
+
+use crate::model::Gpt;
+
+/// The target of a position that is not scored.
+pub const IGNORE: i64 = -100;
+
+/// A right-padded batch of sequences with shifted targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SftBatch {
+    /// Token ids (B*T, row-major), right-padded with id 0.
+    pub ids: Vec<usize>,
+    /// `targets[b*T + t]` is the label of position `t + 1` of sequence `b`
+    /// (what the logits at `t` must predict), -100 where not scored: on the
+    /// prompt, on padding, and at `t = T - 1`.
+    pub targets: Vec<i64>,
+    /// B
+    pub batch: usize,
+    /// T: the length of the longest sequence.
+    pub seq_len: usize,
+}
+
+impl SftBatch {
+    /// A batch from `(prompt_ids, completion_ids)` pairs (already truncated
+    /// to the model's block size).
+    ///
+    /// # Panics
+    /// If `sequences` is empty or every sequence is empty.
+    pub fn from_sequences<P: AsRef<[usize]>, C: AsRef<[usize]>>(sequences: &[(P, C)]) -> SftBatch {
+        assert!(!sequences.is_empty(), "SftBatch: no sequences");
+        let batch = sequences.len();
+        let seq_len = sequences
+            .iter()
+            .map(|(p, c)| p.as_ref().len() + c.as_ref().len())
+            .max()
+            .unwrap();
+        assert!(seq_len > 0, "SftBatch: every sequence is empty");
+        let mut ids = vec![0; batch * seq_len];
+        let mut targets = vec![IGNORE; batch * seq_len];
+        for (b, (prompt, completion)) in sequences.iter().enumerate() {
+            let (prompt, completion) = (prompt.as_ref(), completion.as_ref());
+            let row = &mut ids[b * seq_len..(b + 1) * seq_len];
+            row[..prompt.len()].copy_from_slice(prompt);
+            row[prompt.len()..prompt.len() + completion.len()].copy_from_slice(completion);
+            // label of position p = completion[p - prompt.len()]; target[t] = label[t + 1]
+            for (j, &id) in completion.iter().enumerate() {
+                let position = prompt.len() + j;
+                if position >= 1 {
+                    targets[b * seq_len + position - 1] = id as i64;
+                }
+            }
+        }
+        SftBatch {
+            ids,
+            targets,
+            batch,
+            seq_len,
+        }
+    }
+
+    /// Number of scored tokens.
+    pub fn num_scored(&self) -> usize {
+        self.targets.iter().filter(|&&t| t != IGNORE).count()
+    }
+}
+
+/// Mean token cross-entropy over every scored token of `batch` (0 if none).
+pub fn sft_loss<T: Float>(
+    model: &Gpt<T>,
+    tape: &Tape<T>,
+    params: &[Var<T>],
+    batch: &SftBatch,
+) -> Var<T> {
+    let logits = model.forward(tape, params, &batch.ids, batch.batch, batch.seq_len); // (B, T, V)
+    tape.cross_entropy(&logits, &batch.targets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_shifted_completion_labels() {
+        let batch = SftBatch::from_sequences(&[(vec![1, 2], vec![3, 4]), (vec![], vec![5, 6, 7])]);
+        assert_eq!(batch.seq_len, 4);
+        assert_eq!(batch.ids, vec![1, 2, 3, 4, 5, 6, 7, 0]);
+        assert_eq!(batch.targets, vec![-100, 3, 4, -100, 6, 7, -100, -100]);
+        assert_eq!(batch.num_scored(), 4);
+    }
+}
