@@ -5,12 +5,20 @@ pub enum LrSchedule {
     Constant,
     /// Linear warmup over `warmup` steps (step `s < warmup` gets
     /// `(s + 1) / warmup`), then linear decay to 0 at step `total`.
-    WarmupLinear { warmup: u64, total: u64 },
+    WarmupLinear {
+        /// Steps of warmup (0 for none).
+        warmup: u64,
+        /// The step at which the rate reaches 0.
+        total: u64,
+    },
     /// Linear warmup as above, then cosine decay to `min_ratio` at step
     /// `total`: `min + (1 - min) (1 + cos(pi p)) / 2`, `p = (s - warmup) / (total - warmup)`.
     WarmupCosine {
+        /// Steps of warmup (0 for none).
         warmup: u64,
+        /// The step at which the rate reaches `min_ratio` (and stays).
         total: u64,
+        /// The final multiplier of the base rate.
         min_ratio: f64,
     },
 }
