@@ -1,0 +1,280 @@
+//! Preference and SFT data: JSON Lines files -> validated token rows ->
+//! truncated rows -> padded token batches (CONTRACT.md section 3).
+//!
+//! The pipeline, in the order the trainer runs it:
+//!
+//! 1. [`load_preferences`] / [`load_sft`] read a `.jsonl` (or `.jsonl.gz`) file,
+//!    tokenize text fields, and refuse every bad line with its 1-based line
+//!    number before anything is trained ([`DataError`] prints
+//!    `path:LINE: message`). With `skip_invalid` the bad rows are skipped and
+//!    counted in a [`LoadReport`] instead.
+//! 2. [`truncate_preferences`] / [`truncate_sft_rows`] (per row:
+//!    [`truncate_pair`], [`truncate_sft`]) fit each row into the block with
+//!    the contract's keep-the-end-of-the-prompt rule.
+//! 3. [`eval_split`], [`shuffled_batches`] and [`length_grouped_batches`]
+//!    choose which rows go together.
+//! 4. [`collate_pairs`] / [`collate_sft`] lay a batch out as right-padded ids
+//!    and shifted targets (`-100` where nothing is scored), the layout the
+//!    fused log-prob kernels read.
+//!
+//! The PyTorch reference is `shared/refs/torch_gpt.py` (`load_pref_jsonl`,
+//! `load_sft_jsonl`, `truncate_row`, `build_batch`, `get_log_probs`).
+
+mod batch;
+mod jsonl;
+mod rows;
+mod split;
+mod truncate;
+
+pub use batch::{collate_pairs, collate_sft, PairBatch, SftTokens, IGNORE_INDEX};
+pub use rows::{load_preferences, load_sft, scored_tokens};
+pub use split::{eval_split, length_grouped_batches, padding_share, shuffled_batches};
+pub use truncate::{
+    check_max_prompt_length, default_max_prompt_length, truncate_pair, truncate_preferences,
+    truncate_sft, truncate_sft_rows, TruncationReport,
+};
+
+use std::fmt;
+
+/// How many skipped line numbers a report keeps (the rest are only counted).
+pub const MAX_REPORTED_LINES: usize = 10;
+
+/// One preference pair, tokenized: the sequences `prompt + chosen` and
+/// `prompt + rejected` share the prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreferenceRow {
+    /// Prompt ids (empty for an implicit-prompt row whose texts differ at once).
+    pub prompt: Vec<u32>,
+    /// Ids of the preferred response.
+    pub chosen: Vec<u32>,
+    /// Ids of the dispreferred response.
+    pub rejected: Vec<u32>,
+    /// 1-based line of the row in its file (for error messages).
+    pub line: usize,
+}
+
+impl PreferenceRow {
+    /// Length of the longer of the row's two sequences, `prompt + max(chosen, rejected)`:
+    /// what the row adds to a batch's padded length.
+    pub fn max_sequence_len(&self) -> usize {
+        self.prompt.len() + self.chosen.len().max(self.rejected.len())
+    }
+}
+
+/// One supervised row, tokenized: the target is `completion`, scored after `prompt`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SftRow {
+    /// Prompt ids (empty for a `{"text": ...}` row).
+    pub prompt: Vec<u32>,
+    /// Ids of the completion: every one is a target except the first token of
+    /// the sequence (which nothing predicts).
+    pub completion: Vec<u32>,
+    /// 1-based line of the row in its file (for error messages).
+    pub line: usize,
+}
+
+impl SftRow {
+    /// Length of the sequence `prompt + completion`.
+    pub fn sequence_len(&self) -> usize {
+        self.prompt.len() + self.completion.len()
+    }
+}
+
+/// What a loader read: rows kept, rows skipped (only with `skip_invalid`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Number of rows loaded.
+    pub rows: usize,
+    /// Number of bad rows skipped.
+    pub skipped: usize,
+    /// Line numbers of the first [`MAX_REPORTED_LINES`] skipped rows.
+    pub first_skipped_lines: Vec<usize>,
+    /// Why the first skipped rows were bad (same order as `first_skipped_lines`).
+    pub first_skipped_reasons: Vec<String>,
+}
+
+impl LoadReport {
+    /// Counts a skipped row, keeping its line and reason if it is among the first few.
+    pub(crate) fn skip(&mut self, line: usize, reason: String) {
+        self.skipped += 1;
+        if self.first_skipped_lines.len() < MAX_REPORTED_LINES {
+            self.first_skipped_lines.push(line);
+            self.first_skipped_reasons.push(reason);
+        }
+    }
+}
+
+impl fmt::Display for LoadReport {
+    /// One line, e.g. `2307 rows, 5 bad rows skipped (lines 87, 517, 926, 1104, 1610)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} rows", self.rows)?;
+        if self.skipped > 0 {
+            write!(f, ", {} bad rows skipped", self.skipped)?;
+            write_lines(f, &self.first_skipped_lines, self.skipped)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes ` (lines 3, 8, ...)` for the first line numbers of `count` rows.
+pub(crate) fn write_lines(
+    f: &mut fmt::Formatter<'_>,
+    lines: &[usize],
+    count: usize,
+) -> fmt::Result {
+    let listed: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    let more = if count > lines.len() { ", ..." } else { "" };
+    let word = if lines.len() == 1 { "line" } else { "lines" };
+    write!(f, " ({word} {}{more})", listed.join(", "))
+}
+
+/// Why one line of a data file is refused (CONTRACT.md section 3).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadLine {
+    /// The line's bytes are not UTF-8.
+    #[error("not valid UTF-8")]
+    NotUtf8,
+    /// The line does not parse as JSON.
+    #[error("not valid JSON: {0}")]
+    NotJson(String),
+    /// The line is JSON but not an object.
+    #[error("not a JSON object")]
+    NotObject,
+    /// Text fields and `_ids` fields in one row (a row is all text or all ids).
+    #[error("row mixes text fields ({text}) and _ids fields ({ids})")]
+    MixedForm {
+        /// The text fields present, comma-separated.
+        text: String,
+        /// The `_ids` fields present, comma-separated.
+        ids: String,
+    },
+    /// A required field is absent in both its text and `_ids` forms.
+    #[error("missing field '{field}' (or '{field}_ids')")]
+    MissingField {
+        /// The field's text name.
+        field: &'static str,
+    },
+    /// A text field that is not a JSON string.
+    #[error("{field} must be a string")]
+    NotString {
+        /// The field's text name.
+        field: &'static str,
+    },
+    /// An `_ids` field that is not a list of integers.
+    #[error("{field}_ids must be a list of integers")]
+    NotIdList {
+        /// The field's text name.
+        field: &'static str,
+    },
+    /// A token id outside `[0, vocab_size)` (from `_ids`, or from the tokenizer).
+    #[error("token id {id} in {field} out of range [0, {vocab_size})")]
+    IdOutOfRange {
+        /// The field's text name.
+        field: &'static str,
+        /// The offending id.
+        id: i128,
+        /// The model's vocabulary size.
+        vocab_size: usize,
+    },
+    /// A response (or completion, or text) that would contribute no log-prob.
+    #[error(
+        "{field} has no scored token (a response needs at least one token, \
+         two when the prompt is empty)"
+    )]
+    NoScoredToken {
+        /// The field's text name.
+        field: &'static str,
+    },
+    /// Implicit-prompt row in which one response is a prefix of the other.
+    #[error(
+        "{field} is empty once the common prefix of chosen and rejected is taken \
+         as the prompt (implicit-prompt row)"
+    )]
+    EmptyImplicitResponse {
+        /// `chosen` or `rejected`.
+        field: &'static str,
+    },
+    /// A `text` row that also has prompt/completion/chosen/rejected fields.
+    #[error("a text row cannot also have {field}")]
+    TextRowWithOtherField {
+        /// The extra field's name as written in the row.
+        field: String,
+    },
+}
+
+/// Every way loading or preparing data can fail. `Display` is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The file cannot be opened.
+    #[error("{path}: cannot open: {source}")]
+    Open {
+        /// The file as given.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Reading failed part-way (a truncated or corrupt `.gz`, a disk error).
+    #[error("{path}:{line}: cannot read: {source}")]
+    Read {
+        /// The file as given.
+        path: String,
+        /// The line being read.
+        line: usize,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A bad line (see [`BadLine`]), reported as `path:LINE: why`.
+    #[error("{path}:{line}: {problem}")]
+    BadLine {
+        /// The file as given.
+        path: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        problem: BadLine,
+    },
+    /// The file holds no row (empty, blank, or every row skipped).
+    #[error("{path}: no data rows{}", if *.skipped > 0 { format!(" ({} bad rows skipped)", .skipped) } else { String::new() })]
+    NoRows {
+        /// The file as given.
+        path: String,
+        /// Bad rows skipped on the way (with `skip_invalid`).
+        skipped: usize,
+    },
+    /// `--max-prompt-length` not below `block_size`.
+    #[error("max prompt length {max_prompt_length} must be below the block size {block_size}")]
+    MaxPromptLength {
+        /// The requested prompt budget.
+        max_prompt_length: usize,
+        /// The model's context length.
+        block_size: usize,
+    },
+    /// Truncation left a response with nothing to score (only possible with a
+    /// max prompt length of 0 and a 1-token response).
+    #[error(
+        "line {line}: {field} has no scored token after truncation \
+         (prompt cut to {prompt_len} tokens by max prompt length {max_prompt_length})"
+    )]
+    NoScoredTokenAfterTruncation {
+        /// 1-based line of the row in its file.
+        line: usize,
+        /// `chosen`, `rejected` or `completion`.
+        field: &'static str,
+        /// Prompt length after truncation.
+        prompt_len: usize,
+        /// The prompt budget used.
+        max_prompt_length: usize,
+    },
+}
+
+impl DataError {
+    /// The 1-based line the error is about, if it is about one line.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            DataError::Read { line, .. }
+            | DataError::BadLine { line, .. }
+            | DataError::NoScoredTokenAfterTruncation { line, .. } => Some(*line),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! One JSON object -> one validated token row, and the two file loaders.
+//!
+//! Mirrors `load_pref_jsonl` / `load_sft_jsonl` of `shared/refs/torch_gpt.py`
+//! (`_check_form`, `_field_ids`, `_check_scored`), plus the implicit-prompt
+//! form of CONTRACT.md section 3, which the reference does not read.
+
+use super::jsonl::{read_rows, JsonRow};
+use super::{BadLine, DataError, LoadReport, PreferenceRow, SftRow};
+use serde_json::Value;
+use std::path::Path;
+use transformer::Tokenizer;
+
+/// Number of `response` tokens that get a log-prob in the sequence
+/// `prompt + response`: all of them, except the first token of the sequence,
+/// which nothing predicts (so with an empty prompt, one fewer).
+pub fn scored_tokens(prompt: &[u32], response: &[u32]) -> usize {
+    let unscored = usize::from(prompt.is_empty());
+    response.len().saturating_sub(unscored)
+}
+
+/// Refuses a response that would add nothing to the log-prob sum.
+fn check_scored(prompt: &[u32], response: &[u32], field: &'static str) -> Result<(), BadLine> {
+    if scored_tokens(prompt, response) < 1 {
+        return Err(BadLine::NoScoredToken { field });
+    }
+    Ok(())
+}
+
+/// A row is all text fields or all `_ids` fields (the reference's `_check_form`).
+fn check_form(row: &JsonRow, fields: &[&'static str]) -> Result<(), BadLine> {
+    let text: Vec<&str> = fields
+        .iter()
+        .copied()
+        .filter(|f| row.contains_key(*f))
+        .collect();
+    let ids: Vec<String> = fields
+        .iter()
+        .map(|f| format!("{f}_ids"))
+        .filter(|f| row.contains_key(f))
+        .collect();
+    if !text.is_empty() && !ids.is_empty() {
+        return Err(BadLine::MixedForm {
+            text: text.join(", "),
+            ids: ids.join(", "),
+        });
+    }
+    Ok(())
+}
+
+/// Checks that every id is in `[0, vocab_size)`.
+fn check_range(ids: &[u32], field: &'static str, vocab_size: usize) -> Result<(), BadLine> {
+    match ids.iter().find(|&&id| id as usize >= vocab_size) {
+        Some(&id) => Err(BadLine::IdOutOfRange {
+            field,
+            id: i128::from(id),
+            vocab_size,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Tokenizes one text piece and checks its ids against the model's vocabulary.
+fn tokenize(
+    text: &str,
+    field: &'static str,
+    tokenizer: &dyn Tokenizer,
+    vocab_size: usize,
+) -> Result<Vec<u32>, BadLine> {
+    let ids = tokenizer.encode(text);
+    check_range(&ids, field, vocab_size)?;
+    Ok(ids)
+}
+
+/// A `<field>_ids` value: a list of JSON integers (not floats, not bools),
+/// each in `[0, vocab_size)`.
+fn parse_ids(value: &Value, field: &'static str, vocab_size: usize) -> Result<Vec<u32>, BadLine> {
+    let items = value.as_array().ok_or(BadLine::NotIdList { field })?;
+    // Pass 1: every item an integer (as i128, so u64 and negative i64 both fit).
+    let mut wide = Vec::with_capacity(items.len());
+    for item in items {
+        let id = match item {
+            Value::Number(n) => n.as_i64().map(i128::from).or(n.as_u64().map(i128::from)),
+            _ => None,
+        };
+        wide.push(id.ok_or(BadLine::NotIdList { field })?);
+    }
+    // Pass 2: every integer a token id.
+    wide.iter()
+        .map(|&id| {
+            if (0..vocab_size as i128).contains(&id) {
+                Ok(id as u32)
+            } else {
+                Err(BadLine::IdOutOfRange {
+                    field,
+                    id,
+                    vocab_size,
+                })
+            }
+        })
+        .collect()
+}
+
+/// A text field's string, `None` when absent.
+fn text_field<'a>(row: &'a JsonRow, field: &'static str) -> Result<Option<&'a str>, BadLine> {
+    match row.get(field) {
+        None => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(_) => Err(BadLine::NotString { field }),
+    }
+}
+
+/// `<field>_ids` used verbatim, else `<field>` tokenized (the reference's `_field_ids`).
+fn field_ids(
+    row: &JsonRow,
+    field: &'static str,
+    tokenizer: &dyn Tokenizer,
+    vocab_size: usize,
+) -> Result<Vec<u32>, BadLine> {
+    if let Some(value) = row.get(&format!("{field}_ids")) {
+        return parse_ids(value, field, vocab_size);
+    }
+    match text_field(row, field)? {
+        Some(text) => tokenize(text, field, tokenizer, vocab_size),
+        None => Err(BadLine::MissingField { field }),
+    }
+}
+
+/// Byte offset where `a` and `b` first differ, compared character by
+/// character: the end of their longest common prefix, always a char boundary
+/// of both (a byte-wise prefix could end inside a multibyte character).
+fn common_prefix_bytes(a: &str, b: &str) -> usize {
+    a.char_indices()
+        .zip(b.chars())
+        .find(|((_, ca), cb)| ca != cb)
+        .map_or(a.len().min(b.len()), |((at, _), _)| at)
+}
+
+/// Number of leading ids `a` and `b` share.
+fn common_prefix_ids(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// The implicit-prompt form (`{"chosen", "rejected"}` only, HH-RLHF style):
+/// the prompt is the longest common prefix of the two, by Unicode character
+/// for text (each piece then tokenized on its own) and by id for `_ids` rows,
+/// with no further adjustment.
+fn split_implicit_prompt(
+    row: &JsonRow,
+    line: usize,
+    tokenizer: &dyn Tokenizer,
+    vocab_size: usize,
+) -> Result<PreferenceRow, BadLine> {
+    let (prompt, chosen, rejected) = if row.contains_key("chosen_ids")
+        || row.contains_key("rejected_ids")
+    {
+        let chosen = field_ids(row, "chosen", tokenizer, vocab_size)?;
+        let rejected = field_ids(row, "rejected", tokenizer, vocab_size)?;
+        let k = common_prefix_ids(&chosen, &rejected);
+        (
+            chosen[..k].to_vec(),
+            chosen[k..].to_vec(),
+            rejected[k..].to_vec(),
+        )
+    } else {
+        let chosen = text_field(row, "chosen")?.ok_or(BadLine::MissingField { field: "chosen" })?;
+        let rejected =
+            text_field(row, "rejected")?.ok_or(BadLine::MissingField { field: "rejected" })?;
+        let k = common_prefix_bytes(chosen, rejected);
+        (
+            tokenize(&chosen[..k], "prompt", tokenizer, vocab_size)?,
+            tokenize(&chosen[k..], "chosen", tokenizer, vocab_size)?,
+            tokenize(&rejected[k..], "rejected", tokenizer, vocab_size)?,
+        )
+    };
+    if chosen.is_empty() {
+        return Err(BadLine::EmptyImplicitResponse { field: "chosen" });
+    }
+    if rejected.is_empty() {
+        return Err(BadLine::EmptyImplicitResponse { field: "rejected" });
+    }
+    Ok(PreferenceRow {
+        prompt,
+        chosen,
+        rejected,
+        line,
+    })
+}
+
+/// Whether the row has any of `keys`.
+fn has_any(row: &JsonRow, keys: &[&str]) -> bool {
+    keys.iter().any(|k| row.contains_key(*k))
+}
+
+const PROMPT_KEYS: [&str; 2] = ["prompt", "prompt_ids"];
+const RESPONSE_KEYS: [&str; 4] = ["chosen", "chosen_ids", "rejected", "rejected_ids"];
+const COMPLETION_KEYS: [&str; 2] = ["completion", "completion_ids"];
+
+/// One preference row: `{"prompt", "chosen", "rejected"}`, its `_ids` form, or
+/// the implicit-prompt form. `line` is stored in the row.
+fn parse_preference(
+    row: &JsonRow,
+    line: usize,
+    tokenizer: &dyn Tokenizer,
+    vocab_size: usize,
+) -> Result<PreferenceRow, BadLine> {
+    check_form(row, &["prompt", "chosen", "rejected"])?;
+    let implicit = !has_any(row, &PROMPT_KEYS) && has_any(row, &RESPONSE_KEYS);
+    let pair = if implicit {
+        split_implicit_prompt(row, line, tokenizer, vocab_size)?
+    } else {
+        PreferenceRow {
+            prompt: field_ids(row, "prompt", tokenizer, vocab_size)?,
+            chosen: field_ids(row, "chosen", tokenizer, vocab_size)?,
+            rejected: field_ids(row, "rejected", tokenizer, vocab_size)?,
+            line,
+        }
+    };
+    check_scored(&pair.prompt, &pair.chosen, "chosen")?;
+    check_scored(&pair.prompt, &pair.rejected, "rejected")?;
+    Ok(pair)
+}
+
+/// One SFT row: `{"prompt", "completion"}`, `{"text"}` (all target, empty
+/// prompt), their `_ids` forms, or a preference row (trained on prompt + chosen).
+fn parse_sft(
+    row: &JsonRow,
+    line: usize,
+    tokenizer: &dyn Tokenizer,
+    vocab_size: usize,
+) -> Result<SftRow, BadLine> {
+    if has_any(row, &["text", "text_ids"]) {
+        let others = PROMPT_KEYS
+            .iter()
+            .chain(&COMPLETION_KEYS)
+            .chain(&RESPONSE_KEYS);
+        if let Some(field) = others.into_iter().find(|k| row.contains_key(**k)) {
+            return Err(BadLine::TextRowWithOtherField {
+                field: field.to_string(),
+            });
+        }
+        check_form(row, &["text"])?;
+        let text = field_ids(row, "text", tokenizer, vocab_size)?;
+        check_scored(&[], &text, "text")?;
+        return Ok(SftRow {
+            prompt: Vec::new(),
+            completion: text,
+            line,
+        });
+    }
+    if !has_any(row, &COMPLETION_KEYS) && has_any(row, &RESPONSE_KEYS) {
+        let pair = parse_preference(row, line, tokenizer, vocab_size)?;
+        return Ok(SftRow {
+            prompt: pair.prompt,
+            completion: pair.chosen,
+            line,
+        });
+    }
+    check_form(row, &["prompt", "completion"])?;
+    let prompt = field_ids(row, "prompt", tokenizer, vocab_size)?;
+    let completion = field_ids(row, "completion", tokenizer, vocab_size)?;
+    check_scored(&prompt, &completion, "completion")?;
+    Ok(SftRow {
+        prompt,
+        completion,
+        line,
+    })
+}
+
+/// Loads a preference JSONL file (`.gz` read through gzip).
+///
+/// Rows: `{"prompt", "chosen", "rejected"}` (text, tokenized by `tokenizer`),
+/// `{"prompt_ids", "chosen_ids", "rejected_ids"}` (used verbatim), or the
+/// implicit-prompt `{"chosen", "rejected"}` / `{"chosen_ids", "rejected_ids"}`.
+/// Every bad line (not JSON, not an object, a missing field, text and `_ids`
+/// mixed, an id outside `[0, vocab_size)`, a response with no scored token)
+/// is an error naming it; with `skip_invalid` it is skipped and counted in
+/// the report. A file with no rows is an error.
+pub fn load_preferences(
+    path: &Path,
+    tokenizer: &dyn Tokenizer,
+    vocab_size: usize,
+    skip_invalid: bool,
+) -> Result<(Vec<PreferenceRow>, LoadReport), DataError> {
+    read_rows(path, skip_invalid, |row, line| {
+        parse_preference(row, line, tokenizer, vocab_size)
+    })
+}
+
+/// Loads a supervised JSONL file (`.gz` read through gzip): `{"prompt",
+/// "completion"}`, `{"text"}` (empty prompt: every token but the first is a
+/// target), their `_ids` forms, or preference rows (any form accepted by
+/// [`load_preferences`], trained on prompt + chosen). Bad lines as in
+/// [`load_preferences`]; a `text` row also having a prompt, completion,
+/// chosen or rejected field is bad.
+pub fn load_sft(
+    path: &Path,
+    tokenizer: &dyn Tokenizer,
+    vocab_size: usize,
+    skip_invalid: bool,
+) -> Result<(Vec<SftRow>, LoadReport), DataError> {
+    read_rows(path, skip_invalid, |row, line| {
+        parse_sft(row, line, tokenizer, vocab_size)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_prefix_stops_at_char_boundary() {
+        // 'é' = C3 A9 and 'è' = C3 A8 share their first byte.
+        assert_eq!(common_prefix_bytes("café", "cafè"), 3);
+        assert_eq!(common_prefix_bytes("ab", "abc"), 2);
+        assert_eq!(common_prefix_bytes("abc", "ab"), 2);
+        assert_eq!(common_prefix_bytes("x", "y"), 0);
+        assert_eq!(common_prefix_ids(&[1, 2, 3], &[1, 2, 4]), 2);
+    }
+
+    #[test]
+    fn scored_tokens_skip_the_first_token_of_a_sequence() {
+        assert_eq!(scored_tokens(&[], &[1]), 0);
+        assert_eq!(scored_tokens(&[], &[1, 2]), 1);
+        assert_eq!(scored_tokens(&[5], &[1]), 1);
+        assert_eq!(scored_tokens(&[5], &[]), 0);
+    }
+}

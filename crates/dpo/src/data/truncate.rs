@@ -1,0 +1,211 @@
+//! Per-row truncation into the model's block (CONTRACT.md section 3; the
+//! reference's `truncate_row`), the behaviour of the original DPO code and of
+//! TRL's `DPOTrainer` up to 0.28 with `truncation_mode="keep_end"`.
+
+use super::rows::scored_tokens;
+use super::{write_lines, DataError, PreferenceRow, SftRow, MAX_REPORTED_LINES};
+use std::fmt;
+
+/// The default prompt budget: `block_size / 2` (integer division).
+pub fn default_max_prompt_length(block_size: usize) -> usize {
+    block_size / 2
+}
+
+/// A prompt budget must leave room for a response: `max_prompt_length < block_size`.
+pub fn check_max_prompt_length(
+    block_size: usize,
+    max_prompt_length: usize,
+) -> Result<(), DataError> {
+    if max_prompt_length >= block_size {
+        return Err(DataError::MaxPromptLength {
+            max_prompt_length,
+            block_size,
+        });
+    }
+    Ok(())
+}
+
+/// The cut for one row, `None` when it fits: (first prompt token kept,
+/// response tokens kept).
+///
+/// With P = `max_prompt_length`: if `prompt_len + longest_response > block_size`,
+/// the prompt keeps its last P tokens (all of them if it has no more), then
+/// each response is cut from the right to `block_size - len(prompt)`.
+fn plan_cut(
+    prompt_len: usize,
+    longest_response: usize,
+    block_size: usize,
+    max_prompt_length: usize,
+) -> Option<(usize, usize)> {
+    assert!(
+        max_prompt_length < block_size,
+        "truncate: max_prompt_length {max_prompt_length} must be below block_size {block_size} \
+         (validate with check_max_prompt_length)"
+    );
+    if prompt_len + longest_response <= block_size {
+        return None;
+    }
+    let prompt_start = prompt_len.saturating_sub(max_prompt_length);
+    let response_keep = block_size - (prompt_len - prompt_start);
+    Some((prompt_start, response_keep))
+}
+
+/// Fits a preference row into `block_size`. Chosen and rejected keep the same
+/// prompt (the partition function cancels only for the same prompt), so the
+/// row is cut as a whole when its longer sequence does not fit. Returns the
+/// row and whether anything was cut.
+///
+/// Panics if `max_prompt_length >= block_size` (see [`check_max_prompt_length`]).
+pub fn truncate_pair(
+    row: &PreferenceRow,
+    block_size: usize,
+    max_prompt_length: usize,
+) -> (PreferenceRow, bool) {
+    let longest = row.chosen.len().max(row.rejected.len());
+    match plan_cut(row.prompt.len(), longest, block_size, max_prompt_length) {
+        None => (row.clone(), false),
+        Some((prompt_start, keep)) => {
+            let cut = PreferenceRow {
+                prompt: row.prompt[prompt_start..].to_vec(),
+                chosen: row.chosen[..keep.min(row.chosen.len())].to_vec(),
+                rejected: row.rejected[..keep.min(row.rejected.len())].to_vec(),
+                line: row.line,
+            };
+            (cut, true)
+        }
+    }
+}
+
+/// Fits an SFT row into `block_size` by the same rule, the completion being
+/// the one response; a `text` row (empty prompt) is thereby cut from the
+/// right to `block_size`. Returns the row and whether anything was cut.
+///
+/// Panics if `max_prompt_length >= block_size` (see [`check_max_prompt_length`]).
+pub fn truncate_sft(row: &SftRow, block_size: usize, max_prompt_length: usize) -> (SftRow, bool) {
+    match plan_cut(
+        row.prompt.len(),
+        row.completion.len(),
+        block_size,
+        max_prompt_length,
+    ) {
+        None => (row.clone(), false),
+        Some((prompt_start, keep)) => {
+            let cut = SftRow {
+                prompt: row.prompt[prompt_start..].to_vec(),
+                completion: row.completion[..keep.min(row.completion.len())].to_vec(),
+                line: row.line,
+            };
+            (cut, true)
+        }
+    }
+}
+
+/// What truncating a data set did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TruncationReport {
+    /// Rows in which anything was cut (the contract's `truncated_rows`).
+    pub truncated: usize,
+    /// Rows dropped because a response lost its last scored token (only with
+    /// `skip_invalid`; possible only with a prompt budget of 0).
+    pub skipped: usize,
+    /// File lines of the first skipped rows.
+    pub first_skipped_lines: Vec<usize>,
+}
+
+impl TruncationReport {
+    fn skip(&mut self, line: usize) {
+        self.skipped += 1;
+        if self.first_skipped_lines.len() < MAX_REPORTED_LINES {
+            self.first_skipped_lines.push(line);
+        }
+    }
+}
+
+impl fmt::Display for TruncationReport {
+    /// One line, e.g. `3 rows truncated`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = if self.truncated == 1 { "" } else { "s" };
+        write!(f, "{} row{s} truncated", self.truncated)?;
+        if self.skipped > 0 {
+            write!(
+                f,
+                ", {} rows skipped with no scored token left",
+                self.skipped
+            )?;
+            write_lines(f, &self.first_skipped_lines, self.skipped)?;
+        }
+        Ok(())
+    }
+}
+
+/// A truncated row must still score a token in every response. With a
+/// prompt budget of at least 1 this always holds; with 0, a prompt cut to
+/// nothing in front of a 1-token response breaks it, and the row is refused
+/// (the reference's `_check_scored_after_truncation`).
+fn check_scored_after_truncation(
+    line: usize,
+    prompt: &[u32],
+    responses: &[(&'static str, &[u32])],
+    max_prompt_length: usize,
+) -> Result<(), DataError> {
+    for &(field, response) in responses {
+        if scored_tokens(prompt, response) < 1 {
+            return Err(DataError::NoScoredTokenAfterTruncation {
+                line,
+                field,
+                prompt_len: prompt.len(),
+                max_prompt_length,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Truncates every preference row ([`truncate_pair`]) and counts the cut rows.
+/// A row left with an unscored response is an error, or with `skip_invalid`
+/// is dropped and counted.
+pub fn truncate_preferences(
+    rows: &[PreferenceRow],
+    block_size: usize,
+    max_prompt_length: usize,
+    skip_invalid: bool,
+) -> Result<(Vec<PreferenceRow>, TruncationReport), DataError> {
+    check_max_prompt_length(block_size, max_prompt_length)?;
+    let mut report = TruncationReport::default();
+    let mut kept = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (row, truncated) = truncate_pair(row, block_size, max_prompt_length);
+        report.truncated += usize::from(truncated);
+        let responses = [("chosen", &row.chosen[..]), ("rejected", &row.rejected[..])];
+        match check_scored_after_truncation(row.line, &row.prompt, &responses, max_prompt_length) {
+            Ok(()) => kept.push(row),
+            Err(_) if skip_invalid => report.skip(row.line),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((kept, report))
+}
+
+/// Truncates every SFT row ([`truncate_sft`]) and counts the cut rows; rows
+/// left with nothing to score as in [`truncate_preferences`].
+pub fn truncate_sft_rows(
+    rows: &[SftRow],
+    block_size: usize,
+    max_prompt_length: usize,
+    skip_invalid: bool,
+) -> Result<(Vec<SftRow>, TruncationReport), DataError> {
+    check_max_prompt_length(block_size, max_prompt_length)?;
+    let mut report = TruncationReport::default();
+    let mut kept = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (row, truncated) = truncate_sft(row, block_size, max_prompt_length);
+        report.truncated += usize::from(truncated);
+        let responses = [("completion", &row.completion[..])];
+        match check_scored_after_truncation(row.line, &row.prompt, &responses, max_prompt_length) {
+            Ok(()) => kept.push(row),
+            Err(_) if skip_invalid => report.skip(row.line),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((kept, report))
+}
