@@ -24,6 +24,11 @@ impl Sgd {
             steps: 0,
         }
     }
+
+    /// Sets the step counter (when resuming a run).
+    pub fn set_steps_taken(&mut self, steps: u64) {
+        self.steps = steps;
+    }
 }
 
 impl<T: Float> Optimizer<T> for Sgd {

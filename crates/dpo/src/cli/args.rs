@@ -1,0 +1,233 @@
+//! Command-line arguments (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::loss::LossType;
+use crate::trainer::optimizer::{OptimizerKind, ScheduleKind};
+
+/// Direct Preference Optimization of small GPT-2-style models on CPU.
+///
+/// Typical pipeline: `dpo sft` a model on demonstrations, then `dpo train` it
+/// with DPO against its own SFT checkpoint as the frozen reference, then
+/// `dpo eval` on held-out pairs and `dpo generate` to look at samples.
+/// `dpo demo` runs all of it on a built-in task.
+#[derive(Debug, Parser)]
+#[command(name = "dpo", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Worker threads (default: all cores). Accepted before or after the subcommand.
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole pipeline on a built-in task (SFT, then DPO, then a before/after report).
+    Demo(DemoArgs),
+    /// Supervised fine-tuning on prompt/completion (or preference) data.
+    Sft(SftArgs),
+    /// DPO training of a policy against a frozen reference.
+    Train(TrainArgs),
+    /// DPO metrics of a policy against a reference over a preference file (JSON on stdout).
+    Eval(EvalCliArgs),
+    /// Sample a continuation of a prompt.
+    Generate(GenerateArgs),
+}
+
+/// `dpo demo`
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Output directory (checkpoints, summary.json, metrics).
+    #[arg(long, default_value = "dpo-demo")]
+    pub out: PathBuf,
+    /// Seed of the task data, the initialisation and the data order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Optimization flags shared by `sft` and `train`.
+#[derive(Debug, Args, Clone)]
+pub struct OptimArgs {
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 100)]
+    pub steps: u64,
+    /// Rows (pairs, for `train`) per step; at least the row count means the whole file.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Adamw)]
+    pub optimizer: OptimizerKind,
+    /// Decoupled weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this value; 0 turns clipping off.
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// Linear warmup steps.
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: u64,
+    /// Learning-rate schedule after warmup.
+    #[arg(long, value_enum, default_value_t = ScheduleKind::Constant)]
+    pub schedule: ScheduleKind,
+    /// Seed of the data order (and of the initialisation with --config).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Tokens kept of a long prompt when a row is truncated (default: block_size / 2).
+    #[arg(long, value_name = "N")]
+    pub max_prompt_length: Option<usize>,
+    /// Append per-step metrics as JSON lines to this file.
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
+    /// Skip bad rows (reporting their count and first line numbers) instead of refusing the file.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Hold out this share of the rows (seeded) for evaluation.
+    #[arg(long, default_value_t = 0.0, value_name = "F")]
+    pub eval_fraction: f64,
+    /// Evaluate on held-out data every N steps (0: at the end only).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub eval_every: u64,
+    /// Batch rows of similar length together (less padding on real data).
+    #[arg(long)]
+    pub group_by_length: bool,
+    /// Continue the run whose checkpoint is in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// `dpo sft`
+#[derive(Debug, Args)]
+pub struct SftArgs {
+    /// SFT data: {"prompt","completion"} or {"text"} rows (or `_ids` forms), or preference rows (trains on the chosen side).
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Output checkpoint directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Start from this checkpoint.
+    #[arg(long, value_name = "DIR", conflicts_with = "config", required_unless_present_any = ["config", "resume"])]
+    pub init: Option<PathBuf>,
+    /// Start from a fresh model: a preset (tiny, small, medium, gpt2) or a config.json file.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub config: Option<String>,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[command(flatten)]
+    pub optim: OptimArgs,
+}
+
+/// DPO loss flags shared by `train` and `eval`.
+#[derive(Debug, Args, Clone)]
+pub struct LossArgs {
+    /// KL-penalty strength: the temperature of the implicit reward beta * log(pi/ref).
+    #[arg(long, default_value_t = 0.1)]
+    pub beta: f64,
+    /// Loss: sigmoid (DPO), ipo, hinge, robust.
+    #[arg(long, value_enum, default_value_t = LossType::Sigmoid)]
+    pub loss: LossType,
+    /// Label smoothing e: assumed share of flipped labels (cDPO for sigmoid, robust DPO).
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f64,
+}
+
+/// `dpo train`
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Initial policy checkpoint.
+    #[arg(long, value_name = "DIR")]
+    pub policy: PathBuf,
+    /// Frozen reference checkpoint (usually the same SFT checkpoint as --policy).
+    #[arg(
+        long = "ref",
+        value_name = "DIR",
+        required_unless_present = "reference_free"
+    )]
+    pub reference: Option<PathBuf>,
+    /// Reference-free DPO: reference log-probs are taken as 0.
+    #[arg(long, conflicts_with = "reference")]
+    pub reference_free: bool,
+    /// Preference data: {"prompt","chosen","rejected"}, {"chosen","rejected"} or `_ids` forms; .gz accepted.
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Output checkpoint directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Held-out preference data, evaluated every --eval-every steps and at the end.
+    #[arg(long, value_name = "FILE")]
+    pub eval_data: Option<PathBuf>,
+    /// Save a checkpoint every N steps (0: at the end only).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub save_every: u64,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    #[command(flatten)]
+    pub loss: LossArgs,
+    #[command(flatten)]
+    pub optim: OptimArgs,
+}
+
+/// `dpo eval`
+#[derive(Debug, Args)]
+pub struct EvalCliArgs {
+    /// Policy checkpoint.
+    #[arg(long, value_name = "DIR")]
+    pub policy: PathBuf,
+    /// Reference checkpoint.
+    #[arg(
+        long = "ref",
+        value_name = "DIR",
+        required_unless_present = "reference_free"
+    )]
+    pub reference: Option<PathBuf>,
+    /// Reference-free metrics (reference log-probs taken as 0).
+    #[arg(long, conflicts_with = "reference")]
+    pub reference_free: bool,
+    /// Preference data.
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Tokens kept of a long prompt when a row is truncated (default: block_size / 2).
+    #[arg(long, value_name = "N")]
+    pub max_prompt_length: Option<usize>,
+    /// Pairs per forward pass.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Skip bad rows instead of refusing the file.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    #[command(flatten)]
+    pub loss: LossArgs,
+}
+
+/// `dpo generate`
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Model checkpoint.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// The prompt text.
+    #[arg(long)]
+    pub prompt: String,
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 means greedy.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Sample only among the k most likely tokens.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}

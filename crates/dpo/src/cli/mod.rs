@@ -1,0 +1,41 @@
+//! The `dpo` command line (CONTRACT.md section 5).
+//!
+//! Logs and progress go to stderr, results as one JSON object on stdout.
+//! Every error is one line on stderr and a non-zero exit.
+
+mod args;
+mod commands;
+
+pub use args::Cli;
+
+use clap::Parser;
+
+/// Parses the command line, runs it, and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are not errors.
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    if let Some(threads) = cli.threads {
+        if threads == 0 {
+            eprintln!("error: --threads must be at least 1");
+            return 2;
+        }
+        if let Err(e) = autograd::set_num_threads(threads) {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    }
+    match commands::run(cli) {
+        Ok(()) => 0,
+        Err(message) => {
+            eprintln!("error: {message}");
+            1
+        }
+    }
+}

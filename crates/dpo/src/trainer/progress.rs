@@ -1,0 +1,57 @@
+//! Progress bar and metrics log of a training run.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Map, Value};
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {{msg}}"
+        ))
+        .unwrap(),
+    );
+    bar
+}
+
+/// Appends one JSON object per line to `--metrics FILE`.
+pub struct MetricsLog {
+    file: Option<File>,
+}
+
+impl MetricsLog {
+    /// Opens (appending) `path`, or a log that writes nothing.
+    pub fn open(path: Option<&Path>) -> Result<Self, String> {
+        let file = match path {
+            Some(p) => Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| format!("cannot open --metrics {}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        Ok(MetricsLog { file })
+    }
+
+    /// Writes one record: `fields` plus `step` and `split`.
+    pub fn write(&mut self, step: u64, split: &str, fields: Value) -> Result<(), String> {
+        let Some(file) = &mut self.file else {
+            return Ok(());
+        };
+        let mut record = Map::new();
+        record.insert("step".into(), step.into());
+        record.insert("split".into(), split.into());
+        if let Value::Object(map) = fields {
+            record.extend(map);
+        }
+        writeln!(file, "{}", Value::Object(record))
+            .map_err(|e| format!("cannot write metrics: {e}"))
+    }
+}
