@@ -163,7 +163,7 @@ fn check_scored_after_truncation(
 
 /// Truncates every preference row ([`truncate_pair`]) and counts the cut rows.
 /// A row left with an unscored response is an error, or with `skip_invalid`
-/// is dropped and counted.
+/// is dropped and counted (so the result can be empty: the caller decides).
 pub fn truncate_preferences(
     rows: &[PreferenceRow],
     block_size: usize,
