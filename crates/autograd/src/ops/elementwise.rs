@@ -237,14 +237,14 @@ const GELU_CUBIC: f64 = 0.044_715;
 pub fn gelu<T: Float>(x: T) -> T {
     let half = T::cast(0.5);
     let u = T::cast(GELU_SCALE) * (x + T::cast(GELU_CUBIC) * x * x * x);
-    half * x * (T::one() + u.tanh())
+    half * x * (T::one() + super::nn::tanh_fast(u))
 }
 
 /// d gelu(x) / dx.
 pub fn gelu_grad<T: Float>(x: T) -> T {
     let half = T::cast(0.5);
     let u = T::cast(GELU_SCALE) * (x + T::cast(GELU_CUBIC) * x * x * x);
-    let t = u.tanh();
+    let t = super::nn::tanh_fast(u);
     let du = T::cast(GELU_SCALE) * (T::one() + T::cast(3.0 * GELU_CUBIC) * x * x);
     half * (T::one() + t) + half * x * (T::one() - t * t) * du
 }

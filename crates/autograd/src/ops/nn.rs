@@ -370,3 +370,63 @@ pub fn crossentropy_backward<T: Float>(
             .for_each(row);
     }
 }
+
+/// `tanh(x)` for the GELU of the MLPs, branch-free so that loops over it vectorize.
+///
+/// In f32, a rational minimax approximation (Eigen's `ptanh_float`: odd
+/// degree-13 numerator over even degree-6 denominator on [-7.9053, 7.9053],
+/// where f32 tanh is already +-1 outside), accurate to a few ulp: 3-4x faster
+/// than libm's `tanhf`, which dominated the MLP's time. In f64 (gradient
+/// checks) the exact `tanh`.
+#[inline]
+pub fn tanh_fast<T: Float>(x: T) -> T {
+    if T::NAME != "f32" {
+        return x.tanh();
+    }
+    const CLAMP: f64 = 7.905_311_107_635_498;
+    const ALPHA: [f64; 7] = [
+        4.893_524_558_917_86e-3,
+        6.372_619_288_754_36e-4,
+        1.485_722_357_179_79e-5,
+        5.122_297_090_371_14e-8,
+        -8.604_671_522_137_35e-11,
+        2.000_187_904_824_77e-13,
+        -2.760_768_477_423_55e-16,
+    ];
+    const BETA: [f64; 4] = [
+        4.893_525_185_543_85e-3,
+        2.268_434_632_439e-3,
+        1.185_347_056_866_54e-4,
+        1.198_258_394_667_02e-6,
+    ];
+    let c = |v: f64| T::cast(v);
+    let x = x.max(c(-CLAMP)).min(c(CLAMP));
+    let x2 = x * x;
+    let mut p = c(ALPHA[6]);
+    for &a in ALPHA[..6].iter().rev() {
+        p = p * x2 + c(a);
+    }
+    let mut q = c(BETA[3]);
+    for &b in BETA[..3].iter().rev() {
+        q = q * x2 + c(b);
+    }
+    x * p / q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tanh_fast;
+
+    #[test]
+    fn tanh_fast_is_accurate_in_f32_and_exact_in_f64() {
+        let mut worst = 0f64;
+        for i in -200_000..=200_000 {
+            let x = i as f32 * 1e-4; // [-20, 20]
+            let exact = (x as f64).tanh();
+            let err = (tanh_fast(x) as f64 - exact).abs() / exact.abs().max(1e-30);
+            worst = worst.max(if x == 0.0 { 0.0 } else { err });
+        }
+        assert!(worst < 1e-6, "relative error {worst}");
+        assert_eq!(tanh_fast(0.3f64), 0.3f64.tanh());
+    }
+}
