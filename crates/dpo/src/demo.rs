@@ -251,7 +251,7 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary, String> {
         hyper: TrainHyper {
             steps: 300,
             batch_size: 16,
-            lr: 5e-4,
+            lr: 1e-4,
             optimizer: OptimizerKind::Adamw,
             weight_decay: 0.0,
             max_grad_norm: 1.0,
@@ -278,7 +278,7 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary, String> {
     );
     let reference = Gpt::<f32>::load(&sft_dir).map_err(|e| e.to_string())?;
     let policy = Gpt::<f32>::load(&dpo_dir).map_err(|e| e.to_string())?;
-    let cfg = reference.config().clone();
+    let cfg = *reference.config();
     let (held_out_pairs, _) = load_pairs(
         &data.join("prefs_eval.jsonl"),
         cfg.vocab_size,

@@ -147,7 +147,7 @@ pub fn dpo_loss<T: Float>(
 ) -> Var<T> {
     let n = policy_logps.value().len();
     assert!(
-        n % 2 == 0 && reference.len() == n && scored.len() == n,
+        n.is_multiple_of(2) && reference.len() == n && scored.len() == n,
         "dpo_loss: policy log-probs {:?}, {} reference log-probs and {} counts do not match (expected 2B each)",
         policy_logps.shape(),
         reference.len(),

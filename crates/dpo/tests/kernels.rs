@@ -108,7 +108,8 @@ fn sequence_logprobs_is_stable_for_extreme_logits() {
     let x = tape.leaf(logits.mapv(|v| v as f32));
     let y = sequence_logprobs(&tape, &x, &targets);
     assert!(y.value().iter().all(|v| v.is_finite()));
-    let g = tape.backward(&tape.sum_all(&y));
+    let total = tape.sum_all(&y);
+    let g = tape.backward(&total);
     assert!(g.get(&x).unwrap().iter().all(|v| v.is_finite()));
 }
 
@@ -124,8 +125,7 @@ fn compare_values_and_grads(
         let x = tape.leaf(input.clone());
         let y = f(&tape, &x);
         let value = y.value().clone();
-        let seed =
-            Tensor::from_shape_fn(y.value().raw_dim(), |i| 1.0 + i.as_array_view()[0] as f64);
+        let seed = Tensor::from_shape_fn(y.value().raw_dim(), |i| 1.0 + i[0] as f64);
         let grads = tape.backward_with(&y, seed);
         (value, grads.get_or_zeros(&x))
     };
@@ -170,12 +170,14 @@ fn lm_head_logprobs_matches_linear_then_log_softmax() {
         let tape = Tape::<f64>::new();
         let (h, w) = (tape.leaf(inputs[0].clone()), tape.leaf(inputs[1].clone()));
         let fused = op.apply(&tape, &h, &w, &targets);
-        let g_fused = tape.backward(&tape.sum_all(&fused));
+        let total = tape.sum_all(&fused);
+        let g_fused = tape.backward(&total);
         let tape2 = Tape::<f64>::new();
         let (h2, w2) = (tape2.leaf(inputs[0].clone()), tape2.leaf(inputs[1].clone()));
         let logits = tape2.linear(&h2, &w2, None);
         let composed = composed_logprobs(&tape2, &logits, &mask);
-        let g_comp = tape2.backward(&tape2.sum_all(&composed));
+        let total2 = tape2.sum_all(&composed);
+        let g_comp = tape2.backward(&total2);
         for (a, b) in fused.value().iter().zip(composed.value().iter()) {
             assert!((a - b).abs() < 1e-10, "values differ: {a} vs {b}");
         }

@@ -195,7 +195,7 @@ pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary, String> {
         }
         None => None,
     };
-    let cfg = policy.config().clone();
+    let cfg = *policy.config();
     let budget = prompt_budget(args.max_prompt_length, cfg.block_size)?;
     let (mut rows, truncated) = load_pairs(
         &args.data,

@@ -80,7 +80,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<EvalReport, String> {
         }
         None => None,
     };
-    let cfg = policy.config().clone();
+    let cfg = *policy.config();
     let budget = prompt_budget(args.max_prompt_length, cfg.block_size)?;
     let (rows, truncated_rows) = load_pairs(
         &args.data,

@@ -148,11 +148,11 @@ pub fn train_sft(args: &SftTrainArgs) -> Result<TrainSummary, String> {
             }
             SftInit::Config(c) => {
                 c.validate().map_err(|e| format!("--config: {e}"))?;
-                Gpt::<f32>::new(c.clone(), args.hyper.seed)
+                Gpt::<f32>::new(*c, args.hyper.seed)
             }
         }
     };
-    let cfg = model.config().clone();
+    let cfg = *model.config();
     let budget = prompt_budget(args.max_prompt_length, cfg.block_size)?;
     let (mut rows, truncated) = load_sft_rows(&args.data, &cfg, budget, args.skip_invalid)?;
     let mut eval_rows = Vec::new();
