@@ -213,3 +213,42 @@ fn fused_ops_compose() {
         t.cross_entropy(&y, &[0, 1, -100, 1, 0, 0])
     });
 }
+
+#[test]
+fn fused_ops_are_bitwise_the_same_for_any_thread_count() {
+    let xs: Vec<Tensor<f32>> = random_inputs(&[&[300, 130], &[130], &[130], &[4, 64, 3 * 32]], 2)
+        .into_iter()
+        .map(|x| x.mapv(|v| v as f32))
+        .collect();
+    let run = || {
+        let tape = Tape::<f32>::new();
+        let v: Vec<_> = xs.iter().map(|x| tape.leaf(x.clone())).collect();
+        let ln = tape.layer_norm(&v[0], &v[1], Some(&v[2]), 1e-5);
+        let att = tape.causal_attention(&v[3], 4);
+        let targets: Vec<i64> = (0..300).map(|i| (i * 7 % 130) as i64).collect();
+        let loss_ln = tape.cross_entropy(&ln, &targets);
+        let loss_att = tape.cross_entropy(&att, &vec![3; 4 * 64]);
+        let loss = tape.add(&loss_ln, &loss_att);
+        let value = loss.item();
+        let grads = tape.backward(&loss);
+        let grads: Vec<Tensor<f32>> = v.iter().map(|x| grads.get_or_zeros(x)).collect();
+        (value, grads)
+    };
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+        .install(run);
+    let three = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap()
+        .install(run);
+    assert_eq!(one.0.to_bits(), three.0.to_bits());
+    for (a, b) in one.1.iter().zip(&three.1) {
+        assert!(a
+            .iter()
+            .zip(b.iter())
+            .all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+}
