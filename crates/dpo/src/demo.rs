@@ -10,8 +10,8 @@
 //!    70% are the plain lowercase copy (`cab>cab.`). It learns to copy, and
 //!    mostly in lowercase: this is the reference policy.
 //! 2. *DPO.* Pairs on other words prefer the capitalised copy (chosen) over a
-//!    plausible wrong one (rejected: the lowercase copy, or a capitalised copy
-//!    with one letter wrong). DPO trains the policy against the frozen SFT
+//!    plausible wrong one (rejected: the lowercase copy, a capitalised copy
+//!    with one letter wrong, or one that runs on by a letter). DPO trains the policy against the frozen SFT
 //!    model.
 //! 3. *Report.* On held-out words (never seen in training): the share of
 //!    pairs where the model gives the chosen response the higher
@@ -101,18 +101,25 @@ fn desired(word: &str) -> String {
     format!("{}.", word.to_uppercase())
 }
 
-/// A plausible wrong completion: the lowercase copy, or a capitalised copy with one letter changed.
+/// A plausible wrong completion: the lowercase copy, a capitalised copy with
+/// one letter changed, or a capitalised copy that runs on by one letter.
 fn plausible_wrong(word: &str, rng: &mut StdRng) -> String {
-    if rng.gen_bool(0.5) {
-        return format!("{word}.");
+    let upper = word.to_uppercase();
+    let random_letter =
+        |rng: &mut StdRng| ALPHABET[rng.gen_range(0..ALPHABET.len())].to_ascii_uppercase();
+    match rng.gen_range(0..3) {
+        0 => format!("{word}."),
+        1 => {
+            let mut letters = upper.into_bytes();
+            let i = rng.gen_range(0..letters.len());
+            let original = letters[i];
+            while letters[i] == original {
+                letters[i] = random_letter(rng);
+            }
+            format!("{}.", String::from_utf8(letters).unwrap())
+        }
+        _ => format!("{upper}{}.", random_letter(rng) as char),
     }
-    let mut letters: Vec<u8> = word.to_uppercase().into_bytes();
-    let i = rng.gen_range(0..letters.len());
-    let original = letters[i];
-    while letters[i] == original {
-        letters[i] = ALPHABET[rng.gen_range(0..ALPHABET.len())].to_ascii_uppercase();
-    }
-    format!("{}.", String::from_utf8(letters).unwrap())
 }
 
 /// Distinct words, split into SFT, DPO and held-out sets.
@@ -249,7 +256,7 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary, String> {
         out: dpo_dir.clone(),
         loss,
         hyper: TrainHyper {
-            steps: 300,
+            steps: 600,
             batch_size: 16,
             lr: 1e-4,
             optimizer: OptimizerKind::Adamw,
