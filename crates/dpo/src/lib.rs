@@ -8,6 +8,7 @@
 //!   smoothing) and the metrics the wider ecosystem reports;
 //! - [`data`]: preference and SFT JSON Lines, truncation, batching;
 //! - [`trainer`]: the training and evaluation loops;
+//! - [`report`]: the plotted training report of a metrics file (`dpo plot`);
 //! - [`cli`]: the `dpo` command line.
 //!
 //! The math is derived in `docs/dpo.md`.
@@ -17,4 +18,5 @@ pub mod data;
 pub mod demo;
 pub mod kernels;
 pub mod loss;
+pub mod report;
 pub mod trainer;

@@ -38,6 +38,8 @@ pub enum Command {
     Eval(EvalCliArgs),
     /// Sample a continuation of a prompt.
     Generate(GenerateArgs),
+    /// Draw a `--metrics` file as an SVG (or HTML) report: loss, rewards, margins, accuracies, throughput.
+    Plot(PlotArgs),
 }
 
 /// `dpo demo`
@@ -230,4 +232,15 @@ pub struct GenerateArgs {
     /// Sampling seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+/// `dpo plot`
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// Metrics JSON Lines written by `--metrics` (or `metrics.jsonl` of `dpo demo`).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Report to write: `.svg`, or `.html` for a page embedding it (default: FILE with `.svg`).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }

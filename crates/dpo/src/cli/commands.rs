@@ -77,6 +77,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
             };
             print_json(&run_eval(&args)?)
         }
+        Command::Plot(a) => print_json(&crate::report::plot_metrics(&a.file, a.out.as_deref())?),
         Command::Generate(a) => {
             let model = Gpt::<f32>::load(&a.model)
                 .map_err(|e| format!("model {}: {e}", a.model.display()))?;
