@@ -271,6 +271,7 @@ pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary, String> {
             reference_flat[b + k] = train_ref[i].1;
         }
 
+        let step_started = Instant::now();
         let tape = Tape::<f32>::new();
         let params = policy.bind(&tape);
         let logps = pair_logps(&policy, &tape, &params, &batch);
@@ -306,6 +307,7 @@ pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary, String> {
         let grad_norm = args.hyper.clip(&mut grads);
         let lr = schedule.lr(args.hyper.lr, step);
         optimizer.step(policy.params_mut(), &grads, lr);
+        let step_ms = step_started.elapsed().as_secs_f64() * 1e3;
 
         if step == start_step {
             first_loss = loss_value;
@@ -326,6 +328,7 @@ pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary, String> {
         record["lr"] = json!(lr);
         record["grad_norm"] = json!(grad_norm);
         record["tokens_per_second"] = json!(tokens as f64 / elapsed.max(1e-9));
+        record["step_ms"] = json!(step_ms);
         metrics_log.write(step + 1, "train", record)?;
         bar.set_message(format!(
             "loss {:.4} acc {:.2} {:.0} tok/s",

@@ -192,6 +192,7 @@ pub fn train_sft(args: &SftTrainArgs) -> Result<TrainSummary, String> {
     for step in start_step..args.hyper.steps {
         let indices = plan.batch(step);
         let batch_rows: Vec<SftRow> = indices.iter().map(|&i| rows[i].clone()).collect();
+        let step_started = Instant::now();
         let tape = Tape::<f32>::new();
         let params = model.bind(&tape);
         let (loss, _) = sft_batch_loss(&model, &tape, &params, &batch_rows);
@@ -210,6 +211,7 @@ pub fn train_sft(args: &SftTrainArgs) -> Result<TrainSummary, String> {
         let grad_norm = args.hyper.clip(&mut grads);
         let lr = schedule.lr(args.hyper.lr, step);
         optimizer.step(model.params_mut(), &grads, lr);
+        let step_ms = step_started.elapsed().as_secs_f64() * 1e3;
 
         if step == start_step {
             first_loss = loss_value;
@@ -229,7 +231,8 @@ pub fn train_sft(args: &SftTrainArgs) -> Result<TrainSummary, String> {
         metrics_log.write(
             step + 1,
             "train",
-            json!({"loss": loss_value, "lr": lr, "grad_norm": grad_norm, "tokens_per_second": tps}),
+            json!({"loss": loss_value, "lr": lr, "grad_norm": grad_norm,
+                   "tokens_per_second": tps, "step_ms": step_ms}),
         )?;
         bar.set_message(format!("loss {loss_value:.4} {tps:.0} tok/s"));
         bar.inc(1);
