@@ -198,7 +198,7 @@ impl<T: Float> Tape<T> {
         )
     }
 
-    /// y = max(x, 0)                     dx = dy * [x > 0]
+    /// y = max(x, 0)                     dx = dy * `[x > 0]`
     pub fn relu(&self, x: &Var<T>) -> Var<T> {
         self.unary(
             "relu",
