@@ -163,3 +163,30 @@ fn split_then_concat_is_identity() {
     let y = tape.concat(&refs, 1);
     assert_eq!(y.value(), x.value());
 }
+
+#[test]
+fn shape_ops_feeding_broadcasts() {
+    // Each output is combined with a tensor broadcast along one of its axes,
+    // so that a gradient routed to the wrong position or axis would show.
+    gradcheck(&[&[3, 4], &[1, 3]], |t, x| {
+        t.mul(&t.transpose(&x[0], 0, 1), &x[1])
+    });
+    gradcheck(&[&[2, 3, 4], &[3, 1, 1]], |t, x| {
+        t.add(&t.permute(&x[0], &[1, 2, 0]), &x[1])
+    });
+    gradcheck(&[&[2, 6], &[3]], |t, x| {
+        t.mul(&t.reshape(&x[0], &[4, 3]), &x[1])
+    });
+    gradcheck(&[&[4, 5], &[4, 1]], |t, x| {
+        t.mul(&t.narrow(&x[0], 1, 1, 3), &x[1])
+    });
+    gradcheck(&[&[2, 3], &[2, 2], &[1, 5]], |t, x| {
+        t.div(
+            &t.concat(&[&x[0], &x[1]], 1),
+            &t.add_scalar(&t.mul(&x[2], &x[2]), 1.0),
+        )
+    });
+    gradcheck(&[&[3, 4], &[4]], |t, x| {
+        t.sub(&x[1], &t.sum(&x[0], &[0], false))
+    });
+}
