@@ -479,3 +479,75 @@ fn train_writes_per_step_metrics() {
         records[2]
     );
 }
+
+#[test]
+fn sft_resume_continues_the_run_bitwise() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (straight, resumed) = (tmp.path().join("straight"), tmp.path().join("resumed"));
+    let sft = |out: &Path, steps: &str, init: bool| {
+        let mut args = vec![
+            "sft",
+            "--data",
+            "sft/sft.jsonl",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(if init {
+            ["--init", "sft/init"]
+        } else {
+            ["--resume", "--no-progress"]
+        });
+        args.extend(["--steps", steps, "--batch-size", "3", "--lr", "1e-2"]);
+        dpo(&args)
+    };
+    sft(&straight, "2", true).assert_ok();
+    sft(&resumed, "1", true).assert_ok();
+    let run = sft(&resumed, "2", false);
+    run.assert_ok();
+    assert_eq!(run.json()["steps"].as_u64(), Some(1), "{run}");
+    assert!(
+        read(&straight.join("model.safetensors")) == read(&resumed.join("model.safetensors")),
+        "dpo sft: 1 step + --resume differs from 2 straight steps"
+    );
+}
+
+#[test]
+fn save_every_does_not_change_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (plain, saving) = (tmp.path().join("plain"), tmp.path().join("saving"));
+    let flags = ["--steps", "3", "--batch-size", "3", "--lr", "1e-2"];
+    train_ids(&plain, &flags).assert_ok();
+    train_ids(&saving, &[&flags[..], &["--save-every", "1"]].concat()).assert_ok();
+    assert!(read(&plain.join("model.safetensors")) == read(&saving.join("model.safetensors")));
+    let state: Value = serde_json::from_slice(&read(&saving.join("trainer_state.json"))).unwrap();
+    assert_eq!(state["step"].as_u64(), Some(3), "{state}");
+}
+
+#[test]
+fn gzip_data_reads_like_plain_data() {
+    // ids/prefs.jsonl.gz is ids/prefs.jsonl gzipped by make_golden.py.
+    let plain = dpo(&EVAL_IDS);
+    let mut args = EVAL_IDS.to_vec();
+    args[6] = "ids/prefs.jsonl.gz";
+    let zipped = dpo(&args);
+    zipped.assert_ok();
+    assert_eq!(plain.stdout, zipped.stdout);
+}
+
+#[test]
+fn skip_invalid_skips_and_reports_the_bad_line() {
+    let run = dpo(&[
+        "eval",
+        "--policy",
+        "text/policy",
+        "--ref",
+        "text/ref",
+        "--data",
+        "bad/pref_blank_lines.jsonl",
+        "--skip-invalid",
+    ]);
+    run.assert_ok();
+    // 13 lines: 2 blank, 1 bad (line 12), 10 good rows.
+    assert_eq!(run.json()["num_pairs"].as_u64(), Some(10), "{run}");
+    assert!(common::contains_number(&run.stderr, 12), "{run}");
+}

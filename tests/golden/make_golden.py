@@ -17,6 +17,7 @@ Cases written into OUTDIR (see MANIFEST.json for the exact `dpo` commands):
 
 Run:  /work/venv/bin/python tests/golden/make_golden.py tests/golden     (torch, safetensors)
 """
+import gzip
 import json
 import math
 import os
@@ -428,6 +429,12 @@ def ids_case(out, gen, rng, manifest):
     rows.insert(3, {"chosen_ids": chosen, "rejected_ids": rejected})  # implicit prompt: the 3 shared ids
     rows.insert(6, {"chosen_ids": [5, 6], "rejected_ids": [7, 8, 9]})  # implicit, empty prompt
     dpo_case(out, "ids", cfg, rows, gen, manifest, extra_prompt_lengths=(5,))
+    with open(os.path.join(out, "ids", "prefs.jsonl"), "rb") as f, \
+            gzip.GzipFile(os.path.join(out, "ids", "prefs.jsonl.gz"), "wb", mtime=0) as gz:
+        gz.write(f.read())  # any data file may be gzipped (a name ending in .gz)
+    check = dict(next(c for c in manifest["checks"] if c["name"] == "ids/eval_sigmoid"), name="ids/eval_sigmoid_gz")
+    check["argv"] = [a.replace("prefs.jsonl", "prefs.jsonl.gz") for a in check["argv"]]
+    manifest["checks"].append(check)
 
 
 def text_case(out, gen, manifest):
