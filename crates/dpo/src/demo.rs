@@ -19,6 +19,7 @@
 //!    greedy generation is exactly the desired completion (`success_rate`),
 //!    for the reference (before) and the DPO policy (after), plus the DPO
 //!    metrics of the held-out pairs.
+//!    The DPO training curves are drawn in `report.svg` (see `dpo plot`).
 
 use std::fs;
 use std::io::Write;
@@ -87,6 +88,9 @@ pub struct DemoSummary {
     pub dpo_seconds: f64,
     /// Where the checkpoints are.
     pub out: String,
+    /// The plotted DPO training report (`report.svg`), when it could be drawn.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<String>,
 }
 
 fn random_word(rng: &mut StdRng) -> String {
@@ -326,6 +330,7 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary, String> {
         sft_seconds: sft.train_runtime,
         dpo_seconds: dpo.train_runtime,
         out: out.display().to_string(),
+        report: write_report(&out.join("metrics.jsonl"), &out.join("report.svg")),
     };
     let text = serde_json::to_string_pretty(&summary).unwrap();
     fs::write(out.join("summary.json"), text)
@@ -338,4 +343,16 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary, String> {
         100.0 * summary.after.pair_accuracy
     );
     Ok(summary)
+}
+
+/// Draws the DPO metrics as `report.svg`; a failure is a warning, not the
+/// end of a demo whose training went well.
+fn write_report(metrics: &Path, svg: &Path) -> Option<String> {
+    match crate::report::plot_metrics(metrics, Some(svg)) {
+        Ok(plot) => Some(plot.out),
+        Err(e) => {
+            eprintln!("warning: no training report: {e}");
+            None
+        }
+    }
 }
