@@ -298,7 +298,8 @@ def dpo_losses(pi_c, pi_r, ref_c, ref_r, n_c, n_r, loss, e):
 
 
 def dpo_eval(policy, ref, cfg, rows, loss="sigmoid", e=0.0, max_prompt_length=None):
-    """The mean loss (a tensor, differentiable w.r.t. policy) and the metrics dict."""
+    """The mean loss (a tensor, differentiable w.r.t. policy), the metrics dict, and the margins
+    beta * d per pair (to keep them clear of the accuracy and hinge thresholds)."""
     pi_c, pi_r, n_c, n_r, n_cut = pair_logps(policy, cfg, rows, max_prompt_length)
     with torch.no_grad():
         ref_c, ref_r, _, _, _ = pair_logps(ref, cfg, rows, max_prompt_length)
