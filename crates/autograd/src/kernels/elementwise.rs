@@ -34,18 +34,18 @@ pub fn map<T: Float>(inp: &[T], out: &mut [T], f: impl Fn(T) -> T + Sync) {
 pub fn zip_map<T: Float>(a: &[T], b: &[T], out: &mut [T], f: impl Fn(T, T) -> T + Sync) {
     assert_eq!(a.len(), out.len());
     assert_eq!(b.len(), out.len());
-    if out.len() < PAR_MIN_ELEMENTS {
-        for i in 0..out.len() {
-            out[i] = f(a[i], b[i]);
+    // Zipped iterators, not indexing: without bounds checks the loop vectorizes.
+    let run = |o: &mut [T], a: &[T], b: &[T]| {
+        for (o, (&a, &b)) in o.iter_mut().zip(a.iter().zip(b)) {
+            *o = f(a, b);
         }
+    };
+    if out.len() < PAR_MIN_ELEMENTS {
+        run(out, a, b);
     } else {
         out.par_chunks_mut(PAR_CHUNK)
             .zip(a.par_chunks(PAR_CHUNK).zip(b.par_chunks(PAR_CHUNK)))
-            .for_each(|(o, (a, b))| {
-                for i in 0..o.len() {
-                    o[i] = f(a[i], b[i]);
-                }
-            });
+            .for_each(|(o, (a, b))| run(o, a, b));
     }
 }
 
