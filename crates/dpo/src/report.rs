@@ -146,7 +146,7 @@ fn step_of(v: &Value) -> Option<u64> {
 pub struct PlotSummary {
     /// The file written.
     pub out: String,
-    /// Values drawn, over all series.
+    /// Values plotted, over all series (before long lines are thinned).
     pub points: usize,
     /// The series drawn, as `"<split> <key>"` (also their legend text).
     pub series: Vec<String>,
@@ -335,6 +335,40 @@ pub fn smoothing_window(n: usize) -> usize {
     }
 }
 
+/// At most this many points of a line are written: a panel is about 600
+/// pixels wide, and a long run would otherwise give megabytes of SVG.
+pub const MAX_LINE_POINTS: usize = 2000;
+
+/// A long line cut down to at most [`MAX_LINE_POINTS`] points that keep its
+/// envelope: the points are split into `MAX_LINE_POINTS / 2` runs of
+/// consecutive steps, and each run keeps its lowest and its highest point,
+/// in step order. Spikes survive; only detail finer than a pixel is lost.
+pub fn thin_line(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let n = points.len();
+    if n <= MAX_LINE_POINTS {
+        return points.to_vec();
+    }
+    let runs = MAX_LINE_POINTS / 2;
+    let mut thinned = Vec::with_capacity(MAX_LINE_POINTS);
+    for run in 0..runs {
+        let (start, end) = (run * n / runs, (run + 1) * n / runs);
+        let (mut lo, mut hi) = (start, start);
+        for i in start..end {
+            if points[i].1 < points[lo].1 {
+                lo = i;
+            }
+            if points[i].1 > points[hi].1 {
+                hi = i;
+            }
+        }
+        thinned.push(points[lo.min(hi)]);
+        if lo != hi {
+            thinned.push(points[lo.max(hi)]);
+        }
+    }
+    thinned
+}
+
 /// Draws the report of `history` as an SVG document titled `title`.
 /// Returns the SVG text and the summary (with an empty `out`).
 pub fn render_svg(history: &MetricsHistory, title: &str) -> Result<(String, PlotSummary), String> {
@@ -367,8 +401,12 @@ pub fn render_svg(history: &MetricsHistory, title: &str) -> Result<(String, Plot
                 name,
                 split: curve.split,
                 color: curve.color,
-                smooth: (window > 1).then(|| moving_average(&raw, window)),
-                raw,
+                smooth: (window > 1).then(|| thin_line(&moving_average(&raw, window))),
+                raw: if curve.split == "train" {
+                    thin_line(&raw)
+                } else {
+                    raw
+                },
             });
         }
         if !series.is_empty() {
@@ -463,7 +501,8 @@ fn tick_label(v: f64, span: f64) -> String {
     if v == 0.0 {
         return "0".into();
     }
-    if v.abs() >= 10_000.0 {
+    // Thousands as `k`, on every tick of an axis that reaches 10k's scale.
+    if v.abs() >= 10_000.0 || (span >= 5_000.0 && v.abs() >= 1_000.0) {
         return format!("{}k", trim_zeros(format!("{:.1}", v / 1000.0)));
     }
     // Two digits past the first one that changes between ticks.

@@ -5,7 +5,10 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
-use dpo::report::{moving_average, plot_metrics, smoothing_window, MetricsHistory, PlotSummary};
+use dpo::report::{
+    moving_average, plot_metrics, smoothing_window, thin_line, MetricsHistory, PlotSummary,
+    MAX_LINE_POINTS,
+};
 
 const TRAIN_STEPS: u64 = 100;
 const EVAL_EVERY: u64 = 20;
@@ -305,4 +308,30 @@ fn moving_average_is_centred_and_clipped_at_the_ends() {
     assert_eq!(smoothing_window(100), 5);
     assert_eq!(smoothing_window(600), 31);
     assert_eq!(smoothing_window(1000) % 2, 1, "odd, so centred");
+}
+
+#[test]
+fn long_lines_are_thinned_keeping_spikes() {
+    let points: Vec<(f64, f64)> = (0..10_001)
+        .map(|i| {
+            (
+                i as f64,
+                if i == 7_777 {
+                    50.0
+                } else if i == 1_234 {
+                    -9.0
+                } else {
+                    (i % 7) as f64
+                },
+            )
+        })
+        .collect();
+    let thinned = thin_line(&points);
+    assert!(thinned.len() <= MAX_LINE_POINTS, "{}", thinned.len());
+    assert!(thinned.windows(2).all(|w| w[0].0 < w[1].0), "in step order");
+    assert!(thinned.contains(&(7_777.0, 50.0)) && thinned.contains(&(1_234.0, -9.0)));
+    assert_eq!(thinned[0].0, 0.0);
+    assert!(thinned.last().unwrap().0 > 9_990.0);
+    let short = &points[..MAX_LINE_POINTS];
+    assert_eq!(thin_line(short), short, "short lines are kept whole");
 }
