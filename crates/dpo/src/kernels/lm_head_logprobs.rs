@@ -36,7 +36,8 @@ use autograd::{Float, Tape, Tensor, Var};
 use ndarray::{Array2, ArrayView2, Axis, IxDyn};
 use rayon::prelude::*;
 
-use super::sequence_logprobs::{check_targets, IGNORE_INDEX};
+use super::sequence_logprobs::{check_targets, row_max, row_sum_exp, IGNORE_INDEX};
+use autograd::kernels::softmax::exp_fast;
 
 /// Options of the fused LM-head log-prob op.
 #[derive(Debug, Clone, Copy)]
@@ -151,9 +152,8 @@ impl LmHeadLogprobs {
                 .zip(scored.targets.par_iter())
                 .for_each(|((((z_row, m), s), logit), &y)| {
                     let z_row = z_row.as_slice().unwrap();
-                    let chunk_max = z_row.iter().copied().fold(T::neg_infinity(), T::max);
-                    let new_max = m.max(chunk_max);
-                    let chunk_sum: T = z_row.iter().map(|&x| (x - new_max).exp()).sum();
+                    let new_max = m.max(row_max(z_row));
+                    let chunk_sum = row_sum_exp(z_row, new_max);
                     *s = *s * (*m - new_max).exp() + chunk_sum;
                     *m = new_max;
                     if (v0..v1).contains(&y) {
@@ -205,7 +205,7 @@ impl LmHeadLogprobs {
                         let g = dlogp[scored.seqs[i]];
                         let lse_i = lse[i];
                         let row = row.as_slice_mut().unwrap();
-                        row.iter_mut().for_each(|x| *x = -g * (*x - lse_i).exp());
+                        row.iter_mut().for_each(|x| *x = -g * exp_fast(*x - lse_i));
                         let y = scored.targets[i];
                         if (v0..v1).contains(&y) {
                             row[y - v0] += g;
