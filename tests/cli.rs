@@ -379,6 +379,43 @@ fn non_finite_weights_stop_training_at_the_first_step() {
         "{run}"
     );
     assert!(!out.exists(), "a checkpoint was written for a NaN run");
+
+    // Evaluating the same poisoned policy is an error too, not `"loss": null`.
+    let run = dpo(&[
+        "eval",
+        "--policy",
+        poisoned.to_str().unwrap(),
+        "--ref",
+        "ids/ref",
+        "--data",
+        "ids/prefs.jsonl",
+    ]);
+    assert!(matches!(run.code, Some(c) if c != 0), "{run}");
+    assert!(run.stderr.contains("not finite"), "{run}");
+    assert!(!run.stdout.contains("null"), "{run}");
+}
+
+#[test]
+fn zero_steps_and_resuming_a_finished_run_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let run = train_ids(&out, &["--steps", "0"]);
+    assert!(matches!(run.code, Some(c) if c != 0), "{run}");
+    assert!(run.stderr.contains("--steps must be at least 1"), "{run}");
+    assert!(!out.exists());
+    let run = train_ids(&out, &["--steps", "1"]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let run = train_ids(&out, &["--steps", "1", "--resume"]);
+    assert!(matches!(run.code, Some(c) if c != 0), "{run}");
+    assert!(run.stderr.contains("already took 1 steps"), "{run}");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let run = train_ids(&empty, &["--steps", "2", "--resume"]);
+    assert!(matches!(run.code, Some(c) if c != 0), "{run}");
+    assert!(
+        run.stderr.contains("--resume: the checkpoint in --out"),
+        "{run}"
+    );
 }
 
 #[test]

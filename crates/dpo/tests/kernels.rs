@@ -113,6 +113,9 @@ fn sequence_logprobs_is_stable_for_extreme_logits() {
     assert!(g.get(&x).unwrap().iter().all(|v| v.is_finite()));
 }
 
+/// A function of one tape value.
+type UnaryOp<'a> = dyn Fn(&Tape<f64>, &Var<f64>) -> Var<f64> + 'a;
+
 /// Runs `fused` and `composed` on the same input and compares outputs and
 /// gradients (weighted by the same random cotangent) to 1e-10.
 fn compare_values_and_grads(
@@ -120,7 +123,7 @@ fn compare_values_and_grads(
     fused: impl Fn(&Tape<f64>, &Var<f64>) -> Var<f64>,
     composed: impl Fn(&Tape<f64>, &Var<f64>) -> Var<f64>,
 ) {
-    let run = |f: &dyn Fn(&Tape<f64>, &Var<f64>) -> Var<f64>| {
+    let run = |f: &UnaryOp<'_>| {
         let tape = Tape::new();
         let x = tape.leaf(input.clone());
         let y = f(&tape, &x);

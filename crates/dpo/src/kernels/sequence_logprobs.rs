@@ -38,7 +38,11 @@ pub fn row_max<T: Float>(row: &[T]) -> T {
     let mut chunks = row.chunks_exact(LANES);
     for chunk in &mut chunks {
         for l in 0..LANES {
-            lanes[l] = if chunk[l] > lanes[l] { chunk[l] } else { lanes[l] };
+            lanes[l] = if chunk[l] > lanes[l] {
+                chunk[l]
+            } else {
+                lanes[l]
+            };
         }
     }
     let mut max = lanes.into_iter().fold(T::neg_infinity(), T::max);

@@ -180,8 +180,11 @@ pub fn pair_logps_of(
 pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary, String> {
     args.loss.validate()?;
     args.hyper.validate()?;
-    let policy_path = if args.resume { &args.out } else { &args.policy };
-    let mut policy = load_model(policy_path, "policy")?;
+    let mut policy = if args.resume {
+        load_model(&args.out, "--resume: the checkpoint in --out")?
+    } else {
+        load_model(&args.policy, "policy")?
+    };
     let reference = match &args.reference {
         Some(p) => {
             let r = load_model(p, "reference")?;
@@ -221,6 +224,12 @@ pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary, String> {
     let mut start_step = 0;
     if args.resume {
         start_step = load_optimizer_state(&args.out, &policy, &mut optimizer)?.step;
+        if start_step >= args.hyper.steps {
+            return Err(format!(
+                "--resume: the run in {} already took {start_step} steps; ask for more with --steps",
+                args.out.display()
+            ));
+        }
         eprintln!("resuming from step {start_step} in {}", args.out.display());
     }
 

@@ -98,6 +98,19 @@ pub fn run_eval(args: &EvalArgs) -> Result<EvalReport, String> {
         &args.loss,
         args.batch_size,
     );
+    let values = [
+        metrics.loss,
+        metrics.rewards_chosen,
+        metrics.rewards_rejected,
+        metrics.logps_chosen,
+        metrics.logps_rejected,
+    ];
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(format!(
+            "the metrics are not finite (loss {}, logps/chosen {}, logps/rejected {}): check the checkpoints for inf/NaN weights",
+            metrics.loss, metrics.logps_chosen, metrics.logps_rejected
+        ));
+    }
     Ok(EvalReport {
         metrics,
         truncated_rows,

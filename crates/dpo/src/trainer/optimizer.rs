@@ -55,6 +55,9 @@ pub struct TrainHyper {
 impl TrainHyper {
     /// Checks the settings (one-line message on error).
     pub fn validate(&self) -> Result<(), String> {
+        if self.steps == 0 {
+            return Err("--steps must be at least 1".into());
+        }
         if self.batch_size == 0 {
             return Err("--batch-size must be at least 1".into());
         }

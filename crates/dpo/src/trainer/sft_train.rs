@@ -140,7 +140,12 @@ pub fn load_sft_rows(
 pub fn train_sft(args: &SftTrainArgs) -> Result<TrainSummary, String> {
     args.hyper.validate()?;
     let mut model = if args.resume {
-        Gpt::<f32>::load(&args.out).map_err(|e| format!("--resume {}: {e}", args.out.display()))?
+        Gpt::<f32>::load(&args.out).map_err(|e| {
+            format!(
+                "--resume: the checkpoint in --out {}: {e}",
+                args.out.display()
+            )
+        })?
     } else {
         match &args.init {
             SftInit::Checkpoint(p) => {
@@ -169,6 +174,12 @@ pub fn train_sft(args: &SftTrainArgs) -> Result<TrainSummary, String> {
     let mut start_step = 0;
     if args.resume {
         start_step = load_optimizer_state(&args.out, &model, &mut optimizer)?.step;
+        if start_step >= args.hyper.steps {
+            return Err(format!(
+                "--resume: the run in {} already took {start_step} steps; ask for more with --steps",
+                args.out.display()
+            ));
+        }
     }
     let lengths: Vec<usize> = rows
         .iter()
