@@ -24,7 +24,9 @@ const PROMPT: usize = 32;
 
 fn inputs() -> (Vec<f32>, Vec<i64>) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-    let logits: Vec<f32> = (0..B * T * V).map(|_| rng.gen_range(-4.0f32..4.0)).collect();
+    let logits: Vec<f32> = (0..B * T * V)
+        .map(|_| rng.gen_range(-4.0f32..4.0))
+        .collect();
     // targets[b*T + t] = label of position t+1; -100 on the prompt and at t = T-1.
     let targets: Vec<i64> = (0..B * T)
         .map(|r| {
@@ -72,7 +74,10 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("logprobs_16x128x32000_fwd_bwd");
     group.sample_size(10);
     for threads in [1, 2] {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         group.bench_function(format!("threads_{threads}"), |b| {
             b.iter(|| pool.install(|| forward_backward(&mut work, &targets)))
         });
