@@ -49,7 +49,7 @@ pub struct LmHeadLogprobs {
 impl Default for LmHeadLogprobs {
     fn default() -> Self {
         LmHeadLogprobs {
-            chunk_elements: 1 << 22,
+            chunk_elements: 1 << 24,
         }
     }
 }
