@@ -14,6 +14,7 @@ use ndarray::{s, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis};
 use rayon::prelude::*;
 
 use super::gemm::gemm_serial;
+use super::softmax::{exp_fast, max_lanes, sum_lanes};
 use crate::float::Float;
 
 /// The sizes of one attention call.
@@ -109,13 +110,9 @@ pub fn attention_forward<T: Float>(out: &mut [T], att: &mut [T], qkv: &[T], dims
 /// In place: `row[..=last]` becomes its softmax, `row[last+1..]` zero.
 fn causal_softmax_row<T: Float>(row: &mut [T], last: usize) {
     let (live, masked) = row.split_at_mut(last + 1);
-    let max = live.iter().copied().fold(T::neg_infinity(), T::max);
-    let mut sum = T::zero();
-    for x in live.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x;
-    }
-    let inv = T::one() / sum;
+    let max = max_lanes(live);
+    live.iter_mut().for_each(|x| *x = exp_fast(*x - max));
+    let inv = T::one() / sum_lanes(live);
     live.iter_mut().for_each(|x| *x *= inv);
     masked.iter_mut().for_each(|x| *x = T::zero());
 }

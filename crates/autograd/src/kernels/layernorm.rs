@@ -11,6 +11,7 @@
 
 use rayon::prelude::*;
 
+use super::softmax::{sum_lanes, sum_map_lanes};
 use super::PAR_MIN_ELEMENTS;
 use crate::float::Float;
 
@@ -43,9 +44,9 @@ pub fn layernorm_forward<T: Float>(
     let inv_c = T::one() / T::cast(c as f64);
     let row = |out_row: &mut [T], mean_r: &mut T, rstd_r: &mut T, x: &[T]| {
         // pass 1: mean
-        let m = x.iter().copied().sum::<T>() * inv_c;
+        let m = sum_lanes(x) * inv_c;
         // pass 2: variance around the mean (two-pass: no cancellation)
-        let v = x.iter().map(|&xi| (xi - m) * (xi - m)).sum::<T>() * inv_c;
+        let v = sum_map_lanes(x, |xi| (xi - m) * (xi - m)) * inv_c;
         let s = T::one() / (v + eps).sqrt();
         // pass 3: normalize, scale and shift
         match bias {

@@ -72,18 +72,25 @@ fn exp_f32(x: f32) -> f32 {
 /// Sum in 8 interleaved partial sums (so the loop vectorizes), combined in a
 /// fixed order: the result depends only on the data.
 #[inline(always)]
-fn sum_lanes<T: Float>(x: &[T]) -> T {
+pub fn sum_lanes<T: Float>(x: &[T]) -> T {
+    sum_map_lanes(x, |v| v)
+}
+
+/// `sum_i f(x_i)` in 8 interleaved partial sums combined in a fixed order
+/// (vectorizes; the result depends only on the data).
+#[inline(always)]
+pub fn sum_map_lanes<T: Float>(x: &[T], f: impl Fn(T) -> T) -> T {
     const LANES: usize = 8;
     let mut acc = [T::zero(); LANES];
     let mut chunks = x.chunks_exact(LANES);
     for c in &mut chunks {
         for l in 0..LANES {
-            acc[l] += c[l];
+            acc[l] += f(c[l]);
         }
     }
     let mut total = T::zero();
     for &v in chunks.remainder() {
-        total += v;
+        total += f(v);
     }
     let pairs = [
         acc[0] + acc[4],
@@ -96,7 +103,7 @@ fn sum_lanes<T: Float>(x: &[T]) -> T {
 
 /// Max in 8 interleaved partial maxima (so the loop vectorizes).
 #[inline(always)]
-fn max_lanes<T: Float>(x: &[T]) -> T {
+pub fn max_lanes<T: Float>(x: &[T]) -> T {
     const LANES: usize = 8;
     let mut acc = [T::neg_infinity(); LANES];
     let mut chunks = x.chunks_exact(LANES);
