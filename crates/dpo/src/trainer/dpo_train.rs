@@ -18,7 +18,7 @@ use transformer::{ByteTokenizer, Gpt};
 use super::batch_plan::BatchPlan;
 use super::logps::{pair_logps, pair_logps_no_grad};
 use super::optimizer::TrainHyper;
-use super::progress::{progress_bar, MetricsLog};
+use super::progress::{log_line, progress_bar, MetricsLog};
 use super::state::{load_optimizer_state, save_checkpoint, TrainerState};
 use crate::data::{self, PreferenceRow};
 use crate::loss::{dpo_loss, DpoLossConfig, DpoMetrics, MetricSums, PairLogps};
@@ -353,13 +353,16 @@ pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary, String> {
         {
             let m = eval_metrics(&policy, &eval_rows, &eval_ref, &args.loss, ref_batch);
             metrics_log.write(step + 1, "eval", serde_json::to_value(m).unwrap())?;
-            bar.println(format!(
-                "step {}: eval loss {:.4}, rewards/accuracies {:.3}, rewards/margins {:.4}",
-                step + 1,
-                m.loss,
-                m.rewards_accuracies,
-                m.rewards_margins
-            ));
+            log_line(
+                &bar,
+                format!(
+                    "step {}: eval loss {:.4}, rewards/accuracies {:.3}, rewards/margins {:.4}",
+                    step + 1,
+                    m.loss,
+                    m.rewards_accuracies,
+                    m.rewards_margins
+                ),
+            );
             eval_result = Some(m);
         }
         if args.save_every > 0 && (step + 1) % args.save_every == 0 && !is_last {

@@ -19,6 +19,15 @@ pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// Prints a log line on stderr above the progress bar (or plainly when the bar is hidden).
+pub fn log_line(bar: &ProgressBar, message: String) {
+    if bar.is_hidden() {
+        eprintln!("{message}");
+    } else {
+        bar.println(message);
+    }
+}
+
 /// Appends one JSON object per line to `--metrics FILE`.
 pub struct MetricsLog {
     file: Option<File>,

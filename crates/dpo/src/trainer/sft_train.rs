@@ -21,7 +21,7 @@ use super::batch_plan::BatchPlan;
 use super::dpo_train::{prompt_budget, TrainSummary};
 use super::logps::sequence_logps;
 use super::optimizer::TrainHyper;
-use super::progress::{progress_bar, MetricsLog};
+use super::progress::{log_line, progress_bar, MetricsLog};
 use super::state::{load_optimizer_state, save_checkpoint, TrainerState};
 use crate::data::{self, SftRow};
 
@@ -253,7 +253,7 @@ pub fn train_sft(args: &SftTrainArgs) -> Result<TrainSummary, String> {
         {
             let l = sft_eval_loss(&model, &eval_rows, args.hyper.batch_size);
             metrics_log.write(step + 1, "eval", json!({"loss": l}))?;
-            bar.println(format!("step {}: eval loss {l:.4}", step + 1));
+            log_line(&bar, format!("step {}: eval loss {l:.4}", step + 1));
             eval_loss = Some(l);
         }
     }
