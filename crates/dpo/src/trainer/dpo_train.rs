@@ -140,18 +140,47 @@ fn load_model(path: &std::path::Path, what: &str) -> Result<Gpt<f32>, String> {
     Gpt::<f32>::load(path).map_err(|e| format!("{what} {}: {e}", path.display()))
 }
 
-/// The metrics of `rows` under `policy`, given the reference log-probs.
+/// The metrics of `rows` under `policy`, given the reference log-probs, and
+/// the policy's own pair accuracy: the share of pairs whose chosen response
+/// has the higher log-probability (`logp_c > logp_r`, no reference involved).
 pub fn eval_metrics(
     policy: &Gpt<f32>,
     rows: &[PreferenceRow],
     reference: &[(f64, f64)],
     loss: &DpoLossConfig,
     batch_size: usize,
-) -> DpoMetrics {
+) -> (DpoMetrics, f64) {
     let policy_logps = pair_logps_no_grad(policy, rows, batch_size);
     let mut sums = MetricSums::default();
     sums.add(&pair_logps_of(rows, &policy_logps, reference), loss);
-    sums.metrics()
+    let preferred = policy_logps.iter().filter(|(c, r)| c > r).count();
+    (sums.metrics(), preferred as f64 / rows.len().max(1) as f64)
+}
+
+/// Evaluates on the held-out pairs, logs the line and the metrics record.
+#[allow(clippy::too_many_arguments)]
+fn run_eval_step(
+    step: u64,
+    policy: &Gpt<f32>,
+    rows: &[PreferenceRow],
+    reference: &[(f64, f64)],
+    args: &DpoTrainArgs,
+    batch_size: usize,
+    metrics_log: &mut MetricsLog,
+    bar: &indicatif::ProgressBar,
+) -> Result<DpoMetrics, String> {
+    let (m, pair_accuracy) = eval_metrics(policy, rows, reference, &args.loss, batch_size);
+    let mut record = serde_json::to_value(m).unwrap();
+    record["pair_accuracy"] = json!(pair_accuracy);
+    metrics_log.write(step, "eval", record)?;
+    log_line(
+        bar,
+        format!(
+            "step {step}: eval loss {:.4}, rewards/accuracies {:.3}, rewards/margins {:.4}, pair accuracy {:.3}",
+            m.loss, m.rewards_accuracies, m.rewards_margins, pair_accuracy
+        ),
+    );
+    Ok(m)
 }
 
 /// Assembles [`PairLogps`] from per-row (chosen, rejected) values.
@@ -269,6 +298,19 @@ pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary, String> {
         args.group_by_length,
     );
     let mut eval_result = None;
+    if !eval_rows.is_empty() && start_step == 0 && args.eval_every > 0 {
+        // Step 0: the starting point of the held-out curves.
+        run_eval_step(
+            0,
+            &policy,
+            &eval_rows,
+            &eval_ref,
+            args,
+            ref_batch,
+            &mut metrics_log,
+            &bar,
+        )?;
+    }
     for step in start_step..args.hyper.steps {
         let indices = plan.batch(step);
         let batch_rows: Vec<PreferenceRow> = indices.iter().map(|&i| rows[i].clone()).collect();
@@ -351,19 +393,16 @@ pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary, String> {
         if !eval_rows.is_empty()
             && (is_last || (args.eval_every > 0 && (step + 1) % args.eval_every == 0))
         {
-            let m = eval_metrics(&policy, &eval_rows, &eval_ref, &args.loss, ref_batch);
-            metrics_log.write(step + 1, "eval", serde_json::to_value(m).unwrap())?;
-            log_line(
+            eval_result = Some(run_eval_step(
+                step + 1,
+                &policy,
+                &eval_rows,
+                &eval_ref,
+                args,
+                ref_batch,
+                &mut metrics_log,
                 &bar,
-                format!(
-                    "step {}: eval loss {:.4}, rewards/accuracies {:.3}, rewards/margins {:.4}",
-                    step + 1,
-                    m.loss,
-                    m.rewards_accuracies,
-                    m.rewards_margins
-                ),
-            );
-            eval_result = Some(m);
+            )?);
         }
         if args.save_every > 0 && (step + 1) % args.save_every == 0 && !is_last {
             let state = TrainerState {
