@@ -588,3 +588,15 @@ fn skip_invalid_skips_and_reports_the_bad_line() {
     assert_eq!(run.json()["num_pairs"].as_u64(), Some(10), "{run}");
     assert!(common::contains_number(&run.stderr, 12), "{run}");
 }
+
+#[test]
+fn an_out_path_that_is_a_file_is_refused_before_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("a_file");
+    std::fs::write(&out, b"keep me").unwrap();
+    let run = train_ids(&out, &["--steps", "1"]);
+    assert!(matches!(run.code, Some(c) if c != 0), "{run}");
+    assert!(run.stderr.contains("is not a directory"), "{run}");
+    assert!(!run.stderr.contains("step 1"), "{run}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
+}

@@ -19,7 +19,7 @@ use super::batch_plan::BatchPlan;
 use super::logps::{pair_logps, pair_logps_no_grad};
 use super::optimizer::TrainHyper;
 use super::progress::{log_line, progress_bar, MetricsLog};
-use super::state::{load_optimizer_state, save_checkpoint, TrainerState};
+use super::state::{check_out_dir, load_optimizer_state, save_checkpoint, TrainerState};
 use crate::data::{self, PreferenceRow};
 use crate::loss::{dpo_loss, DpoLossConfig, DpoMetrics, MetricSums, PairLogps};
 
@@ -209,6 +209,7 @@ pub fn pair_logps_of(
 pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary, String> {
     args.loss.validate()?;
     args.hyper.validate()?;
+    check_out_dir(&args.out)?;
     let mut policy = if args.resume {
         load_model(&args.out, "--resume: the checkpoint in --out")?
     } else {

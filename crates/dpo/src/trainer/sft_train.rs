@@ -22,7 +22,7 @@ use super::dpo_train::{prompt_budget, TrainSummary};
 use super::logps::sequence_logps;
 use super::optimizer::TrainHyper;
 use super::progress::{log_line, progress_bar, MetricsLog};
-use super::state::{load_optimizer_state, save_checkpoint, TrainerState};
+use super::state::{check_out_dir, load_optimizer_state, save_checkpoint, TrainerState};
 use crate::data::{self, SftRow};
 
 /// Where the initial model comes from.
@@ -139,6 +139,7 @@ pub fn load_sft_rows(
 /// Runs `dpo sft`.
 pub fn train_sft(args: &SftTrainArgs) -> Result<TrainSummary, String> {
     args.hyper.validate()?;
+    check_out_dir(&args.out)?;
     let mut model = if args.resume {
         Gpt::<f32>::load(&args.out).map_err(|e| {
             format!(

@@ -32,6 +32,18 @@ pub struct TrainerState {
     pub last_loss: f64,
 }
 
+/// Refuses an `--out` that exists and is not a directory, before any work is
+/// done (a run must not train for an hour and then fail to save).
+pub fn check_out_dir(dir: &Path) -> Result<(), String> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(format!(
+            "--out {} exists and is not a directory",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
