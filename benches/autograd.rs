@@ -42,6 +42,8 @@ fn short<'a>(
 }
 
 fn bench_linear(c: &mut Criterion) {
+    // Reuse freed buffers, as the `dpo` binary does (no page faults per iteration).
+    autograd::keep_freed_memory();
     let mut group = short(c, "linear_f32");
     for (m, k, n) in [(2048, 128, 384), (2048, 512, 128), (128, 2048, 128)] {
         let label = format!("{m}x{k}x{n}");
@@ -85,6 +87,8 @@ fn bench_linear(c: &mut Criterion) {
 }
 
 fn bench_rowwise(c: &mut Criterion) {
+    // Reuse freed buffers, as the `dpo` binary does (no page faults per iteration).
+    autograd::keep_freed_memory();
     let (rows, cols) = (2048, 512);
     let x = tensor(&[rows, cols], 3);
     let mut group = short(c, "rowwise_2048x512_f32");

@@ -47,3 +47,21 @@ pub fn set_num_threads(threads: usize) -> Result<(), String> {
 pub fn num_threads() -> usize {
     rayon::current_num_threads()
 }
+
+/// Keeps freed activation buffers in the process for reuse.
+///
+/// Every training step allocates and frees the same activation buffers. By
+/// default glibc serves each buffer above 128 KiB from fresh `mmap`ed pages
+/// and unmaps it on free, so every step pays a page fault and a page zeroing
+/// per 4 KiB of activations (measured: ~8% of a `small` DPO step). Raising the
+/// mmap threshold to its maximum (32 MiB) and never trimming the heap keeps
+/// freed buffers for the next step. Call it once, first thing in `main`.
+/// Does nothing outside Linux/glibc.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
