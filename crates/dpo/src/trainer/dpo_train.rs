@@ -19,7 +19,8 @@ use super::batch_plan::BatchPlan;
 use super::logps::{pair_logps, pair_logps_no_grad};
 use super::optimizer::TrainHyper;
 use super::progress::{log_line, progress_bar, MetricsLog};
-use super::state::{check_out_dir, load_optimizer_state, save_checkpoint, TrainerState};
+use super::run::RunStats;
+use super::state::{check_out_dir, load_optimizer_state, save_checkpoint};
 use crate::data::{self, PreferenceRow};
 use crate::loss::{dpo_loss, DpoLossConfig, DpoMetrics, MetricSums, PairLogps};
 
@@ -136,7 +137,24 @@ pub fn prompt_budget(max_prompt_length: Option<usize>, block_size: usize) -> Res
     Ok(p)
 }
 
-fn load_model(path: &std::path::Path, what: &str) -> Result<Gpt<f32>, String> {
+/// The frozen reference (if any), which must have the policy's config.
+pub fn load_reference(
+    path: Option<&std::path::Path>,
+    policy: &Gpt<f32>,
+) -> Result<Option<Gpt<f32>>, String> {
+    let Some(path) = path else { return Ok(None) };
+    let reference = load_model(path, "reference")?;
+    if reference.config() != policy.config() {
+        return Err(format!(
+            "the reference {} has another config than the policy",
+            path.display()
+        ));
+    }
+    Ok(Some(reference))
+}
+
+/// Loads a checkpoint; errors name `what` it is and where.
+pub fn load_model(path: &std::path::Path, what: &str) -> Result<Gpt<f32>, String> {
     Gpt::<f32>::load(path).map_err(|e| format!("{what} {}: {e}", path.display()))
 }
 
@@ -215,19 +233,7 @@ pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary, String> {
     } else {
         load_model(&args.policy, "policy")?
     };
-    let reference = match &args.reference {
-        Some(p) => {
-            let r = load_model(p, "reference")?;
-            if r.config() != policy.config() {
-                return Err(format!(
-                    "the reference {} has another config than the policy",
-                    p.display()
-                ));
-            }
-            Some(r)
-        }
-        None => None,
-    };
+    let reference = load_reference(args.reference.as_deref(), &policy)?;
     let cfg = *policy.config();
     let budget = prompt_budget(args.max_prompt_length, cfg.block_size)?;
     let (mut rows, truncated) = load_pairs(
@@ -289,9 +295,7 @@ pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary, String> {
     if !args.progress {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let started = Instant::now();
-    let (mut first_loss, mut last_loss) = (f64::NAN, f64::NAN);
-    let (mut tokens, mut padded_tokens, mut real_tokens) = (0usize, 0usize, 0usize);
+    let mut stats = RunStats::start("dpo", start_step);
     let mut plan = BatchPlan::new(
         &lengths,
         args.hyper.batch_size,
@@ -361,32 +365,24 @@ pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary, String> {
         optimizer.step(policy.params_mut(), &grads, lr);
         let step_ms = step_started.elapsed().as_secs_f64() * 1e3;
 
-        if step == start_step {
-            first_loss = loss_value;
-        }
-        last_loss = loss_value;
         let real: usize = batch_rows
             .iter()
             .map(|r| 2 * r.prompt.len() + r.chosen.len() + r.rejected.len())
             .sum();
-        real_tokens += real;
-        padded_tokens += 2 * b * batch.seq_len;
-        tokens += real;
-        let elapsed = started.elapsed().as_secs_f64();
+        stats.record(loss_value, real, 2 * b * batch.seq_len);
+        let tokens_per_second = stats.tokens_per_second();
         let mut sums = MetricSums::default();
         sums.add(&batch_logps, &args.loss);
         let m = sums.metrics();
         let mut record = serde_json::to_value(m).unwrap();
         record["lr"] = json!(lr);
         record["grad_norm"] = json!(grad_norm);
-        record["tokens_per_second"] = json!(tokens as f64 / elapsed.max(1e-9));
+        record["tokens_per_second"] = json!(tokens_per_second);
         record["step_ms"] = json!(step_ms);
         metrics_log.write(step + 1, "train", record)?;
         bar.set_message(format!(
             "loss {:.4} acc {:.2} {:.0} tok/s",
-            loss_value,
-            m.rewards_accuracies,
-            tokens as f64 / elapsed.max(1e-9)
+            loss_value, m.rewards_accuracies, tokens_per_second
         ));
         bar.inc(1);
 
@@ -406,35 +402,23 @@ pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary, String> {
             )?);
         }
         if args.save_every > 0 && (step + 1) % args.save_every == 0 && !is_last {
-            let state = TrainerState {
-                step: step + 1,
-                optimizer: format!("{:?}", args.hyper.optimizer).to_lowercase(),
-                stage: "dpo".into(),
-                last_loss,
-            };
-            save_checkpoint(&args.out, &policy, &optimizer, &state)?;
+            save_checkpoint(
+                &args.out,
+                &policy,
+                &optimizer,
+                &stats.state(step + 1, &args.hyper),
+            )?;
         }
     }
     bar.finish_and_clear();
-    let train_runtime = started.elapsed().as_secs_f64();
-    let state = TrainerState {
-        step: args.hyper.steps.max(start_step),
-        optimizer: format!("{:?}", args.hyper.optimizer).to_lowercase(),
-        stage: "dpo".into(),
-        last_loss,
-    };
-    save_checkpoint(&args.out, &policy, &optimizer, &state)?;
-    Ok(TrainSummary {
-        steps: args.hyper.steps.saturating_sub(start_step),
-        first_loss,
-        final_loss: last_loss,
-        train_runtime,
-        tokens_per_second: real_tokens as f64 / train_runtime.max(1e-9),
-        train_rows: rows.len(),
-        truncated_rows: truncated,
-        padding_share: 1.0 - real_tokens as f64 / padded_tokens.max(1) as f64,
-        eval: eval_result,
-        eval_loss: None,
-        out: args.out.display().to_string(),
-    })
+    stats.finish(
+        &args.out,
+        &policy,
+        &optimizer,
+        &args.hyper,
+        rows.len(),
+        truncated,
+        eval_result,
+        None,
+    )
 }

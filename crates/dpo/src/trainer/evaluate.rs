@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use transformer::Gpt;
 
-use super::dpo_train::{load_pairs, pair_logps_of, prompt_budget};
+use super::dpo_train::{load_model, load_pairs, load_reference, pair_logps_of, prompt_budget};
 use super::logps::pair_logps_no_grad;
 use crate::loss::{DpoLossConfig, DpoMetrics, MetricSums};
 
@@ -63,23 +63,8 @@ pub fn evaluate_pairs(
 /// Runs `dpo eval`.
 pub fn run_eval(args: &EvalArgs) -> Result<EvalReport, String> {
     args.loss.validate()?;
-    let load = |p: &PathBuf, what: &str| {
-        Gpt::<f32>::load(p).map_err(|e| format!("{what} {}: {e}", p.display()))
-    };
-    let policy = load(&args.policy, "policy")?;
-    let reference = match &args.reference {
-        Some(p) => {
-            let r = load(p, "reference")?;
-            if r.config() != policy.config() {
-                return Err(format!(
-                    "the reference {} has another config than the policy",
-                    p.display()
-                ));
-            }
-            Some(r)
-        }
-        None => None,
-    };
+    let policy = load_model(&args.policy, "policy")?;
+    let reference = load_reference(args.reference.as_deref(), &policy)?;
     let cfg = *policy.config();
     let budget = prompt_budget(args.max_prompt_length, cfg.block_size)?;
     let (rows, truncated_rows) = load_pairs(

@@ -8,6 +8,7 @@ pub mod evaluate;
 pub mod logps;
 pub mod optimizer;
 pub mod progress;
+pub mod run;
 pub mod sft_train;
 pub mod state;
 

@@ -22,7 +22,8 @@ use super::dpo_train::{prompt_budget, TrainSummary};
 use super::logps::sequence_logps;
 use super::optimizer::TrainHyper;
 use super::progress::{log_line, progress_bar, MetricsLog};
-use super::state::{check_out_dir, load_optimizer_state, save_checkpoint, TrainerState};
+use super::run::RunStats;
+use super::state::{check_out_dir, load_optimizer_state};
 use crate::data::{self, SftRow};
 
 /// Where the initial model comes from.
@@ -197,9 +198,7 @@ pub fn train_sft(args: &SftTrainArgs) -> Result<TrainSummary, String> {
     if !args.progress {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let started = Instant::now();
-    let (mut first_loss, mut last_loss) = (f64::NAN, f64::NAN);
-    let (mut real_tokens, mut padded_tokens) = (0usize, 0usize);
+    let mut stats = RunStats::start("sft", start_step);
     let mut eval_loss = None;
     for step in start_step..args.hyper.steps {
         let indices = plan.batch(step);
@@ -225,21 +224,12 @@ pub fn train_sft(args: &SftTrainArgs) -> Result<TrainSummary, String> {
         optimizer.step(model.params_mut(), &grads, lr);
         let step_ms = step_started.elapsed().as_secs_f64() * 1e3;
 
-        if step == start_step {
-            first_loss = loss_value;
-        }
-        last_loss = loss_value;
-        let longest = batch_rows
+        let lengths = batch_rows
             .iter()
-            .map(|r| r.prompt.len() + r.completion.len())
-            .max()
-            .unwrap_or(0);
-        real_tokens += batch_rows
-            .iter()
-            .map(|r| r.prompt.len() + r.completion.len())
-            .sum::<usize>();
-        padded_tokens += longest * batch_rows.len();
-        let tps = real_tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            .map(|r| r.prompt.len() + r.completion.len());
+        let longest = lengths.clone().max().unwrap_or(0);
+        stats.record(loss_value, lengths.sum(), longest * batch_rows.len());
+        let tps = stats.tokens_per_second();
         metrics_log.write(
             step + 1,
             "train",
@@ -259,25 +249,14 @@ pub fn train_sft(args: &SftTrainArgs) -> Result<TrainSummary, String> {
         }
     }
     bar.finish_and_clear();
-    let train_runtime = started.elapsed().as_secs_f64();
-    let state = TrainerState {
-        step: args.hyper.steps.max(start_step),
-        optimizer: format!("{:?}", args.hyper.optimizer).to_lowercase(),
-        stage: "sft".into(),
-        last_loss,
-    };
-    save_checkpoint(&args.out, &model, &optimizer, &state)?;
-    Ok(TrainSummary {
-        steps: args.hyper.steps.saturating_sub(start_step),
-        first_loss,
-        final_loss: last_loss,
-        train_runtime,
-        tokens_per_second: real_tokens as f64 / train_runtime.max(1e-9),
-        train_rows: rows.len(),
-        truncated_rows: truncated,
-        padding_share: 1.0 - real_tokens as f64 / padded_tokens.max(1) as f64,
-        eval: None,
+    stats.finish(
+        &args.out,
+        &model,
+        &optimizer,
+        &args.hyper,
+        rows.len(),
+        truncated,
+        None,
         eval_loss,
-        out: args.out.display().to_string(),
-    })
+    )
 }
