@@ -21,7 +21,7 @@ pub enum OptimizerKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScheduleKind {
-    /// Constant rate after warmup... (no decay).
+    /// The base rate after the warmup (no decay).
     Constant,
     /// Linear warmup, then linear decay to 0.
     Linear,
