@@ -91,6 +91,9 @@ fn causal_attention_gradients() {
         (2, 4, 6, 3),
         (2, 5, 8, 2),
         (1, 7, 3, 1),
+        // several row blocks of the causal products (32 rows each), the last partial
+        (1, 64, 2, 1),
+        (1, 70, 4, 2),
     ] {
         gradcheck(&[&[b, t, 3 * c]], |tape, x| {
             tape.causal_attention(&x[0], nh)
@@ -143,7 +146,7 @@ fn reference_attention(qkv: &Tensor<f64>, nh: usize) -> Tensor<f64> {
 
 #[test]
 fn causal_attention_forward_matches_reference_loops() {
-    for (b, t, c, nh) in [(1, 1, 2, 1), (2, 5, 6, 3), (3, 33, 16, 4)] {
+    for (b, t, c, nh) in [(1, 1, 2, 1), (2, 5, 6, 3), (3, 33, 16, 4), (1, 97, 8, 2)] {
         let qkv = random_inputs(&[&[b, t, 3 * c]], 11).remove(0);
         let tape = Tape::<f64>::no_grad();
         let y = tape.causal_attention(&tape.constant(qkv.clone()), nh);

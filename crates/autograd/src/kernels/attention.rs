@@ -89,15 +89,34 @@ pub fn attention_forward<T: Float>(out: &mut [T], att: &mut [T], qkv: &[T], dims
         let k = qkv.slice(s![bi, .., c + h * hs..c + (h + 1) * hs]); // (T, hs)
         let v = qkv.slice(s![bi, .., 2 * c + h * hs..2 * c + (h + 1) * hs]); // (T, hs)
         let mut att_m = ArrayViewMut2::from_shape((t, t), att_bh).unwrap();
-        // pass 1: preatt = scale * q @ k^T   (T, T), the upper triangle is unused
-        gemm_serial(scale, q, k.t(), T::zero(), att_m.view_mut());
+        // pass 1: preatt = scale * q @ k^T   (T, T), by blocks of rows: a row
+        // block [r0, r1) only needs the keys 0..r1 (the rest is masked), which
+        // skips ~40% of the products at T = 128
+        for (r0, r1) in row_blocks(t) {
+            gemm_serial(
+                scale,
+                q.slice(s![r0..r1, ..]),
+                k.slice(s![..r1, ..]).t(),
+                T::zero(),
+                att_m.slice_mut(s![r0..r1, ..r1]),
+            );
+        }
         // pass 2: causal softmax of each row over t2 <= t; zero above the diagonal
         for (ti, mut row) in att_m.outer_iter_mut().enumerate() {
             let row = row.as_slice_mut().unwrap();
             causal_softmax_row(row, ti);
         }
-        // pass 3: out = att @ v   (T, hs), written straight into its column block
-        gemm_serial(T::one(), att_m.view(), v, T::zero(), out_bh.view_mut());
+        // pass 3: out = att @ v   (T, hs), written straight into its column
+        // block; again row block [r0, r1) only reads values 0..r1
+        for (r0, r1) in row_blocks(t) {
+            gemm_serial(
+                T::one(),
+                att_m.slice(s![r0..r1, ..r1]),
+                v.slice(s![..r1, ..]),
+                T::zero(),
+                out_bh.slice_mut(s![r0..r1, ..]),
+            );
+        }
     };
     let items = att.chunks_mut(t * t).zip(out_heads).enumerate();
     if b * nh * t * t * hs < 1 << 14 {
@@ -105,6 +124,16 @@ pub fn attention_forward<T: Float>(out: &mut [T], att: &mut [T], qkv: &[T], dims
     } else {
         items.collect::<Vec<_>>().into_par_iter().for_each(task);
     }
+}
+
+/// Rows per block of the causal products.
+const ROW_BLOCK: usize = 32;
+
+/// The row blocks `[r0, r1)` of a (T, T) causal attention matrix.
+fn row_blocks(t: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..t)
+        .step_by(ROW_BLOCK)
+        .map(move |r0| (r0, (r0 + ROW_BLOCK).min(t)))
 }
 
 /// In place: `row[..=last]` becomes its softmax, `row[last+1..]` zero.
@@ -181,10 +210,31 @@ pub fn attention_backward<T: Float>(
             let v = qkv.slice(s![bi, .., 2 * c + h * hs..2 * c + (h + 1) * hs]);
             let dy = dout.slice(s![bi, .., h * hs..(h + 1) * hs]); // (T, hs)
             let att_m = ArrayView2::from_shape((t, t), att_bh).unwrap();
-            // out = att @ v   ->   datt = dout @ v^T,  dv = att^T @ dout
+            // Row block [r0, r1) of att is zero beyond column r1, so every
+            // product below only runs over keys 0..r1; dv and dk sum the
+            // blocks' contributions (in a fixed order).
+            dv.fill(T::zero());
+            dk.fill(T::zero());
             let mut datt = ndarray::Array2::<T>::zeros((t, t));
-            gemm_serial(T::one(), dy, v.t(), T::zero(), datt.view_mut());
-            gemm_serial(T::one(), att_m.t(), dy, T::zero(), dv.view_mut());
+            for (r0, r1) in row_blocks(t) {
+                let dy_blk = dy.slice(s![r0..r1, ..]);
+                let att_blk = att_m.slice(s![r0..r1, ..r1]);
+                // out = att @ v   ->   datt = dout @ v^T,  dv += att^T @ dout
+                gemm_serial(
+                    T::one(),
+                    dy_blk,
+                    v.slice(s![..r1, ..]).t(),
+                    T::zero(),
+                    datt.slice_mut(s![r0..r1, ..r1]),
+                );
+                gemm_serial(
+                    T::one(),
+                    att_blk.t(),
+                    dy_blk,
+                    T::one(),
+                    dv.slice_mut(s![..r1, ..]),
+                );
+            }
             // att = softmax(preatt)   ->   dpreatt = att * (datt - rowsum(att * datt)), in place
             for ti in 0..t {
                 let a = &att_bh[ti * t..ti * t + ti + 1];
@@ -199,9 +249,24 @@ pub fn attention_backward<T: Float>(
                 }
                 d[ti + 1..].iter_mut().for_each(|x| *x = T::zero());
             }
-            // preatt = scale * q @ k^T   ->   dq = scale * dpreatt @ k,  dk = scale * dpreatt^T @ q
-            gemm_serial(scale, datt.view(), k, T::zero(), dq.view_mut());
-            gemm_serial(scale, datt.t(), q, T::zero(), dk.view_mut());
+            // preatt = scale * q @ k^T   ->   dq = scale * dpreatt @ k,  dk += scale * dpreatt^T @ q
+            for (r0, r1) in row_blocks(t) {
+                let dpre_blk = datt.slice(s![r0..r1, ..r1]);
+                gemm_serial(
+                    scale,
+                    dpre_blk,
+                    k.slice(s![..r1, ..]),
+                    T::zero(),
+                    dq.slice_mut(s![r0..r1, ..]),
+                );
+                gemm_serial(
+                    scale,
+                    dpre_blk.t(),
+                    q.slice(s![r0..r1, ..]),
+                    T::one(),
+                    dk.slice_mut(s![..r1, ..]),
+                );
+            }
         };
     let items = att.chunks(t * t).zip(grads).enumerate();
     if b * nh * t * t * hs < 1 << 14 {
