@@ -321,7 +321,14 @@ impl<T: Float> Gradients<T> {
         self.grads.get_mut(v.index).and_then(|g| g.take())
     }
 
-    /// d loss / d `v`, or zeros of `v`'s shape if no gradient reached it.
+    /// Takes d loss / d `v` out of the store (no copy), or zeros of `v`'s
+    /// shape if no gradient reached it.
+    pub fn take_or_zeros(&mut self, v: &Var<T>) -> Tensor<T> {
+        self.take(v)
+            .unwrap_or_else(|| Tensor::zeros(v.value.raw_dim()))
+    }
+
+    /// d loss / d `v` (a copy), or zeros of `v`'s shape if no gradient reached it.
     pub fn get_or_zeros(&self, v: &Var<T>) -> Tensor<T> {
         self.get(v)
             .cloned()

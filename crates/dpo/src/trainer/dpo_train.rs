@@ -356,8 +356,8 @@ pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary, String> {
             n_chosen: batch.scored_tokens[..b].to_vec(),
             n_rejected: batch.scored_tokens[b..].to_vec(),
         };
-        let grads = tape.backward(&loss);
-        let mut grads: Vec<_> = params.iter().map(|p| grads.get_or_zeros(p)).collect();
+        let mut grads = tape.backward(&loss);
+        let mut grads: Vec<_> = params.iter().map(|p| grads.take_or_zeros(p)).collect();
         drop(params);
         drop(logps);
         let grad_norm = args.hyper.clip(&mut grads);

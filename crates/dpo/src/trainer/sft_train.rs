@@ -216,8 +216,8 @@ pub fn train_sft(args: &SftTrainArgs) -> Result<TrainSummary, String> {
                 args.out.display()
             ));
         }
-        let grads = tape.backward(&loss);
-        let mut grads: Vec<_> = params.iter().map(|p| grads.get_or_zeros(p)).collect();
+        let mut grads = tape.backward(&loss);
+        let mut grads: Vec<_> = params.iter().map(|p| grads.take_or_zeros(p)).collect();
         drop(params);
         let grad_norm = args.hyper.clip(&mut grads);
         let lr = schedule.lr(args.hyper.lr, step);
