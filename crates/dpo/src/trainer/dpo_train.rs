@@ -20,7 +20,7 @@ use super::logps::{pair_logps, pair_logps_no_grad};
 use super::optimizer::TrainHyper;
 use super::progress::{log_line, progress_bar, MetricsLog};
 use super::run::RunStats;
-use super::state::{check_out_dir, load_optimizer_state, save_checkpoint};
+use super::state::{check_out_dir, optimizer_and_start_step, save_checkpoint};
 use crate::data::{self, PreferenceRow};
 use crate::loss::{dpo_loss, DpoLossConfig, DpoMetrics, MetricSums, PairLogps};
 
@@ -256,16 +256,9 @@ pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary, String> {
         return Err(format!("{}: no training rows", args.data.display()));
     }
     let mut metrics_log = MetricsLog::open(args.metrics.as_deref())?;
-    let mut optimizer = args.hyper.new_optimizer();
-    let mut start_step = 0;
+    let (mut optimizer, start_step) =
+        optimizer_and_start_step(&args.hyper, &args.out, &policy, args.resume)?;
     if args.resume {
-        start_step = load_optimizer_state(&args.out, &policy, &mut optimizer)?.step;
-        if start_step >= args.hyper.steps {
-            return Err(format!(
-                "--resume: the run in {} already took {start_step} steps; ask for more with --steps",
-                args.out.display()
-            ));
-        }
         eprintln!("resuming from step {start_step} in {}", args.out.display());
     }
 

@@ -23,7 +23,7 @@ use super::logps::sequence_logps;
 use super::optimizer::TrainHyper;
 use super::progress::{log_line, progress_bar, MetricsLog};
 use super::run::RunStats;
-use super::state::{check_out_dir, load_optimizer_state};
+use super::state::{check_out_dir, optimizer_and_start_step};
 use crate::data::{self, SftRow};
 
 /// Where the initial model comes from.
@@ -172,17 +172,8 @@ pub fn train_sft(args: &SftTrainArgs) -> Result<TrainSummary, String> {
         return Err(format!("{}: no training rows", args.data.display()));
     }
     let mut metrics_log = MetricsLog::open(args.metrics.as_deref())?;
-    let mut optimizer = args.hyper.new_optimizer();
-    let mut start_step = 0;
-    if args.resume {
-        start_step = load_optimizer_state(&args.out, &model, &mut optimizer)?.step;
-        if start_step >= args.hyper.steps {
-            return Err(format!(
-                "--resume: the run in {} already took {start_step} steps; ask for more with --steps",
-                args.out.display()
-            ));
-        }
-    }
+    let (mut optimizer, start_step) =
+        optimizer_and_start_step(&args.hyper, &args.out, &model, args.resume)?;
     let lengths: Vec<usize> = rows
         .iter()
         .map(|r| r.prompt.len() + r.completion.len())

@@ -161,3 +161,25 @@ pub fn load_optimizer_state(
     }
     Ok(state)
 }
+
+/// A fresh optimizer at step 0, or, with `resume`, the optimizer state and
+/// step count saved in `out` (refusing a run that already took `hyper.steps`).
+pub fn optimizer_and_start_step(
+    hyper: &super::optimizer::TrainHyper,
+    out: &Path,
+    model: &Gpt<f32>,
+    resume: bool,
+) -> Result<(AnyOptimizer, u64), String> {
+    let mut optimizer = hyper.new_optimizer();
+    if !resume {
+        return Ok((optimizer, 0));
+    }
+    let start_step = load_optimizer_state(out, model, &mut optimizer)?.step;
+    if start_step >= hyper.steps {
+        return Err(format!(
+            "--resume: the run in {} already took {start_step} steps; ask for more with --steps",
+            out.display()
+        ));
+    }
+    Ok((optimizer, start_step))
+}
