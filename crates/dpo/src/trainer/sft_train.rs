@@ -112,12 +112,7 @@ pub fn load_sft_rows(
     let (rows, report) = data::load_sft(path, &ByteTokenizer, cfg.vocab_size, skip_invalid)
         .map_err(|e| e.to_string())?;
     if report.skipped > 0 {
-        eprintln!(
-            "{}: skipped {} bad rows (first at lines {:?})",
-            path.display(),
-            report.skipped,
-            report.first_skipped_lines
-        );
+        eprintln!("{}: {report}", path.display());
     }
     let mut truncated = 0;
     let mut out = Vec::with_capacity(rows.len());
