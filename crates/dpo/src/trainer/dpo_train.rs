@@ -19,7 +19,7 @@ use super::batch_plan::BatchPlan;
 use super::logps::{pair_logps, pair_logps_no_grad};
 use super::optimizer::TrainHyper;
 use super::progress::{log_line, progress_bar, MetricsLog};
-use super::run::RunStats;
+use super::run::{split_held_out, RunStats};
 use super::state::{check_out_dir, optimizer_and_start_step, save_checkpoint};
 use crate::data::{self, PreferenceRow};
 use crate::loss::{dpo_loss, DpoLossConfig, DpoMetrics, MetricSums, PairLogps};
@@ -231,25 +231,25 @@ pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary, String> {
     let reference = load_reference(args.reference.as_deref(), &policy)?;
     let cfg = *policy.config();
     let budget = prompt_budget(args.max_prompt_length, cfg.block_size)?;
-    let (mut rows, truncated) = load_pairs(
+    let (rows, truncated) = load_pairs(
         &args.data,
         cfg.vocab_size,
         cfg.block_size,
         budget,
         args.skip_invalid,
     )?;
-    let mut eval_rows = match &args.eval_data {
-        Some(p) => load_pairs(p, cfg.vocab_size, cfg.block_size, budget, args.skip_invalid)?.0,
-        None => Vec::new(),
+    // Held-out pairs: a file of their own, or a seeded share of --data.
+    let (rows, eval_rows) = match &args.eval_data {
+        Some(p) => {
+            let eval_rows =
+                load_pairs(p, cfg.vocab_size, cfg.block_size, budget, args.skip_invalid)?.0;
+            (
+                split_held_out(rows, 0.0, args.hyper.seed, &args.data)?.0,
+                eval_rows,
+            )
+        }
+        None => split_held_out(rows, args.eval_fraction, args.hyper.seed, &args.data)?,
     };
-    if args.eval_data.is_none() && args.eval_fraction > 0.0 {
-        let (train, held_out) = data::eval_split(rows, args.eval_fraction, args.hyper.seed);
-        rows = train;
-        eval_rows = held_out;
-    }
-    if rows.is_empty() {
-        return Err(format!("{}: no training rows", args.data.display()));
-    }
     let mut metrics_log = MetricsLog::open(args.metrics.as_deref())?;
     let (mut optimizer, start_step) =
         optimizer_and_start_step(&args.hyper, &args.out, &policy, args.resume)?;

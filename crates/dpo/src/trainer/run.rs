@@ -93,3 +93,22 @@ impl RunStats {
         })
     }
 }
+
+/// Splits off a seeded held-out share of `rows` (none when `fraction` is 0)
+/// and refuses a run left with no training rows.
+pub fn split_held_out<R>(
+    rows: Vec<R>,
+    fraction: f64,
+    seed: u64,
+    data: &Path,
+) -> Result<(Vec<R>, Vec<R>), String> {
+    let (train, held_out) = if fraction > 0.0 {
+        crate::data::eval_split(rows, fraction, seed)
+    } else {
+        (rows, Vec::new())
+    };
+    if train.is_empty() {
+        return Err(format!("{}: no training rows", data.display()));
+    }
+    Ok((train, held_out))
+}

@@ -22,7 +22,7 @@ use super::dpo_train::{prompt_budget, TrainSummary};
 use super::logps::sequence_logps;
 use super::optimizer::TrainHyper;
 use super::progress::{log_line, progress_bar, MetricsLog};
-use super::run::RunStats;
+use super::run::{split_held_out, RunStats};
 use super::state::{check_out_dir, optimizer_and_start_step};
 use crate::data::{self, SftRow};
 
@@ -156,16 +156,8 @@ pub fn train_sft(args: &SftTrainArgs) -> Result<TrainSummary, String> {
     };
     let cfg = *model.config();
     let budget = prompt_budget(args.max_prompt_length, cfg.block_size)?;
-    let (mut rows, truncated) = load_sft_rows(&args.data, &cfg, budget, args.skip_invalid)?;
-    let mut eval_rows = Vec::new();
-    if args.eval_fraction > 0.0 {
-        let (train, held_out) = data::eval_split(rows, args.eval_fraction, args.hyper.seed);
-        rows = train;
-        eval_rows = held_out;
-    }
-    if rows.is_empty() {
-        return Err(format!("{}: no training rows", args.data.display()));
-    }
+    let (rows, truncated) = load_sft_rows(&args.data, &cfg, budget, args.skip_invalid)?;
+    let (rows, eval_rows) = split_held_out(rows, args.eval_fraction, args.hyper.seed, &args.data)?;
     let mut metrics_log = MetricsLog::open(args.metrics.as_deref())?;
     let (mut optimizer, start_step) =
         optimizer_and_start_step(&args.hyper, &args.out, &model, args.resume)?;
