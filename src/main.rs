@@ -1,6 +1,6 @@
-//! The `dpo` command line: see `dpo --help` and CONTRACT.md section 5.
+//! The `dpo` command line: see `dpo --help` and docs/spec.md section 5.
 
 fn main() {
     autograd::keep_freed_memory();
-    std::process::exit(dpo::cli::main());
+    std::process::exit(dpo_rs::cli::main());
 }

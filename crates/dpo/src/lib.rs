@@ -1,22 +1,23 @@
 //! # dpo
 //!
-//! Direct Preference Optimization of the `transformer` crate's GPT on CPU:
+//! The mathematics of Direct Preference Optimization for the `transformer`
+//! crate's GPT, with no application around it (the `dpo` command line, the
+//! trainer loop, the demo and the report live in the root package):
 //! - [`kernels`]: fused, numerically stable sequence log-probabilities
 //!   (from logits, or straight from the final hidden states and the tied
 //!   embedding, never materialising the full log-softmax);
+//! - [`logps`]: from token batches to summed response log-probs;
 //! - [`loss`]: the DPO family of losses (sigmoid, IPO, hinge, robust, label
 //!   smoothing) and the metrics the wider ecosystem reports;
 //! - [`data`]: preference and SFT JSON Lines, truncation, batching;
-//! - [`trainer`]: the training and evaluation loops;
-//! - [`report`]: the plotted training report of a metrics file (`dpo plot`);
-//! - [`cli`]: the `dpo` command line.
+//! - [`objective`]: what a training loop minimises: SFT or DPO, each with
+//!   its rows, its batch loss, its metrics and its held-out evaluation.
 //!
-//! The math is derived in `docs/dpo.md`.
+//! Errors are typed ([`data::DataError`], [`loss::LossConfigError`]) and
+//! print as one line. The math is derived in `docs/dpo.md`.
 
-pub mod cli;
 pub mod data;
-pub mod demo;
 pub mod kernels;
+pub mod logps;
 pub mod loss;
-pub mod report;
-pub mod trainer;
+pub mod objective;

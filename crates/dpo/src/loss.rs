@@ -24,7 +24,7 @@ use ndarray::IxDyn;
 use serde::Serialize;
 
 /// Which DPO-family loss to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LossType {
     /// The DPO paper's loss: `-logsigmoid(beta d)` (with label smoothing: cDPO).
@@ -35,6 +35,52 @@ pub enum LossType {
     Hinge,
     /// Robust DPO: unbiased under a label flip rate `e`.
     Robust,
+}
+
+impl LossType {
+    /// Every loss type, under its name (what [`LossType::from_str`] reads).
+    pub const ALL: [(&'static str, LossType); 4] = [
+        ("sigmoid", LossType::Sigmoid),
+        ("ipo", LossType::Ipo),
+        ("hinge", LossType::Hinge),
+        ("robust", LossType::Robust),
+    ];
+
+    /// The loss's name, as TRL's `loss_type` spells it.
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, t)| *t == self).unwrap().0
+    }
+}
+
+impl std::str::FromStr for LossType {
+    type Err = LossConfigError;
+
+    /// A loss by its name; `dpo` is accepted for `sigmoid` (the DPO paper's loss).
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        let name = if name == "dpo" { "sigmoid" } else { name };
+        Self::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| *t)
+            .ok_or_else(|| LossConfigError::UnknownLoss(name.to_string()))
+    }
+}
+
+/// Why a loss configuration is refused. `Display` is one line.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LossConfigError {
+    /// A loss name that is none of [`LossType::ALL`].
+    #[error("unknown loss '{0}' (expected one of sigmoid (or dpo), ipo, hinge, robust)")]
+    UnknownLoss(String),
+    /// `beta` is not a positive number.
+    #[error("beta must be a positive number, got {0}")]
+    Beta(f64),
+    /// The label smoothing is outside `[0, 1]`.
+    #[error("label smoothing must be in [0, 1], got {0}")]
+    LabelSmoothing(f64),
+    /// Robust DPO divides by `1 - 2e`: it needs `e < 0.5`.
+    #[error("the robust loss needs a label smoothing below 0.5, got {0}")]
+    RobustLabelSmoothing(f64),
 }
 
 /// The loss settings.
@@ -49,22 +95,17 @@ pub struct DpoLossConfig {
 }
 
 impl DpoLossConfig {
-    /// Checks the settings, returning a one-line message on error.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), LossConfigError> {
         if !(self.beta.is_finite() && self.beta > 0.0) {
-            return Err(format!(
-                "--beta must be a positive number, got {}",
-                self.beta
-            ));
+            return Err(LossConfigError::Beta(self.beta));
         }
         let e = self.label_smoothing;
         if !(0.0..=1.0).contains(&e) {
-            return Err(format!("--label-smoothing must be in [0, 1], got {e}"));
+            return Err(LossConfigError::LabelSmoothing(e));
         }
         if self.loss_type == LossType::Robust && e >= 0.5 {
-            return Err(format!(
-                "--loss robust needs --label-smoothing below 0.5, got {e}"
-            ));
+            return Err(LossConfigError::RobustLabelSmoothing(e));
         }
         Ok(())
     }
@@ -231,6 +272,16 @@ impl MetricSums {
             logps_chosen: self.logps_chosen / n,
             logps_rejected: self.logps_rejected / n,
             num_pairs: self.pairs,
+        }
+    }
+}
+
+impl DpoMetrics {
+    /// The metrics as one record of named values (the metrics log's form).
+    pub fn to_record(&self) -> crate::objective::Metrics {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(record)) => record,
+            _ => unreachable!("DpoMetrics serializes to an object"),
         }
     }
 }

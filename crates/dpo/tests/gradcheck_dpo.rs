@@ -6,7 +6,7 @@ use autograd::gradcheck::{gradcheck_with, random_inputs, GradcheckOptions};
 use autograd::Tensor;
 use dpo::data::{collate_pairs, PreferenceRow};
 use dpo::loss::{dpo_loss, DpoLossConfig, LossType};
-use dpo::trainer::pair_logps;
+use dpo::logps::pair_logps;
 use transformer::{param_specs, Gpt, GptConfig};
 
 fn row(prompt: &[u32], chosen: &[u32], rejected: &[u32]) -> PreferenceRow {

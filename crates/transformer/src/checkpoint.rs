@@ -187,22 +187,11 @@ impl Gpt<f32> {
     pub fn save(&self, dir: &Path) -> Result<(), CheckpointError> {
         let config_json = serde_json::to_string_pretty(self.config()).unwrap() + "\n";
         let weights = self.safetensors_bytes(dir)?;
-        let unique = format!(
-            "{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        );
+        let unique = unique_suffix();
         if dir.is_dir() {
             // Existing directory: each file replaced by a rename.
-            let tmp_weights = dir.join(format!(".{WEIGHTS_FILE}.tmp-{unique}"));
-            let tmp_config = dir.join(format!(".{CONFIG_FILE}.tmp-{unique}"));
-            write_synced(&tmp_weights, &weights)?;
-            write_synced(&tmp_config, config_json.as_bytes())?;
-            rename(&tmp_weights, &dir.join(WEIGHTS_FILE))?;
-            rename(&tmp_config, &dir.join(CONFIG_FILE))?;
+            write_atomic(&dir.join(WEIGHTS_FILE), &weights)?;
+            write_atomic(&dir.join(CONFIG_FILE), config_json.as_bytes())?;
         } else {
             // New directory: built under a temporary name, renamed at the end.
             let name = dir
@@ -250,6 +239,36 @@ impl Gpt<f32> {
             message: format!("{e:?}"),
         })
     }
+}
+
+/// `PID-NANOSECONDS`: a temporary name no other save uses at the same time.
+fn unique_suffix() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
+}
+
+/// Replaces the file `path` with `bytes` atomically: they are written to a
+/// temporary file beside it (`.NAME.tmp-PID-NANOS`), flushed to disk, and
+/// renamed over `path`, so a reader (or a crash) sees the old file or the
+/// new one, never a part of either. Every file of a checkpoint or a
+/// trainer state is written this way.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", unique_suffix()));
+    let result = write_synced(&tmp, bytes).and_then(|()| rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// Writes `bytes` to `path` and flushes them to disk.

@@ -27,7 +27,7 @@ pub mod sampling;
 pub mod sft;
 pub mod tokenizer;
 
-pub use checkpoint::{load_config, CheckpointError};
+pub use checkpoint::{load_config, write_atomic, CheckpointError};
 pub use config::GptConfig;
 pub use model::{param_specs, Gpt};
 pub use sampling::{generate, KvCache, SamplingOptions};

@@ -12,6 +12,11 @@ pub trait Tokenizer: Send + Sync {
     fn decode(&self, ids: &[u32]) -> String;
     /// Number of distinct ids this tokenizer produces.
     fn vocab_size(&self) -> usize;
+    /// The end-of-sequence token, if the tokenizer has one: generation stops
+    /// there, and training appends it to each response.
+    fn eos_id(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// One token per UTF-8 byte.

@@ -11,8 +11,9 @@
 //! 2. [`truncate_preferences`] / [`truncate_sft_rows`] (per row:
 //!    [`truncate_pair`], [`truncate_sft`]) fit each row into the block with
 //!    the contract's keep-the-end-of-the-prompt rule.
-//! 3. [`eval_split`], [`shuffled_batches`] and [`length_grouped_batches`]
-//!    choose which rows go together.
+//!    [`prepare_rows`] runs steps 1 and 2 for either kind of row ([`TrainingRow`]).
+//! 3. [`eval_split`] holds rows out; [`epoch_batches`] ([`shuffled_batches`]
+//!    or [`length_grouped_batches`]) chooses which rows go together.
 //! 4. [`collate_pairs`] / [`collate_sft`] lay a batch out as right-padded ids
 //!    and shifted targets (`-100` where nothing is scored), the layout the
 //!    fused log-prob kernels read.
@@ -22,13 +23,17 @@
 
 mod batch;
 mod jsonl;
+mod prepare;
 mod rows;
 mod split;
 mod truncate;
 
 pub use batch::{collate_pairs, collate_sft, PairBatch, SftTokens, IGNORE_INDEX};
+pub use prepare::{prepare_rows, PreparedRows, TrainingRow};
 pub use rows::{load_preferences, load_sft, scored_tokens};
-pub use split::{eval_split, length_grouped_batches, padding_share, shuffled_batches};
+pub use split::{
+    epoch_batches, eval_split, length_grouped_batches, padding_share, shuffled_batches,
+};
 pub use truncate::{
     check_max_prompt_length, default_max_prompt_length, truncate_pair, truncate_preferences,
     truncate_sft, truncate_sft_rows, TruncationReport,

@@ -83,6 +83,26 @@ pub fn length_grouped_batches(lengths: &[usize], batch_size: usize, seed: u64) -
     batches
 }
 
+/// The batches of one `epoch` of a run over rows of the given `lengths`:
+/// [`shuffled_batches`], or with `group_by_length` [`length_grouped_batches`]
+/// seeded by the epoch. A pure function of its arguments, so a resumed run
+/// sees the batches an uninterrupted one would.
+///
+/// Panics if `batch_size` is 0.
+pub fn epoch_batches(
+    lengths: &[usize],
+    batch_size: usize,
+    seed: u64,
+    epoch: u64,
+    group_by_length: bool,
+) -> Vec<Vec<usize>> {
+    if group_by_length {
+        length_grouped_batches(lengths, batch_size, epoch_seed(seed, epoch))
+    } else {
+        shuffled_batches(lengths.len(), batch_size, seed, epoch)
+    }
+}
+
 /// Share of the padded batch positions that are padding:
 /// `1 - sum(lengths) / sum(len(batch) * max length in batch)` (0 for no
 /// tokens). For preference pairs pass each row's longer sequence length.

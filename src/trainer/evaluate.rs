@@ -6,12 +6,13 @@
 
 use std::path::PathBuf;
 
+use anyhow::{ensure, Result};
+use dpo::data::PreferenceRow;
+use dpo::loss::{DpoLossConfig, DpoMetrics};
+use dpo::objective::evaluate_pairs;
 use serde::Serialize;
-use transformer::Gpt;
 
-use super::dpo_train::{load_model, load_pairs, load_reference, pair_logps_of, prompt_budget};
-use super::logps::pair_logps_no_grad;
-use crate::loss::{DpoLossConfig, DpoMetrics, MetricSums};
+use super::setup::{load_model, load_reference, load_rows};
 
 /// Everything `dpo eval` needs.
 #[derive(Debug, Clone)]
@@ -32,7 +33,7 @@ pub struct EvalArgs {
     pub skip_invalid: bool,
 }
 
-/// The result of `dpo eval`: the contract's metrics plus counts.
+/// The result of `dpo eval`: the metrics plus counts.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
     /// The metrics.
@@ -42,44 +43,21 @@ pub struct EvalReport {
     pub truncated_rows: usize,
 }
 
-/// Metrics of every pair of `rows` (f64 forward of both models).
-pub fn evaluate_pairs(
-    policy: &Gpt<f64>,
-    reference: Option<&Gpt<f64>>,
-    rows: &[crate::data::PreferenceRow],
-    loss: &DpoLossConfig,
-    batch_size: usize,
-) -> DpoMetrics {
-    let policy_logps = pair_logps_no_grad(policy, rows, batch_size);
-    let reference_logps = match reference {
-        Some(r) => pair_logps_no_grad(r, rows, batch_size),
-        None => vec![(0.0, 0.0); rows.len()],
-    };
-    let mut sums = MetricSums::default();
-    sums.add(&pair_logps_of(rows, &policy_logps, &reference_logps), loss);
-    sums.metrics()
-}
-
 /// Runs `dpo eval`.
-pub fn run_eval(args: &EvalArgs) -> Result<EvalReport, String> {
+pub fn run_eval(args: &EvalArgs) -> Result<EvalReport> {
     args.loss.validate()?;
     let policy = load_model(&args.policy, "policy")?;
     let reference = load_reference(args.reference.as_deref(), &policy)?;
-    let cfg = *policy.config();
-    let budget = prompt_budget(args.max_prompt_length, cfg.block_size)?;
-    let (rows, truncated_rows) = load_pairs(
+    let prepared = load_rows::<PreferenceRow>(
         &args.data,
-        cfg.vocab_size,
-        cfg.block_size,
-        budget,
+        policy.config(),
+        args.max_prompt_length,
         args.skip_invalid,
     )?;
-    let policy64 = policy.to_f64();
-    let reference64 = reference.map(|r| r.to_f64());
     let metrics = evaluate_pairs(
-        &policy64,
-        reference64.as_ref(),
-        &rows,
+        &policy.to_f64(),
+        reference.map(|r| r.to_f64()).as_ref(),
+        &prepared.rows,
         &args.loss,
         args.batch_size,
     );
@@ -90,14 +68,15 @@ pub fn run_eval(args: &EvalArgs) -> Result<EvalReport, String> {
         metrics.logps_chosen,
         metrics.logps_rejected,
     ];
-    if values.iter().any(|v| !v.is_finite()) {
-        return Err(format!(
-            "the metrics are not finite (loss {}, logps/chosen {}, logps/rejected {}): check the checkpoints for inf/NaN weights",
-            metrics.loss, metrics.logps_chosen, metrics.logps_rejected
-        ));
-    }
+    ensure!(
+        values.iter().all(|v| v.is_finite()),
+        "the metrics are not finite (loss {}, logps/chosen {}, logps/rejected {}): check the checkpoints for inf/NaN weights",
+        metrics.loss,
+        metrics.logps_chosen,
+        metrics.logps_rejected
+    );
     Ok(EvalReport {
         metrics,
-        truncated_rows,
+        truncated_rows: prepared.truncation.truncated,
     })
 }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
-use dpo::report::{
+use dpo_rs::report::{
     moving_average, plot_metrics, smoothing_window, thin_line, MetricsHistory, PlotSummary,
     MAX_LINE_POINTS,
 };

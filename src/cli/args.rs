@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
+use dpo::loss::LossType;
 
-use crate::loss::LossType;
-use crate::trainer::optimizer::{OptimizerKind, ScheduleKind};
+use crate::trainer::{OptimizerKind, ScheduleKind};
 
 /// Direct Preference Optimization of small GPT-2-style models on CPU.
 ///
@@ -53,7 +54,7 @@ pub struct DemoArgs {
     pub seed: u64,
 }
 
-/// Optimization flags shared by `sft` and `train`.
+/// Training flags shared by `sft` and `train`: every one works for every objective.
 #[derive(Debug, Args, Clone)]
 pub struct OptimArgs {
     /// Optimizer steps.
@@ -89,8 +90,16 @@ pub struct OptimArgs {
     /// Skip bad rows (reporting their count and first line numbers) instead of refusing the file.
     #[arg(long)]
     pub skip_invalid: bool,
-    /// Hold out this share of the rows (seeded) for evaluation.
-    #[arg(long, default_value_t = 0.0, value_name = "F")]
+    /// Held-out data of the same kind as --data, evaluated every --eval-every steps and at the end.
+    #[arg(long, value_name = "FILE")]
+    pub eval_data: Option<PathBuf>,
+    /// Without --eval-data: hold out this share of the rows of --data (seeded) for evaluation.
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "F",
+        conflicts_with = "eval_data"
+    )]
     pub eval_fraction: f64,
     /// Evaluate on held-out data every N steps (0: at the end only).
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -98,7 +107,10 @@ pub struct OptimArgs {
     /// Batch rows of similar length together (less padding on real data).
     #[arg(long)]
     pub group_by_length: bool,
-    /// Continue the run whose checkpoint is in --out.
+    /// Save a checkpoint (model, optimizer, trainer state) into --out every N steps (0: at the end only).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub save_every: u64,
+    /// Continue the run whose checkpoint is in --out (same objective and optimizer).
     #[arg(long)]
     pub resume: bool,
     /// Hide the progress bar.
@@ -115,8 +127,8 @@ pub struct SftArgs {
     /// Output checkpoint directory.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Start from this checkpoint.
-    #[arg(long, value_name = "DIR", conflicts_with = "config", required_unless_present_any = ["config", "resume"])]
+    /// Start from this checkpoint (one of --init or --config is needed, unless --resume).
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
     pub init: Option<PathBuf>,
     /// Start from a fresh model: a preset (tiny, small, medium, gpt2) or a config.json file.
     #[arg(long, value_name = "NAME|FILE")]
@@ -134,8 +146,13 @@ pub struct LossArgs {
     /// KL-penalty strength: the temperature of the implicit reward beta * log(pi/ref).
     #[arg(long, default_value_t = 0.1)]
     pub beta: f64,
-    /// Loss: sigmoid (DPO), ipo, hinge, robust.
-    #[arg(long, value_enum, default_value_t = LossType::Sigmoid)]
+    /// Loss: sigmoid (the DPO paper's; `dpo` is the same), ipo, hinge, robust.
+    #[arg(
+        long,
+        default_value = "sigmoid",
+        value_parser = PossibleValuesParser::new(["sigmoid", "dpo", "ipo", "hinge", "robust"])
+            .map(|name| name.parse::<LossType>().expect("a listed loss name"))
+    )]
     pub loss: LossType,
     /// Label smoothing e: assumed share of flipped labels (cDPO for sigmoid, robust DPO).
     #[arg(long, default_value_t = 0.0)]
@@ -148,12 +165,8 @@ pub struct TrainArgs {
     /// Initial policy checkpoint.
     #[arg(long, value_name = "DIR")]
     pub policy: PathBuf,
-    /// Frozen reference checkpoint (usually the same SFT checkpoint as --policy).
-    #[arg(
-        long = "ref",
-        value_name = "DIR",
-        required_unless_present = "reference_free"
-    )]
+    /// Frozen reference checkpoint (usually the same SFT checkpoint as --policy); or --reference-free.
+    #[arg(long = "ref", value_name = "DIR")]
     pub reference: Option<PathBuf>,
     /// Reference-free DPO: reference log-probs are taken as 0.
     #[arg(long, conflicts_with = "reference")]
@@ -164,12 +177,6 @@ pub struct TrainArgs {
     /// Output checkpoint directory.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Held-out preference data, evaluated every --eval-every steps and at the end.
-    #[arg(long, value_name = "FILE")]
-    pub eval_data: Option<PathBuf>,
-    /// Save a checkpoint every N steps (0: at the end only).
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub save_every: u64,
     /// Learning rate.
     #[arg(long, default_value_t = 1e-4)]
     pub lr: f64,
@@ -185,12 +192,8 @@ pub struct EvalCliArgs {
     /// Policy checkpoint.
     #[arg(long, value_name = "DIR")]
     pub policy: PathBuf,
-    /// Reference checkpoint.
-    #[arg(
-        long = "ref",
-        value_name = "DIR",
-        required_unless_present = "reference_free"
-    )]
+    /// Reference checkpoint; or --reference-free.
+    #[arg(long = "ref", value_name = "DIR")]
     pub reference: Option<PathBuf>,
     /// Reference-free metrics (reference log-probs taken as 0).
     #[arg(long, conflicts_with = "reference")]
@@ -232,6 +235,10 @@ pub struct GenerateArgs {
     /// Sampling seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Stop when the completion contains this text (cut before it); repeatable.
+    /// Generation also stops at the tokenizer's end-of-sequence token, if it has one.
+    #[arg(long, value_name = "TEXT")]
+    pub stop: Vec<String>,
 }
 
 /// `dpo plot`

@@ -1,4 +1,5 @@
-//! The optimizer chosen on the command line, and the shared hyper-parameters.
+//! The optimization settings every objective trains with: steps, batch size,
+//! learning rate and its schedule, the optimizer, clipping, the data seed.
 
 use std::sync::Arc;
 
@@ -29,7 +30,7 @@ pub enum ScheduleKind {
     Cosine,
 }
 
-/// The optimization settings shared by `dpo sft` and `dpo train`.
+/// The optimization settings of a training run (`dpo sft`, `dpo train`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TrainHyper {
     /// Number of optimizer steps (in total, counting resumed ones).
@@ -53,32 +54,26 @@ pub struct TrainHyper {
 }
 
 impl TrainHyper {
-    /// Checks the settings (one-line message on error).
-    pub fn validate(&self) -> Result<(), String> {
-        if self.steps == 0 {
-            return Err("--steps must be at least 1".into());
-        }
-        if self.batch_size == 0 {
-            return Err("--batch-size must be at least 1".into());
-        }
-        if !(self.lr.is_finite() && self.lr >= 0.0) {
-            return Err(format!(
-                "--lr must be a non-negative number, got {}",
-                self.lr
-            ));
-        }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(format!(
-                "--weight-decay must be non-negative, got {}",
-                self.weight_decay
-            ));
-        }
-        if !(self.max_grad_norm.is_finite() && self.max_grad_norm >= 0.0) {
-            return Err(format!(
-                "--max-grad-norm must be non-negative, got {}",
-                self.max_grad_norm
-            ));
-        }
+    /// Checks the settings (one-line message naming the flag).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.steps > 0, "--steps must be at least 1");
+        anyhow::ensure!(self.batch_size > 0, "--batch-size must be at least 1");
+        let non_negative = |x: f64| x.is_finite() && x >= 0.0;
+        anyhow::ensure!(
+            non_negative(self.lr),
+            "--lr must be a non-negative number, got {}",
+            self.lr
+        );
+        anyhow::ensure!(
+            non_negative(self.weight_decay),
+            "--weight-decay must be non-negative, got {}",
+            self.weight_decay
+        );
+        anyhow::ensure!(
+            non_negative(self.max_grad_norm),
+            "--max-grad-norm must be non-negative, got {}",
+            self.max_grad_norm
+        );
         Ok(())
     }
 
@@ -100,6 +95,14 @@ impl TrainHyper {
                 total: self.steps,
                 min_ratio: 0.1,
             },
+        }
+    }
+
+    /// The optimizer's name, as `--optimizer` and the trainer state spell it.
+    pub fn optimizer_name(&self) -> &'static str {
+        match self.optimizer {
+            OptimizerKind::Adamw => "adamw",
+            OptimizerKind::Sgd => "sgd",
         }
     }
 

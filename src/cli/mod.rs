@@ -1,4 +1,4 @@
-//! The `dpo` command line (CONTRACT.md section 5).
+//! The `dpo` command line (docs/spec.md section 5).
 //!
 //! Logs and progress go to stderr, results as one JSON object on stdout.
 //! Every error is one line on stderr and a non-zero exit.
@@ -33,8 +33,9 @@ pub fn main() -> i32 {
     }
     match commands::run(cli) {
         Ok(()) => 0,
-        Err(message) => {
-            eprintln!("error: {message}");
+        Err(error) => {
+            // `{:#}`: the error and its causes on one line, `outer: inner`.
+            eprintln!("error: {error:#}");
             1
         }
     }

@@ -23,22 +23,24 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use anyhow::{Context, Result};
+use dpo::data::PreferenceRow;
+use dpo::logps::pair_logps_no_grad;
+use dpo::loss::{DpoLossConfig, DpoMetrics, LossType};
+use dpo::objective::evaluate_pairs;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::json;
 use transformer::{ByteTokenizer, Gpt, GptConfig, Tokenizer};
 
-use crate::data::PreferenceRow;
-use crate::loss::{DpoLossConfig, DpoMetrics, LossType};
-use crate::trainer::dpo_train::{load_pairs, DpoTrainArgs};
-use crate::trainer::evaluate::evaluate_pairs;
-use crate::trainer::logps::pair_logps_no_grad;
-use crate::trainer::optimizer::{OptimizerKind, ScheduleKind, TrainHyper};
-use crate::trainer::sft_train::{SftInit, SftTrainArgs};
-use crate::trainer::{train_dpo, train_sft};
+use crate::trainer::setup::{load_model, load_rows};
+use crate::trainer::{
+    train_dpo, train_sft, DataArgs, DpoTrainArgs, OptimizerKind, RunSettings, ScheduleKind,
+    SftInit, SftTrainArgs, TrainHyper,
+};
 
 /// Letters the words are made of.
 const ALPHABET: &[u8] = b"abcdefgh";
@@ -142,13 +144,40 @@ fn word_sets(seed: u64) -> (Vec<String>, Vec<String>, Vec<String>) {
     (words, dpo, held_out)
 }
 
-fn write_jsonl(path: &Path, rows: &[serde_json::Value]) -> Result<(), String> {
+fn write_jsonl(path: &Path, rows: &[serde_json::Value]) -> Result<()> {
     let mut f =
-        fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
     for r in rows {
-        writeln!(f, "{r}").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        writeln!(f, "{r}").with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The demo's runs: a data file, its held-out file, and the progress bar on.
+fn demo_run(
+    data: PathBuf,
+    eval_data: Option<PathBuf>,
+    out: PathBuf,
+    hyper: TrainHyper,
+) -> (DataArgs, RunSettings) {
+    let data = DataArgs {
+        data,
+        eval_data,
+        eval_fraction: 0.0,
+        max_prompt_length: None,
+        skip_invalid: false,
+    };
+    let run = RunSettings {
+        out,
+        hyper,
+        eval_every: 50,
+        save_every: 0,
+        metrics: None,
+        resume: false,
+        group_by_length: false,
+        progress: true,
+    };
+    (data, run)
 }
 
 /// Greedy completion of `prompt`, cut after the first full stop.
@@ -181,9 +210,9 @@ fn pair_accuracy(model: &Gpt<f32>, rows: &[PreferenceRow]) -> f64 {
 }
 
 /// Runs the demo into `out` and returns the summary (also written to `out/summary.json`).
-pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary, String> {
+pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary> {
     fs::create_dir_all(out.join("data"))
-        .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+        .with_context(|| format!("cannot create {}", out.display()))?;
     let mut rng = StdRng::seed_from_u64(seed ^ 0xD0);
     let (sft_words, dpo_words, held_out_words) = word_sets(seed);
 
@@ -214,11 +243,11 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary, String> {
         sft_rows.len()
     );
     let sft_dir = out.join("sft");
-    let sft = train_sft(&SftTrainArgs {
-        init: SftInit::Config(demo_config()),
-        data: data.join("sft.jsonl"),
-        out: sft_dir.clone(),
-        hyper: TrainHyper {
+    let (sft_data, sft_run) = demo_run(
+        data.join("sft.jsonl"),
+        None,
+        sft_dir.clone(),
+        TrainHyper {
             steps: 1500,
             batch_size: 32,
             lr: 2e-3,
@@ -229,14 +258,11 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary, String> {
             schedule: ScheduleKind::Cosine,
             seed,
         },
-        max_prompt_length: None,
-        eval_fraction: 0.0,
-        eval_every: 0,
-        metrics: None,
-        skip_invalid: false,
-        resume: false,
-        group_by_length: false,
-        progress: true,
+    );
+    let sft = train_sft(&SftTrainArgs {
+        init: SftInit::Config(demo_config()),
+        data: sft_data,
+        run: sft_run,
     })?;
     eprintln!(
         "demo: SFT done in {:.1}s, final loss {:.4}",
@@ -253,13 +279,11 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary, String> {
         label_smoothing: 0.0,
     };
     let dpo_dir = out.join("dpo");
-    let dpo = train_dpo(&DpoTrainArgs {
-        policy: sft_dir.clone(),
-        reference: Some(sft_dir.clone()),
-        data: data.join("prefs_train.jsonl"),
-        out: dpo_dir.clone(),
-        loss,
-        hyper: TrainHyper {
+    let (dpo_data, mut dpo_run) = demo_run(
+        data.join("prefs_train.jsonl"),
+        Some(data.join("prefs_eval.jsonl")),
+        dpo_dir.clone(),
+        TrainHyper {
             steps: 600,
             batch_size: 16,
             lr: 1e-4,
@@ -270,16 +294,14 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary, String> {
             schedule: ScheduleKind::Constant,
             seed,
         },
-        max_prompt_length: None,
-        eval_data: Some(data.join("prefs_eval.jsonl")),
-        eval_fraction: 0.0,
-        eval_every: 50,
-        save_every: 0,
-        metrics: Some(metrics),
-        skip_invalid: false,
-        resume: false,
-        group_by_length: false,
-        progress: true,
+    );
+    dpo_run.metrics = Some(metrics);
+    let dpo = train_dpo(&DpoTrainArgs {
+        policy: sft_dir.clone(),
+        reference: Some(sft_dir.clone()),
+        loss,
+        data: dpo_data,
+        run: dpo_run,
     })?;
     eprintln!("demo: DPO done in {:.1}s", dpo.train_runtime);
 
@@ -287,16 +309,15 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary, String> {
         "demo: stage 3/3, before/after report on {} held-out prompts",
         held_out_words.len()
     );
-    let reference = Gpt::<f32>::load(&sft_dir).map_err(|e| e.to_string())?;
-    let policy = Gpt::<f32>::load(&dpo_dir).map_err(|e| e.to_string())?;
-    let cfg = *reference.config();
-    let (held_out_pairs, _) = load_pairs(
+    let reference = load_model(&sft_dir, "the SFT model")?;
+    let policy = load_model(&dpo_dir, "the DPO policy")?;
+    let held_out_pairs = load_rows::<PreferenceRow>(
         &data.join("prefs_eval.jsonl"),
-        cfg.vocab_size,
-        cfg.block_size,
-        cfg.block_size / 2,
+        reference.config(),
+        None,
         false,
-    )?;
+    )?
+    .rows;
     let after_metrics = evaluate_pairs(
         &policy.to_f64(),
         Some(&reference.to_f64()),
@@ -333,8 +354,7 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary, String> {
         report: write_report(&out.join("metrics.jsonl"), &out.join("report.svg")),
     };
     let text = serde_json::to_string_pretty(&summary).unwrap();
-    fs::write(out.join("summary.json"), text)
-        .map_err(|e| format!("cannot write summary.json: {e}"))?;
+    fs::write(out.join("summary.json"), text).context("cannot write summary.json")?;
     eprintln!(
         "demo: success rate {:.1}% -> {:.1}%, pair accuracy {:.1}% -> {:.1}% (held-out)",
         100.0 * summary.before.success_rate,

@@ -4,18 +4,22 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Map, Value};
 
-/// A progress bar on stderr (hidden when stderr is not a terminal).
-pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
+/// A progress bar on stderr (drawn only when `visible` and stderr is a terminal).
+pub fn progress_bar(total: u64, what: &str, visible: bool) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template(&format!(
             "{what} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {{msg}}"
         ))
-        .unwrap(),
+        .expect("a valid progress template"),
     );
+    if !visible {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
     bar
 }
 
@@ -35,14 +39,14 @@ pub struct MetricsLog {
 
 impl MetricsLog {
     /// Opens (appending) `path`, or a log that writes nothing.
-    pub fn open(path: Option<&Path>) -> Result<Self, String> {
+    pub fn open(path: Option<&Path>) -> Result<Self> {
         let file = match path {
             Some(p) => Some(
                 OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(p)
-                    .map_err(|e| format!("cannot open --metrics {}: {e}", p.display()))?,
+                    .with_context(|| format!("cannot open --metrics {}", p.display()))?,
             ),
             None => None,
         };
@@ -50,17 +54,14 @@ impl MetricsLog {
     }
 
     /// Writes one record: `fields` plus `step` and `split`.
-    pub fn write(&mut self, step: u64, split: &str, fields: Value) -> Result<(), String> {
+    pub fn write(&mut self, step: u64, split: &str, fields: Map<String, Value>) -> Result<()> {
         let Some(file) = &mut self.file else {
             return Ok(());
         };
         let mut record = Map::new();
         record.insert("step".into(), step.into());
         record.insert("split".into(), split.into());
-        if let Value::Object(map) = fields {
-            record.extend(map);
-        }
-        writeln!(file, "{}", Value::Object(record))
-            .map_err(|e| format!("cannot write metrics: {e}"))
+        record.extend(fields);
+        writeln!(file, "{}", Value::Object(record)).context("cannot write the metrics log")
     }
 }

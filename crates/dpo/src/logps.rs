@@ -3,7 +3,7 @@
 use autograd::{Float, Tape, Var};
 use transformer::Gpt;
 
-use crate::data::PairBatch;
+use crate::data::{collate_pairs, PairBatch, PreferenceRow};
 use crate::kernels::LmHeadLogprobs;
 
 /// Index of the token embedding (the tied LM head) among the model's parameters.
@@ -53,12 +53,12 @@ pub fn pair_logps<T: Float>(
 /// `(chosen, rejected)` per row, in f64.
 pub fn pair_logps_no_grad<T: Float>(
     model: &Gpt<T>,
-    rows: &[crate::data::PreferenceRow],
+    rows: &[PreferenceRow],
     batch_size: usize,
 ) -> Vec<(f64, f64)> {
     let mut out = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(batch_size.max(1)) {
-        let batch = crate::data::collate_pairs(chunk);
+        let batch = collate_pairs(chunk);
         let tape = Tape::<T>::no_grad();
         let params = model.bind(&tape);
         let logps = pair_logps(model, &tape, &params, &batch);

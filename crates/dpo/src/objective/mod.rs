@@ -1,0 +1,79 @@
+//! Training objectives: what one training loop minimises.
+//!
+//! The loop (the application's trainer) knows nothing about DPO or SFT. Each
+//! step it asks the objective for the loss of a batch of training rows on a
+//! fresh tape, runs the backward pass and the optimizer, and now and then
+//! asks it for held-out metrics. An [`Objective`] owns its rows (training and
+//! held-out) and whatever it precomputes from them, such as the frozen
+//! reference's log-probs of DPO.
+//!
+//! - [`SftObjective`]: supervised fine-tuning, the mean token cross-entropy;
+//! - [`DpoObjective`]: DPO and its variants (sigmoid, IPO, hinge, robust),
+//!   against a cached reference or reference-free.
+
+mod dpo;
+mod sft;
+
+pub use dpo::{evaluate_pairs, DpoObjective};
+pub use sft::{sft_batch_loss, sft_eval_loss, SftObjective};
+
+use autograd::{Tape, Var};
+use serde_json::{Map, Value};
+use transformer::Gpt;
+
+/// Named scalar metrics, under the names the wider ecosystem uses (`loss`,
+/// `rewards/chosen`, ...): one JSON object of the metrics log.
+pub type Metrics = Map<String, Value>;
+
+/// The value of metric `name` (NaN when it is absent or not a number).
+pub fn metric(metrics: &Metrics, name: &str) -> f64 {
+    metrics
+        .get(name)
+        .and_then(Value::as_f64)
+        .unwrap_or(f64::NAN)
+}
+
+/// The loss of one training batch, and what the loop logs about it.
+pub struct BatchLoss {
+    /// The scalar loss on the tape, ready for `backward`.
+    pub loss: Var<f32>,
+    /// The batch's metrics (`loss` among them), computed in the forward pass.
+    pub metrics: Metrics,
+    /// Tokens through the model that are not padding.
+    pub tokens: usize,
+    /// Tokens through the model, padding included.
+    pub padded_tokens: usize,
+}
+
+/// What a training run minimises, over the rows it owns.
+pub trait Objective {
+    /// The stage name (`"sft"` or `"dpo"`), saved with each checkpoint so that
+    /// `--resume` continues a run under the objective it started with.
+    fn stage(&self) -> &'static str;
+
+    /// The padded length of each training row (see
+    /// [`crate::data::TrainingRow::padded_len`]): what batches are planned on.
+    fn train_lengths(&self) -> Vec<usize>;
+
+    /// Whether there are held-out rows to [`Objective::evaluate`].
+    fn has_held_out(&self) -> bool;
+
+    /// The loss of the training rows `batch` (indices into the training
+    /// rows) on `tape`, where `params` are `model`'s parameters bound as
+    /// leaves.
+    fn batch_loss(
+        &mut self,
+        model: &Gpt<f32>,
+        tape: &Tape<f32>,
+        params: &[Var<f32>],
+        batch: &[usize],
+    ) -> BatchLoss;
+
+    /// The metrics of `model` on the held-out rows (no tape), `loss` among them.
+    fn evaluate(&mut self, model: &Gpt<f32>) -> Metrics;
+
+    /// The few metrics worth a log line, e.g. `loss 0.6931 acc 0.50`.
+    fn describe(&self, metrics: &Metrics) -> String {
+        format!("loss {:.4}", metric(metrics, "loss"))
+    }
+}

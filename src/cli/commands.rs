@@ -1,0 +1,216 @@
+//! What each subcommand does: turn arguments into library and trainer calls,
+//! print one JSON object on stdout.
+
+use std::path::Path;
+
+use anyhow::{bail, ensure, Context, Result};
+use dpo::loss::DpoLossConfig;
+use serde::Serialize;
+use transformer::sampling::{generate, SamplingOptions};
+use transformer::{ByteTokenizer, GptConfig, Tokenizer};
+
+use super::args::{
+    Cli, Command, EvalCliArgs, GenerateArgs, LossArgs, OptimArgs, SftArgs, TrainArgs,
+};
+use crate::trainer::setup::load_model;
+use crate::trainer::{
+    run_eval, train_dpo, train_sft, DataArgs, DpoTrainArgs, EvalArgs, RunSettings, SftInit,
+    SftTrainArgs, TrainHyper,
+};
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Demo(a) => print_json(&crate::demo::run_demo(&a.out, a.seed)?),
+        Command::Sft(a) => print_json(&train_sft(&sft_args(a)?)?),
+        Command::Train(a) => print_json(&train_dpo(&train_args(a)?)?),
+        Command::Eval(a) => print_json(&run_eval(&eval_args(a)?)?),
+        Command::Generate(a) => print_json(&run_generate(&a)?),
+        Command::Plot(a) => print_json(
+            &crate::report::plot_metrics(&a.file, a.out.as_deref()).map_err(anyhow::Error::msg)?,
+        ),
+    }
+}
+
+fn print_json<S: Serialize>(value: &S) -> Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+fn sft_args(a: SftArgs) -> Result<SftTrainArgs> {
+    let init = match (&a.init, &a.config) {
+        (Some(dir), _) => SftInit::Checkpoint(dir.clone()),
+        (None, Some(name)) => SftInit::Config(parse_config(name)?),
+        (None, None) if a.optim.resume => SftInit::Checkpoint(a.out.clone()),
+        (None, None) => bail!(
+            "dpo sft needs a starting model: one of --init DIR (a checkpoint) or --config NAME|FILE (a fresh model)"
+        ),
+    };
+    Ok(SftTrainArgs {
+        init,
+        data: data_args(&a.data, &a.optim),
+        run: run_settings(&a.out, &a.optim, a.lr),
+    })
+}
+
+fn train_args(a: TrainArgs) -> Result<DpoTrainArgs> {
+    Ok(DpoTrainArgs {
+        reference: reference(a.reference, a.reference_free, "train")?,
+        loss: loss_config(&a.loss),
+        data: data_args(&a.data, &a.optim),
+        run: run_settings(&a.out, &a.optim, a.lr),
+        policy: a.policy,
+    })
+}
+
+fn eval_args(a: EvalCliArgs) -> Result<EvalArgs> {
+    Ok(EvalArgs {
+        reference: reference(a.reference, a.reference_free, "eval")?,
+        policy: a.policy,
+        data: a.data,
+        loss: loss_config(&a.loss),
+        max_prompt_length: a.max_prompt_length,
+        batch_size: a.batch_size.max(1),
+        skip_invalid: a.skip_invalid,
+    })
+}
+
+/// `--ref DIR`, or none with `--reference-free`; one of them is needed.
+fn reference(
+    reference: Option<std::path::PathBuf>,
+    reference_free: bool,
+    command: &str,
+) -> Result<Option<std::path::PathBuf>> {
+    match (reference, reference_free) {
+        (Some(_), true) => bail!("--ref and --reference-free exclude each other"),
+        (Some(dir), false) => Ok(Some(dir)),
+        (None, true) => Ok(None),
+        (None, false) => bail!(
+            "dpo {command} needs a frozen reference: --ref DIR (usually the SFT checkpoint the policy starts from), or --reference-free"
+        ),
+    }
+}
+
+fn data_args(data: &Path, a: &OptimArgs) -> DataArgs {
+    DataArgs {
+        data: data.to_path_buf(),
+        eval_data: a.eval_data.clone(),
+        eval_fraction: a.eval_fraction,
+        max_prompt_length: a.max_prompt_length,
+        skip_invalid: a.skip_invalid,
+    }
+}
+
+fn run_settings(out: &Path, a: &OptimArgs, lr: f64) -> RunSettings {
+    RunSettings {
+        out: out.to_path_buf(),
+        hyper: TrainHyper {
+            steps: a.steps,
+            batch_size: a.batch_size,
+            lr,
+            optimizer: a.optimizer,
+            weight_decay: a.weight_decay,
+            max_grad_norm: a.max_grad_norm,
+            warmup_steps: a.warmup_steps,
+            schedule: a.schedule,
+            seed: a.seed,
+        },
+        eval_every: a.eval_every,
+        save_every: a.save_every,
+        metrics: a.metrics.clone(),
+        resume: a.resume,
+        group_by_length: a.group_by_length,
+        progress: !a.no_progress,
+    }
+}
+
+fn loss_config(a: &LossArgs) -> DpoLossConfig {
+    DpoLossConfig {
+        loss_type: a.loss,
+        beta: a.beta,
+        label_smoothing: a.label_smoothing,
+    }
+}
+
+/// What `dpo generate` prints.
+#[derive(Debug, Serialize)]
+struct Generation {
+    prompt: String,
+    completion: String,
+    text: String,
+    new_tokens: usize,
+    /// Why generation ended: `length`, `eos` or `stop`.
+    finish_reason: &'static str,
+}
+
+/// `dpo generate`: a continuation of the prompt, cut at the first `--stop`
+/// text (not included) or at the tokenizer's end-of-sequence token.
+fn run_generate(a: &GenerateArgs) -> Result<Generation> {
+    let model = load_model(&a.model, "model")?;
+    let tokenizer = ByteTokenizer;
+    let prompt = tokenizer.encode(&a.prompt);
+    ensure!(!prompt.is_empty(), "--prompt must not be empty");
+    let vocab_size = model.config().vocab_size;
+    if let Some(&bad) = prompt.iter().find(|&&id| id as usize >= vocab_size) {
+        bail!("the prompt's token {bad} is outside the model's vocabulary of {vocab_size}");
+    }
+    ensure!(
+        a.temperature.is_finite() && a.temperature >= 0.0,
+        "--temperature must be >= 0, got {}",
+        a.temperature
+    );
+    ensure!(
+        a.stop.iter().all(|s| !s.is_empty()),
+        "--stop must not be empty"
+    );
+    let options = SamplingOptions {
+        temperature: a.temperature as f32,
+        top_k: a.top_k,
+        seed: a.seed,
+    };
+    let mut new_tokens = generate(&model, &prompt, a.max_new_tokens, options);
+    let mut finish_reason = "length";
+    if let Some(eos) = tokenizer.eos_id() {
+        if let Some(at) = new_tokens.iter().position(|&id| id == eos) {
+            new_tokens.truncate(at);
+            finish_reason = "eos";
+        }
+    }
+    let mut completion = tokenizer.decode(&new_tokens);
+    if let Some(at) = a
+        .stop
+        .iter()
+        .filter_map(|s| completion.find(s.as_str()))
+        .min()
+    {
+        completion.truncate(at);
+        new_tokens = tokenizer.encode(&completion);
+        finish_reason = "stop";
+    }
+    Ok(Generation {
+        text: format!("{}{completion}", a.prompt),
+        prompt: a.prompt.clone(),
+        completion,
+        new_tokens: new_tokens.len(),
+        finish_reason,
+    })
+}
+
+/// A preset name or a config.json path.
+fn parse_config(name: &str) -> Result<GptConfig> {
+    if let Some(config) = GptConfig::preset(name) {
+        return Ok(config);
+    }
+    let path = Path::new(name);
+    ensure!(
+        path.is_file(),
+        "--config {name}: neither a preset (tiny, small, medium, gpt2) nor a config.json file"
+    );
+    let text = std::fs::read_to_string(path).with_context(|| format!("--config {name}"))?;
+    let config: GptConfig = serde_json::from_str(&text)
+        .with_context(|| format!("--config {name}: not a model config"))?;
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--config {name}: {e}"))?;
+    Ok(config)
+}

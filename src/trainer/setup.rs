@@ -1,0 +1,125 @@
+//! What every command loads before it trains or evaluates: checkpoints and
+//! data files, checked against each other, with errors that name the flag.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use dpo::data::{self, prepare_rows, PreparedRows, TrainingRow};
+use transformer::{ByteTokenizer, Gpt, GptConfig};
+
+use super::train_loop::DataCounts;
+
+/// Loads a checkpoint; errors name `what` it is (e.g. `policy`) and where.
+pub fn load_model(path: &Path, what: &str) -> Result<Gpt<f32>> {
+    Gpt::<f32>::load(path).with_context(|| format!("{what} {}", path.display()))
+}
+
+/// The frozen reference (if any), which must have the policy's config.
+pub fn load_reference(path: Option<&Path>, policy: &Gpt<f32>) -> Result<Option<Gpt<f32>>> {
+    let Some(path) = path else { return Ok(None) };
+    let reference = load_model(path, "reference")?;
+    ensure!(
+        reference.config() == policy.config(),
+        "the reference {} has another config than the policy",
+        path.display()
+    );
+    Ok(Some(reference))
+}
+
+/// `--max-prompt-length`, or its default, checked against the block.
+pub fn prompt_budget(max_prompt_length: Option<usize>, block_size: usize) -> Result<usize> {
+    let budget = max_prompt_length.unwrap_or_else(|| data::default_max_prompt_length(block_size));
+    ensure!(
+        budget < block_size,
+        "--max-prompt-length {budget} must be below the model's block_size {block_size}"
+    );
+    Ok(budget)
+}
+
+/// The rows of one file for a model of `config`: loaded, validated and
+/// truncated by the data layer, with skipped rows reported on stderr.
+pub fn load_rows<R: TrainingRow>(
+    path: &Path,
+    config: &GptConfig,
+    max_prompt_length: Option<usize>,
+    skip_invalid: bool,
+) -> Result<PreparedRows<R>> {
+    let budget = prompt_budget(max_prompt_length, config.block_size)?;
+    let prepared = prepare_rows::<R>(
+        path,
+        &ByteTokenizer,
+        config.vocab_size,
+        config.block_size,
+        budget,
+        skip_invalid,
+    )?;
+    if prepared.load.skipped > 0 {
+        eprintln!("{}: {}", path.display(), prepared.load);
+    }
+    if prepared.truncation.skipped > 0 {
+        eprintln!("{}: {}", path.display(), prepared.truncation);
+    }
+    Ok(prepared)
+}
+
+/// Where a run's rows come from, whatever its objective.
+#[derive(Debug, Clone)]
+pub struct DataArgs {
+    /// Training data (JSONL, optionally .gz).
+    pub data: PathBuf,
+    /// Held-out data of the same kind, evaluated during training.
+    pub eval_data: Option<PathBuf>,
+    /// Share of `data` held out (seeded) when there is no `eval_data`.
+    pub eval_fraction: f64,
+    /// Prompt budget of truncation; default `block_size / 2`.
+    pub max_prompt_length: Option<usize>,
+    /// Skip bad rows instead of refusing the file.
+    pub skip_invalid: bool,
+}
+
+/// A run's training rows and held-out rows.
+pub struct TrainData<R> {
+    /// Rows to train on.
+    pub train: Vec<R>,
+    /// Rows to evaluate on (maybe none).
+    pub held_out: Vec<R>,
+    /// What the summary reports of them.
+    pub counts: DataCounts,
+}
+
+/// Loads the training rows and the held-out rows (a file of their own, or a
+/// seeded `eval_fraction` of the training file: the same split in every
+/// stage run with the same seed). A run left with no training row is refused.
+pub fn load_train_data<R: TrainingRow>(
+    args: &DataArgs,
+    config: &GptConfig,
+    seed: u64,
+) -> Result<TrainData<R>> {
+    ensure!(
+        (0.0..1.0).contains(&args.eval_fraction),
+        "--eval-fraction must be in [0, 1), got {}",
+        args.eval_fraction
+    );
+    let load =
+        |path: &Path| load_rows::<R>(path, config, args.max_prompt_length, args.skip_invalid);
+    let prepared = load(&args.data)?;
+    let truncated_rows = prepared.truncation.truncated;
+    let (train, held_out) = match &args.eval_data {
+        Some(path) => (prepared.rows, load(path)?.rows),
+        None => data::eval_split(prepared.rows, args.eval_fraction, seed),
+    };
+    ensure!(
+        !train.is_empty(),
+        "{}: no training rows left after holding out --eval-fraction {}",
+        args.data.display(),
+        args.eval_fraction
+    );
+    Ok(TrainData {
+        counts: DataCounts {
+            train_rows: train.len(),
+            truncated_rows,
+        },
+        train,
+        held_out,
+    })
+}

@@ -1,0 +1,53 @@
+//! `dpo sft`: supervised fine-tuning, the usual first stage before DPO (the
+//! loss: [`dpo::objective::SftObjective`]).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use dpo::data::SftRow;
+use dpo::objective::SftObjective;
+use transformer::{Gpt, GptConfig};
+
+use super::checkpoint::check_out_dir;
+use super::setup::{load_model, load_train_data, DataArgs};
+use super::train_loop::{train, RunSettings, TrainSummary};
+
+/// Where the initial model comes from.
+#[derive(Debug, Clone)]
+pub enum SftInit {
+    /// An existing checkpoint.
+    Checkpoint(PathBuf),
+    /// A fresh nanoGPT-initialised model of this config (seeded).
+    Config(GptConfig),
+}
+
+/// Everything `dpo sft` needs.
+#[derive(Debug, Clone)]
+pub struct SftTrainArgs {
+    /// Initial model (ignored with `--resume`: the checkpoint in `--out`).
+    pub init: SftInit,
+    /// SFT or preference rows (preference rows train on the chosen side).
+    pub data: DataArgs,
+    /// How to train.
+    pub run: RunSettings,
+}
+
+/// Runs `dpo sft`. Nothing is written to `--out` before the inputs are validated.
+pub fn train_sft(args: &SftTrainArgs) -> Result<TrainSummary> {
+    let run = &args.run;
+    run.hyper.validate()?;
+    check_out_dir(&run.out)?;
+    let mut model = match (&args.init, run.resume) {
+        (_, true) => load_model(&run.out, "--resume: the checkpoint in --out")?,
+        (SftInit::Checkpoint(dir), false) => load_model(dir, "--init")?,
+        (SftInit::Config(config), false) => {
+            config
+                .validate()
+                .map_err(|e| anyhow::anyhow!("--config: {e}"))?;
+            Gpt::<f32>::new(*config, run.hyper.seed)
+        }
+    };
+    let data = load_train_data::<SftRow>(&args.data, model.config(), run.hyper.seed)?;
+    let mut objective = SftObjective::new(data.train, data.held_out, run.hyper.batch_size);
+    train(&mut objective, &mut model, run, data.counts)
+}

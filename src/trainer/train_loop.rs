@@ -1,0 +1,282 @@
+//! The training loop: one loop for every objective.
+//!
+//! ```text
+//! for step in start..steps:
+//!     batch      = the step's rows (data::epoch_batches, one seeded plan per epoch)
+//!     loss       = objective.batch_loss(model, fresh tape, batch)      forward
+//!     grads      = backward(loss)                                      one per parameter
+//!     grad_norm  = clip(grads)                                         global norm
+//!     optimizer.step(model, grads, schedule(step))
+//!     log the batch's metrics; evaluate and save on their cadence
+//! ```
+//!
+//! The objective (SFT, DPO, ...) decides what a batch's loss is and what is
+//! measured; everything else, including `--resume`, `--save-every`,
+//! `--eval-every`, the metrics log and the NaN stop, is the same for all.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use autograd::Tape;
+use dpo::data::epoch_batches;
+use dpo::objective::{metric, Metrics, Objective};
+use indicatif::ProgressBar;
+use serde::Serialize;
+use serde_json::json;
+use transformer::Gpt;
+
+use super::checkpoint::{optimizer_and_start_step, save_checkpoint, TrainerState};
+use super::progress::{log_line, progress_bar, MetricsLog};
+use super::settings::TrainHyper;
+
+/// How a run trains, whatever its objective: the optimization settings, the
+/// cadence of evaluation and checkpoints, and where things are written.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Where checkpoints (model, optimizer, trainer state) are written.
+    pub out: PathBuf,
+    /// Optimization settings.
+    pub hyper: TrainHyper,
+    /// Evaluate on the held-out rows every this many steps (0: only at the end).
+    pub eval_every: u64,
+    /// Save a checkpoint every this many steps (0: only at the end).
+    pub save_every: u64,
+    /// JSON-lines metrics file (appended to).
+    pub metrics: Option<PathBuf>,
+    /// Continue the run saved in `out`.
+    pub resume: bool,
+    /// Group rows of similar length into batches (less padding).
+    pub group_by_length: bool,
+    /// Show a progress bar (on a terminal).
+    pub progress: bool,
+}
+
+/// The rows a run trains on, for its summary.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DataCounts {
+    /// Training rows after truncation (and skipping).
+    pub train_rows: usize,
+    /// Rows of the training file truncated to fit the block.
+    pub truncated_rows: usize,
+}
+
+/// What `dpo train` and `dpo sft` print at the end.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    /// Optimizer steps taken in this run.
+    pub steps: u64,
+    /// Loss of the first batch, before its update.
+    pub first_loss: f64,
+    /// Loss of the last batch, before its update.
+    pub final_loss: f64,
+    /// Wall time of the training loop, seconds.
+    pub train_runtime: f64,
+    /// Non-padding tokens through the policy per second.
+    pub tokens_per_second: f64,
+    /// Training rows after truncation (and skipping).
+    pub train_rows: usize,
+    /// Rows truncated to fit the block.
+    pub truncated_rows: usize,
+    /// Share of padding among the tokens of the batches.
+    pub padding_share: f64,
+    /// Held-out metrics at the end, if there is held-out data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval: Option<Metrics>,
+    /// Held-out loss at the end (the `loss` of `eval`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_loss: Option<f64>,
+    /// Where the checkpoint was written.
+    pub out: String,
+}
+
+/// Running totals of one training run.
+struct RunStats {
+    started: Instant,
+    first_loss: f64,
+    last_loss: f64,
+    tokens: usize,
+    padded_tokens: usize,
+}
+
+impl RunStats {
+    fn start() -> Self {
+        RunStats {
+            started: Instant::now(),
+            first_loss: f64::NAN,
+            last_loss: f64::NAN,
+            tokens: 0,
+            padded_tokens: 0,
+        }
+    }
+
+    /// Records one step: its loss (before the update) and its tokens.
+    fn record(&mut self, loss: f64, tokens: usize, padded_tokens: usize) {
+        if self.first_loss.is_nan() {
+            self.first_loss = loss;
+        }
+        self.last_loss = loss;
+        self.tokens += tokens;
+        self.padded_tokens += padded_tokens;
+    }
+
+    /// Non-padding tokens per second so far.
+    fn tokens_per_second(&self) -> f64 {
+        self.tokens as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
+    }
+}
+
+/// Evaluates on the held-out rows: one metrics record and one log line.
+fn evaluate<O: Objective>(
+    step: u64,
+    objective: &mut O,
+    model: &Gpt<f32>,
+    metrics_log: &mut MetricsLog,
+    bar: &ProgressBar,
+) -> Result<Metrics> {
+    let metrics = objective.evaluate(model);
+    if !metric(&metrics, "loss").is_finite() {
+        bail!(
+            "step {step}: the held-out loss is not finite; stopping (check the data and the checkpoints for inf/NaN)"
+        );
+    }
+    metrics_log.write(step, "eval", metrics.clone())?;
+    log_line(
+        bar,
+        format!("step {step}: eval {}", objective.describe(&metrics)),
+    );
+    Ok(metrics)
+}
+
+/// Trains `model` on `objective` for `settings.hyper.steps` steps in all
+/// (counting the steps of a resumed run), then saves the final checkpoint
+/// into `settings.out`. A NaN or infinite loss stops the run with an error,
+/// keeping the last checkpoint saved.
+pub fn train<O: Objective>(
+    objective: &mut O,
+    model: &mut Gpt<f32>,
+    settings: &RunSettings,
+    data: DataCounts,
+) -> Result<TrainSummary> {
+    let hyper = &settings.hyper;
+    let stage = objective.stage();
+    let (mut optimizer, start_step) =
+        optimizer_and_start_step(hyper, &settings.out, model, settings.resume, stage)?;
+    if settings.resume {
+        eprintln!(
+            "resuming from step {start_step} in {}",
+            settings.out.display()
+        );
+    }
+    let mut metrics_log = MetricsLog::open(settings.metrics.as_deref())?;
+    let lengths = objective.train_lengths();
+    let batches_per_epoch = lengths.len().div_ceil(hyper.batch_size).max(1) as u64;
+    let schedule = hyper.lr_schedule();
+    let bar = progress_bar(
+        hyper.steps - start_step,
+        &format!("dpo {stage}"),
+        settings.progress,
+    );
+    let state = |step: u64, last_loss: f64| TrainerState {
+        step,
+        optimizer: hyper.optimizer_name().into(),
+        stage: stage.into(),
+        last_loss,
+    };
+
+    let mut stats = RunStats::start();
+    let mut last_eval = None;
+    if objective.has_held_out() && start_step == 0 && settings.eval_every > 0 {
+        // Step 0: the starting point of the held-out curves.
+        last_eval = Some(evaluate(0, objective, model, &mut metrics_log, &bar)?);
+    }
+    let mut epoch_plan: Option<(u64, Vec<Vec<usize>>)> = None;
+    for step in start_step..hyper.steps {
+        let epoch = step / batches_per_epoch;
+        if epoch_plan.as_ref().map(|(e, _)| *e) != Some(epoch) {
+            let batches = epoch_batches(
+                &lengths,
+                hyper.batch_size,
+                hyper.seed,
+                epoch,
+                settings.group_by_length,
+            );
+            epoch_plan = Some((epoch, batches));
+        }
+        let batch = &epoch_plan.as_ref().unwrap().1[(step % batches_per_epoch) as usize];
+
+        let step_started = Instant::now();
+        let tape = Tape::<f32>::new();
+        let params = model.bind(&tape);
+        let out = objective.batch_loss(model, &tape, &params, batch);
+        let loss = out.loss.item() as f64;
+        if !loss.is_finite() {
+            bar.abandon();
+            bail!(
+                "step {}: the loss is {loss}; stopping (the last checkpoint saved, if any, is kept in {})",
+                step + 1,
+                settings.out.display()
+            );
+        }
+        let mut grads = tape.backward(&out.loss);
+        let mut grads: Vec<_> = params.iter().map(|p| grads.take_or_zeros(p)).collect();
+        // Nothing else may hold the parameters now, so the update is in place.
+        drop(params);
+        drop(out.loss);
+        let grad_norm = hyper.clip(&mut grads);
+        let lr = schedule.lr(hyper.lr, step);
+        optimizer.step(model.params_mut(), &grads, lr);
+        let step_ms = step_started.elapsed().as_secs_f64() * 1e3;
+
+        stats.record(loss, out.tokens, out.padded_tokens);
+        let tokens_per_second = stats.tokens_per_second();
+        bar.set_message(format!(
+            "{} {tokens_per_second:.0} tok/s",
+            objective.describe(&out.metrics)
+        ));
+        bar.inc(1);
+        let mut record = out.metrics;
+        record.insert("lr".into(), json!(lr));
+        record.insert("grad_norm".into(), json!(grad_norm));
+        record.insert("tokens_per_second".into(), json!(tokens_per_second));
+        record.insert("step_ms".into(), json!(step_ms));
+        metrics_log.write(step + 1, "train", record)?;
+
+        let done = step + 1;
+        let is_last = done == hyper.steps;
+        let every = |n: u64| n > 0 && done % n == 0;
+        if objective.has_held_out() && (is_last || every(settings.eval_every)) {
+            last_eval = Some(evaluate(done, objective, model, &mut metrics_log, &bar)?);
+        }
+        if every(settings.save_every) && !is_last {
+            save_checkpoint(
+                &settings.out,
+                model,
+                &optimizer,
+                &state(done, stats.last_loss),
+            )?;
+        }
+    }
+    bar.finish_and_clear();
+
+    let train_runtime = stats.started.elapsed().as_secs_f64();
+    save_checkpoint(
+        &settings.out,
+        model,
+        &optimizer,
+        &state(hyper.steps, stats.last_loss),
+    )?;
+    Ok(TrainSummary {
+        steps: hyper.steps - start_step,
+        first_loss: stats.first_loss,
+        final_loss: stats.last_loss,
+        train_runtime,
+        tokens_per_second: stats.tokens as f64 / train_runtime.max(1e-9),
+        train_rows: data.train_rows,
+        truncated_rows: data.truncated_rows,
+        padding_share: 1.0 - stats.tokens as f64 / stats.padded_tokens.max(1) as f64,
+        eval_loss: last_eval.as_ref().map(|m| metric(m, "loss")),
+        eval: last_eval,
+        out: settings.out.display().to_string(),
+    })
+}
