@@ -169,20 +169,10 @@ pub fn load_optimizer_state(
     Ok(())
 }
 
-/// A fresh optimizer at step 0, or, with `resume`, the optimizer state and
-/// step count saved in `out`. Refuses to resume a run of another `stage`
-/// (objective) or optimizer, or one that already took `hyper.steps`.
-pub fn optimizer_and_start_step(
-    hyper: &TrainHyper,
-    out: &Path,
-    model: &Gpt<f32>,
-    resume: bool,
-    stage: &str,
-) -> Result<(AnyOptimizer, u64)> {
-    let mut optimizer = hyper.new_optimizer();
-    if !resume {
-        return Ok((optimizer, 0));
-    }
+/// The trainer state of the run in `out`, if `--resume` can continue it with
+/// `hyper` under the objective `stage`: the same stage and optimizer, and
+/// fewer steps taken than `hyper.steps`. Checked before any data is loaded.
+pub fn resumable_state(out: &Path, stage: &str, hyper: &TrainHyper) -> Result<TrainerState> {
     let state = read_state(out).context("--resume")?;
     let run = out.display();
     ensure!(
@@ -201,6 +191,23 @@ pub fn optimizer_and_start_step(
         "--resume: the run in {run} already took {} steps; ask for more with --steps",
         state.step
     );
+    Ok(state)
+}
+
+/// A fresh optimizer at step 0, or, with `resume`, the optimizer state and
+/// step count saved in `out` (see [`resumable_state`]).
+pub fn optimizer_and_start_step(
+    hyper: &TrainHyper,
+    out: &Path,
+    model: &Gpt<f32>,
+    resume: bool,
+    stage: &str,
+) -> Result<(AnyOptimizer, u64)> {
+    let mut optimizer = hyper.new_optimizer();
+    if !resume {
+        return Ok((optimizer, 0));
+    }
+    let state = resumable_state(out, stage, hyper)?;
     load_optimizer_state(out, model, &mut optimizer, &state).context("--resume")?;
     Ok((optimizer, state.step))
 }

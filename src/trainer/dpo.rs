@@ -7,9 +7,9 @@ use std::time::Instant;
 use anyhow::Result;
 use dpo::data::PreferenceRow;
 use dpo::loss::DpoLossConfig;
-use dpo::objective::DpoObjective;
+use dpo::objective::{DpoObjective, Objective};
 
-use super::checkpoint::check_out_dir;
+use super::checkpoint::{check_out_dir, resumable_state};
 use super::setup::{load_model, load_reference, load_train_data, DataArgs};
 use super::train_loop::{train, RunSettings, TrainSummary};
 
@@ -40,7 +40,9 @@ pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary> {
     run.hyper.validate()?;
     check_out_dir(&run.out)?;
     let mut policy = if run.resume {
-        load_model(&run.out, "--resume: the checkpoint in --out")?
+        let policy = load_model(&run.out, "--resume: the checkpoint in --out")?;
+        resumable_state(&run.out, DpoObjective::STAGE, &run.hyper)?;
+        policy
     } else {
         load_model(&args.policy, "policy")?
     };

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use dpo::data::SftRow;
-use dpo::objective::SftObjective;
+use dpo::objective::{Objective, SftObjective};
 use transformer::{Gpt, GptConfig};
 
-use super::checkpoint::check_out_dir;
+use super::checkpoint::{check_out_dir, resumable_state};
 use super::setup::{load_model, load_train_data, DataArgs};
 use super::train_loop::{train, RunSettings, TrainSummary};
 
@@ -38,7 +38,11 @@ pub fn train_sft(args: &SftTrainArgs) -> Result<TrainSummary> {
     run.hyper.validate()?;
     check_out_dir(&run.out)?;
     let mut model = match (&args.init, run.resume) {
-        (_, true) => load_model(&run.out, "--resume: the checkpoint in --out")?,
+        (_, true) => {
+            let model = load_model(&run.out, "--resume: the checkpoint in --out")?;
+            resumable_state(&run.out, SftObjective::STAGE, &run.hyper)?;
+            model
+        }
         (SftInit::Checkpoint(dir), false) => load_model(dir, "--init")?,
         (SftInit::Config(config), false) => {
             config

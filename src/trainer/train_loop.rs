@@ -159,7 +159,7 @@ pub fn train<O: Objective>(
     data: DataCounts,
 ) -> Result<TrainSummary> {
     let hyper = &settings.hyper;
-    let stage = objective.stage();
+    let stage = O::STAGE;
     let (mut optimizer, start_step) =
         optimizer_and_start_step(hyper, &settings.out, model, settings.resume, stage)?;
     if settings.resume {

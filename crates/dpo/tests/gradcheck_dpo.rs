@@ -5,8 +5,8 @@
 use autograd::gradcheck::{gradcheck_with, random_inputs, GradcheckOptions};
 use autograd::Tensor;
 use dpo::data::{collate_pairs, PreferenceRow};
-use dpo::loss::{dpo_loss, DpoLossConfig, LossType};
 use dpo::logps::pair_logps;
+use dpo::loss::{dpo_loss, DpoLossConfig, LossType};
 use transformer::{param_specs, Gpt, GptConfig};
 
 fn row(prompt: &[u32], chosen: &[u32], rejected: &[u32]) -> PreferenceRow {

@@ -108,9 +108,7 @@ impl DpoObjective {
 }
 
 impl Objective for DpoObjective {
-    fn stage(&self) -> &'static str {
-        "dpo"
-    }
+    const STAGE: &'static str = "dpo";
 
     fn train_lengths(&self) -> Vec<usize> {
         self.train

@@ -49,7 +49,7 @@ pub struct BatchLoss {
 pub trait Objective {
     /// The stage name (`"sft"` or `"dpo"`), saved with each checkpoint so that
     /// `--resume` continues a run under the objective it started with.
-    fn stage(&self) -> &'static str;
+    const STAGE: &'static str;
 
     /// The padded length of each training row (see
     /// [`crate::data::TrainingRow::padded_len`]): what batches are planned on.

@@ -74,9 +74,7 @@ impl SftObjective {
 }
 
 impl Objective for SftObjective {
-    fn stage(&self) -> &'static str {
-        "sft"
-    }
+    const STAGE: &'static str = "sft";
 
     fn train_lengths(&self) -> Vec<usize> {
         self.train.iter().map(SftRow::sequence_len).collect()

@@ -1,0 +1,223 @@
+//! The training objectives and the data functions the trainer runs: the
+//! epoch batch plan, `prepare_rows`, and SFT and DPO batch losses and
+//! evaluations checked against the same computation written out from the
+//! lower-level functions.
+
+use std::io::Write;
+
+use autograd::Tape;
+use dpo::data::{
+    collate_pairs, epoch_batches, load_preferences, padding_share, prepare_rows,
+    truncate_preferences, DataError, PreferenceRow, SftRow,
+};
+use dpo::logps::{pair_logps, pair_logps_no_grad};
+use dpo::loss::{dpo_loss, DpoLossConfig, LossType};
+use dpo::objective::{metric, sft_batch_loss, DpoObjective, Objective, SftObjective};
+use rand::{Rng, SeedableRng};
+use transformer::{ByteTokenizer, Gpt, GptConfig};
+
+fn tiny_config() -> GptConfig {
+    GptConfig {
+        vocab_size: 256,
+        block_size: 12,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 16,
+        bias: true,
+    }
+}
+
+fn pair(prompt: &[u32], chosen: &[u32], rejected: &[u32]) -> PreferenceRow {
+    PreferenceRow {
+        prompt: prompt.to_vec(),
+        chosen: chosen.to_vec(),
+        rejected: rejected.to_vec(),
+        line: 0,
+    }
+}
+
+/// Pairs of assorted lengths, one with an empty prompt.
+fn pairs() -> Vec<PreferenceRow> {
+    vec![
+        pair(&[1, 2, 3], &[4, 5], &[6]),
+        pair(&[], &[7, 8, 9], &[10, 11]),
+        pair(&[12], &[13], &[14, 15, 16, 17]),
+        pair(&[18, 19], &[20, 21, 22], &[23, 24, 25]),
+        pair(&[26, 27, 28, 29], &[30], &[31, 32]),
+    ]
+}
+
+const SIGMOID: DpoLossConfig = DpoLossConfig {
+    loss_type: LossType::Sigmoid,
+    beta: 0.1,
+    label_smoothing: 0.0,
+};
+
+#[test]
+fn epoch_batches_cover_every_row_once_and_are_a_function_of_their_arguments() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let lengths: Vec<usize> = (0..103).map(|_| rng.gen_range(1..200)).collect();
+    for group in [false, true] {
+        for batch_size in [1, 4, 7, 103, 200] {
+            let first = epoch_batches(&lengths, batch_size, 5, 0, group);
+            let mut seen: Vec<usize> = first.iter().flatten().copied().collect();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..103).collect::<Vec<_>>());
+            assert!(first.iter().all(|b| !b.is_empty() && b.len() <= batch_size));
+            assert_eq!(first, epoch_batches(&lengths, batch_size, 5, 0, group));
+            if batch_size < 103 {
+                assert_ne!(first, epoch_batches(&lengths, batch_size, 5, 1, group));
+                assert_ne!(first, epoch_batches(&lengths, batch_size, 6, 0, group));
+            }
+        }
+    }
+    // Grouping by length is what it is for: less padding.
+    let plain = epoch_batches(&lengths, 4, 5, 0, false);
+    let grouped = epoch_batches(&lengths, 4, 5, 0, true);
+    assert!(padding_share(&grouped, &lengths) < padding_share(&plain, &lengths) / 2.0);
+}
+
+fn jsonl_file(lines: &[&str]) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new()
+        .suffix(".jsonl")
+        .tempfile()
+        .unwrap();
+    for line in lines {
+        writeln!(file, "{line}").unwrap();
+    }
+    file
+}
+
+#[test]
+fn prepare_rows_is_load_then_truncate() {
+    let file = jsonl_file(&[
+        r#"{"prompt": "a long prompt here", "chosen": " yes", "rejected": " no"}"#,
+        r#"{"prompt": "hi", "chosen": " a fine answer", "rejected": " bad"}"#,
+        r#"{"prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [4, 5]}"#,
+    ]);
+    let prepared =
+        prepare_rows::<PreferenceRow>(file.path(), &ByteTokenizer, 256, 12, 6, false).unwrap();
+    let (loaded, load) = load_preferences(file.path(), &ByteTokenizer, 256, false).unwrap();
+    let (truncated, report) = truncate_preferences(&loaded, 12, 6, false).unwrap();
+    assert_eq!(prepared.rows, truncated);
+    assert_eq!(prepared.load, load);
+    assert_eq!(prepared.truncation, report);
+    assert_eq!(prepared.truncation.truncated, 2);
+    assert!(prepared.rows.iter().all(|r| r.max_sequence_len() <= 12));
+}
+
+#[test]
+fn prepare_rows_refuses_a_file_left_empty_by_truncation() {
+    // A 1-token response after a prompt cut to nothing has no scored token.
+    let file =
+        jsonl_file(&[r#"{"prompt_ids": [1, 2, 3], "chosen_ids": [4], "rejected_ids": [5, 6, 7]}"#]);
+    let err =
+        prepare_rows::<PreferenceRow>(file.path(), &ByteTokenizer, 256, 3, 0, true).unwrap_err();
+    assert!(matches!(err, DataError::NoRows { skipped: 1, .. }), "{err}");
+    let err =
+        prepare_rows::<PreferenceRow>(file.path(), &ByteTokenizer, 256, 3, 0, false).unwrap_err();
+    assert!(
+        matches!(err, DataError::NoScoredTokenAfterTruncation { line: 1, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn sft_objective_batch_loss_is_the_sft_loss_of_its_rows() {
+    let model = Gpt::<f32>::new(tiny_config(), 1);
+    let rows: Vec<SftRow> = pairs()
+        .into_iter()
+        .map(|p| SftRow {
+            prompt: p.prompt,
+            completion: p.chosen,
+            line: 0,
+        })
+        .collect();
+    let mut objective = SftObjective::new(rows.clone(), rows[..2].to_vec(), 2);
+    assert_eq!(objective.train_lengths(), vec![5, 3, 2, 5, 5]);
+    assert!(objective.has_held_out());
+
+    let batch = [3, 0, 2];
+    let tape = Tape::<f32>::new();
+    let params = model.bind(&tape);
+    let out = objective.batch_loss(&model, &tape, &params, &batch);
+    let chosen: Vec<SftRow> = batch.iter().map(|&i| rows[i].clone()).collect();
+    let (expected, scored) = sft_batch_loss(&model, &tape, &params, &chosen);
+    assert_eq!(scored, 3 + 2 + 1);
+    assert_eq!(out.loss.item(), expected.item());
+    assert_eq!(metric(&out.metrics, "loss"), expected.item() as f64);
+    assert_eq!(out.tokens, 5 + 5 + 2);
+    assert_eq!(out.padded_tokens, 3 * 5);
+
+    // Held-out: the token-weighted mean over both rows.
+    let eval = objective.evaluate(&model);
+    let tape = Tape::<f32>::no_grad();
+    let params = model.bind(&tape);
+    let (all, _) = sft_batch_loss(&model, &tape, &params, &rows[..2]);
+    let held_out = metric(&eval, "loss");
+    assert!(
+        (held_out - all.item() as f64).abs() < 1e-6 * held_out.abs(),
+        "{eval:?}"
+    );
+}
+
+#[test]
+fn dpo_objective_batch_loss_uses_the_cached_reference_log_probs() {
+    let policy = Gpt::<f32>::new(tiny_config(), 1);
+    let reference = Gpt::<f32>::new(tiny_config(), 2);
+    let rows = pairs();
+    let mut objective = DpoObjective::new(SIGMOID, rows.clone(), rows.clone(), Some(&reference), 2);
+    assert_eq!(objective.num_rows(), 10);
+
+    let batch = [4, 1, 2];
+    let tape = Tape::<f32>::new();
+    let params = policy.bind(&tape);
+    let out = objective.batch_loss(&policy, &tape, &params, &batch);
+
+    // The same loss written out: reference log-probs computed directly.
+    let batch_rows: Vec<PreferenceRow> = batch.iter().map(|&i| rows[i].clone()).collect();
+    let reference_logps = pair_logps_no_grad(&reference, &batch_rows, 8);
+    let flat: Vec<f64> = reference_logps
+        .iter()
+        .map(|r| r.0)
+        .chain(reference_logps.iter().map(|r| r.1))
+        .collect();
+    let pairs_batch = collate_pairs(&batch_rows);
+    let logps = pair_logps(&policy, &tape, &params, &pairs_batch);
+    let expected = dpo_loss(&tape, &logps, &flat, &pairs_batch.scored_tokens, &SIGMOID);
+    assert_eq!(out.loss.item(), expected.item());
+    assert!((metric(&out.metrics, "loss") - expected.item() as f64).abs() < 1e-6);
+    assert_eq!(metric(&out.metrics, "num_pairs"), 3.0);
+    let real: usize = batch_rows
+        .iter()
+        .map(|r| 2 * r.prompt.len() + r.chosen.len() + r.rejected.len())
+        .sum();
+    assert_eq!(out.tokens, real);
+    assert_eq!(out.padded_tokens, 2 * 3 * pairs_batch.seq_len);
+}
+
+#[test]
+fn dpo_objective_evaluates_rewards_and_the_policy_pair_accuracy() {
+    let policy = Gpt::<f32>::new(tiny_config(), 1);
+    let rows = pairs();
+    // Reference-free: the rewards are beta times the policy log-probs.
+    let mut objective = DpoObjective::new(SIGMOID, rows[..1].to_vec(), rows.clone(), None, 3);
+    let eval = objective.evaluate(&policy);
+    let logps = pair_logps_no_grad(&policy, &rows, 3);
+    let n = rows.len() as f64;
+    let mean_chosen = logps.iter().map(|l| l.0).sum::<f64>() / n;
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * (1.0 + b.abs());
+    assert!(
+        close(metric(&eval, "logps/chosen"), mean_chosen),
+        "{eval:?}"
+    );
+    assert!(
+        close(metric(&eval, "rewards/chosen"), 0.1 * mean_chosen),
+        "{eval:?}"
+    );
+    let preferred = logps.iter().filter(|(c, r)| c > r).count() as f64;
+    assert_eq!(metric(&eval, "pair_accuracy"), preferred / n);
+    // Without a reference, the reward accuracy is the pair accuracy.
+    assert_eq!(metric(&eval, "rewards/accuracies"), preferred / n);
+    assert_eq!(metric(&eval, "num_pairs"), n);
+}

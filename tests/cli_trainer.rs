@@ -1,0 +1,266 @@
+//! The one training loop from the command line: every trainer flag works for
+//! every objective (SFT and DPO), `--resume` refuses a run of another
+//! objective or optimizer, and the newcomer's mistakes get a line that says
+//! what to do. Inputs: the tiny models and data of tests/golden/.
+
+mod common;
+
+use std::path::Path;
+
+use common::dpo;
+use serde_json::Value;
+
+/// `dpo sft` from the golden sft/ case into `out`, with `extra` flags.
+fn sft(out: &Path, extra: &[&str]) -> common::Run {
+    let mut args = vec![
+        "sft",
+        "--data",
+        "sft/sft.jsonl",
+        "--init",
+        "sft/init",
+        "--out",
+        out.to_str().unwrap(),
+        "--batch-size",
+        "3",
+        "--lr",
+        "1e-2",
+        "--no-progress",
+    ];
+    args.extend_from_slice(extra);
+    dpo(&args)
+}
+
+/// `dpo train` on the golden ids/ case into `out`, with `extra` flags.
+fn train(out: &Path, extra: &[&str]) -> common::Run {
+    let mut args = vec![
+        "train",
+        "--policy",
+        "ids/policy",
+        "--ref",
+        "ids/ref",
+        "--data",
+        "ids/prefs.jsonl",
+        "--out",
+        out.to_str().unwrap(),
+        "--batch-size",
+        "3",
+        "--no-progress",
+    ];
+    args.extend_from_slice(extra);
+    dpo(&args)
+}
+
+/// The records of a metrics log, as JSON objects.
+fn records(path: &Path) -> Vec<serde_json::Map<String, Value>> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|v| v.as_object().unwrap().clone())
+        .collect()
+}
+
+fn trainer_step(dir: &Path) -> u64 {
+    let text = std::fs::read_to_string(dir.join("trainer_state.json")).unwrap();
+    serde_json::from_str::<Value>(&text).unwrap()["step"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn sft_evaluates_held_out_data_on_the_cadence_and_at_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, log) = (tmp.path().join("out"), tmp.path().join("metrics.jsonl"));
+    let run = sft(
+        &out,
+        &[
+            "--steps",
+            "4",
+            "--eval-data",
+            "sft/sft.jsonl",
+            "--eval-every",
+            "2",
+            "--metrics",
+            log.to_str().unwrap(),
+        ],
+    );
+    run.assert_ok();
+    let summary = run.json();
+    let eval_loss = summary["eval_loss"].as_f64().unwrap();
+    assert_eq!(summary["eval"]["loss"].as_f64(), Some(eval_loss), "{run}");
+    let eval_steps: Vec<u64> = records(&log)
+        .iter()
+        .filter(|r| r["split"] == "eval")
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(eval_steps, vec![0, 2, 4], "{run}");
+    let train_records = records(&log)
+        .into_iter()
+        .filter(|r| r["split"] == "train")
+        .count();
+    assert_eq!(train_records, 4);
+}
+
+#[test]
+fn sft_saves_every_n_steps_without_changing_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (plain, saving) = (tmp.path().join("plain"), tmp.path().join("saving"));
+    sft(&plain, &["--steps", "3"]).assert_ok();
+    // A run cut after 2 of 3 steps has its step-2 checkpoint on disk.
+    sft(&saving, &["--steps", "3", "--save-every", "2"]).assert_ok();
+    assert_eq!(trainer_step(&saving), 3);
+    let weights = |dir: &Path| std::fs::read(dir.join("model.safetensors")).unwrap();
+    assert!(weights(&plain) == weights(&saving));
+
+    let cut = tmp.path().join("cut");
+    sft(&cut, &["--steps", "2", "--save-every", "1"]).assert_ok();
+    assert_eq!(trainer_step(&cut), 2);
+}
+
+#[test]
+fn eval_fraction_holds_out_rows_for_sft_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = sft(
+        &tmp.path().join("out"),
+        &["--steps", "1", "--eval-fraction", "0.3"],
+    );
+    run.assert_ok();
+    let summary = run.json();
+    assert!(summary["eval_loss"].as_f64().unwrap().is_finite(), "{run}");
+    let all = dpo(&[
+        "sft",
+        "--data",
+        "sft/sft.jsonl",
+        "--init",
+        "sft/init",
+        "--out",
+        tmp.path().join("all").to_str().unwrap(),
+        "--steps",
+        "1",
+        "--no-progress",
+    ]);
+    all.assert_ok();
+    assert!(
+        summary["train_rows"].as_u64() < all.json()["train_rows"].as_u64(),
+        "{run}"
+    );
+}
+
+#[test]
+fn resume_refuses_another_objective_or_optimizer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    sft(&out, &["--steps", "1"]).assert_ok();
+    // A DPO run cannot resume an SFT run.
+    let run = train(&out, &["--steps", "2", "--resume"]);
+    run.assert_one_line_error();
+    assert!(run.stderr.contains("is a sft run, not dpo"), "{run}");
+    // Nor an AdamW run with SGD.
+    let run = sft(&out, &["--steps", "2", "--resume", "--optimizer", "sgd"]);
+    run.assert_one_line_error();
+    assert!(run.stderr.contains("--optimizer adamw"), "{run}");
+    // The same objective and optimizer resume.
+    sft(&out, &["--steps", "2", "--resume"]).assert_ok();
+    assert_eq!(trainer_step(&out), 2);
+}
+
+#[test]
+fn loss_dpo_is_the_sigmoid_loss() {
+    let eval = |loss: &str| {
+        let run = dpo(&[
+            "eval",
+            "--policy",
+            "ids/policy",
+            "--ref",
+            "ids/ref",
+            "--data",
+            "ids/prefs.jsonl",
+            "--loss",
+            loss,
+        ]);
+        run.assert_ok();
+        run.stdout
+    };
+    assert_eq!(eval("dpo"), eval("sigmoid"));
+    let run = dpo(&[
+        "eval",
+        "--policy",
+        "ids/policy",
+        "--ref",
+        "ids/ref",
+        "--data",
+        "ids/prefs.jsonl",
+        "--loss",
+        "nope",
+    ]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(run.stderr.contains("sigmoid"), "{run}");
+}
+
+#[test]
+fn a_missing_reference_names_reference_free() {
+    for command in ["train", "eval"] {
+        let mut args = vec![
+            command,
+            "--policy",
+            "ids/policy",
+            "--data",
+            "ids/prefs.jsonl",
+        ];
+        if command == "train" {
+            args.extend(["--out", "unused-out"]);
+        }
+        let run = dpo(&args);
+        run.assert_one_line_error();
+        assert!(
+            run.stderr.contains("--ref DIR") && run.stderr.contains("--reference-free"),
+            "{run}"
+        );
+    }
+}
+
+#[test]
+fn sft_without_a_starting_model_names_init_and_config() {
+    let run = dpo(&["sft", "--data", "sft/sft.jsonl", "--out", "unused-out"]);
+    run.assert_one_line_error();
+    assert!(
+        run.stderr.contains("one of --init") && run.stderr.contains("--config"),
+        "{run}"
+    );
+}
+
+#[test]
+fn generate_stops_at_the_stop_text() {
+    let generate = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            "text/policy",
+            "--prompt",
+            "Hello",
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "24",
+        ];
+        args.extend_from_slice(extra);
+        let run = dpo(&args);
+        run.assert_ok();
+        run.json()
+    };
+    let full = generate(&[]);
+    let completion = full["completion"].as_str().unwrap().to_string();
+    assert_eq!(full["finish_reason"], "length");
+    // Stop at a piece of what greedy decoding writes anyway: the completion
+    // is cut right before its first occurrence.
+    let chars: Vec<char> = completion.chars().collect();
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
+    let cut = generate(&["--stop", &stop]);
+    let expected = &completion[..completion.find(&stop).unwrap()];
+    assert_eq!(cut["completion"].as_str().unwrap(), expected, "{cut:?}");
+    assert_eq!(cut["finish_reason"], "stop");
+    assert_eq!(
+        cut["text"].as_str().unwrap(),
+        format!("Hello{expected}").as_str()
+    );
+}
