@@ -159,13 +159,13 @@ pub struct LossArgs {
     pub label_smoothing: f64,
 }
 
-/// `dpo train`
-#[derive(Debug, Args)]
-pub struct TrainArgs {
-    /// Initial policy checkpoint.
+/// The policy, its reference and the preference data of `train` and `eval`.
+#[derive(Debug, Args, Clone)]
+pub struct PairArgs {
+    /// Policy checkpoint (for `train`, the initial policy).
     #[arg(long, value_name = "DIR")]
     pub policy: PathBuf,
-    /// Frozen reference checkpoint (usually the same SFT checkpoint as --policy); or --reference-free.
+    /// Frozen reference checkpoint (usually the SFT checkpoint the policy starts from); or --reference-free.
     #[arg(long = "ref", value_name = "DIR")]
     pub reference: Option<PathBuf>,
     /// Reference-free DPO: reference log-probs are taken as 0.
@@ -174,6 +174,13 @@ pub struct TrainArgs {
     /// Preference data: {"prompt","chosen","rejected"}, {"chosen","rejected"} or `_ids` forms; .gz accepted.
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
+}
+
+/// `dpo train`
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub pairs: PairArgs,
     /// Output checkpoint directory.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -189,18 +196,8 @@ pub struct TrainArgs {
 /// `dpo eval`
 #[derive(Debug, Args)]
 pub struct EvalCliArgs {
-    /// Policy checkpoint.
-    #[arg(long, value_name = "DIR")]
-    pub policy: PathBuf,
-    /// Reference checkpoint; or --reference-free.
-    #[arg(long = "ref", value_name = "DIR")]
-    pub reference: Option<PathBuf>,
-    /// Reference-free metrics (reference log-probs taken as 0).
-    #[arg(long, conflicts_with = "reference")]
-    pub reference_free: bool,
-    /// Preference data.
-    #[arg(long, value_name = "FILE")]
-    pub data: PathBuf,
+    #[command(flatten)]
+    pub pairs: PairArgs,
     /// Tokens kept of a long prompt when a row is truncated (default: block_size / 2).
     #[arg(long, value_name = "N")]
     pub max_prompt_length: Option<usize>,

@@ -10,7 +10,7 @@ use transformer::sampling::{generate, SamplingOptions};
 use transformer::{ByteTokenizer, GptConfig, Tokenizer};
 
 use super::args::{
-    Cli, Command, EvalCliArgs, GenerateArgs, LossArgs, OptimArgs, SftArgs, TrainArgs,
+    Cli, Command, EvalCliArgs, GenerateArgs, LossArgs, OptimArgs, PairArgs, SftArgs, TrainArgs,
 };
 use crate::trainer::setup::load_model;
 use crate::trainer::{
@@ -55,19 +55,19 @@ fn sft_args(a: SftArgs) -> Result<SftTrainArgs> {
 
 fn train_args(a: TrainArgs) -> Result<DpoTrainArgs> {
     Ok(DpoTrainArgs {
-        reference: reference(a.reference, a.reference_free, "train")?,
+        reference: reference(&a.pairs, "train")?,
         loss: loss_config(&a.loss),
-        data: data_args(&a.data, &a.optim),
+        data: data_args(&a.pairs.data, &a.optim),
         run: run_settings(&a.out, &a.optim, a.lr),
-        policy: a.policy,
+        policy: a.pairs.policy,
     })
 }
 
 fn eval_args(a: EvalCliArgs) -> Result<EvalArgs> {
     Ok(EvalArgs {
-        reference: reference(a.reference, a.reference_free, "eval")?,
-        policy: a.policy,
-        data: a.data,
+        reference: reference(&a.pairs, "eval")?,
+        policy: a.pairs.policy,
+        data: a.pairs.data,
         loss: loss_config(&a.loss),
         max_prompt_length: a.max_prompt_length,
         batch_size: a.batch_size.max(1),
@@ -76,14 +76,10 @@ fn eval_args(a: EvalCliArgs) -> Result<EvalArgs> {
 }
 
 /// `--ref DIR`, or none with `--reference-free`; one of them is needed.
-fn reference(
-    reference: Option<std::path::PathBuf>,
-    reference_free: bool,
-    command: &str,
-) -> Result<Option<std::path::PathBuf>> {
-    match (reference, reference_free) {
+fn reference(a: &PairArgs, command: &str) -> Result<Option<std::path::PathBuf>> {
+    match (&a.reference, a.reference_free) {
         (Some(_), true) => bail!("--ref and --reference-free exclude each other"),
-        (Some(dir), false) => Ok(Some(dir)),
+        (Some(dir), false) => Ok(Some(dir.clone())),
         (None, true) => Ok(None),
         (None, false) => bail!(
             "dpo {command} needs a frozen reference: --ref DIR (usually the SFT checkpoint the policy starts from), or --reference-free"

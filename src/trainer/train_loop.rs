@@ -126,15 +126,17 @@ impl RunStats {
     }
 }
 
-/// Evaluates on the held-out rows: one metrics record and one log line.
+/// Evaluates on the held-out rows, if any: one metrics record and one log line.
 fn evaluate<O: Objective>(
     step: u64,
     objective: &mut O,
     model: &Gpt<f32>,
     metrics_log: &mut MetricsLog,
     bar: &ProgressBar,
-) -> Result<Metrics> {
-    let metrics = objective.evaluate(model);
+) -> Result<Option<Metrics>> {
+    let Some(metrics) = objective.evaluate(model) else {
+        return Ok(None);
+    };
     if !metric(&metrics, "loss").is_finite() {
         bail!(
             "step {step}: the held-out loss is not finite; stopping (check the data and the checkpoints for inf/NaN)"
@@ -145,7 +147,7 @@ fn evaluate<O: Objective>(
         bar,
         format!("step {step}: eval {}", objective.describe(&metrics)),
     );
-    Ok(metrics)
+    Ok(Some(metrics))
 }
 
 /// Trains `model` on `objective` for `settings.hyper.steps` steps in all
@@ -186,9 +188,9 @@ pub fn train<O: Objective>(
 
     let mut stats = RunStats::start();
     let mut last_eval = None;
-    if objective.has_held_out() && start_step == 0 && settings.eval_every > 0 {
+    if start_step == 0 && settings.eval_every > 0 {
         // Step 0: the starting point of the held-out curves.
-        last_eval = Some(evaluate(0, objective, model, &mut metrics_log, &bar)?);
+        last_eval = evaluate(0, objective, model, &mut metrics_log, &bar)?;
     }
     let mut epoch_plan: Option<(u64, Vec<Vec<usize>>)> = None;
     for step in start_step..hyper.steps {
@@ -245,8 +247,8 @@ pub fn train<O: Objective>(
         let done = step + 1;
         let is_last = done == hyper.steps;
         let every = |n: u64| n > 0 && done % n == 0;
-        if objective.has_held_out() && (is_last || every(settings.eval_every)) {
-            last_eval = Some(evaluate(done, objective, model, &mut metrics_log, &bar)?);
+        if is_last || every(settings.eval_every) {
+            last_eval = evaluate(done, objective, model, &mut metrics_log, &bar)?;
         }
         if every(settings.save_every) && !is_last {
             save_checkpoint(

@@ -135,7 +135,6 @@ fn sft_objective_batch_loss_is_the_sft_loss_of_its_rows() {
         .collect();
     let mut objective = SftObjective::new(rows.clone(), rows[..2].to_vec(), 2);
     assert_eq!(objective.train_lengths(), vec![5, 3, 2, 5, 5]);
-    assert!(objective.has_held_out());
 
     let batch = [3, 0, 2];
     let tape = Tape::<f32>::new();
@@ -150,7 +149,7 @@ fn sft_objective_batch_loss_is_the_sft_loss_of_its_rows() {
     assert_eq!(out.padded_tokens, 3 * 5);
 
     // Held-out: the token-weighted mean over both rows.
-    let eval = objective.evaluate(&model);
+    let eval = objective.evaluate(&model).unwrap();
     let tape = Tape::<f32>::no_grad();
     let params = model.bind(&tape);
     let (all, _) = sft_batch_loss(&model, &tape, &params, &rows[..2]);
@@ -202,7 +201,9 @@ fn dpo_objective_evaluates_rewards_and_the_policy_pair_accuracy() {
     let rows = pairs();
     // Reference-free: the rewards are beta times the policy log-probs.
     let mut objective = DpoObjective::new(SIGMOID, rows[..1].to_vec(), rows.clone(), None, 3);
-    let eval = objective.evaluate(&policy);
+    let eval = objective.evaluate(&policy).unwrap();
+    let mut no_held_out = DpoObjective::new(SIGMOID, rows.clone(), Vec::new(), None, 3);
+    assert!(no_held_out.evaluate(&policy).is_none());
     let logps = pair_logps_no_grad(&policy, &rows, 3);
     let n = rows.len() as f64;
     let mean_chosen = logps.iter().map(|l| l.0).sum::<f64>() / n;

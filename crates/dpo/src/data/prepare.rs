@@ -10,23 +10,24 @@ use super::{
     PreferenceRow, SftRow, TruncationReport,
 };
 
+/// Reads and validates a file of rows: `(path, tokenizer, vocab_size,
+/// skip_invalid)` -> the rows and what was skipped.
+pub type LoadFn<R> =
+    fn(&Path, &dyn Tokenizer, usize, bool) -> Result<(Vec<R>, LoadReport), DataError>;
+
+/// Fits rows into the block: `(rows, block_size, max_prompt_length,
+/// skip_invalid)` -> the rows and what was cut or skipped.
+pub type TruncateFn<R> =
+    fn(&[R], usize, usize, bool) -> Result<(Vec<R>, TruncationReport), DataError>;
+
 /// A kind of row a data file holds: preference pairs or supervised rows.
 pub trait TrainingRow: Clone + Send + Sync + Sized {
-    /// Reads and validates a file of such rows ([`load_preferences`], [`load_sft`]).
-    fn load(
-        path: &Path,
-        tokenizer: &dyn Tokenizer,
-        vocab_size: usize,
-        skip_invalid: bool,
-    ) -> Result<(Vec<Self>, LoadReport), DataError>;
+    /// How a file of such rows is read ([`load_preferences`], [`load_sft`]).
+    const LOAD: LoadFn<Self>;
 
-    /// Fits rows into the block ([`truncate_preferences`], [`truncate_sft_rows`]).
-    fn truncate(
-        rows: &[Self],
-        block_size: usize,
-        max_prompt_length: usize,
-        skip_invalid: bool,
-    ) -> Result<(Vec<Self>, TruncationReport), DataError>;
+    /// How such rows are fitted into the block ([`truncate_preferences`],
+    /// [`truncate_sft_rows`]).
+    const TRUNCATE: TruncateFn<Self>;
 
     /// The length of the row's longest sequence: what it adds to the padded
     /// length of a batch (the key of length-grouped batching).
@@ -34,23 +35,8 @@ pub trait TrainingRow: Clone + Send + Sync + Sized {
 }
 
 impl TrainingRow for PreferenceRow {
-    fn load(
-        path: &Path,
-        tokenizer: &dyn Tokenizer,
-        vocab_size: usize,
-        skip_invalid: bool,
-    ) -> Result<(Vec<Self>, LoadReport), DataError> {
-        load_preferences(path, tokenizer, vocab_size, skip_invalid)
-    }
-
-    fn truncate(
-        rows: &[Self],
-        block_size: usize,
-        max_prompt_length: usize,
-        skip_invalid: bool,
-    ) -> Result<(Vec<Self>, TruncationReport), DataError> {
-        truncate_preferences(rows, block_size, max_prompt_length, skip_invalid)
-    }
+    const LOAD: LoadFn<Self> = load_preferences;
+    const TRUNCATE: TruncateFn<Self> = truncate_preferences;
 
     fn padded_len(&self) -> usize {
         self.max_sequence_len()
@@ -58,23 +44,8 @@ impl TrainingRow for PreferenceRow {
 }
 
 impl TrainingRow for SftRow {
-    fn load(
-        path: &Path,
-        tokenizer: &dyn Tokenizer,
-        vocab_size: usize,
-        skip_invalid: bool,
-    ) -> Result<(Vec<Self>, LoadReport), DataError> {
-        load_sft(path, tokenizer, vocab_size, skip_invalid)
-    }
-
-    fn truncate(
-        rows: &[Self],
-        block_size: usize,
-        max_prompt_length: usize,
-        skip_invalid: bool,
-    ) -> Result<(Vec<Self>, TruncationReport), DataError> {
-        truncate_sft_rows(rows, block_size, max_prompt_length, skip_invalid)
-    }
+    const LOAD: LoadFn<Self> = load_sft;
+    const TRUNCATE: TruncateFn<Self> = truncate_sft_rows;
 
     fn padded_len(&self) -> usize {
         self.sequence_len()
@@ -92,9 +63,9 @@ pub struct PreparedRows<R> {
     pub truncation: TruncationReport,
 }
 
-/// Loads `path` ([`TrainingRow::load`]), then truncates every row into
+/// Loads `path` ([`TrainingRow::LOAD`]), then truncates every row into
 /// `block_size` with a prompt budget of `max_prompt_length`
-/// ([`TrainingRow::truncate`]). A file left with no row is an error.
+/// ([`TrainingRow::TRUNCATE`]). A file left with no row is an error.
 pub fn prepare_rows<R: TrainingRow>(
     path: &Path,
     tokenizer: &dyn Tokenizer,
@@ -103,8 +74,8 @@ pub fn prepare_rows<R: TrainingRow>(
     max_prompt_length: usize,
     skip_invalid: bool,
 ) -> Result<PreparedRows<R>, DataError> {
-    let (rows, load) = R::load(path, tokenizer, vocab_size, skip_invalid)?;
-    let (rows, truncation) = R::truncate(&rows, block_size, max_prompt_length, skip_invalid)?;
+    let (rows, load) = R::LOAD(path, tokenizer, vocab_size, skip_invalid)?;
+    let (rows, truncation) = R::TRUNCATE(&rows, block_size, max_prompt_length, skip_invalid)?;
     if rows.is_empty() {
         return Err(DataError::NoRows {
             path: path.display().to_string(),

@@ -10,7 +10,7 @@ use serde_json::json;
 use transformer::Gpt;
 
 use super::{metric, BatchLoss, Metrics, Objective};
-use crate::data::{collate_pairs, scored_tokens, PreferenceRow};
+use crate::data::{collate_pairs, scored_tokens, PreferenceRow, TrainingRow};
 use crate::logps::{pair_logps, pair_logps_no_grad};
 use crate::loss::{dpo_loss, DpoLossConfig, DpoMetrics, MetricSums, PairLogps};
 
@@ -111,14 +111,7 @@ impl Objective for DpoObjective {
     const STAGE: &'static str = "dpo";
 
     fn train_lengths(&self) -> Vec<usize> {
-        self.train
-            .iter()
-            .map(PreferenceRow::max_sequence_len)
-            .collect()
-    }
-
-    fn has_held_out(&self) -> bool {
-        !self.held_out.is_empty()
+        self.train.iter().map(PreferenceRow::padded_len).collect()
     }
 
     fn batch_loss(
@@ -170,7 +163,10 @@ impl Objective for DpoObjective {
     /// The DPO metrics of the held-out pairs, plus the policy's own
     /// `pair_accuracy`: the share of pairs whose chosen response has the
     /// higher log-probability (`logp_c > logp_r`, no reference involved).
-    fn evaluate(&mut self, model: &Gpt<f32>) -> Metrics {
+    fn evaluate(&mut self, model: &Gpt<f32>) -> Option<Metrics> {
+        if self.held_out.is_empty() {
+            return None;
+        }
         let policy = pair_logps_no_grad(model, &self.held_out, self.eval_batch_size);
         let mut sums = MetricSums::default();
         sums.add(
@@ -181,9 +177,9 @@ impl Objective for DpoObjective {
         let mut metrics = sums.metrics().to_record();
         metrics.insert(
             "pair_accuracy".into(),
-            json!(preferred as f64 / self.held_out.len().max(1) as f64),
+            json!(preferred as f64 / self.held_out.len() as f64),
         );
-        metrics
+        Some(metrics)
     }
 
     fn describe(&self, metrics: &Metrics) -> String {

@@ -55,9 +55,6 @@ pub trait Objective {
     /// [`crate::data::TrainingRow::padded_len`]): what batches are planned on.
     fn train_lengths(&self) -> Vec<usize>;
 
-    /// Whether there are held-out rows to [`Objective::evaluate`].
-    fn has_held_out(&self) -> bool;
-
     /// The loss of the training rows `batch` (indices into the training
     /// rows) on `tape`, where `params` are `model`'s parameters bound as
     /// leaves.
@@ -69,8 +66,9 @@ pub trait Objective {
         batch: &[usize],
     ) -> BatchLoss;
 
-    /// The metrics of `model` on the held-out rows (no tape), `loss` among them.
-    fn evaluate(&mut self, model: &Gpt<f32>) -> Metrics;
+    /// The metrics of `model` on the held-out rows (no tape), `loss` among
+    /// them; `None` when there are no held-out rows.
+    fn evaluate(&mut self, model: &Gpt<f32>) -> Option<Metrics>;
 
     /// The few metrics worth a log line, e.g. `loss 0.6931 acc 0.50`.
     fn describe(&self, metrics: &Metrics) -> String {

@@ -15,7 +15,7 @@ use serde_json::json;
 use transformer::Gpt;
 
 use super::{BatchLoss, Metrics, Objective};
-use crate::data::{self, SftRow};
+use crate::data::{self, SftRow, TrainingRow};
 use crate::logps::sequence_logps;
 
 /// The SFT loss of a batch of rows on `tape`, and its number of scored tokens.
@@ -77,11 +77,7 @@ impl Objective for SftObjective {
     const STAGE: &'static str = "sft";
 
     fn train_lengths(&self) -> Vec<usize> {
-        self.train.iter().map(SftRow::sequence_len).collect()
-    }
-
-    fn has_held_out(&self) -> bool {
-        !self.held_out.is_empty()
+        self.train.iter().map(SftRow::padded_len).collect()
     }
 
     fn batch_loss(
@@ -104,10 +100,13 @@ impl Objective for SftObjective {
         }
     }
 
-    fn evaluate(&mut self, model: &Gpt<f32>) -> Metrics {
+    fn evaluate(&mut self, model: &Gpt<f32>) -> Option<Metrics> {
+        if self.held_out.is_empty() {
+            return None;
+        }
         let loss = sft_eval_loss(model, &self.held_out, self.eval_batch_size);
         let mut metrics = Metrics::new();
         metrics.insert("loss".into(), json!(loss));
-        metrics
+        Some(metrics)
     }
 }
