@@ -11,7 +11,8 @@
 //!    mostly in lowercase: this is the reference policy.
 //! 2. *DPO.* Pairs on other words prefer the capitalised copy (chosen) over a
 //!    plausible wrong one (rejected: the lowercase copy, a capitalised copy
-//!    with one letter wrong, or one that runs on by a letter). DPO trains the policy against the frozen SFT
+//!    that falls back to lowercase part-way, one with a letter wrong, or one
+//!    that runs on by a letter). DPO trains the policy against the frozen SFT
 //!    model.
 //! 3. *Report.* On held-out words (never seen in training): the share of
 //!    pairs where the model gives the chosen response the higher
@@ -107,15 +108,21 @@ fn desired(word: &str) -> String {
     format!("{}.", word.to_uppercase())
 }
 
-/// A plausible wrong completion: the lowercase copy, a capitalised copy with
-/// one letter changed, or a capitalised copy that runs on by one letter.
+/// A plausible wrong completion, of the kinds the SFT model writes: the
+/// lowercase copy, a capitalised copy that falls back to lowercase part-way
+/// (`HAdg.`), a capitalised copy with one letter changed, or a capitalised
+/// copy that runs on by one letter.
 fn plausible_wrong(word: &str, rng: &mut StdRng) -> String {
     let upper = word.to_uppercase();
     let random_letter =
         |rng: &mut StdRng| ALPHABET[rng.gen_range(0..ALPHABET.len())].to_ascii_uppercase();
-    match rng.gen_range(0..3) {
+    match rng.gen_range(0..4) {
         0 => format!("{word}."),
         1 => {
+            let capitals = rng.gen_range(1..word.len());
+            format!("{}{}.", &upper[..capitals], &word[capitals..])
+        }
+        2 => {
             let mut letters = upper.into_bytes();
             let i = rng.gen_range(0..letters.len());
             let original = letters[i];
