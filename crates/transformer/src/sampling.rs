@@ -151,20 +151,21 @@ impl<T: Float> KvCache<T> {
             "KvCache::step: token {token} is out of the vocabulary ({})",
             cfg.vocab_size
         );
-        let ix = &model.index;
-        let p = |i: usize| &*model.params()[i];
-        let pb = |i: Option<usize>| i.map(|i| &*model.params()[i]);
+        let params = model.params();
         let scale = T::one() / T::cast(hs as f64).sqrt();
 
         // x = wte[token] + wpe[pos]   (C)
-        let (wte, wpe) = (p(ix.wte).as_slice().unwrap(), p(ix.wpe).as_slice().unwrap());
+        let (wte, wpe) = (
+            params.wte.as_slice().unwrap(),
+            params.wpe.as_slice().unwrap(),
+        );
         let mut x: Vec<T> = (0..c)
             .map(|i| wte[token * c + i] + wpe[pos * c + i])
             .collect();
-        for (l, blk) in ix.blocks.iter().enumerate() {
+        for (l, blk) in params.h.iter().enumerate() {
             // x = x + attn(ln_1(x)), attending to the cached positions and this one
-            let h = layer_norm_vec(&x, p(blk.ln_1_w), pb(blk.ln_1_b));
-            let qkv = linear_vec(p(blk.c_attn_w), pb(blk.c_attn_b), &h); // (3C)
+            let h = layer_norm_vec(&x, &blk.ln_1.weight, blk.ln_1.bias.as_deref());
+            let qkv = linear_vec(&blk.attn.c_attn.weight, blk.attn.c_attn.bias.as_deref(), &h); // (3C)
             self.keys[l].extend_from_slice(&qkv[c..2 * c]);
             self.values[l].extend_from_slice(&qkv[2 * c..]);
             let (keys, values) = (&self.keys[l], &self.values[l]); // (pos+1, C)
@@ -190,18 +191,18 @@ impl<T: Float> KvCache<T> {
                     }
                 }
             }
-            let att_out = linear_vec(p(blk.attn_proj_w), pb(blk.attn_proj_b), &y);
+            let att_out = linear_vec(&blk.attn.c_proj.weight, blk.attn.c_proj.bias.as_deref(), &y);
             x.iter_mut().zip(&att_out).for_each(|(xi, &a)| *xi += a);
             // x = x + mlp(ln_2(x))
-            let h = layer_norm_vec(&x, p(blk.ln_2_w), pb(blk.ln_2_b));
-            let mut fc = linear_vec(p(blk.c_fc_w), pb(blk.c_fc_b), &h); // (4C)
+            let h = layer_norm_vec(&x, &blk.ln_2.weight, blk.ln_2.bias.as_deref());
+            let mut fc = linear_vec(&blk.mlp.c_fc.weight, blk.mlp.c_fc.bias.as_deref(), &h); // (4C)
             fc.iter_mut().for_each(|f| *f = gelu(*f));
-            let mlp_out = linear_vec(p(blk.mlp_proj_w), pb(blk.mlp_proj_b), &fc);
+            let mlp_out = linear_vec(&blk.mlp.c_proj.weight, blk.mlp.c_proj.bias.as_deref(), &fc);
             x.iter_mut().zip(&mlp_out).for_each(|(xi, &m)| *xi += m);
         }
         self.len += 1;
-        let x = layer_norm_vec(&x, p(ix.ln_f_w), pb(ix.ln_f_b));
-        linear_vec(p(ix.wte), None, &x) // (V), the tied head
+        let x = layer_norm_vec(&x, &params.ln_f.weight, params.ln_f.bias.as_deref());
+        linear_vec(&params.wte, None, &x) // (V), the tied head
     }
 
     /// Clears the cache and runs `tokens` (at most `block_size`) through it;

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use autograd::{Float, Tape, Var};
 use serde_json::json;
-use transformer::{ByteTokenizer, Gpt, GptConfig};
+use transformer::{ByteTokenizer, Gpt, GptConfig, GptParams};
 
 use super::batch_plan::BatchPlan;
 use super::dpo_train::{prompt_budget, TrainSummary};
@@ -68,7 +68,7 @@ pub struct SftTrainArgs {
 pub fn sft_batch_loss<T: Float>(
     model: &Gpt<T>,
     tape: &Tape<T>,
-    params: &[Var<T>],
+    params: &GptParams<Var<T>>,
     rows: &[SftRow],
 ) -> (Var<T>, usize) {
     let batch = data::collate_sft(rows);
