@@ -17,6 +17,11 @@
 //! canonical order ([`GptParams::iter`]). A frozen model runs on a no-grad
 //! tape, where the same code records nothing and frees each activation as
 //! soon as it is used.
+//!
+//! The block is written once. Training and scoring run it with causal
+//! self-attention over the whole sequence; generation runs the same code on
+//! a no-grad tape with the attention of the new positions against the keys
+//! and values cached from the earlier ones ([`AttentionMode`], [`KvCache`]).
 
 use std::sync::Arc;
 
@@ -27,6 +32,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
 use crate::config::GptConfig;
+use crate::kv_cache::{KvCache, LayerKvCache};
 use crate::params::{
     param_specs, Block, CausalSelfAttention, GptParams, Init, LayerNorm, Linear, Mlp,
 };
@@ -48,13 +54,34 @@ impl<T: Float> LayerNorm<Var<T>> {
     }
 }
 
+/// What the queries of a block's attention attend to.
+#[derive(Debug)]
+pub enum AttentionMode<'a, T> {
+    /// The sequence itself, causally: each position attends to itself and the
+    /// earlier ones ([`Tape::causal_attention`]; training, scoring).
+    Causal,
+    /// The positions continue the sequence held in a KV cache: they attend to
+    /// the cached keys and values and, causally, to each other; their own keys
+    /// and values are appended to the cache (generation; no-grad tapes only).
+    Cached(&'a mut LayerKvCache<T>),
+}
+
 impl<T: Float> CausalSelfAttention<Var<T>> {
     /// y = c_proj(attention(c_attn(x)))         x: (B, T, C) -> y: (B, T, C)
     ///
     /// per head: softmax(q @ k^T / sqrt(hs), causal) @ v, heads concatenated.
-    pub fn forward(&self, tape: &Tape<T>, x: &Var<T>, n_head: usize) -> Var<T> {
+    pub fn forward(
+        &self,
+        tape: &Tape<T>,
+        x: &Var<T>,
+        n_head: usize,
+        mode: AttentionMode<'_, T>,
+    ) -> Var<T> {
         let qkv = self.c_attn.forward(tape, x); // (B, T, 3C)
-        let y = tape.causal_attention(&qkv, n_head); // (B, T, C)
+        let y = match mode {
+            AttentionMode::Causal => tape.causal_attention(&qkv, n_head),
+            AttentionMode::Cached(cache) => cache.attend(tape, &qkv, n_head),
+        }; // (B, T, C)
         self.c_proj.forward(tape, &y)
     }
 }
@@ -69,9 +96,15 @@ impl<T: Float> Mlp<Var<T>> {
 
 impl<T: Float> Block<Var<T>> {
     /// x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))         x: (B, T, C)
-    pub fn forward(&self, tape: &Tape<T>, x: &Var<T>, n_head: usize) -> Var<T> {
+    pub fn forward(
+        &self,
+        tape: &Tape<T>,
+        x: &Var<T>,
+        n_head: usize,
+        mode: AttentionMode<'_, T>,
+    ) -> Var<T> {
         let (ln_1, attn, ln_2, mlp) = (&self.ln_1, &self.attn, &self.ln_2, &self.mlp);
-        let x = tape.add(x, &attn.forward(tape, &ln_1.forward(tape, x), n_head));
+        let x = tape.add(x, &attn.forward(tape, &ln_1.forward(tape, x), n_head, mode));
         tape.add(&x, &mlp.forward(tape, &ln_2.forward(tape, &x)))
     }
 }
@@ -211,6 +244,51 @@ impl<T: Float> Gpt<T> {
             "Gpt::hidden_states: sequence length {seq_len} > block_size {}",
             self.config.block_size
         );
+        self.decoder(tape, params, ids, batch, seq_len, None)
+    }
+
+    /// The output of `ln_f`: (1, T, C), for the `ids` that continue the one
+    /// sequence held in `cache`, at positions `cache.len()..cache.len() + T`.
+    /// Each block attends to its cached keys and values and appends the new
+    /// ones. Runs on a no-grad tape only.
+    ///
+    /// # Panics
+    /// If the positions would pass `block_size`, an id is out of the
+    /// vocabulary, `cache` is not this model's, or `tape` records gradients.
+    pub fn hidden_states_cached(
+        &self,
+        tape: &Tape<T>,
+        params: &GptParams<Var<T>>,
+        ids: &[usize],
+        cache: &mut KvCache<T>,
+    ) -> Var<T> {
+        let (start, block_size) = (cache.len(), self.config.block_size);
+        assert!(
+            start + ids.len() <= block_size,
+            "Gpt::hidden_states_cached: {} cached + {} new positions > block_size {block_size}",
+            start,
+            ids.len()
+        );
+        assert!(
+            cache.num_layers() == self.config.n_layer,
+            "Gpt::hidden_states_cached: a cache of {} layers for a model of {}",
+            cache.num_layers(),
+            self.config.n_layer
+        );
+        self.decoder(tape, params, ids, 1, ids.len(), Some(cache))
+    }
+
+    /// From token ids to the output of `ln_f`, at positions from `cache.len()`
+    /// on (0 without a cache).
+    fn decoder(
+        &self,
+        tape: &Tape<T>,
+        params: &GptParams<Var<T>>,
+        ids: &[usize],
+        batch: usize,
+        seq_len: usize,
+        mut cache: Option<&mut KvCache<T>>,
+    ) -> Var<T> {
         assert!(
             ids.len() == batch * seq_len,
             "Gpt::hidden_states: {} ids for batch {batch} x seq_len {seq_len}",
@@ -222,15 +300,20 @@ impl<T: Float> Gpt<T> {
             params.h.len(),
             self.config.n_layer
         );
-        let positions: Vec<usize> = (0..seq_len).collect();
+        let start = cache.as_ref().map_or(0, |cache| cache.len());
+        let positions: Vec<usize> = (start..start + seq_len).collect();
 
         // x = wte[idx] + wpe[t]
         let tok_emb = tape.embedding(&params.wte, ids, &[batch, seq_len]); // (B, T, C)
         let pos_emb = tape.embedding(&params.wpe, &positions, &[seq_len]); // (T, C)
         let mut x = tape.add(&tok_emb, &pos_emb); // (B, T, C)
         drop((tok_emb, pos_emb));
-        for block in &params.h {
-            x = block.forward(tape, &x, self.config.n_head); // (B, T, C)
+        for (layer, block) in params.h.iter().enumerate() {
+            let mode = match cache.as_deref_mut() {
+                None => AttentionMode::Causal,
+                Some(cache) => AttentionMode::Cached(cache.layer_mut(layer)),
+            };
+            x = block.forward(tape, &x, self.config.n_head, mode); // (B, T, C)
         }
         params.ln_f.forward(tape, &x)
     }
