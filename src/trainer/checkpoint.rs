@@ -141,9 +141,8 @@ pub fn load_optimizer_state(
             let path = dir.join(OPTIMIZER_FILE);
             let mut by_name = read_f32_tensors(&path)?;
             let mut take = |moment: &str| -> Result<Vec<Tensor<f32>>> {
-                let names = model.param_names().iter();
-                names
-                    .zip(model.params())
+                model
+                    .named_params()
                     .map(|(name, param)| {
                         let key = format!("{name}.{moment}");
                         let t = by_name

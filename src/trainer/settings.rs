@@ -134,7 +134,12 @@ pub enum AnyOptimizer {
 
 impl AnyOptimizer {
     /// One update.
-    pub fn step(&mut self, params: &mut [Arc<Tensor<f32>>], grads: &[Tensor<f32>], lr: f64) {
+    pub fn step<'a>(
+        &mut self,
+        params: impl IntoIterator<Item = &'a mut Arc<Tensor<f32>>>,
+        grads: &[Tensor<f32>],
+        lr: f64,
+    ) {
         match self {
             AnyOptimizer::AdamW(o) => o.step(params, grads, lr),
             AnyOptimizer::Sgd(o) => o.step(params, grads, lr),

@@ -150,6 +150,30 @@ fn sgd_is_exactly_w_minus_lr_grad() {
 }
 
 #[test]
+fn step_takes_any_list_of_parameters() {
+    // e.g. the fields of a model's parameter struct: not one slice of Arcs
+    let mut a = Arc::new(array![1.0f64, 2.0].into_dyn());
+    let mut b = Arc::new(array![[3.0f64]].into_dyn());
+    let grads = [array![1.0, -1.0].into_dyn(), array![[2.0]].into_dyn()];
+    Sgd::new(0.0).step([&mut a, &mut b], &grads, 0.5);
+    assert_eq!(*a, array![0.5, 2.5].into_dyn());
+    assert_eq!(*b, array![[2.0]].into_dyn());
+    let mut adamw = AdamW::<f64>::new(0.0);
+    adamw.step(vec![&mut a, &mut b], &grads, 0.1);
+    // the first AdamW step moves every entry by lr against its gradient's sign
+    assert!((a[0] - 0.4).abs() < 1e-6 && (a[1] - 2.6).abs() < 1e-6);
+    assert!((b[[0, 0]] - 1.9).abs() < 1e-6);
+}
+
+#[test]
+#[should_panic(expected = "sgd: 1 params, 2 grads")]
+fn a_step_with_a_missing_parameter_is_refused() {
+    let mut a = Arc::new(array![1.0f64].into_dyn());
+    let grads = [array![1.0].into_dyn(), array![1.0].into_dyn()];
+    Sgd::new(0.0).step([&mut a], &grads, 0.5);
+}
+
+#[test]
 fn sgd_accepts_non_contiguous_grads() {
     let w0 = array![[1.0f64, 2.0, 3.0], [4.0, 5.0, 6.0]].into_dyn();
     let g_stored = array![[1.0f64, 4.0], [2.0, 5.0], [3.0, 6.0]].into_dyn();

@@ -1,19 +1,10 @@
 //! From a batch of token sequences to summed response log-probs.
 
 use autograd::{Float, Tape, Var};
-use transformer::Gpt;
+use transformer::{Gpt, GptParams};
 
 use crate::data::{collate_pairs, PairBatch, PreferenceRow};
 use crate::kernels::LmHeadLogprobs;
-
-/// Index of the token embedding (the tied LM head) among the model's parameters.
-pub fn wte_index<T: Float>(model: &Gpt<T>) -> usize {
-    model
-        .param_names()
-        .iter()
-        .position(|n| n == "transformer.wte.weight")
-        .expect("the model has no transformer.wte.weight")
-}
 
 /// Summed log-prob of the scored tokens of each sequence.
 ///
@@ -21,21 +12,21 @@ pub fn wte_index<T: Float>(model: &Gpt<T>) -> usize {
 pub fn sequence_logps<T: Float>(
     model: &Gpt<T>,
     tape: &Tape<T>,
-    params: &[Var<T>],
+    params: &GptParams<Var<T>>,
     ids: &[usize],
     targets: &[i64],
     seqs: usize,
     seq_len: usize,
 ) -> Var<T> {
     let hidden = model.hidden_states(tape, params, ids, seqs, seq_len); // (S, T, C)
-    LmHeadLogprobs::default().apply(tape, &hidden, &params[wte_index(model)], targets)
+    LmHeadLogprobs::default().apply(tape, &hidden, &params.wte, targets)
 }
 
 /// Policy log-probs of a batch of pairs: (2B) = [chosen..., rejected...].
 pub fn pair_logps<T: Float>(
     model: &Gpt<T>,
     tape: &Tape<T>,
-    params: &[Var<T>],
+    params: &GptParams<Var<T>>,
     batch: &PairBatch,
 ) -> Var<T> {
     sequence_logps(

@@ -7,7 +7,7 @@ use autograd::Tensor;
 use dpo::data::{collate_pairs, PreferenceRow};
 use dpo::logps::pair_logps;
 use dpo::loss::{dpo_loss, DpoLossConfig, LossType};
-use transformer::{param_specs, Gpt, GptConfig};
+use transformer::{param_specs, Gpt, GptConfig, GptParams};
 
 fn row(prompt: &[u32], chosen: &[u32], rejected: &[u32]) -> PreferenceRow {
     PreferenceRow {
@@ -77,7 +77,8 @@ fn dpo_loss_gradients_of_every_parameter_for_every_loss() {
                 ..Default::default()
             },
             |tape, params| {
-                let logps = pair_logps(&model, tape, params, &batch);
+                let params = GptParams::from_vec(&config, params.to_vec());
+                let logps = pair_logps(&model, tape, &params, &batch);
                 dpo_loss(tape, &logps, &reference, &batch.scored_tokens, &loss)
             },
         );

@@ -25,7 +25,8 @@ use safetensors::{Dtype, SafeTensors};
 use thiserror::Error;
 
 use crate::config::GptConfig;
-use crate::model::{param_specs, Gpt};
+use crate::model::Gpt;
+use crate::params::param_specs;
 
 /// File name of the config inside a checkpoint directory.
 pub const CONFIG_FILE: &str = "config.json";
@@ -218,15 +219,13 @@ impl Gpt<f32> {
 
     /// The safetensors file of the parameters (F32, contract names).
     fn safetensors_bytes(&self, dir: &Path) -> Result<Vec<u8>, CheckpointError> {
-        let bytes: Vec<Vec<u8>> = self
-            .params()
+        let named: Vec<_> = self.named_params().collect();
+        let bytes: Vec<Vec<u8>> = named
             .iter()
-            .map(|p| p.iter().flat_map(|x| x.to_le_bytes()).collect())
+            .map(|(_, p)| p.iter().flat_map(|x| x.to_le_bytes()).collect())
             .collect();
-        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = self
-            .param_names()
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = named
             .iter()
-            .zip(self.params())
             .zip(&bytes)
             .map(|((name, p), b)| {
                 let view = safetensors::tensor::TensorView::new(Dtype::F32, p.shape().to_vec(), b)

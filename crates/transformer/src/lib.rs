@@ -3,7 +3,10 @@
 //! A GPT-2 / nanoGPT decoder on the `autograd` crate (see `docs/transformer.md`).
 //!
 //! - [`config`]: [`GptConfig`], nanoGPT's hyper-parameters, with presets;
-//! - [`model`]: [`Gpt`], the parameters and the forward pass on a tape;
+//! - [`params`]: [`GptParams`], the parameters as named structs (nanoGPT's
+//!   module tree), their names, shapes, init and one canonical order;
+//! - [`model`]: [`Gpt`], the layers' forward passes and the model on a tape;
+//! - [`kv_cache`]: [`KvCache`], the keys and values of generation, and its attention;
 //! - [`checkpoint`]: `config.json` + `model.safetensors`, strict and atomic;
 //! - [`sft`]: supervised batches and the token cross-entropy loss;
 //! - [`sampling`]: greedy / temperature / top-k generation with a KV cache;
@@ -22,14 +25,18 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod kv_cache;
 pub mod model;
+pub mod params;
 pub mod sampling;
 pub mod sft;
 pub mod tokenizer;
 
 pub use checkpoint::{load_config, write_atomic, CheckpointError};
 pub use config::GptConfig;
-pub use model::{param_specs, Gpt};
-pub use sampling::{generate, KvCache, SamplingOptions};
+pub use kv_cache::KvCache;
+pub use model::{AttentionMode, Gpt};
+pub use params::{param_specs, GptParams};
+pub use sampling::{generate, SamplingOptions};
 pub use sft::{sft_loss, SftBatch};
 pub use tokenizer::{ByteTokenizer, Tokenizer};

@@ -9,12 +9,19 @@
 //! logits = x @ wte^T                            (B, T, V), lm_head tied to wte
 //! ```
 //!
-//! The parameters live in the model as shared tensors, in a fixed order with
-//! nanoGPT's names (see [`param_specs`]). Each step binds them to a fresh
-//! tape as leaves ([`Gpt::bind`]), runs the forward on the bound `Var`s, and
-//! gets one gradient per parameter back from the backward pass, in the same
-//! order. A frozen model runs on a no-grad tape, where the same code records
-//! nothing and frees each activation as soon as it is used.
+//! The parameters are the named structs of [`crate::params`] (nanoGPT's
+//! module tree). The model keeps them as shared tensors; each step binds them
+//! to a fresh tape as leaves ([`Gpt::bind`], no copy) and every layer's
+//! forward below is a method of its bound parameters, as in nanoGPT's
+//! modules. The gradients come back per bound parameter, read in the
+//! canonical order ([`GptParams::iter`]). A frozen model runs on a no-grad
+//! tape, where the same code records nothing and frees each activation as
+//! soon as it is used.
+//!
+//! The block is written once. Training and scoring run it with causal
+//! self-attention over the whole sequence; generation runs the same code on
+//! a no-grad tape with the attention of the new positions against the keys
+//! and values cached from the earlier ones ([`AttentionMode`], [`KvCache`]).
 
 use std::sync::Arc;
 
@@ -25,109 +32,80 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
 use crate::config::GptConfig;
+use crate::kv_cache::{KvCache, LayerKvCache};
+use crate::params::{
+    param_specs, Block, CausalSelfAttention, GptParams, Init, LayerNorm, Linear, Mlp,
+};
 
 /// LayerNorm epsilon (GPT-2, PyTorch default).
 pub const LAYER_NORM_EPS: f64 = 1e-5;
 
-/// Standard deviation of the nanoGPT init of weights and embeddings.
-pub const INIT_STD: f64 = 0.02;
-
-/// Every parameter tensor of a config, in the model's order: `(name, shape)`.
-///
-/// `transformer.wte.weight`, `transformer.wpe.weight`, then for each block
-/// `ln_1.weight`, `ln_1.bias`, `attn.c_attn.weight`, `attn.c_attn.bias`,
-/// `attn.c_proj.weight`, `attn.c_proj.bias`, `ln_2.weight`, `ln_2.bias`,
-/// `mlp.c_fc.weight`, `mlp.c_fc.bias`, `mlp.c_proj.weight`, `mlp.c_proj.bias`
-/// (prefixed `transformer.h.{i}.`), then `transformer.ln_f.weight`,
-/// `transformer.ln_f.bias`. With `bias: false` every `.bias` is left out.
-pub fn param_specs(config: &GptConfig) -> Vec<(String, Vec<usize>)> {
-    let (v, l, c) = (config.vocab_size, config.block_size, config.n_embd);
-    let mut specs = vec![
-        ("transformer.wte.weight".to_string(), vec![v, c]),
-        ("transformer.wpe.weight".to_string(), vec![l, c]),
-    ];
-    let mut push = |name: String, shape: Vec<usize>| {
-        if config.bias || !name.ends_with(".bias") {
-            specs.push((name, shape));
-        }
-    };
-    for i in 0..config.n_layer {
-        let p = format!("transformer.h.{i}.");
-        push(format!("{p}ln_1.weight"), vec![c]);
-        push(format!("{p}ln_1.bias"), vec![c]);
-        push(format!("{p}attn.c_attn.weight"), vec![3 * c, c]);
-        push(format!("{p}attn.c_attn.bias"), vec![3 * c]);
-        push(format!("{p}attn.c_proj.weight"), vec![c, c]);
-        push(format!("{p}attn.c_proj.bias"), vec![c]);
-        push(format!("{p}ln_2.weight"), vec![c]);
-        push(format!("{p}ln_2.bias"), vec![c]);
-        push(format!("{p}mlp.c_fc.weight"), vec![4 * c, c]);
-        push(format!("{p}mlp.c_fc.bias"), vec![4 * c]);
-        push(format!("{p}mlp.c_proj.weight"), vec![c, 4 * c]);
-        push(format!("{p}mlp.c_proj.bias"), vec![c]);
+impl<T: Float> Linear<Var<T>> {
+    /// y = x @ weight^T + bias          x: (..., IN) -> y: (..., OUT)
+    pub fn forward(&self, tape: &Tape<T>, x: &Var<T>) -> Var<T> {
+        tape.linear(x, &self.weight, self.bias.as_ref())
     }
-    push("transformer.ln_f.weight".to_string(), vec![c]);
-    push("transformer.ln_f.bias".to_string(), vec![c]);
-    specs
 }
 
-/// Where one block's parameters sit in the parameter list (`None`: no bias).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct BlockIndex {
-    pub ln_1_w: usize,
-    pub ln_1_b: Option<usize>,
-    pub c_attn_w: usize,
-    pub c_attn_b: Option<usize>,
-    pub attn_proj_w: usize,
-    pub attn_proj_b: Option<usize>,
-    pub ln_2_w: usize,
-    pub ln_2_b: Option<usize>,
-    pub c_fc_w: usize,
-    pub c_fc_b: Option<usize>,
-    pub mlp_proj_w: usize,
-    pub mlp_proj_b: Option<usize>,
+impl<T: Float> LayerNorm<Var<T>> {
+    /// y = (x - mean) / sqrt(var + eps) * weight + bias, over the last axis: x: (..., C)
+    pub fn forward(&self, tape: &Tape<T>, x: &Var<T>) -> Var<T> {
+        tape.layer_norm(x, &self.weight, self.bias.as_ref(), LAYER_NORM_EPS)
+    }
 }
 
-/// Where every parameter sits in the parameter list.
-#[derive(Debug, Clone)]
-pub(crate) struct ParamIndex {
-    pub wte: usize,
-    pub wpe: usize,
-    pub blocks: Vec<BlockIndex>,
-    pub ln_f_w: usize,
-    pub ln_f_b: Option<usize>,
+/// What the queries of a block's attention attend to.
+#[derive(Debug)]
+pub enum AttentionMode<'a, T> {
+    /// The sequence itself, causally: each position attends to itself and the
+    /// earlier ones ([`Tape::causal_attention`]; training, scoring).
+    Causal,
+    /// The positions continue the sequence held in a KV cache: they attend to
+    /// the cached keys and values and, causally, to each other; their own keys
+    /// and values are appended to the cache (generation; no-grad tapes only).
+    Cached(&'a mut LayerKvCache<T>),
 }
 
-impl ParamIndex {
-    fn new(config: &GptConfig, names: &[String]) -> ParamIndex {
-        let find = |name: &str| names.iter().position(|n| n == name);
-        let get = |name: &str| find(name).unwrap_or_else(|| panic!("no parameter {name}"));
-        let blocks = (0..config.n_layer)
-            .map(|i| {
-                let p = format!("transformer.h.{i}.");
-                BlockIndex {
-                    ln_1_w: get(&format!("{p}ln_1.weight")),
-                    ln_1_b: find(&format!("{p}ln_1.bias")),
-                    c_attn_w: get(&format!("{p}attn.c_attn.weight")),
-                    c_attn_b: find(&format!("{p}attn.c_attn.bias")),
-                    attn_proj_w: get(&format!("{p}attn.c_proj.weight")),
-                    attn_proj_b: find(&format!("{p}attn.c_proj.bias")),
-                    ln_2_w: get(&format!("{p}ln_2.weight")),
-                    ln_2_b: find(&format!("{p}ln_2.bias")),
-                    c_fc_w: get(&format!("{p}mlp.c_fc.weight")),
-                    c_fc_b: find(&format!("{p}mlp.c_fc.bias")),
-                    mlp_proj_w: get(&format!("{p}mlp.c_proj.weight")),
-                    mlp_proj_b: find(&format!("{p}mlp.c_proj.bias")),
-                }
-            })
-            .collect();
-        ParamIndex {
-            wte: get("transformer.wte.weight"),
-            wpe: get("transformer.wpe.weight"),
-            blocks,
-            ln_f_w: get("transformer.ln_f.weight"),
-            ln_f_b: find("transformer.ln_f.bias"),
-        }
+impl<T: Float> CausalSelfAttention<Var<T>> {
+    /// y = c_proj(attention(c_attn(x)))         x: (B, T, C) -> y: (B, T, C)
+    ///
+    /// per head: softmax(q @ k^T / sqrt(hs), causal) @ v, heads concatenated.
+    pub fn forward(
+        &self,
+        tape: &Tape<T>,
+        x: &Var<T>,
+        n_head: usize,
+        mode: AttentionMode<'_, T>,
+    ) -> Var<T> {
+        let qkv = self.c_attn.forward(tape, x); // (B, T, 3C)
+        let y = match mode {
+            AttentionMode::Causal => tape.causal_attention(&qkv, n_head),
+            AttentionMode::Cached(cache) => cache.attend(tape, &qkv, n_head),
+        }; // (B, T, C)
+        self.c_proj.forward(tape, &y)
+    }
+}
+
+impl<T: Float> Mlp<Var<T>> {
+    /// y = c_proj(gelu(c_fc(x)))         x: (B, T, C) -> (B, T, 4C) -> y: (B, T, C)
+    pub fn forward(&self, tape: &Tape<T>, x: &Var<T>) -> Var<T> {
+        let h = tape.gelu(&self.c_fc.forward(tape, x)); // (B, T, 4C)
+        self.c_proj.forward(tape, &h)
+    }
+}
+
+impl<T: Float> Block<Var<T>> {
+    /// x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))         x: (B, T, C)
+    pub fn forward(
+        &self,
+        tape: &Tape<T>,
+        x: &Var<T>,
+        n_head: usize,
+        mode: AttentionMode<'_, T>,
+    ) -> Var<T> {
+        let (ln_1, attn, ln_2, mlp) = (&self.ln_1, &self.attn, &self.ln_2, &self.mlp);
+        let x = tape.add(x, &attn.forward(tape, &ln_1.forward(tape, x), n_head, mode));
+        tape.add(&x, &mlp.forward(tape, &ln_2.forward(tape, &x)))
     }
 }
 
@@ -135,9 +113,7 @@ impl ParamIndex {
 #[derive(Clone)]
 pub struct Gpt<T> {
     config: GptConfig,
-    names: Vec<String>,
-    params: Vec<Arc<Tensor<T>>>,
-    pub(crate) index: ParamIndex,
+    params: GptParams<Arc<Tensor<T>>>,
 }
 
 impl<T: Float> std::fmt::Debug for Gpt<T> {
@@ -153,11 +129,9 @@ impl<T: Float> std::fmt::Debug for Gpt<T> {
 }
 
 impl<T: Float> Gpt<T> {
-    /// A freshly initialized model (nanoGPT's init, seeded):
-    /// weights and both embeddings N(0, 0.02); every `c_proj.weight`
-    /// N(0, 0.02 / sqrt(2 n_layer)) (GPT-2's scaling of the residual
-    /// projections, so the residual stream does not grow with depth); biases
-    /// 0; LayerNorm weights 1. Draws happen in parameter order.
+    /// A freshly initialized model: nanoGPT's init (see
+    /// [`GptParams::specs`]), drawn in the canonical order from
+    /// `StdRng::seed_from_u64(seed)`.
     ///
     /// # Panics
     /// If the config is invalid (see [`GptConfig::validate`]).
@@ -166,31 +140,22 @@ impl<T: Float> Gpt<T> {
             panic!("Gpt::new: {e}");
         }
         let mut rng = StdRng::seed_from_u64(seed);
-        let std_proj = INIT_STD / (2.0 * config.n_layer as f64).sqrt();
-        let params = param_specs(&config)
-            .into_iter()
-            .map(|(name, shape)| {
-                let is_layer_norm = name.contains(".ln_");
-                let tensor = if is_layer_norm && name.ends_with(".weight") {
-                    Tensor::ones(IxDyn(&shape))
-                } else if name.ends_with(".bias") {
-                    Tensor::zeros(IxDyn(&shape))
-                } else {
-                    let std = if name.ends_with("c_proj.weight") {
-                        std_proj
-                    } else {
-                        INIT_STD
-                    };
+        let params = GptParams::specs(&config).into_map(|spec| {
+            let shape = IxDyn(&spec.shape);
+            Arc::new(match spec.init {
+                Init::Normal { std } => {
                     let normal = Normal::new(0.0, std).unwrap();
-                    Tensor::from_shape_simple_fn(IxDyn(&shape), || T::cast(normal.sample(&mut rng)))
-                };
-                (name, tensor)
+                    Tensor::from_shape_simple_fn(shape, || T::cast(normal.sample(&mut rng)))
+                }
+                Init::Zeros => Tensor::zeros(shape),
+                Init::Ones => Tensor::ones(shape),
             })
-            .collect();
-        Gpt::from_named(config, params)
+        });
+        Gpt { config, params }
     }
 
-    /// A model from its parameters, given in [`param_specs`] order.
+    /// A model from named tensors given in the canonical order ([`param_specs`]),
+    /// as read from a checkpoint.
     ///
     /// # Panics
     /// If names or shapes differ from [`param_specs`] of `config`.
@@ -209,17 +174,13 @@ impl<T: Float> Gpt<T> {
                 tensor.shape()
             );
         }
-        let names: Vec<String> = specs.into_iter().map(|(n, _)| n).collect();
-        let index = ParamIndex::new(&config, &names);
-        let params = params
+        let tensors = params
             .into_iter()
             .map(|(_, t)| Arc::new(t.as_standard_layout().into_owned()))
             .collect();
         Gpt {
+            params: GptParams::from_vec(&config, tensors),
             config,
-            names,
-            params,
-            index,
         }
     }
 
@@ -228,20 +189,29 @@ impl<T: Float> Gpt<T> {
         &self.config
     }
 
-    /// Parameter names (nanoGPT's), in parameter order.
-    pub fn param_names(&self) -> &[String] {
-        &self.names
-    }
-
-    /// The parameters, in [`Gpt::param_names`] order.
-    pub fn params(&self) -> &[Arc<Tensor<T>>] {
+    /// The parameters (iterate them for the canonical order).
+    pub fn params(&self) -> &GptParams<Arc<Tensor<T>>> {
         &self.params
     }
 
-    /// The parameters, for an optimizer step (`Arc::make_mut` updates in
-    /// place when nothing else holds the tensor).
-    pub fn params_mut(&mut self) -> &mut [Arc<Tensor<T>>] {
+    /// The parameters, for an optimizer step: `optimizer.step(model.params_mut(), &grads, lr)`
+    /// (`Arc::make_mut` updates in place when nothing else holds the tensor).
+    pub fn params_mut(&mut self) -> &mut GptParams<Arc<Tensor<T>>> {
         &mut self.params
+    }
+
+    /// Parameter names (nanoGPT's), in the canonical order: the names of the
+    /// checkpoint tensors and of the optimizer-state tensors.
+    pub fn param_names(&self) -> Vec<String> {
+        param_specs(&self.config)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// `(name, tensor)` of every parameter, in the canonical order.
+    pub fn named_params(&self) -> impl Iterator<Item = (String, &Arc<Tensor<T>>)> {
+        self.param_names().into_iter().zip(self.params.iter())
     }
 
     /// Total number of scalars in the parameters (wte counted once: it is tied).
@@ -249,18 +219,10 @@ impl<T: Float> Gpt<T> {
         self.params.iter().map(|p| p.len()).sum()
     }
 
-    /// The parameter called `name`, if any.
-    pub fn param(&self, name: &str) -> Option<&Arc<Tensor<T>>> {
-        self.names
-            .iter()
-            .position(|n| n == name)
-            .map(|i| &self.params[i])
-    }
-
-    /// Every parameter as a leaf of `tape`, in parameter order, without a copy.
-    /// On a no-grad tape they are constants.
-    pub fn bind(&self, tape: &Tape<T>) -> Vec<Var<T>> {
-        self.params.iter().map(|p| tape.leaf(p.clone())).collect()
+    /// Every parameter as a leaf of `tape`, without a copy. On a no-grad tape
+    /// they are constants.
+    pub fn bind(&self, tape: &Tape<T>) -> GptParams<Var<T>> {
+        self.params.map(|p| tape.leaf(p.clone()))
     }
 
     /// The output of `ln_f`: (B, T, C), for token `ids` (B*T, row-major) and
@@ -272,65 +234,101 @@ impl<T: Float> Gpt<T> {
     pub fn hidden_states(
         &self,
         tape: &Tape<T>,
-        params: &[Var<T>],
+        params: &GptParams<Var<T>>,
         ids: &[usize],
         batch: usize,
         seq_len: usize,
     ) -> Var<T> {
-        let cfg = &self.config;
         assert!(
-            seq_len <= cfg.block_size,
+            seq_len <= self.config.block_size,
             "Gpt::hidden_states: sequence length {seq_len} > block_size {}",
-            cfg.block_size
+            self.config.block_size
         );
+        self.decoder(tape, params, ids, batch, seq_len, None)
+    }
+
+    /// The output of `ln_f`: (1, T, C), for the `ids` that continue the one
+    /// sequence held in `cache`, at positions `cache.len()..cache.len() + T`.
+    /// Each block attends to its cached keys and values and appends the new
+    /// ones. Runs on a no-grad tape only.
+    ///
+    /// # Panics
+    /// If the positions would pass `block_size`, an id is out of the
+    /// vocabulary, `cache` is not this model's, or `tape` records gradients.
+    pub fn hidden_states_cached(
+        &self,
+        tape: &Tape<T>,
+        params: &GptParams<Var<T>>,
+        ids: &[usize],
+        cache: &mut KvCache<T>,
+    ) -> Var<T> {
+        let (start, block_size) = (cache.len(), self.config.block_size);
+        assert!(
+            start + ids.len() <= block_size,
+            "Gpt::hidden_states_cached: {} cached + {} new positions > block_size {block_size}",
+            start,
+            ids.len()
+        );
+        assert!(
+            cache.num_layers() == self.config.n_layer,
+            "Gpt::hidden_states_cached: a cache of {} layers for a model of {}",
+            cache.num_layers(),
+            self.config.n_layer
+        );
+        self.decoder(tape, params, ids, 1, ids.len(), Some(cache))
+    }
+
+    /// From token ids to the output of `ln_f`, at positions from `cache.len()`
+    /// on (0 without a cache).
+    fn decoder(
+        &self,
+        tape: &Tape<T>,
+        params: &GptParams<Var<T>>,
+        ids: &[usize],
+        batch: usize,
+        seq_len: usize,
+        mut cache: Option<&mut KvCache<T>>,
+    ) -> Var<T> {
         assert!(
             ids.len() == batch * seq_len,
             "Gpt::hidden_states: {} ids for batch {batch} x seq_len {seq_len}",
             ids.len()
         );
         assert!(
-            params.len() == self.params.len(),
-            "Gpt::hidden_states: {} params bound, the model has {}",
-            params.len(),
-            self.params.len()
+            params.h.len() == self.config.n_layer,
+            "Gpt::hidden_states: {} blocks bound, the model has {}",
+            params.h.len(),
+            self.config.n_layer
         );
-        let ix = &self.index;
-        let p = |i: usize| &params[i];
-        let pb = |i: Option<usize>| i.map(|i| &params[i]);
-        let positions: Vec<usize> = (0..seq_len).collect();
+        let start = cache.as_ref().map_or(0, |cache| cache.len());
+        let positions: Vec<usize> = (start..start + seq_len).collect();
 
         // x = wte[idx] + wpe[t]
-        let tok_emb = tape.embedding(p(ix.wte), ids, &[batch, seq_len]); // (B, T, C)
-        let pos_emb = tape.embedding(p(ix.wpe), &positions, &[seq_len]); // (T, C)
+        let tok_emb = tape.embedding(&params.wte, ids, &[batch, seq_len]); // (B, T, C)
+        let pos_emb = tape.embedding(&params.wpe, &positions, &[seq_len]); // (T, C)
         let mut x = tape.add(&tok_emb, &pos_emb); // (B, T, C)
         drop((tok_emb, pos_emb));
-        for blk in &ix.blocks {
-            // x = x + attn(ln_1(x))
-            let h = tape.layer_norm(&x, p(blk.ln_1_w), pb(blk.ln_1_b), LAYER_NORM_EPS);
-            let qkv = tape.linear(&h, p(blk.c_attn_w), pb(blk.c_attn_b)); // (B, T, 3C)
-            let att = tape.causal_attention(&qkv, cfg.n_head); // (B, T, C)
-            let att_out = tape.linear(&att, p(blk.attn_proj_w), pb(blk.attn_proj_b));
-            x = tape.add(&x, &att_out);
-            // x = x + mlp(ln_2(x))
-            let h = tape.layer_norm(&x, p(blk.ln_2_w), pb(blk.ln_2_b), LAYER_NORM_EPS);
-            let fc = tape.gelu(&tape.linear(&h, p(blk.c_fc_w), pb(blk.c_fc_b))); // (B, T, 4C)
-            let mlp_out = tape.linear(&fc, p(blk.mlp_proj_w), pb(blk.mlp_proj_b));
-            x = tape.add(&x, &mlp_out);
+        for (layer, block) in params.h.iter().enumerate() {
+            let mode = match cache.as_deref_mut() {
+                None => AttentionMode::Causal,
+                Some(cache) => AttentionMode::Cached(cache.layer_mut(layer)),
+            };
+            x = block.forward(tape, &x, self.config.n_head, mode); // (B, T, C)
         }
-        tape.layer_norm(&x, p(ix.ln_f_w), pb(ix.ln_f_b), LAYER_NORM_EPS)
+        params.ln_f.forward(tape, &x)
     }
 
     /// logits = hidden @ wte^T: (B, T, V), the LM head tied to the token table.
-    pub fn logits(&self, tape: &Tape<T>, params: &[Var<T>], hidden: &Var<T>) -> Var<T> {
+    pub fn logits(&self, tape: &Tape<T>, params: &GptParams<Var<T>>, hidden: &Var<T>) -> Var<T> {
         // wte is (V, C), i.e. a Linear from C to V: exactly the tied lm_head.
-        tape.linear(hidden, &params[self.index.wte], None)
+        tape.linear(hidden, &params.wte, None)
     }
 
     /// The logits (B, T, V) for token `ids` (B*T, row-major).
     pub fn forward(
         &self,
         tape: &Tape<T>,
-        params: &[Var<T>],
+        params: &GptParams<Var<T>>,
         ids: &[usize],
         batch: usize,
         seq_len: usize,
@@ -343,13 +341,9 @@ impl<T: Float> Gpt<T> {
     pub fn cast<U: Float>(&self) -> Gpt<U> {
         Gpt {
             config: self.config,
-            names: self.names.clone(),
             params: self
                 .params
-                .iter()
-                .map(|p| Arc::new(p.mapv(|x| U::cast(x.as_f64()))))
-                .collect(),
-            index: self.index.clone(),
+                .map(|p| Arc::new(p.mapv(|x| U::cast(x.as_f64())))),
         }
     }
 

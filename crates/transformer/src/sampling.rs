@@ -1,12 +1,11 @@
 //! Text generation: greedy, temperature and top-k sampling, with a key/value cache.
 //!
 //! Without a cache, each new token costs a forward pass over the whole
-//! context. But in a causal decoder the keys and values of past positions
-//! never change once computed (position `t` only attends to `t2 <= t`), so
-//! [`KvCache`] keeps them, per block, and each step runs the model on one new
-//! position only: its query attends to the cached keys and values plus its
-//! own. The per-position math is the model's (same LayerNorm kernel, same
-//! GELU, products through the same GEMM), written without a tape.
+//! context. With a [`KvCache`], the prompt runs through the model once and
+//! each new token then runs the model on its one position only, attending to
+//! the cached keys and values of the earlier ones (see [`crate::kv_cache`]).
+//! Both run the model's own blocks; the cache only changes what the attention
+//! looks at.
 //!
 //! The context is at most `block_size` tokens (the position table has no more
 //! rows). When it overflows, it is cropped to its last `block_size` tokens,
@@ -14,15 +13,12 @@
 //! scratch on the cropped context (as nanoGPT's `generate` re-runs the
 //! cropped context every step).
 
-use autograd::kernels::gemm::gemm;
-use autograd::kernels::layernorm::layernorm_forward;
-use autograd::ops::elementwise::gelu;
-use autograd::{Float, Tape, Tensor};
-use ndarray::{ArrayView2, ArrayViewMut2, Ix2};
+use autograd::{Float, Tape};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::model::{Gpt, LAYER_NORM_EPS};
+use crate::kv_cache::KvCache;
+use crate::model::Gpt;
 
 /// How the next token is chosen from the logits.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,169 +50,6 @@ impl SamplingOptions {
             top_k: None,
             seed: 0,
         }
-    }
-}
-
-/// The keys and values of every processed position, per block.
-#[derive(Debug, Clone)]
-pub struct KvCache<T> {
-    /// Per block: keys of positions 0..len, (len, C) row-major.
-    keys: Vec<Vec<T>>,
-    /// Per block: values of positions 0..len, (len, C).
-    values: Vec<Vec<T>>,
-    len: usize,
-}
-
-/// `out = W @ x + b`     W: (OUT, IN), x: (IN) -> out: (OUT)
-fn linear_vec<T: Float>(w: &Tensor<T>, b: Option<&Tensor<T>>, x: &[T]) -> Vec<T> {
-    let w = w.view().into_dimensionality::<Ix2>().unwrap();
-    let mut out = match b {
-        Some(b) => b.as_slice().unwrap().to_vec(),
-        None => vec![T::zero(); w.nrows()],
-    };
-    let beta = if b.is_some() { T::one() } else { T::zero() };
-    let x = ArrayView2::from_shape((1, x.len()), x).unwrap();
-    let n = out.len();
-    gemm(
-        T::one(),
-        x,
-        w.t(),
-        beta,
-        ArrayViewMut2::from_shape((1, n), &mut out[..]).unwrap(),
-    );
-    out
-}
-
-/// LayerNorm of one vector.
-fn layer_norm_vec<T: Float>(x: &[T], w: &Tensor<T>, b: Option<&Tensor<T>>) -> Vec<T> {
-    let mut out = vec![T::zero(); x.len()];
-    let (mut mean, mut rstd) = ([T::zero()], [T::zero()]);
-    layernorm_forward(
-        &mut out,
-        &mut mean,
-        &mut rstd,
-        x,
-        w.as_slice().unwrap(),
-        b.map(|b| b.as_slice().unwrap()),
-        x.len(),
-        T::cast(LAYER_NORM_EPS),
-    );
-    out
-}
-
-impl<T: Float> KvCache<T> {
-    /// An empty cache for `model`.
-    pub fn new(model: &Gpt<T>) -> KvCache<T> {
-        let n_layer = model.config().n_layer;
-        KvCache {
-            keys: vec![Vec::new(); n_layer],
-            values: vec![Vec::new(); n_layer],
-            len: 0,
-        }
-    }
-
-    /// Number of cached positions.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True when nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Forgets every position.
-    pub fn clear(&mut self) {
-        self.keys.iter_mut().for_each(Vec::clear);
-        self.values.iter_mut().for_each(Vec::clear);
-        self.len = 0;
-    }
-
-    /// Runs the model on `token` at the next position (`len()`), caches its
-    /// keys and values, and returns the logits (V) that predict the token after it.
-    ///
-    /// # Panics
-    /// If the cache is full (`len() == block_size`) or `token` is out of the vocabulary.
-    pub fn step(&mut self, model: &Gpt<T>, token: usize) -> Vec<T> {
-        let cfg = model.config();
-        let (c, nh, hs) = (cfg.n_embd, cfg.n_head, cfg.head_size());
-        let pos = self.len;
-        assert!(
-            pos < cfg.block_size,
-            "KvCache::step: the cache is full (block_size {})",
-            cfg.block_size
-        );
-        assert!(
-            token < cfg.vocab_size,
-            "KvCache::step: token {token} is out of the vocabulary ({})",
-            cfg.vocab_size
-        );
-        let ix = &model.index;
-        let p = |i: usize| &*model.params()[i];
-        let pb = |i: Option<usize>| i.map(|i| &*model.params()[i]);
-        let scale = T::one() / T::cast(hs as f64).sqrt();
-
-        // x = wte[token] + wpe[pos]   (C)
-        let (wte, wpe) = (p(ix.wte).as_slice().unwrap(), p(ix.wpe).as_slice().unwrap());
-        let mut x: Vec<T> = (0..c)
-            .map(|i| wte[token * c + i] + wpe[pos * c + i])
-            .collect();
-        for (l, blk) in ix.blocks.iter().enumerate() {
-            // x = x + attn(ln_1(x)), attending to the cached positions and this one
-            let h = layer_norm_vec(&x, p(blk.ln_1_w), pb(blk.ln_1_b));
-            let qkv = linear_vec(p(blk.c_attn_w), pb(blk.c_attn_b), &h); // (3C)
-            self.keys[l].extend_from_slice(&qkv[c..2 * c]);
-            self.values[l].extend_from_slice(&qkv[2 * c..]);
-            let (keys, values) = (&self.keys[l], &self.values[l]); // (pos+1, C)
-            let mut y = vec![T::zero(); c];
-            let mut att = vec![T::zero(); pos + 1];
-            for head in 0..nh {
-                let q = &qkv[head * hs..(head + 1) * hs];
-                for (t2, a) in att.iter_mut().enumerate() {
-                    let k = &keys[t2 * c + head * hs..t2 * c + (head + 1) * hs];
-                    *a = q.iter().zip(k).map(|(&qi, &ki)| qi * ki).sum::<T>() * scale;
-                }
-                let max = att.iter().copied().fold(T::neg_infinity(), T::max);
-                let mut sum = T::zero();
-                for a in att.iter_mut() {
-                    *a = (*a - max).exp();
-                    sum += *a;
-                }
-                let yh = &mut y[head * hs..(head + 1) * hs];
-                for (t2, &a) in att.iter().enumerate() {
-                    let v = &values[t2 * c + head * hs..t2 * c + (head + 1) * hs];
-                    for d in 0..hs {
-                        yh[d] += a / sum * v[d];
-                    }
-                }
-            }
-            let att_out = linear_vec(p(blk.attn_proj_w), pb(blk.attn_proj_b), &y);
-            x.iter_mut().zip(&att_out).for_each(|(xi, &a)| *xi += a);
-            // x = x + mlp(ln_2(x))
-            let h = layer_norm_vec(&x, p(blk.ln_2_w), pb(blk.ln_2_b));
-            let mut fc = linear_vec(p(blk.c_fc_w), pb(blk.c_fc_b), &h); // (4C)
-            fc.iter_mut().for_each(|f| *f = gelu(*f));
-            let mlp_out = linear_vec(p(blk.mlp_proj_w), pb(blk.mlp_proj_b), &fc);
-            x.iter_mut().zip(&mlp_out).for_each(|(xi, &m)| *xi += m);
-        }
-        self.len += 1;
-        let x = layer_norm_vec(&x, p(ix.ln_f_w), pb(ix.ln_f_b));
-        linear_vec(p(ix.wte), None, &x) // (V), the tied head
-    }
-
-    /// Clears the cache and runs `tokens` (at most `block_size`) through it;
-    /// returns the logits after the last one.
-    ///
-    /// # Panics
-    /// If `tokens` is empty or longer than `block_size`.
-    pub fn prefill(&mut self, model: &Gpt<T>, tokens: &[usize]) -> Vec<T> {
-        assert!(!tokens.is_empty(), "KvCache::prefill: no tokens");
-        self.clear();
-        let mut logits = Vec::new();
-        for &token in tokens {
-            logits = self.step(model, token);
-        }
-        logits
     }
 }
 

@@ -12,6 +12,7 @@
 use autograd::{Float, Tape, Var};
 
 use crate::model::Gpt;
+use crate::params::GptParams;
 
 /// The target of a position that is not scored.
 pub const IGNORE: i64 = -100;
@@ -79,7 +80,7 @@ impl SftBatch {
 pub fn sft_loss<T: Float>(
     model: &Gpt<T>,
     tape: &Tape<T>,
-    params: &[Var<T>],
+    params: &GptParams<Var<T>>,
     batch: &SftBatch,
 ) -> Var<T> {
     let logits = model.forward(tape, params, &batch.ids, batch.batch, batch.seq_len); // (B, T, V)

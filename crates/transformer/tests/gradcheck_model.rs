@@ -3,22 +3,20 @@
 
 use autograd::gradcheck::{gradcheck_with, random_inputs, GradcheckOptions};
 use autograd::Tensor;
-use transformer::{param_specs, sft_loss, Gpt, GptConfig, SftBatch};
+use transformer::params::Init;
+use transformer::{sft_loss, Gpt, GptConfig, GptParams, SftBatch};
 
 /// Random parameters of a non-trivial size (the 0.02 init would make every
-/// gradient tiny); LayerNorm weights around 1.
+/// gradient tiny), in the canonical order; LayerNorm weights around 1.
 fn random_params(config: &GptConfig, seed: u64) -> Vec<Tensor<f64>> {
-    let specs = param_specs(config);
-    let shapes: Vec<&[usize]> = specs.iter().map(|(_, s)| &s[..]).collect();
+    let specs = GptParams::specs(config).into_vec();
+    let shapes: Vec<&[usize]> = specs.iter().map(|s| &s.shape[..]).collect();
     random_inputs(&shapes, seed)
         .into_iter()
         .zip(&specs)
-        .map(|(x, (name, _))| {
-            if name.contains("ln_") && name.ends_with(".weight") {
-                x.mapv(|v| 1.0 + 0.2 * v)
-            } else {
-                x.mapv(|v| 0.3 * v)
-            }
+        .map(|(x, spec)| match spec.init {
+            Init::Ones => x.mapv(|v| 1.0 + 0.2 * v),
+            _ => x.mapv(|v| 0.3 * v),
         })
         .collect()
 }
@@ -36,7 +34,10 @@ fn check(config: GptConfig) {
             max_entries_per_input: 1000, // every entry of this tiny model
             ..Default::default()
         },
-        |tape, params| sft_loss(&model, tape, params, &batch),
+        |tape, params| {
+            let params = GptParams::from_vec(&config, params.to_vec());
+            sft_loss(&model, tape, &params, &batch)
+        },
     );
     assert_eq!(report.checked, model.num_params());
     assert!(report.max_error < 1e-6, "{report:?}");

@@ -141,8 +141,11 @@ fn one_sgd_step_matches_pytorch() {
     }
 
     assert_eq!(model.param_names(), after.param_names());
-    for (i, name) in model.param_names().iter().enumerate() {
-        let (got, want, input) = (&model.params()[i], &after.params()[i], &before.params()[i]);
+    let tensors = model
+        .named_params()
+        .zip(after.params())
+        .zip(before.params());
+    for (((name, got), want), input) in tensors {
         for (&g, &w) in got.iter().zip(want.iter()) {
             assert!(
                 (g - w).abs() <= 1e-5 + 1e-4 * w.abs(),

@@ -54,7 +54,15 @@ impl<T: Float> AdamW<T> {
 }
 
 impl<T: Float> Optimizer<T> for AdamW<T> {
-    fn step(&mut self, params: &mut [Arc<Tensor<T>>], grads: &[Tensor<T>], lr: f64) {
+    fn step<'a>(
+        &mut self,
+        params: impl IntoIterator<Item = &'a mut Arc<Tensor<T>>>,
+        grads: &[Tensor<T>],
+        lr: f64,
+    ) where
+        T: 'a,
+    {
+        let params: Vec<&mut Arc<Tensor<T>>> = params.into_iter().collect();
         assert_eq!(
             params.len(),
             grads.len(),
@@ -86,7 +94,7 @@ impl<T: Float> Optimizer<T> for AdamW<T> {
         };
         const CHUNK: usize = 1 << 14;
         for ((p, g), (m, v)) in params
-            .iter_mut()
+            .into_iter()
             .zip(grads)
             .zip(self.exp_avg.iter_mut().zip(self.exp_avg_sq.iter_mut()))
         {

@@ -23,8 +23,17 @@ use crate::tape::Tensor;
 /// One update rule over a list of parameters and their gradients (same order,
 /// same shapes).
 pub trait Optimizer<T: Float> {
-    /// Applies one update with learning rate `lr`.
-    fn step(&mut self, params: &mut [Arc<Tensor<T>>], grads: &[Tensor<T>], lr: f64);
+    /// Applies one update with learning rate `lr`. `params` is any list of
+    /// the parameters in the order of `grads`: a `&mut Vec<Arc<Tensor<T>>>`,
+    /// or a model's parameters (e.g. `model.params_mut()`, which iterates
+    /// them in its canonical order).
+    fn step<'a>(
+        &mut self,
+        params: impl IntoIterator<Item = &'a mut Arc<Tensor<T>>>,
+        grads: &[Tensor<T>],
+        lr: f64,
+    ) where
+        T: 'a;
 
     /// The optimizer's state tensors, by name suffix, for checkpointing
     /// (e.g. AdamW's `exp_avg`/`exp_avg_sq`); empty for stateless optimizers.

@@ -32,7 +32,15 @@ impl Sgd {
 }
 
 impl<T: Float> Optimizer<T> for Sgd {
-    fn step(&mut self, params: &mut [Arc<Tensor<T>>], grads: &[Tensor<T>], lr: f64) {
+    fn step<'a>(
+        &mut self,
+        params: impl IntoIterator<Item = &'a mut Arc<Tensor<T>>>,
+        grads: &[Tensor<T>],
+        lr: f64,
+    ) where
+        T: 'a,
+    {
+        let params: Vec<&mut Arc<Tensor<T>>> = params.into_iter().collect();
         assert_eq!(
             params.len(),
             grads.len(),
@@ -42,7 +50,7 @@ impl<T: Float> Optimizer<T> for Sgd {
         );
         let lr_t = T::cast(lr);
         let decay = T::cast(1.0 - lr * self.weight_decay);
-        for (p, g) in params.iter_mut().zip(grads) {
+        for (p, g) in params.into_iter().zip(grads) {
             assert_eq!(p.shape(), g.shape(), "sgd: param and grad shapes differ");
             let g = grad_slice(g);
             let w = param_slice(p);

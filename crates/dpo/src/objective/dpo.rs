@@ -7,7 +7,7 @@
 
 use autograd::{Float, Tape, Var};
 use serde_json::json;
-use transformer::Gpt;
+use transformer::{Gpt, GptParams};
 
 use super::{metric, BatchLoss, Metrics, Objective};
 use crate::data::{collate_pairs, scored_tokens, PreferenceRow, TrainingRow};
@@ -118,7 +118,7 @@ impl Objective for DpoObjective {
         &mut self,
         model: &Gpt<f32>,
         tape: &Tape<f32>,
-        params: &[Var<f32>],
+        params: &GptParams<Var<f32>>,
         batch: &[usize],
     ) -> BatchLoss {
         let rows: Vec<PreferenceRow> = batch.iter().map(|&i| self.train[i].clone()).collect();

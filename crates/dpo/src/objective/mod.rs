@@ -19,7 +19,7 @@ pub use sft::{sft_batch_loss, sft_eval_loss, SftObjective};
 
 use autograd::{Tape, Var};
 use serde_json::{Map, Value};
-use transformer::Gpt;
+use transformer::{Gpt, GptParams};
 
 /// Named scalar metrics, under the names the wider ecosystem uses (`loss`,
 /// `rewards/chosen`, ...): one JSON object of the metrics log.
@@ -62,7 +62,7 @@ pub trait Objective {
         &mut self,
         model: &Gpt<f32>,
         tape: &Tape<f32>,
-        params: &[Var<f32>],
+        params: &GptParams<Var<f32>>,
         batch: &[usize],
     ) -> BatchLoss;
 

@@ -12,7 +12,7 @@
 
 use autograd::{Float, Tape, Var};
 use serde_json::json;
-use transformer::Gpt;
+use transformer::{Gpt, GptParams};
 
 use super::{BatchLoss, Metrics, Objective};
 use crate::data::{self, SftRow, TrainingRow};
@@ -22,7 +22,7 @@ use crate::logps::sequence_logps;
 pub fn sft_batch_loss<T: Float>(
     model: &Gpt<T>,
     tape: &Tape<T>,
-    params: &[Var<T>],
+    params: &GptParams<Var<T>>,
     rows: &[SftRow],
 ) -> (Var<T>, usize) {
     let batch = data::collate_sft(rows);
@@ -84,7 +84,7 @@ impl Objective for SftObjective {
         &mut self,
         model: &Gpt<f32>,
         tape: &Tape<f32>,
-        params: &[Var<f32>],
+        params: &GptParams<Var<f32>>,
         batch: &[usize],
     ) -> BatchLoss {
         let rows: Vec<SftRow> = batch.iter().map(|&i| self.train[i].clone()).collect();
