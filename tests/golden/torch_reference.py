@@ -9,12 +9,14 @@ tests/cli_golden.rs. Sections follow docs/spec.md:
   2. checkpoints            save_checkpoint, load_checkpoint (strict)
   3. data                   BadLine, read_jsonl, load_prefs, load_sft (implicit prompts, bad
                             lines with their number), truncate_row, batch, get_log_probs
-  4. loss and metrics       pair_logps, dpo_losses, dpo_eval
-  5. command line           sft_loss (`dpo sft`), sgd_step (`--optimizer sgd --weight-decay 0
-                            --max-grad-norm 0`)
+  4. loss and metrics       pair_logps, dpo_losses, dpo_eval (4.1, 4.2), sft_loss (4.3)
+  5. command line           sgd_step: one `--optimizer sgd --weight-decay 0 --max-grad-norm 0`
+                            step on the whole file (5.5)
 
 Every computation runs in float64 (the default dtype is set on import): checkpoints are float32
-on disk and are widened exactly when loaded. Needs torch and safetensors.
+on disk and are widened exactly when loaded. Needs torch and safetensors. The data readers take
+plain (not gzipped) files and refuse the kinds of bad line the golden files hold; every kind of
+docs/spec.md section 3.5 is tested on the Rust side, in crates/dpo/tests/data.rs.
 """
 import json
 import math
@@ -228,7 +230,7 @@ def get_log_probs(logits, labels):
 
 
 # ---------------------------------------------------------------------------------------------
-# 4. The DPO losses and metrics
+# 4. The DPO losses and metrics, the SFT loss
 # ---------------------------------------------------------------------------------------------
 
 
@@ -281,11 +283,6 @@ def dpo_eval(policy, ref, cfg, rows, loss="sigmoid", e=0.0, max_prompt_length=No
     return losses.mean(), metrics, beta * (pi_c - ref_c - pi_r + ref_r).detach()
 
 
-# ---------------------------------------------------------------------------------------------
-# 5. What the training commands compute: the SFT loss and one plain SGD step
-# ---------------------------------------------------------------------------------------------
-
-
 def sft_loss(P, cfg, rows, max_prompt_length=None):
     """Mean token cross-entropy over every scored completion token of the batch; truncated rows."""
     seqs, n_cut = [], 0
@@ -298,6 +295,11 @@ def sft_loss(P, cfg, rows, max_prompt_length=None):
     loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
                            ignore_index=IGNORE_INDEX)
     return loss, n_cut
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. One training step of `dpo train` / `dpo sft` with plain SGD
+# ---------------------------------------------------------------------------------------------
 
 
 def sgd_step(P, loss_fn, lr):
