@@ -1,4 +1,4 @@
-//! Checkpoints (CONTRACT section 2): a directory with `config.json` and
+//! Checkpoints (docs/spec.md section 2): a directory with `config.json` and
 //! `model.safetensors` (float32, little-endian, nanoGPT's tensor names).
 //!
 //! Loading is strict: every expected tensor present with its exact shape and

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Sizes of a GPT-2 / nanoGPT decoder (CONTRACT section 1; field names as in
+/// Sizes of a GPT-2 / nanoGPT decoder (docs/spec.md section 1; field names as in
 /// nanoGPT's `GPTConfig`, so a `config.json` reads the same in both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GptConfig {

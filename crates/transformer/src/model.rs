@@ -1,4 +1,4 @@
-//! The GPT-2 / nanoGPT decoder (CONTRACT section 1), on the autograd tape.
+//! The GPT-2 / nanoGPT decoder (docs/spec.md section 1), on the autograd tape.
 //!
 //! ```text
 //! x = wte[idx] + wpe[t]                         (B, T, C)

@@ -1,5 +1,5 @@
 //! Preference and SFT data: JSON Lines files -> validated token rows ->
-//! truncated rows -> padded token batches (CONTRACT.md section 3).
+//! truncated rows -> padded token batches (docs/spec.md section 3).
 //!
 //! The pipeline, in the order the trainer runs it:
 //!
@@ -18,8 +18,8 @@
 //!    and shifted targets (`-100` where nothing is scored), the layout the
 //!    fused log-prob kernels read.
 //!
-//! The PyTorch reference is `shared/refs/torch_gpt.py` (`load_pref_jsonl`,
-//! `load_sft_jsonl`, `truncate_row`, `build_batch`, `get_log_probs`).
+//! The PyTorch reference is `tests/golden/torch_reference.py` (`load_prefs`,
+//! `load_sft`, `truncate_row`, `batch`, `get_log_probs`).
 
 mod batch;
 mod jsonl;
@@ -133,7 +133,7 @@ pub(crate) fn write_lines(
     write!(f, " ({word} {}{more})", listed.join(", "))
 }
 
-/// Why one line of a data file is refused (CONTRACT.md section 3).
+/// Why one line of a data file is refused (docs/spec.md section 3).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadLine {
     /// The line's bytes are not UTF-8.

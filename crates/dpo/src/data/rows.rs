@@ -1,8 +1,8 @@
 //! One JSON object -> one validated token row, and the two file loaders.
 //!
-//! Mirrors `load_pref_jsonl` / `load_sft_jsonl` of `shared/refs/torch_gpt.py`
-//! (`_check_form`, `_field_ids`, `_check_scored`), plus the implicit-prompt
-//! form of CONTRACT.md section 3, which the reference does not read.
+//! The rules of docs/spec.md section 3; the PyTorch reference
+//! `tests/golden/torch_reference.py` reads the same rows (`load_prefs`,
+//! `load_sft`, `field_ids`, `scored`, `common_prefix`).
 
 use super::jsonl::{read_rows, JsonRow};
 use super::{BadLine, DataError, LoadReport, PreferenceRow, SftRow};

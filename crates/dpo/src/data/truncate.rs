@@ -1,4 +1,4 @@
-//! Per-row truncation into the model's block (CONTRACT.md section 3; the
+//! Per-row truncation into the model's block (docs/spec.md section 3; the
 //! reference's `truncate_row`), the behaviour of the original DPO code and of
 //! TRL's `DPOTrainer` up to 0.28 with `truncation_mode="keep_end"`.
 
