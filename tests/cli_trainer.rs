@@ -264,3 +264,48 @@ fn generate_stops_at_the_stop_text() {
         format!("Hello{expected}").as_str()
     );
 }
+
+#[test]
+fn a_row_emptied_by_truncation_is_refused_or_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("prefs.jsonl");
+    // Block 16: a 16-token prompt cut to nothing leaves a 1-token chosen
+    // response with no scored token.
+    let long_prompt: Vec<u32> = (1..=16).collect();
+    std::fs::write(
+        &data,
+        format!(
+            "{}\n{}\n",
+            serde_json::json!({"prompt_ids": long_prompt, "chosen_ids": [4], "rejected_ids": [5, 6]}),
+            serde_json::json!({"prompt_ids": [1], "chosen_ids": [4, 5], "rejected_ids": [5, 6]}),
+        ),
+    )
+    .unwrap();
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--policy",
+            "ids/policy",
+            "--ref",
+            "ids/ref",
+            "--data",
+            data.to_str().unwrap(),
+            "--max-prompt-length",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        dpo(&args)
+    };
+    let refused = eval(&[]);
+    refused.assert_one_line_error();
+    assert!(
+        refused
+            .stderr
+            .contains("line 1: chosen has no scored token"),
+        "{refused}"
+    );
+    let skipped = eval(&["--skip-invalid"]);
+    skipped.assert_ok();
+    assert_eq!(skipped.json()["num_pairs"].as_u64(), Some(1), "{skipped}");
+    assert!(skipped.stderr.contains("skipped"), "{skipped}");
+}

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{ensure, Context, Result};
-use dpo::data::{self, prepare_rows, PreparedRows, TrainingRow};
+use anyhow::{anyhow, ensure, Context, Result};
+use dpo::data::{self, prepare_rows, DataError, PreparedRows, TrainingRow};
 use transformer::{ByteTokenizer, Gpt, GptConfig};
 
 use super::train_loop::DataCounts;
@@ -52,7 +52,12 @@ pub fn load_rows<R: TrainingRow>(
         config.block_size,
         budget,
         skip_invalid,
-    )?;
+    )
+    .map_err(|e| match e {
+        // The one data error that does not name its file.
+        DataError::NoScoredTokenAfterTruncation { .. } => anyhow!("{}: {e}", path.display()),
+        e => e.into(),
+    })?;
     if prepared.load.skipped > 0 {
         eprintln!("{}: {}", path.display(), prepared.load);
     }
