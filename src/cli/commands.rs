@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, ensure, Context, Result};
 use dpo::loss::DpoLossConfig;
 use serde::Serialize;
-use transformer::sampling::{generate, SamplingOptions};
+use transformer::sampling::{generate_until, SamplingOptions};
 use transformer::{ByteTokenizer, GptConfig, Tokenizer};
 
 use super::args::{
@@ -164,21 +164,21 @@ fn run_generate(a: &GenerateArgs) -> Result<Generation> {
         top_k: a.top_k,
         seed: a.seed,
     };
-    let mut new_tokens = generate(&model, &prompt, a.max_new_tokens, options);
+    let eos = tokenizer.eos_id();
+    let stops = |tokens: &[u32]| {
+        let text = tokenizer.decode(tokens);
+        a.stop.iter().filter_map(|s| text.find(s.as_str())).min()
+    };
+    let mut new_tokens = generate_until(&model, &prompt, a.max_new_tokens, options, |tokens| {
+        tokens.last().copied() == eos || stops(tokens).is_some()
+    });
     let mut finish_reason = "length";
-    if let Some(eos) = tokenizer.eos_id() {
-        if let Some(at) = new_tokens.iter().position(|&id| id == eos) {
-            new_tokens.truncate(at);
-            finish_reason = "eos";
-        }
+    if let Some(at) = new_tokens.iter().position(|&id| Some(id) == eos) {
+        new_tokens.truncate(at);
+        finish_reason = "eos";
     }
     let mut completion = tokenizer.decode(&new_tokens);
-    if let Some(at) = a
-        .stop
-        .iter()
-        .filter_map(|s| completion.find(s.as_str()))
-        .min()
-    {
+    if let Some(at) = stops(&new_tokens) {
         completion.truncate(at);
         new_tokens = tokenizer.encode(&completion);
         finish_reason = "stop";

@@ -145,6 +145,19 @@ pub fn generate(
     max_new_tokens: usize,
     options: SamplingOptions,
 ) -> Vec<u32> {
+    generate_until(model, prompt, max_new_tokens, options, |_| false)
+}
+
+/// [`generate`], ending early once `stop(new_tokens)` is true (checked after
+/// every new token, e.g. for an end-of-sequence token or a stop text). The
+/// tokens are those [`generate`] would give, up to that point.
+pub fn generate_until(
+    model: &Gpt<f32>,
+    prompt: &[u32],
+    max_new_tokens: usize,
+    options: SamplingOptions,
+    mut stop: impl FnMut(&[u32]) -> bool,
+) -> Vec<u32> {
     let block_size = model.config().block_size;
     let mut context = check_prompt(prompt, model.config().vocab_size);
     let mut rng = StdRng::seed_from_u64(options.seed);
@@ -159,7 +172,7 @@ pub fn generate(
         let next = sample_next(&logits, &options, &mut rng);
         out.push(next as u32);
         context.push(next);
-        if out.len() == max_new_tokens {
+        if out.len() == max_new_tokens || stop(&out) {
             return out;
         }
         logits = if cache.len() < block_size {

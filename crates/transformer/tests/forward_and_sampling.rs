@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use autograd::Tape;
-use transformer::sampling::{generate_uncached, last_logits, sample_next};
+use transformer::sampling::{generate_uncached, generate_until, last_logits, sample_next};
 use transformer::{generate, Gpt, GptConfig, KvCache, SamplingOptions};
 
 fn config() -> GptConfig {
@@ -154,4 +154,24 @@ fn top_k_one_is_greedy_and_sampling_follows_the_distribution() {
         .count();
     let p1 = 1.0 / (1.0 + (-0.5f64).exp());
     assert!((ones as f64 / n as f64 - p1).abs() < 0.02);
+}
+
+#[test]
+fn generation_until_a_condition_is_a_prefix_of_the_full_generation() {
+    let model = model();
+    let options = SamplingOptions {
+        temperature: 1.0,
+        top_k: None,
+        seed: 7,
+    };
+    let full = generate(&model, &[1, 2, 3], 20, options);
+    let mut calls = 0;
+    let cut = generate_until(&model, &[1, 2, 3], 20, options, |tokens| {
+        calls += 1;
+        tokens.len() == 5
+    });
+    assert_eq!(cut, full[..5]);
+    assert_eq!(calls, 5, "the condition is checked after every new token");
+    let never = generate_until(&model, &[1, 2, 3], 20, options, |_| false);
+    assert_eq!(never, full);
 }
