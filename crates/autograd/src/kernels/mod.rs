@@ -11,6 +11,7 @@ pub mod attention;
 pub mod elementwise;
 pub mod gemm;
 pub mod layernorm;
+pub mod simd;
 pub mod softmax;
 
 /// Below this many elements a loop runs on the calling thread: spawning

@@ -37,7 +37,6 @@ use ndarray::{Array2, ArrayView2, Axis, IxDyn};
 use rayon::prelude::*;
 
 use super::sequence_logprobs::{check_targets, row_max, row_sum_exp, IGNORE_INDEX};
-use autograd::kernels::softmax::exp_fast;
 
 /// Options of the fused LM-head log-prob op.
 #[derive(Debug, Clone, Copy)]
@@ -205,7 +204,8 @@ impl LmHeadLogprobs {
                         let g = dlogp[scored.seqs[i]];
                         let lse_i = lse[i];
                         let row = row.as_slice_mut().unwrap();
-                        row.iter_mut().for_each(|x| *x = -g * exp_fast(*x - lse_i));
+                        row.iter_mut()
+                            .for_each(|x| *x = -g * (*x - lse_i).exp_fast());
                         let y = scored.targets[i];
                         if (v0..v1).contains(&y) {
                             row[y - v0] += g;
