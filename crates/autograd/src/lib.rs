@@ -31,6 +31,7 @@ pub mod optim;
 pub mod tape;
 
 pub use float::Float;
+pub use kernels::crossentropy::IGNORE_INDEX;
 pub use tape::{Gradients, Tape, Tensor, Var};
 
 /// Sets the number of worker threads of the global rayon pool (once per
