@@ -20,8 +20,8 @@ use autograd::{Float, Tape, Tensor, Var};
 use ndarray::IxDyn;
 use rayon::prelude::*;
 
-/// The label value of a position that is not scored.
-pub const IGNORE_INDEX: i64 = -100;
+/// The label value of a position that is not scored (autograd's, re-exported).
+pub use autograd::IGNORE_INDEX;
 
 /// Rows per parallel task.
 const ROWS_PER_TASK: usize = 8;
