@@ -3,10 +3,18 @@
 //! Everything in the crate is generic over [`Float`], so the same op code runs
 //! in single precision (fast) and in double precision (exact enough that finite
 //! differences can check the analytic gradients to ~1e-8).
+//!
+//! Where the two precisions need different code, the trait has a method and
+//! each type its own implementation: [`Float::exp_fast`] and
+//! [`Float::tanh_fast`] are vectorizable polynomials in `f32` and the exact
+//! libm functions in `f64`; [`Float::gemm`] is `sgemm` or `dgemm`. Kernels
+//! never compare type names ([`Float::NAME`] is for messages only).
 
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
 use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
+
+use crate::kernels::simd::{exp_f32, tanh_f32};
 
 /// A real scalar type the engine can compute with (`f32` or `f64`).
 pub trait Float:
@@ -33,6 +41,17 @@ pub trait Float:
 
     /// Widens to `f64`.
     fn as_f64(self) -> f64;
+
+    /// `e^x` for the kernels' loops (softmax, attention, log-probs, `exp`).
+    /// `f32`: the branch-free polynomial [`exp_f32`], which vectorizes
+    /// (under 2 ulp; results below 1.2e-38 flush to 0). `f64`: the exact
+    /// `exp`, so gradient checks see the true function.
+    fn exp_fast(self) -> Self;
+
+    /// `tanh(x)` for the GELU loops. `f32`: the branch-free rational
+    /// approximation [`tanh_f32`], which vectorizes (a few ulp). `f64`: the
+    /// exact `tanh`.
+    fn tanh_fast(self) -> Self;
 
     /// `C = alpha * A @ B + beta * C` on raw strided buffers (matrixmultiply's
     /// sgemm/dgemm). Strides are in elements, so a transposed operand is just
@@ -68,6 +87,14 @@ impl Float for f32 {
     fn as_f64(self) -> f64 {
         self as f64
     }
+    #[inline(always)]
+    fn exp_fast(self) -> f32 {
+        exp_f32(self)
+    }
+    #[inline(always)]
+    fn tanh_fast(self) -> f32 {
+        tanh_f32(self)
+    }
     unsafe fn gemm(
         m: usize,
         k: usize,
@@ -95,6 +122,14 @@ impl Float for f64 {
     }
     fn as_f64(self) -> f64 {
         self
+    }
+    #[inline(always)]
+    fn exp_fast(self) -> f64 {
+        self.exp()
+    }
+    #[inline(always)]
+    fn tanh_fast(self) -> f64 {
+        self.tanh()
     }
     unsafe fn gemm(
         m: usize,

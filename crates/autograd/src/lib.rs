@@ -4,8 +4,8 @@
 //! tensors, for training small language models on CPUs.
 //!
 //! ```
+//! use autograd::ndarray::array;
 //! use autograd::{Tape, Tensor};
-//! use ndarray::array;
 //!
 //! let tape = Tape::<f64>::new();
 //! let x = tape.leaf(array![1.0, 2.0, 3.0].into_dyn());
@@ -22,6 +22,12 @@
 //! - [`kernels`]: the loops on plain slices that the ops call;
 //! - [`optim`]: SGD, AdamW, gradient clipping, learning-rate schedules;
 //! - [`gradcheck`]: finite-difference checking of any op or model.
+//!
+//! Tensors are [ndarray](https://docs.rs/ndarray/0.16) 0.16 arrays
+//! ([`Tensor<T>`](Tensor) = `ndarray::ArrayD<T>`). The crate re-exports the
+//! ndarray it is built with as [`autograd::ndarray`](ndarray), so callers
+//! build tensors with the matching version (`use autograd::ndarray::array;`)
+//! without a dependency of their own that could drift to another version.
 
 pub mod float;
 pub mod gradcheck;
@@ -31,7 +37,11 @@ pub mod optim;
 pub mod tape;
 
 pub use float::Float;
+pub use kernels::crossentropy::IGNORE_INDEX;
 pub use tape::{Gradients, Tape, Tensor, Var};
+
+/// The ndarray crate (0.16) that [`Tensor`] is built on.
+pub use ndarray;
 
 /// Sets the number of worker threads of the global rayon pool (once per
 /// process, before any parallel work). Returns an error message if the pool

@@ -4,7 +4,9 @@
 use autograd::gradcheck::{gradcheck, gradcheck_with, random_inputs, GradcheckOptions};
 use autograd::{Tape, Tensor, Var};
 use dpo::kernels::sequence_logprobs::{sequence_logprobs, IGNORE_INDEX};
-use dpo::kernels::LmHeadLogprobs;
+use dpo::kernels::{
+    lm_head_logprobs_backward, lm_head_logprobs_forward, LmHeadDims, LmHeadLogprobs,
+};
 use ndarray::IxDyn;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -206,4 +208,161 @@ fn lm_head_logprobs_all_masked_gives_zero() {
         |tape, x| LmHeadLogprobs::default().apply(tape, &x[0], &x[1], &targets),
     );
     assert!(report.max_error < 1e-9);
+}
+
+/// The LM-head kernels written out plainly (f64, no chunks): on R scored rows,
+/// z = h @ wte^T, logp = z[y] - lse(z), dz = g (onehot(y) - softmax(z)),
+/// dh = dz @ wte, dwte = dz^T @ h.
+fn lm_head_reference(
+    h: &[f64],
+    wte: &[f64],
+    targets: &[usize],
+    dlogp: &[f64],
+    c: usize,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (r, v) = (targets.len(), wte.len() / c);
+    let mut logp = vec![0.0; r];
+    let mut dh = vec![0.0; r * c];
+    let mut dwte = vec![0.0; v * c];
+    for i in 0..r {
+        let z: Vec<f64> = (0..v)
+            .map(|j| (0..c).map(|k| h[i * c + k] * wte[j * c + k]).sum())
+            .collect();
+        let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = max + z.iter().map(|&zj| (zj - max).exp()).sum::<f64>().ln();
+        logp[i] = z[targets[i]] - lse;
+        for j in 0..v {
+            let onehot = if j == targets[i] { 1.0 } else { 0.0 };
+            let dz = dlogp[i] * (onehot - (z[j] - lse).exp());
+            for k in 0..c {
+                dh[i * c + k] += dz * wte[j * c + k];
+                dwte[j * c + k] += dz * h[i * c + k];
+            }
+        }
+    }
+    (logp, dh, dwte)
+}
+
+fn assert_close(name: &str, got: &[f64], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{name}: lengths differ");
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-12 * (1.0 + b.abs()),
+            "{name}[{i}]: {a} vs {b}"
+        );
+    }
+}
+
+#[test]
+fn lm_head_logprobs_kernels_match_a_plain_reference_for_any_chunking() {
+    let (r, c, v) = (6, 3, 11);
+    let inputs = random_inputs(&[&[r, c], &[v, c], &[r]], 4);
+    let (h, wte, dlogp) = (
+        inputs[0].as_slice().unwrap(),
+        inputs[1].as_slice().unwrap(),
+        inputs[2].as_slice().unwrap(),
+    );
+    let mut rng = StdRng::seed_from_u64(8);
+    let targets: Vec<usize> = (0..r).map(|_| rng.gen_range(0..v)).collect();
+    let (ref_logp, ref_dh, ref_dwte) = lm_head_reference(h, wte, &targets, dlogp, c);
+    // One chunk (the forward keeps the logits), several with a short last one, one row each.
+    for vc in [v, 4, 1] {
+        let dims = LmHeadDims { r, c, v, vc };
+        let (mut logp, mut lse) = (vec![f64::NAN; r], vec![f64::NAN; r]);
+        let logits = lm_head_logprobs_forward(&mut logp, &mut lse, h, wte, &targets, dims);
+        assert_eq!(logits.is_some(), vc >= v, "vc = {vc}");
+        assert_close("logp", &logp, &ref_logp);
+        // dh is accumulated into, dwte overwritten.
+        let (mut dh, mut dwte) = (vec![0.0; r * c], vec![f64::NAN; v * c]);
+        lm_head_logprobs_backward(
+            &mut dh, &mut dwte, dlogp, h, wte, &targets, &lse, logits, dims,
+        );
+        assert_close("dh", &dh, &ref_dh);
+        assert_close("dwte", &dwte, &ref_dwte);
+    }
+}
+
+#[test]
+fn lm_head_logprobs_backward_from_kept_logits_equals_recomputed() {
+    let (r, c, v) = (5, 4, 9);
+    let inputs = random_inputs(&[&[r, c], &[v, c], &[r]], 6);
+    let (h, wte, dlogp) = (
+        inputs[0].as_slice().unwrap(),
+        inputs[1].as_slice().unwrap(),
+        inputs[2].as_slice().unwrap(),
+    );
+    let targets: Vec<usize> = (0..r).map(|i| (i * 5) % v).collect();
+    let dims = LmHeadDims { r, c, v, vc: v };
+    let (mut logp, mut lse) = (vec![0.0; r], vec![0.0; r]);
+    let logits = lm_head_logprobs_forward(&mut logp, &mut lse, h, wte, &targets, dims);
+    assert!(logits.is_some());
+    let backward = |logits| {
+        let (mut dh, mut dwte) = (vec![0.0; r * c], vec![0.0; v * c]);
+        lm_head_logprobs_backward(
+            &mut dh, &mut dwte, dlogp, h, wte, &targets, &lse, logits, dims,
+        );
+        (dh, dwte)
+    };
+    assert_eq!(backward(logits), backward(None));
+}
+
+#[test]
+fn lm_head_logprobs_op_is_its_kernels_on_the_scored_rows() {
+    // f32, bitwise: the op only gathers the scored rows, sums each sequence's
+    // log-probs in row order and scatters dh back.
+    let (s, t, c, v) = (3, 5, 4, 40);
+    let targets = random_targets(s, t, v, &[1], 12);
+    let inputs = random_inputs(&[&[s, t, c], &[v, c]], 13);
+    let (hidden, wte) = (inputs[0].mapv(|x| x as f32), inputs[1].mapv(|x| x as f32));
+    let seed = Tensor::from_shape_fn(IxDyn(&[s]), |i| 0.5 + i[0] as f32);
+
+    let tape = Tape::<f32>::new();
+    let (hv, wv) = (tape.leaf(hidden.clone()), tape.leaf(wte.clone()));
+    let op_logp = LmHeadLogprobs::default().apply(&tape, &hv, &wv, &targets);
+    let op_value = op_logp.value().clone();
+    let grads = tape.backward_with(&op_logp, seed.clone());
+
+    let scored: Vec<usize> = (0..s * t).filter(|&i| targets[i] != IGNORE_INDEX).collect();
+    let r = scored.len();
+    let hidden_flat = hidden.as_slice().unwrap();
+    let h: Vec<f32> = scored
+        .iter()
+        .flat_map(|&i| hidden_flat[i * c..(i + 1) * c].to_vec())
+        .collect();
+    let row_targets: Vec<usize> = scored.iter().map(|&i| targets[i] as usize).collect();
+    let dims = LmHeadDims { r, c, v, vc: v }; // the op's chunking at this size
+    let (mut row_logp, mut lse) = (vec![0.0; r], vec![0.0; r]);
+    let logits = lm_head_logprobs_forward(
+        &mut row_logp,
+        &mut lse,
+        &h,
+        wte.as_slice().unwrap(),
+        &row_targets,
+        dims,
+    );
+    let mut seq_logp = vec![0f32; s];
+    for (&i, &lp) in scored.iter().zip(&row_logp) {
+        seq_logp[i / t] += lp;
+    }
+    assert_eq!(op_value.as_slice().unwrap(), &seq_logp[..]);
+
+    let drow_logp: Vec<f32> = scored.iter().map(|&i| seed[i / t]).collect();
+    let (mut dh, mut dwte) = (vec![0.0; r * c], vec![0.0; v * c]);
+    lm_head_logprobs_backward(
+        &mut dh,
+        &mut dwte,
+        &drow_logp,
+        &h,
+        wte.as_slice().unwrap(),
+        &row_targets,
+        &lse,
+        logits,
+        dims,
+    );
+    let mut dhidden = vec![0f32; s * t * c];
+    for (k, &i) in scored.iter().enumerate() {
+        dhidden[i * c..(i + 1) * c].copy_from_slice(&dh[k * c..(k + 1) * c]);
+    }
+    assert_eq!(grads.get(&hv).unwrap().as_slice().unwrap(), &dhidden[..]);
+    assert_eq!(grads.get(&wv).unwrap().as_slice().unwrap(), &dwte[..]);
 }

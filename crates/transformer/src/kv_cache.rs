@@ -17,7 +17,8 @@
 //! [`AttentionMode::Cached`]: crate::model::AttentionMode::Cached
 
 use autograd::kernels::gemm::gemm_serial;
-use autograd::kernels::softmax::{exp_fast, max_lanes, sum_lanes};
+// The softmax of a row of scores, the same steps as the training kernel's.
+use autograd::kernels::attention::causal_softmax_row;
 use autograd::{Float, Tape, Tensor, Var};
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis, IxDyn};
 use rayon::prelude::*;
@@ -224,17 +225,6 @@ pub fn attention_cached_forward<T: Float>(
     } else {
         heads.collect::<Vec<_>>().into_par_iter().for_each(head);
     }
-}
-
-/// In place: `row[..=last]` becomes its softmax, `row[last+1..]` zero (the
-/// same steps as the training kernel's, `autograd::kernels::attention`).
-fn causal_softmax_row<T: Float>(row: &mut [T], last: usize) {
-    let (live, masked) = row.split_at_mut(last + 1);
-    let max = max_lanes(live);
-    live.iter_mut().for_each(|x| *x = exp_fast(*x - max));
-    let inv = T::one() / sum_lanes(live);
-    live.iter_mut().for_each(|x| *x *= inv);
-    masked.iter_mut().for_each(|x| *x = T::zero());
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use autograd::{Float, Tape, Var};
 use crate::model::Gpt;
 use crate::params::GptParams;
 
-/// The target of a position that is not scored.
-pub const IGNORE: i64 = -100;
+/// The target of a position that is not scored: [`autograd::IGNORE_INDEX`].
+pub use autograd::IGNORE_INDEX as IGNORE;
 
 /// A right-padded batch of sequences with shifted targets.
 #[derive(Debug, Clone, PartialEq, Eq)]

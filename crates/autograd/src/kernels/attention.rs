@@ -14,7 +14,7 @@ use ndarray::{s, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis};
 use rayon::prelude::*;
 
 use super::gemm::gemm_serial;
-use super::softmax::{exp_fast, max_lanes, sum_lanes};
+use super::simd::{max_lanes, sum_lanes};
 use crate::float::Float;
 
 /// The sizes of one attention call.
@@ -136,11 +136,12 @@ fn row_blocks(t: usize) -> impl Iterator<Item = (usize, usize)> {
         .map(move |r0| (r0, (r0 + ROW_BLOCK).min(t)))
 }
 
-/// In place: `row[..=last]` becomes its softmax, `row[last+1..]` zero.
-fn causal_softmax_row<T: Float>(row: &mut [T], last: usize) {
+/// In place: `row[..=last]` becomes its softmax, `row[last+1..]` zero (also
+/// the generation kernel's, `transformer::kv_cache`).
+pub fn causal_softmax_row<T: Float>(row: &mut [T], last: usize) {
     let (live, masked) = row.split_at_mut(last + 1);
     let max = max_lanes(live);
-    live.iter_mut().for_each(|x| *x = exp_fast(*x - max));
+    live.iter_mut().for_each(|x| *x = (*x - max).exp_fast());
     let inv = T::one() / sum_lanes(live);
     live.iter_mut().for_each(|x| *x *= inv);
     masked.iter_mut().for_each(|x| *x = T::zero());

@@ -11,7 +11,7 @@
 
 use rayon::prelude::*;
 
-use super::softmax::{sum_lanes, sum_map_lanes};
+use super::simd::{sum_lanes, sum_map_lanes};
 use super::PAR_MIN_ELEMENTS;
 use crate::float::Float;
 

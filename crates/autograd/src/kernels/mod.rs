@@ -6,11 +6,25 @@
 //!
 //! Parallel loops split work on fixed boundaries that do not depend on the
 //! number of threads, so results are bitwise the same for any pool size.
+//!
+//! | module | loops | used by |
+//! |---|---|---|
+//! | [`simd`] | lane reductions (`sum_lanes`, `max_lanes`, ...) and the f32 `exp`/`tanh` polynomials behind [`crate::Float::exp_fast`] / [`crate::Float::tanh_fast`] | every kernel below |
+//! | [`elementwise`] | `map`, `zip_map`, `add_assign`, `sum` over flat slices | unary and binary ops, `sum_all`, gradient accumulation |
+//! | [`gemm`] | strided `C = alpha A @ B + beta C`, split over rayon | `matmul`, `linear`, attention |
+//! | [`softmax`] | `softmax_forward/backward` along any axis | `softmax`, `log_softmax` |
+//! | [`layernorm`] | `layernorm_forward/backward` | `layer_norm` |
+//! | [`attention`] | `attention_forward/backward` (causal, multi-head) | `causal_attention` |
+//! | [`embedding`] | `embedding_forward/backward` (gather, scatter-add) | `embedding` |
+//! | [`crossentropy`] | `crossentropy_forward/backward`, [`IGNORE_INDEX`](crossentropy::IGNORE_INDEX) | `cross_entropy` |
 
 pub mod attention;
+pub mod crossentropy;
 pub mod elementwise;
+pub mod embedding;
 pub mod gemm;
 pub mod layernorm;
+pub mod simd;
 pub mod softmax;
 
 /// Below this many elements a loop runs on the calling thread: spawning

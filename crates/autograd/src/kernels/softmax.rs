@@ -12,112 +12,9 @@
 
 use rayon::prelude::*;
 
+use super::simd::{dot_lanes, max_lanes, sum_lanes};
 use super::PAR_CHUNK;
 use crate::float::Float;
-
-/// `e^x`: for `f32` a branch-free polynomial that the compiler vectorizes
-/// (the libm call it replaces is 5-10x slower and is the whole cost of a
-/// softmax); for `f64` the exact `exp`, so gradient checks see no change.
-///
-/// The `f32` path is Cephes' `expf`: `x = n ln2 + r` with `|r| <= ln2/2`,
-/// `e^r` by a degree-6 polynomial (relative error below 2 ulp), then `2^n`
-/// built in the exponent bits (as two factors, so that `n = 128` is fine).
-/// Below `ln(FLT_MIN) = -87.34` the result flushes to 0 (softmax only ever
-/// needs `x <= 0`), above `ln(FLT_MAX)` it is `inf`, and NaN stays NaN.
-#[inline(always)]
-pub fn exp_fast<T: Float>(x: T) -> T {
-    if T::NAME == "f32" {
-        T::cast(exp_f32(x.as_f64() as f32) as f64)
-    } else {
-        x.exp()
-    }
-}
-
-/// See [`exp_fast`]. The polynomial's coefficients are Cephes' as published.
-#[inline(always)]
-#[allow(clippy::excessive_precision)]
-fn exp_f32(x: f32) -> f32 {
-    const LO: f32 = -87.336_55; // ln(FLT_MIN)
-    const HI: f32 = 88.722_83; // ln(FLT_MAX)
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4; // ln 2 = LN2_HI + LN2_LO, LN2_HI exact in few bits
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Round to nearest with the 1.5 * 2^23 trick: plain adds, so it vectorizes
-    // without SSE4.1's round instruction.
-    const ROUND: f32 = 12_582_912.0;
-    let xc = x.clamp(LO, HI); // NaN stays NaN
-    let shifted = xc * LOG2E + ROUND;
-    let n = shifted - ROUND;
-    let n_int = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
-    let r = xc - n * LN2_HI - n * LN2_LO;
-    let r2 = r * r;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 5.000_000_1e-1;
-    let er = p * r2 + r + 1.0;
-    let n_half = n_int >> 1;
-    let scale_a = f32::from_bits(((n_half + 127) as u32) << 23);
-    let scale_b = f32::from_bits(((n_int - n_half + 127) as u32) << 23);
-    let y = er * scale_a * scale_b;
-    if x < LO {
-        0.0
-    } else if x > HI {
-        f32::INFINITY
-    } else {
-        y
-    }
-}
-
-/// Sum in 8 interleaved partial sums (so the loop vectorizes), combined in a
-/// fixed order: the result depends only on the data.
-#[inline(always)]
-pub fn sum_lanes<T: Float>(x: &[T]) -> T {
-    sum_map_lanes(x, |v| v)
-}
-
-/// `sum_i f(x_i)` in 8 interleaved partial sums combined in a fixed order
-/// (vectorizes; the result depends only on the data).
-#[inline(always)]
-pub fn sum_map_lanes<T: Float>(x: &[T], f: impl Fn(T) -> T) -> T {
-    const LANES: usize = 8;
-    let mut acc = [T::zero(); LANES];
-    let mut chunks = x.chunks_exact(LANES);
-    for c in &mut chunks {
-        for l in 0..LANES {
-            acc[l] += f(c[l]);
-        }
-    }
-    let mut total = T::zero();
-    for &v in chunks.remainder() {
-        total += f(v);
-    }
-    let pairs = [
-        acc[0] + acc[4],
-        acc[1] + acc[5],
-        acc[2] + acc[6],
-        acc[3] + acc[7],
-    ];
-    total + ((pairs[0] + pairs[2]) + (pairs[1] + pairs[3]))
-}
-
-/// Max in 8 interleaved partial maxima (so the loop vectorizes).
-#[inline(always)]
-pub fn max_lanes<T: Float>(x: &[T]) -> T {
-    const LANES: usize = 8;
-    let mut acc = [T::neg_infinity(); LANES];
-    let mut chunks = x.chunks_exact(LANES);
-    for c in &mut chunks {
-        for l in 0..LANES {
-            acc[l] = if c[l] > acc[l] { c[l] } else { acc[l] };
-        }
-    }
-    let mut m = T::neg_infinity();
-    for &v in chunks.remainder().iter().chain(acc.iter()) {
-        m = if v > m { v } else { m };
-    }
-    m
-}
 
 /// Softmax or log-softmax: which function a kernel computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,7 +103,7 @@ pub fn softmax_forward_rows<T: Float>(out: &mut [T], inp: &[T], c: usize, kind: 
         let maxval = max_lanes(inp_row);
         // pass 2: exponentials and their sum
         for (o, &x) in out_row.iter_mut().zip(inp_row) {
-            *o = exp_fast(x - maxval);
+            *o = (x - maxval).exp_fast();
         }
         let sum = sum_lanes(out_row);
         // pass 3: normalize
@@ -258,7 +155,7 @@ pub fn softmax_forward_strided<T: Float>(
             .zip(inp_blk.chunks_exact(inner))
         {
             for (o, (&x, &m)) in out_j.iter_mut().zip(inp_j.iter().zip(&maxval)) {
-                *o = exp_fast(x - m);
+                *o = (x - m).exp_fast();
             }
             for (s, &o) in sum.iter_mut().zip(out_j.iter()) {
                 *s += o;
@@ -345,7 +242,7 @@ pub fn softmax_backward_strided<T: Float>(
                 }
                 SoftmaxKind::LogSoftmax => {
                     for (dx, ((&d, &y), &s)) in rows {
-                        *dx = d - exp_fast(y) * s;
+                        *dx = d - y.exp_fast() * s;
                     }
                 }
             }
@@ -366,19 +263,8 @@ pub fn softmax_backward_rows<T: Float>(
     for_each_block2(dinp, dout, out, c, |dinp_row, dout_row, out_row| {
         match kind {
             SoftmaxKind::Softmax => {
-                // pass 1: sum_j dout_j y_j, in 8 lanes (vectorizes, fixed order)
-                let mut dot_lanes = [T::zero(); 8];
-                let (d_chunks, y_chunks) = (dout_row.chunks_exact(8), out_row.chunks_exact(8));
-                let (d_rest, y_rest) = (d_chunks.remainder(), y_chunks.remainder());
-                for (d8, y8) in d_chunks.zip(y_chunks) {
-                    for l in 0..8 {
-                        dot_lanes[l] += d8[l] * y8[l];
-                    }
-                }
-                let mut dot = sum_lanes(&dot_lanes);
-                for (&d, &y) in d_rest.iter().zip(y_rest) {
-                    dot += d * y;
-                }
+                // pass 1: sum_j dout_j y_j
+                let dot = dot_lanes(dout_row, out_row);
                 // pass 2: dinp_i = y_i (dout_i - dot)
                 for (dx, (&d, &y)) in dinp_row.iter_mut().zip(dout_row.iter().zip(out_row)) {
                     *dx = y * (d - dot);
@@ -389,7 +275,7 @@ pub fn softmax_backward_rows<T: Float>(
                 let total = sum_lanes(dout_row);
                 // pass 2: dinp_i = dout_i - softmax_i total
                 for (dx, (&d, &y)) in dinp_row.iter_mut().zip(dout_row.iter().zip(out_row)) {
-                    *dx = d - exp_fast(y) * total;
+                    *dx = d - y.exp_fast() * total;
                 }
             }
         }
@@ -399,36 +285,6 @@ pub fn softmax_backward_rows<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exp_fast_is_accurate_in_f32_and_exact_in_f64() {
-        let mut worst = 0f64;
-        for i in -1_000_000..=1_000_000 {
-            let x = i as f32 * 8.7e-5; // [-87, 87]: normal results
-            let exact = (x as f64).exp();
-            let err = (exp_fast(x) as f64 - exact).abs() / exact;
-            worst = worst.max(err);
-        }
-        assert!(worst < 2.5e-7, "relative error {worst}");
-        assert_eq!(exp_fast(-1e4f32), 0.0);
-        assert_eq!(exp_fast(-100f32), 0.0);
-        assert_eq!(exp_fast(0f32), 1.0);
-        assert_eq!(exp_fast(88.7f32), 88.7f32.exp());
-        assert_eq!(exp_fast(89f32), f32::INFINITY);
-        assert!(exp_fast(f32::NAN).is_nan());
-        assert_eq!(exp_fast(-0.7f64), (-0.7f64).exp());
-    }
-
-    #[test]
-    fn lane_reductions() {
-        let x: Vec<f64> = (0..37).map(|i| ((i * 13) % 17) as f64 - 8.0).collect();
-        assert_eq!(sum_lanes(&x), x.iter().sum::<f64>());
-        assert_eq!(max_lanes(&x), 8.0);
-        assert_eq!(
-            max_lanes(&x[..3]),
-            x[..3].iter().cloned().fold(f64::MIN, f64::max)
-        );
-    }
 
     #[test]
     fn strided_matches_rows_of_the_transpose() {

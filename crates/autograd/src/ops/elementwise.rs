@@ -160,15 +160,10 @@ impl<T: Float> Tape<T> {
 
     /// y = exp(x)                        dx = dy * y
     ///
-    /// In f32 through [`crate::kernels::softmax::exp_fast`] (vectorized,
-    /// under 2 ulp; results below 1.2e-38 flush to 0); exact `exp` in f64.
+    /// Through [`Float::exp_fast`]: in f32 a vectorized polynomial (under
+    /// 2 ulp; results below 1.2e-38 flush to 0), in f64 the exact `exp`.
     pub fn exp(&self, x: &Var<T>) -> Var<T> {
-        self.unary(
-            "exp",
-            x,
-            crate::kernels::softmax::exp_fast,
-            Derivative::OfOutput(|y| y),
-        )
+        self.unary("exp", x, T::exp_fast, Derivative::OfOutput(|y| y))
     }
 
     /// y = ln(x)                         dx = dy / x
@@ -249,18 +244,19 @@ pub fn logsigmoid<T: Float>(x: T) -> T {
 const GELU_SCALE: f64 = 0.797_884_560_802_865_4;
 const GELU_CUBIC: f64 = 0.044_715;
 
-/// GELU, tanh approximation (GPT-2).
+/// GELU, tanh approximation (GPT-2); `tanh` is [`Float::tanh_fast`]
+/// (vectorizable in f32, exact in f64).
 pub fn gelu<T: Float>(x: T) -> T {
     let half = T::cast(0.5);
     let u = T::cast(GELU_SCALE) * (x + T::cast(GELU_CUBIC) * x * x * x);
-    half * x * (T::one() + super::nn::tanh_fast(u))
+    half * x * (T::one() + u.tanh_fast())
 }
 
 /// d gelu(x) / dx.
 pub fn gelu_grad<T: Float>(x: T) -> T {
     let half = T::cast(0.5);
     let u = T::cast(GELU_SCALE) * (x + T::cast(GELU_CUBIC) * x * x * x);
-    let t = super::nn::tanh_fast(u);
+    let t = u.tanh_fast();
     let du = T::cast(GELU_SCALE) * (T::one() + T::cast(3.0 * GELU_CUBIC) * x * x);
     half * (T::one() + t) + half * x * (T::one() - t * t) * du
 }

@@ -2,24 +2,21 @@
 //!
 //! Each is one node on the tape with a hand-written backward, instead of a
 //! chain of primitive ops: less memory (one saved buffer per op instead of
-//! one per step) and one pass over the data each way. The LayerNorm and
-//! attention loops live in [`crate::kernels::layernorm`] and
-//! [`crate::kernels::attention`]; the embedding and cross-entropy loops are
-//! short enough to sit here, next to their op.
+//! one per step) and one pass over the data each way. The loops live in
+//! [`crate::kernels`] (`embedding`, `layernorm`, `attention`, `crossentropy`):
+//! an op here checks the shapes, runs the forward kernel and records a
+//! backward closure that runs the backward kernel.
 
 use std::sync::Arc;
 
 use ndarray::IxDyn;
-use rayon::prelude::*;
 
 use crate::float::Float;
 use crate::kernels::attention::{attention_backward, attention_forward, AttentionDims};
+use crate::kernels::crossentropy::{crossentropy_backward, crossentropy_forward, IGNORE_INDEX};
+use crate::kernels::embedding::{embedding_backward, embedding_forward};
 use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
-use crate::kernels::PAR_MIN_ELEMENTS;
 use crate::tape::{Tape, Tensor, Var};
-
-/// The label of a row that [`Tape::cross_entropy`] skips (PyTorch's `ignore_index`).
-pub const IGNORE_INDEX: i64 = -100;
 
 /// The contiguous data of a tensor (a copy only if it is not in standard layout).
 fn data<T: Float>(t: &Tensor<T>) -> std::borrow::Cow<'_, [T]> {
@@ -30,9 +27,13 @@ fn data<T: Float>(t: &Tensor<T>) -> std::borrow::Cow<'_, [T]> {
 }
 
 impl<T: Float> Tape<T> {
-    /// y[i, :] = table[ids[i], :]     table: (V, C), ids: `shape` -> y: shape + (C)
+    /// Rows of `table` picked by `ids`:  table: (V, C), ids: `shape` -> y: shape + (C)
     ///
+    /// ```text
+    /// y[i, :] = table[ids[i], :]
     /// dtable[v, :] = sum over i with ids[i] = v of dy[i, :]   (scatter-add, in order of i)
+    /// ```
+    /// See [`crate::kernels::embedding`].
     ///
     /// # Panics
     /// If `ids.len()` is not the product of `shape`, or an id is `>= V`.
@@ -54,9 +55,7 @@ impl<T: Float> Tape<T> {
         }
         let table_data = data(table.value());
         let mut out = vec![T::zero(); n * c];
-        for (row, &id) in out.chunks_mut(c.max(1)).zip(ids) {
-            row.copy_from_slice(&table_data[id * c..(id + 1) * c]);
-        }
+        embedding_forward(&mut out, &table_data, ids, c);
         drop(table_data);
         let mut out_shape = shape.to_vec();
         out_shape.push(c);
@@ -67,14 +66,9 @@ impl<T: Float> Tape<T> {
             Vec::new()
         };
         self.record("embedding", y, &[table], move |dy| {
-            let dy = data(dy);
+            let dout = data(dy);
             let mut dtable = vec![T::zero(); v * c];
-            for (i, &id) in ids.iter().enumerate() {
-                let (drow, dyrow) = (&mut dtable[id * c..(id + 1) * c], &dy[i * c..(i + 1) * c]);
-                for j in 0..c {
-                    drow[j] += dyrow[j];
-                }
-            }
+            embedding_backward(&mut dtable, &dout, &ids, c);
             vec![Some(
                 Tensor::from_shape_vec(IxDyn(&[v, c]), dtable).unwrap(),
             )]
@@ -285,148 +279,5 @@ impl<T: Float> Tape<T> {
             )]
         });
         (var, n_valid)
-    }
-}
-
-/// Rows per parallel task in the cross-entropy loops.
-const CE_ROWS_PER_TASK: usize = 8;
-
-/// ```text
-/// lse[i]    = max_j x[i, j] + log sum_j exp(x[i, j] - max)
-/// losses[i] = lse[i] - x[i, target[i]]         (0 for ignored rows)
-/// ```
-/// inp: (N, V); losses, lse: (N).
-pub fn crossentropy_forward<T: Float>(
-    losses: &mut [T],
-    lse: &mut [T],
-    inp: &[T],
-    targets: &[i64],
-    v: usize,
-) {
-    let row = |(((loss, lse), x), &target): (((&mut T, &mut T), &[T]), &i64)| {
-        if target == IGNORE_INDEX {
-            *loss = T::zero();
-            return;
-        }
-        // pass 1: row max
-        let max = x.iter().copied().fold(T::neg_infinity(), T::max);
-        // pass 2: log-sum-exp
-        let sum: T = x.iter().map(|&xi| (xi - max).exp()).sum();
-        *lse = max + sum.ln();
-        // pass 3: gather the target's logit
-        *loss = *lse - x[target as usize];
-    };
-    if inp.len() < PAR_MIN_ELEMENTS {
-        losses
-            .iter_mut()
-            .zip(lse.iter_mut())
-            .zip(inp.chunks(v))
-            .zip(targets)
-            .for_each(row);
-    } else {
-        losses
-            .par_iter_mut()
-            .zip(lse.par_iter_mut())
-            .zip(inp.par_chunks(v))
-            .zip(targets.par_iter())
-            .with_min_len(CE_ROWS_PER_TASK)
-            .for_each(row);
-    }
-}
-
-/// ```text
-/// dinp[i, j] = dloss * (exp(x[i, j] - lse[i]) - [j == target[i]])     (0 for ignored rows)
-/// ```
-/// `dloss` already holds the 1/n_valid of the mean.
-pub fn crossentropy_backward<T: Float>(
-    dinp: &mut [T],
-    inp: &[T],
-    lse: &[T],
-    targets: &[i64],
-    dloss: T,
-    v: usize,
-) {
-    type Row<'a, T> = ((&'a mut [T], &'a [T]), (&'a T, &'a i64));
-    let row = |((dx, x), (&lse, &target)): Row<'_, T>| {
-        if target == IGNORE_INDEX {
-            dx.iter_mut().for_each(|d| *d = T::zero());
-            return;
-        }
-        for j in 0..v {
-            dx[j] = (x[j] - lse).exp() * dloss;
-        }
-        dx[target as usize] -= dloss;
-    };
-    if inp.len() < PAR_MIN_ELEMENTS {
-        dinp.chunks_mut(v)
-            .zip(inp.chunks(v))
-            .zip(lse.iter().zip(targets))
-            .for_each(row);
-    } else {
-        dinp.par_chunks_mut(v)
-            .zip(inp.par_chunks(v))
-            .zip(lse.par_iter().zip(targets.par_iter()))
-            .with_min_len(CE_ROWS_PER_TASK)
-            .for_each(row);
-    }
-}
-
-/// `tanh(x)` for the GELU of the MLPs, branch-free so that loops over it vectorize.
-///
-/// In f32, a rational minimax approximation (Eigen's `ptanh_float`: odd
-/// degree-13 numerator over even degree-6 denominator on [-7.9053, 7.9053],
-/// where f32 tanh is already +-1 outside), accurate to a few ulp: 3-4x faster
-/// than libm's `tanhf`, which dominated the MLP's time. In f64 (gradient
-/// checks) the exact `tanh`.
-#[inline]
-pub fn tanh_fast<T: Float>(x: T) -> T {
-    if T::NAME != "f32" {
-        return x.tanh();
-    }
-    const CLAMP: f64 = 7.905_311_107_635_498;
-    const ALPHA: [f64; 7] = [
-        4.893_524_558_917_86e-3,
-        6.372_619_288_754_36e-4,
-        1.485_722_357_179_79e-5,
-        5.122_297_090_371_14e-8,
-        -8.604_671_522_137_35e-11,
-        2.000_187_904_824_77e-13,
-        -2.760_768_477_423_55e-16,
-    ];
-    const BETA: [f64; 4] = [
-        4.893_525_185_543_85e-3,
-        2.268_434_632_439e-3,
-        1.185_347_056_866_54e-4,
-        1.198_258_394_667_02e-6,
-    ];
-    let c = |v: f64| T::cast(v);
-    let x = x.max(c(-CLAMP)).min(c(CLAMP));
-    let x2 = x * x;
-    let mut p = c(ALPHA[6]);
-    for &a in ALPHA[..6].iter().rev() {
-        p = p * x2 + c(a);
-    }
-    let mut q = c(BETA[3]);
-    for &b in BETA[..3].iter().rev() {
-        q = q * x2 + c(b);
-    }
-    x * p / q
-}
-
-#[cfg(test)]
-mod tests {
-    use super::tanh_fast;
-
-    #[test]
-    fn tanh_fast_is_accurate_in_f32_and_exact_in_f64() {
-        let mut worst = 0f64;
-        for i in -200_000..=200_000 {
-            let x = i as f32 * 1e-4; // [-20, 20]
-            let exact = (x as f64).tanh();
-            let err = (tanh_fast(x) as f64 - exact).abs() / exact.abs().max(1e-30);
-            worst = worst.max(if x == 0.0 { 0.0 } else { err });
-        }
-        assert!(worst < 1e-6, "relative error {worst}");
-        assert_eq!(tanh_fast(0.3f64), 0.3f64.tanh());
     }
 }

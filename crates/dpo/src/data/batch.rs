@@ -12,7 +12,7 @@ use super::{PreferenceRow, SftRow};
 
 /// The target of a position that is not scored (prompt, padding, last
 /// position), PyTorch's `ignore_index`.
-pub const IGNORE_INDEX: i64 = -100;
+pub use autograd::IGNORE_INDEX;
 
 /// The id written into padding positions (never scored).
 const PAD_ID: usize = 0;

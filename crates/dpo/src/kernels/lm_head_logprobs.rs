@@ -28,16 +28,21 @@
 //! When the whole vocabulary fits in one chunk, the forward keeps that chunk
 //! for the backward; otherwise the backward recomputes each chunk (one extra
 //! GEMM per chunk, the price of bounded memory).
+//!
+//! The loops are two slice-level kernels on the scored rows,
+//! [`lm_head_logprobs_forward`] and [`lm_head_logprobs_backward`]; the op
+//! [`LmHeadLogprobs::apply`] gathers the scored rows of `h`, sums each
+//! sequence's log-probs, and scatters `dh` back to the positions.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use autograd::kernels::gemm::gemm;
-use autograd::{Float, Tape, Tensor, Var};
-use ndarray::{Array2, ArrayView2, Axis, IxDyn};
+use autograd::{Float, Tape, Tensor, Var, IGNORE_INDEX};
+use ndarray::{s, ArrayView2, ArrayViewMut2, IxDyn};
 use rayon::prelude::*;
 
-use super::sequence_logprobs::{check_targets, row_max, row_sum_exp, IGNORE_INDEX};
-use autograd::kernels::softmax::exp_fast;
+use super::sequence_logprobs::{check_targets, row_max, row_sum_exp};
 
 /// Options of the fused LM-head log-prob op.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +56,183 @@ impl Default for LmHeadLogprobs {
         LmHeadLogprobs {
             chunk_elements: 1 << 24,
         }
+    }
+}
+
+/// The sizes of one LM-head call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LmHeadDims {
+    /// Scored rows R.
+    pub r: usize,
+    /// Channels C.
+    pub c: usize,
+    /// Vocabulary size V.
+    pub v: usize,
+    /// Vocabulary rows per chunk VC (`>= 1`; the last chunk may be shorter).
+    pub vc: usize,
+}
+
+impl LmHeadDims {
+    /// The vocabulary chunks `[v0, v1)`, in order.
+    fn chunks(&self) -> impl Iterator<Item = (usize, usize)> {
+        let (v, vc) = (self.v, self.vc);
+        (0..v).step_by(vc).map(move |v0| (v0, (v0 + vc).min(v)))
+    }
+
+    /// Panics unless the kernel inputs have these sizes.
+    fn check<T>(&self, h: &[T], wte: &[T], targets: &[usize]) {
+        assert!(self.vc > 0, "lm_head_logprobs: empty vocabulary chunks");
+        assert_eq!(
+            h.len(),
+            self.r * self.c,
+            "lm_head_logprobs: h is not (R, C)"
+        );
+        assert_eq!(
+            wte.len(),
+            self.v * self.c,
+            "lm_head_logprobs: wte is not (V, C)"
+        );
+        assert_eq!(
+            targets.len(),
+            self.r,
+            "lm_head_logprobs: targets are not (R)"
+        );
+    }
+}
+
+/// `z = h @ w_chunk^T`      h: (R, C), w_chunk: (VC, C) -> z: (R, VC)
+fn chunk_logits<T: Float>(h: ArrayView2<'_, T>, w_chunk: ArrayView2<'_, T>) -> Vec<T> {
+    let (rows, vc) = (h.nrows(), w_chunk.nrows());
+    let mut z = vec![T::zero(); rows * vc];
+    let z_view = ArrayViewMut2::from_shape((rows, vc), &mut z).unwrap();
+    gemm(T::one(), h, w_chunk.t(), T::zero(), z_view);
+    z
+}
+
+/// The forward on the scored rows, one vocabulary chunk at a time, with a
+/// running max `m` and sum `s` per row (online log-sum-exp):
+///
+/// ```text
+/// for each chunk [v0, v1) of the vocabulary:
+///     z    = h @ wte[v0..v1]^T                                 (R, VC)
+///     m'   = max(m, max_v z[r, v])
+///     s    = s * exp(m - m') + sum_v exp(z[r, v] - m');   m = m'
+///     zy_r = z[r, targets[r] - v0]                          if the target is in the chunk
+/// lse[r]  = m + log s
+/// logp[r] = zy_r - lse[r]
+/// ```
+/// h: (R, C) the hidden states of the scored rows, wte: (V, C), targets: (R)
+/// in `0..V` -> logp, lse: (R), overwritten. Returns the logits (R, V) when
+/// one chunk covers the vocabulary (`VC >= V`), for the backward to reuse
+/// instead of recomputing them; `None` otherwise.
+pub fn lm_head_logprobs_forward<T: Float>(
+    logp: &mut [T],
+    lse: &mut [T],
+    h: &[T],
+    wte: &[T],
+    targets: &[usize],
+    dims: LmHeadDims,
+) -> Option<Vec<T>> {
+    dims.check(h, wte, targets);
+    let LmHeadDims { r: rows, c, v, .. } = dims;
+    assert!(logp.len() == rows && lse.len() == rows);
+    let h = ArrayView2::from_shape((rows, c), h).unwrap();
+    let wte = ArrayView2::from_shape((v, c), wte).unwrap();
+    let mut running_max = vec![T::neg_infinity(); rows];
+    let mut running_sum = vec![T::zero(); rows];
+    let mut target_logit = vec![T::zero(); rows];
+    let mut kept_logits = None;
+    for (v0, v1) in dims.chunks() {
+        let z = chunk_logits(h, wte.slice(s![v0..v1, ..])); // (R, VC)
+        z.par_chunks(v1 - v0)
+            .zip(running_max.par_iter_mut())
+            .zip(running_sum.par_iter_mut())
+            .zip(target_logit.par_iter_mut())
+            .zip(targets.par_iter())
+            .for_each(|((((z_row, m), s), logit), &y)| {
+                // pass 1: the new running max
+                let new_max = m.max(row_max(z_row));
+                // pass 2: the running sum, rescaled to the new max, plus this chunk's
+                let chunk_sum = row_sum_exp(z_row, new_max);
+                *s = *s * (*m - new_max).exp() + chunk_sum;
+                *m = new_max;
+                // pass 3: gather the target's logit if it is in this chunk
+                if (v0..v1).contains(&y) {
+                    *logit = z_row[y - v0];
+                }
+            });
+        if v1 - v0 == v {
+            kept_logits = Some(z);
+        }
+    }
+    for r in 0..rows {
+        lse[r] = running_max[r] + running_sum[r].ln();
+        logp[r] = target_logit[r] - lse[r];
+    }
+    kept_logits
+}
+
+/// The backward of [`lm_head_logprobs_forward`], one vocabulary chunk at a
+/// time (its logits recomputed, or taken from `logits`, the forward's
+/// return value, when one chunk covers the vocabulary):
+///
+/// ```text
+/// dz[r, v]      = dlogp[r] * ([v == targets[r]] - exp(z[r, v] - lse[r]))   (R, VC), in place over z
+/// dh           += dz @ wte[v0..v1]                                          (R, C)
+/// dwte[v0..v1]  = dz^T @ h                                                  (VC, C)
+/// ```
+/// dh: (R, C) is accumulated into (`+=`), dwte: (V, C) is overwritten;
+/// dlogp: (R) the gradient of each scored row's log-prob; h, wte, targets,
+/// lse as in the forward.
+#[allow(clippy::too_many_arguments)]
+pub fn lm_head_logprobs_backward<T: Float>(
+    dh: &mut [T],
+    dwte: &mut [T],
+    dlogp: &[T],
+    h: &[T],
+    wte: &[T],
+    targets: &[usize],
+    lse: &[T],
+    logits: Option<Vec<T>>,
+    dims: LmHeadDims,
+) {
+    dims.check(h, wte, targets);
+    let LmHeadDims { r: rows, c, v, .. } = dims;
+    assert!(dh.len() == rows * c && dwte.len() == v * c);
+    assert!(dlogp.len() == rows && lse.len() == rows);
+    if let Some(z) = &logits {
+        assert!(
+            dims.vc >= v && z.len() == rows * v,
+            "lm_head_logprobs_backward: saved logits need one chunk of (R, V)"
+        );
+    }
+    let h = ArrayView2::from_shape((rows, c), h).unwrap();
+    let wte = ArrayView2::from_shape((v, c), wte).unwrap();
+    let mut dh = ArrayViewMut2::from_shape((rows, c), dh).unwrap();
+    let mut logits = logits;
+    for (v0, v1) in dims.chunks() {
+        let w_chunk = wte.slice(s![v0..v1, ..]);
+        // dz = g * ([v == y] - softmax), in place over the chunk's logits: (R, VC)
+        let mut dz = logits.take().unwrap_or_else(|| chunk_logits(h, w_chunk));
+        dz.par_chunks_mut(v1 - v0)
+            .zip(dlogp.par_iter())
+            .zip(lse.par_iter())
+            .zip(targets.par_iter())
+            .for_each(|(((row, &g), &lse_r), &y)| {
+                row.iter_mut()
+                    .for_each(|x| *x = -g * (*x - lse_r).exp_fast());
+                if (v0..v1).contains(&y) {
+                    row[y - v0] += g;
+                }
+            });
+        let dz = ArrayView2::from_shape((rows, v1 - v0), &dz).unwrap();
+        let dwte_chunk =
+            ArrayViewMut2::from_shape((v1 - v0, c), &mut dwte[v0 * c..v1 * c]).unwrap();
+        let dh_view = dh.view_mut();
+        rayon::join(
+            || gemm(T::one(), dz, w_chunk, T::one(), dh_view),
+            || gemm(T::one(), dz.t(), h, T::zero(), dwte_chunk),
+        );
     }
 }
 
@@ -82,11 +264,12 @@ impl ScoredRows {
     }
 }
 
-/// `z = h @ w_chunk^T`      h: (R, C), w_chunk: (VC, C) -> z: (R, VC)
-fn chunk_logits<T: Float>(h: ArrayView2<'_, T>, w_chunk: ArrayView2<'_, T>) -> Array2<T> {
-    let mut z = Array2::zeros((h.nrows(), w_chunk.nrows()));
-    gemm(T::one(), h, w_chunk.t(), T::zero(), z.view_mut());
-    z
+/// The contiguous data of a tensor (a copy only if it is not in standard layout).
+fn contiguous<T: Float>(t: &Tensor<T>) -> Cow<'_, [T]> {
+    match t.as_slice() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(t.iter().copied().collect()),
+    }
 }
 
 impl LmHeadLogprobs {
@@ -115,63 +298,35 @@ impl LmHeadLogprobs {
         check_targets("lm_head_logprobs", targets, vocab);
         let scored = ScoredRows::new(targets, seq_len);
         let n_rows = scored.rows.len();
+        let dims = LmHeadDims {
+            r: n_rows,
+            c: channels,
+            v: vocab,
+            vc: self.chunk_size(n_rows, vocab),
+        };
 
         // Gather the scored rows of h: (R, C).
-        let hidden_std = hidden.value().as_standard_layout();
-        let h_all = hidden_std.as_slice().unwrap();
-        let mut h = Array2::<T>::zeros((n_rows, channels));
-        h.axis_iter_mut(Axis(0))
-            .into_par_iter()
-            .zip(scored.rows.par_iter())
-            .for_each(|(mut dst, &r)| {
-                dst.as_slice_mut()
-                    .unwrap()
-                    .copy_from_slice(&h_all[r * channels..(r + 1) * channels]);
-            });
-        drop(hidden_std);
-        let w = wte
-            .value()
-            .view()
-            .into_dimensionality::<ndarray::Ix2>()
-            .unwrap();
-
-        // Forward: online log-sum-exp over vocabulary chunks.
-        let chunk = self.chunk_size(n_rows, vocab);
-        let mut running_max = vec![T::neg_infinity(); n_rows];
-        let mut running_sum = vec![T::zero(); n_rows];
-        let mut target_logit = vec![T::zero(); n_rows];
-        let mut kept_chunk = None;
-        for v0 in (0..vocab).step_by(chunk) {
-            let v1 = (v0 + chunk).min(vocab);
-            let z = chunk_logits(h.view(), w.slice(ndarray::s![v0..v1, ..]));
-            z.axis_iter(Axis(0))
-                .into_par_iter()
-                .zip(running_max.par_iter_mut())
-                .zip(running_sum.par_iter_mut())
-                .zip(target_logit.par_iter_mut())
-                .zip(scored.targets.par_iter())
-                .for_each(|((((z_row, m), s), logit), &y)| {
-                    let z_row = z_row.as_slice().unwrap();
-                    let new_max = m.max(row_max(z_row));
-                    let chunk_sum = row_sum_exp(z_row, new_max);
-                    *s = *s * (*m - new_max).exp() + chunk_sum;
-                    *m = new_max;
-                    if (v0..v1).contains(&y) {
-                        *logit = z_row[y - v0];
-                    }
+        let hidden_data = contiguous(hidden.value());
+        let mut h = vec![T::zero(); n_rows * channels];
+        if channels > 0 {
+            h.par_chunks_mut(channels)
+                .zip(scored.rows.par_iter())
+                .for_each(|(dst, &r)| {
+                    dst.copy_from_slice(&hidden_data[r * channels..(r + 1) * channels]);
                 });
-            if v1 - v0 == vocab {
-                kept_chunk = Some(z);
-            }
         }
-        let lse: Vec<T> = running_max
-            .iter()
-            .zip(&running_sum)
-            .map(|(&m, &s)| m + s.ln())
-            .collect();
+        drop(hidden_data);
+
+        let w = contiguous(wte.value());
+        let mut row_logp = vec![T::zero(); n_rows];
+        let mut lse = vec![T::zero(); n_rows];
+        let logits =
+            lm_head_logprobs_forward(&mut row_logp, &mut lse, &h, &w, &scored.targets, dims);
+        drop(w);
+        // Each sequence's log-prob: the sum of its scored rows', in row order.
         let mut seq_logp = vec![T::zero(); seqs];
-        for (i, &s) in scored.seqs.iter().enumerate() {
-            seq_logp[s] += target_logit[i] - lse[i];
+        for (&s, &logp) in scored.seqs.iter().zip(&row_logp) {
+            seq_logp[s] += logp;
         }
         let out = Tensor::from_shape_vec(IxDyn(&[seqs]), seq_logp).unwrap();
         if !tape.needs_grad(&[hidden, wte]) {
@@ -181,51 +336,33 @@ impl LmHeadLogprobs {
         }
 
         let w_saved: Arc<Tensor<T>> = wte.value_arc();
-        let hidden_shape = hs.clone();
         tape.record("lm_head_logprobs", out, &[hidden, wte], move |dlogp| {
             let dlogp = dlogp.as_slice().unwrap();
-            let w = w_saved
-                .view()
-                .into_dimensionality::<ndarray::Ix2>()
-                .unwrap();
-            let mut dh = Array2::<T>::zeros((n_rows, channels));
-            let mut dw = Array2::<T>::zeros((vocab, channels));
-            let mut kept_chunk = kept_chunk;
-            for v0 in (0..vocab).step_by(chunk) {
-                let v1 = (v0 + chunk).min(vocab);
-                let w_chunk = w.slice(ndarray::s![v0..v1, ..]);
-                let mut dz = kept_chunk
-                    .take()
-                    .unwrap_or_else(|| chunk_logits(h.view(), w_chunk));
-                // dz = g * ([v == y] - softmax), in place over the logits chunk.
-                dz.axis_iter_mut(Axis(0))
-                    .into_par_iter()
-                    .enumerate()
-                    .for_each(|(i, mut row)| {
-                        let g = dlogp[scored.seqs[i]];
-                        let lse_i = lse[i];
-                        let row = row.as_slice_mut().unwrap();
-                        row.iter_mut().for_each(|x| *x = -g * exp_fast(*x - lse_i));
-                        let y = scored.targets[i];
-                        if (v0..v1).contains(&y) {
-                            row[y - v0] += g;
-                        }
-                    });
-                let dw_chunk = dw.slice_mut(ndarray::s![v0..v1, ..]);
-                let dh_view = dh.view_mut();
-                rayon::join(
-                    || gemm(T::one(), dz.view(), w_chunk, T::one(), dh_view),
-                    || gemm(T::one(), dz.t(), h.view(), T::zero(), dw_chunk),
-                );
-            }
+            let drow_logp: Vec<T> = scored.seqs.iter().map(|&s| dlogp[s]).collect(); // (R)
+            let w = contiguous(&w_saved);
+            let mut dh = vec![T::zero(); n_rows * channels];
+            let mut dwte = vec![T::zero(); vocab * channels];
+            lm_head_logprobs_backward(
+                &mut dh,
+                &mut dwte,
+                &drow_logp,
+                &h,
+                &w,
+                &scored.targets,
+                &lse,
+                logits,
+                dims,
+            );
             // Scatter the scored rows' gradient back to (S, T, C).
-            let mut dhidden = Tensor::<T>::zeros(IxDyn(&hidden_shape));
-            let dhidden_data = dhidden.as_slice_mut().unwrap();
+            let mut dhidden = vec![T::zero(); seqs * seq_len * channels];
             for (i, &r) in scored.rows.iter().enumerate() {
-                dhidden_data[r * channels..(r + 1) * channels]
-                    .copy_from_slice(dh.row(i).as_slice().unwrap());
+                dhidden[r * channels..(r + 1) * channels]
+                    .copy_from_slice(&dh[i * channels..(i + 1) * channels]);
             }
-            vec![Some(dhidden), Some(dw.into_dyn())]
+            vec![
+                Some(Tensor::from_shape_vec(IxDyn(&[seqs, seq_len, channels]), dhidden).unwrap()),
+                Some(Tensor::from_shape_vec(IxDyn(&[vocab, channels]), dwte).unwrap()),
+            ]
         })
     }
 }

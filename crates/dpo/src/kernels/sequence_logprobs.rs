@@ -16,13 +16,12 @@
 
 use std::sync::Arc;
 
-use autograd::kernels::softmax::exp_fast;
 use autograd::{Float, Tape, Tensor, Var};
 use ndarray::IxDyn;
 use rayon::prelude::*;
 
-/// The label value of a position that is not scored.
-pub const IGNORE_INDEX: i64 = -100;
+/// The label value of a position that is not scored (autograd's, re-exported).
+pub use autograd::IGNORE_INDEX;
 
 /// Rows per parallel task.
 const ROWS_PER_TASK: usize = 8;
@@ -53,19 +52,19 @@ pub fn row_max<T: Float>(row: &[T]) -> T {
 }
 
 /// `sum_v exp(x_v - shift)` over a row, in `LANES` interleaved partial sums,
-/// with the vectorizable `exp` of the autograd kernels (exact `exp` in f64).
+/// with [`Float::exp_fast`] (vectorizes in f32, exact `exp` in f64).
 #[inline]
 pub fn row_sum_exp<T: Float>(row: &[T], shift: T) -> T {
     let mut lanes = [T::zero(); LANES];
     let mut chunks = row.chunks_exact(LANES);
     for chunk in &mut chunks {
         for l in 0..LANES {
-            lanes[l] += exp_fast(chunk[l] - shift);
+            lanes[l] += (chunk[l] - shift).exp_fast();
         }
     }
     let mut sum = lanes.into_iter().fold(T::zero(), |a, b| a + b);
     for &x in chunks.remainder() {
-        sum += exp_fast(x - shift);
+        sum += (x - shift).exp_fast();
     }
     sum
 }
@@ -134,7 +133,7 @@ pub fn sequence_logprobs_backward<T: Float>(
                     continue;
                 }
                 let (g, lse) = (dlogp_per_row(r), row_lse[r]);
-                row.iter_mut().for_each(|x| *x = -g * exp_fast(*x - lse));
+                row.iter_mut().for_each(|x| *x = -g * (*x - lse).exp_fast());
                 row[target as usize] += g;
             }
         });
