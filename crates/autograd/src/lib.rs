@@ -5,7 +5,7 @@
 //!
 //! ```
 //! use autograd::ndarray::array;
-//! use autograd::{Tape, Tensor};
+//! use autograd::Tape;
 //!
 //! let tape = Tape::<f64>::new();
 //! let x = tape.leaf(array![1.0, 2.0, 3.0].into_dyn());

@@ -38,7 +38,7 @@ pub enum LossType {
 }
 
 impl LossType {
-    /// Every loss type, under its name (what [`LossType::from_str`] reads).
+    /// Every loss type, under its name (what `LossType::from_str` reads).
     pub const ALL: [(&'static str, LossType); 4] = [
         ("sigmoid", LossType::Sigmoid),
         ("ipo", LossType::Ipo),
