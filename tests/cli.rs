@@ -9,26 +9,9 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{copy_checkpoint, dpo, dpo_in, golden_dir, load_weights, metric_close};
+use common::{copy_checkpoint, dpo, dpo_in, golden_dir, load_weights, metric_close, train_ids};
 use serde_json::Value;
 use transformer::Gpt;
-
-/// `dpo train` on the golden ids/ case, with `extra` flags, writing to `out`.
-fn train_ids(out: &Path, extra: &[&str]) -> common::Run {
-    let mut args = vec![
-        "train",
-        "--policy",
-        "ids/policy",
-        "--ref",
-        "ids/ref",
-        "--data",
-        "ids/prefs.jsonl",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    dpo(&args)
-}
 
 const EVAL_IDS: [&str; 7] = [
     "eval",

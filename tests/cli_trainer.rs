@@ -32,22 +32,10 @@ fn sft(out: &Path, extra: &[&str]) -> common::Run {
 
 /// `dpo train` on the golden ids/ case into `out`, with `extra` flags.
 fn train(out: &Path, extra: &[&str]) -> common::Run {
-    let mut args = vec![
-        "train",
-        "--policy",
-        "ids/policy",
-        "--ref",
-        "ids/ref",
-        "--data",
-        "ids/prefs.jsonl",
-        "--out",
-        out.to_str().unwrap(),
-        "--batch-size",
-        "3",
-        "--no-progress",
-    ];
-    args.extend_from_slice(extra);
-    dpo(&args)
+    common::train_ids(
+        out,
+        &[&["--batch-size", "3", "--no-progress"], extra].concat(),
+    )
 }
 
 /// The records of a metrics log, as JSON objects.
@@ -167,7 +155,7 @@ fn resume_refuses_another_objective_or_optimizer() {
 #[test]
 fn loss_dpo_is_the_sigmoid_loss() {
     let eval = |loss: &str| {
-        let run = dpo(&[
+        dpo(&[
             "eval",
             "--policy",
             "ids/policy",
@@ -177,24 +165,14 @@ fn loss_dpo_is_the_sigmoid_loss() {
             "ids/prefs.jsonl",
             "--loss",
             loss,
-        ]);
-        run.assert_ok();
-        run.stdout
+        ])
     };
-    assert_eq!(eval("dpo"), eval("sigmoid"));
-    let run = dpo(&[
-        "eval",
-        "--policy",
-        "ids/policy",
-        "--ref",
-        "ids/ref",
-        "--data",
-        "ids/prefs.jsonl",
-        "--loss",
-        "nope",
-    ]);
-    assert_eq!(run.code, Some(2), "{run}");
-    assert!(run.stderr.contains("sigmoid"), "{run}");
+    let (dpo_run, sigmoid_run) = (eval("dpo"), eval("sigmoid"));
+    sigmoid_run.assert_ok();
+    assert_eq!(dpo_run.assert_ok().stdout, sigmoid_run.stdout);
+    let unknown = eval("nope");
+    assert_eq!(unknown.code, Some(2), "{unknown}");
+    assert!(unknown.stderr.contains("sigmoid"), "{unknown}");
 }
 
 #[test]

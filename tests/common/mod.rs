@@ -87,6 +87,23 @@ pub fn dpo<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Run {
     dpo_in(&golden_dir(), args)
 }
 
+/// `dpo train` on the golden ids/ case, with `extra` flags, writing to `out`.
+pub fn train_ids(out: &Path, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "train",
+        "--policy",
+        "ids/policy",
+        "--ref",
+        "ids/ref",
+        "--data",
+        "ids/prefs.jsonl",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    dpo(&args)
+}
+
 /// Metrics tolerance: `|a - e| <= 2e-6 + 2e-5 |e|`.
 pub fn metric_close(actual: f64, expected: f64) -> bool {
     (actual - expected).abs() <= 2e-6 + 2e-5 * expected.abs()

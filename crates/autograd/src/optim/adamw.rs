@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::{grad_slice, param_slice, Optimizer};
+use super::{grad_slice, paired_with, param_slice, Optimizer};
 use crate::float::Float;
 use crate::tape::Tensor;
 
@@ -62,14 +62,7 @@ impl<T: Float> Optimizer<T> for AdamW<T> {
     ) where
         T: 'a,
     {
-        let params: Vec<&mut Arc<Tensor<T>>> = params.into_iter().collect();
-        assert_eq!(
-            params.len(),
-            grads.len(),
-            "adamw: {} params, {} grads",
-            params.len(),
-            grads.len()
-        );
+        let params = paired_with(params, grads, "adamw");
         if self.exp_avg.is_empty() {
             self.exp_avg = params.iter().map(|p| Tensor::zeros(p.raw_dim())).collect();
             self.exp_avg_sq = params.iter().map(|p| Tensor::zeros(p.raw_dim())).collect();

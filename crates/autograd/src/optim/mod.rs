@@ -45,6 +45,24 @@ pub trait Optimizer<T: Float> {
     fn steps_taken(&self) -> u64;
 }
 
+/// The parameters of one step as a list, checked to pair up with `grads`
+/// (`who` names the optimizer in the panic message).
+pub(crate) fn paired_with<'a, T: Float>(
+    params: impl IntoIterator<Item = &'a mut Arc<Tensor<T>>>,
+    grads: &[Tensor<T>],
+    who: &str,
+) -> Vec<&'a mut Arc<Tensor<T>>> {
+    let params: Vec<&mut Arc<Tensor<T>>> = params.into_iter().collect();
+    assert_eq!(
+        params.len(),
+        grads.len(),
+        "{who}: {} params, {} grads",
+        params.len(),
+        grads.len()
+    );
+    params
+}
+
 /// The mutable data of a parameter (copy-on-write if a tape still shares it).
 pub(crate) fn param_slice<T: Float>(p: &mut Arc<Tensor<T>>) -> &mut [T] {
     let t = Arc::make_mut(p);

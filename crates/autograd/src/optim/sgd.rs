@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use super::{grad_slice, param_slice, Optimizer};
+use super::{grad_slice, paired_with, param_slice, Optimizer};
 use crate::float::Float;
 use crate::tape::Tensor;
 
@@ -40,14 +40,7 @@ impl<T: Float> Optimizer<T> for Sgd {
     ) where
         T: 'a,
     {
-        let params: Vec<&mut Arc<Tensor<T>>> = params.into_iter().collect();
-        assert_eq!(
-            params.len(),
-            grads.len(),
-            "sgd: {} params, {} grads",
-            params.len(),
-            grads.len()
-        );
+        let params = paired_with(params, grads, "sgd");
         let lr_t = T::cast(lr);
         let decay = T::cast(1.0 - lr * self.weight_decay);
         for (p, g) in params.into_iter().zip(grads) {
