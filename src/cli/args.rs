@@ -220,7 +220,8 @@ pub struct GenerateArgs {
     /// The prompt text.
     #[arg(long)]
     pub prompt: String,
-    /// Tokens to generate.
+    /// Tokens to generate, at most 1048576 (past the block size the context
+    /// window slides; memory stays bounded).
     #[arg(long, default_value_t = 64)]
     pub max_new_tokens: usize,
     /// Sampling temperature; 0 means greedy.

@@ -10,6 +10,10 @@ pub use args::Cli;
 
 use clap::Parser;
 
+/// `--threads` may ask for at most this many threads per core: past one a
+/// core, threads only wait for each other, and thousands of them crawl.
+pub const MAX_THREADS_PER_CORE: usize = 4;
+
 /// Parses the command line, runs it, and returns the process exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -24,6 +28,13 @@ pub fn main() -> i32 {
     if let Some(threads) = cli.threads {
         if threads == 0 {
             eprintln!("error: --threads must be at least 1");
+            return 2;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if threads > MAX_THREADS_PER_CORE * cores {
+            eprintln!(
+                "error: --threads {threads} is more than {MAX_THREADS_PER_CORE} per core of this machine's {cores} (more threads than cores only slow the kernels down)"
+            );
             return 2;
         }
         if let Err(e) = autograd::set_num_threads(threads) {

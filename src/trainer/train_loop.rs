@@ -184,6 +184,7 @@ pub fn train<O: Objective>(
         optimizer: hyper.optimizer_name().into(),
         stage: stage.into(),
         last_loss,
+        sha256: Default::default(), // filled in by save_checkpoint
     };
 
     let mut stats = RunStats::start();

@@ -29,8 +29,9 @@ mod split;
 mod truncate;
 
 pub use batch::{collate_pairs, collate_sft, PairBatch, SftTokens, IGNORE_INDEX};
+pub use jsonl::MAX_LINE_BYTES;
 pub use prepare::{prepare_rows, PreparedRows, TrainingRow};
-pub use rows::{load_preferences, load_sft, scored_tokens};
+pub use rows::{load_preferences, load_sft, read_preferences, read_sft, scored_tokens};
 pub use split::{
     epoch_batches, eval_split, length_grouped_batches, padding_share, shuffled_batches,
 };
@@ -228,6 +229,16 @@ pub enum DataError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A line longer than [`MAX_LINE_BYTES`]: refused before it fills the memory.
+    #[error("{path}:{line}: the line is longer than {} MiB, the most a data line may hold", .max_bytes >> 20)]
+    LineTooLong {
+        /// The file as given.
+        path: String,
+        /// 1-based line number.
+        line: usize,
+        /// The cap, in bytes.
+        max_bytes: usize,
+    },
     /// A bad line (see [`BadLine`]), reported as `path:LINE: why`.
     #[error("{path}:{line}: {problem}")]
     BadLine {
@@ -278,6 +289,7 @@ impl DataError {
         match self {
             DataError::Read { line, .. }
             | DataError::BadLine { line, .. }
+            | DataError::LineTooLong { line, .. }
             | DataError::NoScoredTokenAfterTruncation { line, .. } => Some(*line),
             _ => None,
         }

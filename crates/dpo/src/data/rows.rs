@@ -4,9 +4,10 @@
 //! `tests/golden/torch_reference.py` reads the same rows (`load_prefs`,
 //! `load_sft`, `field_ids`, `scored`, `common_prefix`).
 
-use super::jsonl::{read_rows, JsonRow};
+use super::jsonl::{read_rows, read_rows_from, JsonRow};
 use super::{BadLine, DataError, LoadReport, PreferenceRow, SftRow};
 use serde_json::Value;
+use std::io::BufRead;
 use std::path::Path;
 use transformer::Tokenizer;
 
@@ -283,6 +284,33 @@ pub fn load_preferences(
 ) -> Result<(Vec<PreferenceRow>, LoadReport), DataError> {
     read_rows(path, skip_invalid, |row, line| {
         parse_preference(row, line, tokenizer, vocab_size)
+    })
+}
+
+/// [`load_preferences`] from any reader of JSON lines (plain text, no gzip);
+/// `name` stands for the file in errors. The entry point of the data fuzzer.
+pub fn read_preferences(
+    reader: impl BufRead,
+    name: &str,
+    tokenizer: &dyn Tokenizer,
+    vocab_size: usize,
+    skip_invalid: bool,
+) -> Result<(Vec<PreferenceRow>, LoadReport), DataError> {
+    read_rows_from(reader, name, skip_invalid, |row, line| {
+        parse_preference(row, line, tokenizer, vocab_size)
+    })
+}
+
+/// [`load_sft`] from any reader of JSON lines, as [`read_preferences`].
+pub fn read_sft(
+    reader: impl BufRead,
+    name: &str,
+    tokenizer: &dyn Tokenizer,
+    vocab_size: usize,
+    skip_invalid: bool,
+) -> Result<(Vec<SftRow>, LoadReport), DataError> {
+    read_rows_from(reader, name, skip_invalid, |row, line| {
+        parse_sft(row, line, tokenizer, vocab_size)
     })
 }
 
