@@ -27,6 +27,7 @@ mod prepare;
 mod rows;
 mod split;
 mod truncate;
+mod unpaired;
 
 pub use batch::{collate_pairs, collate_sft, PairBatch, SftTokens, IGNORE_INDEX};
 pub use prepare::{prepare_rows, PreparedRows, TrainingRow};
@@ -38,6 +39,7 @@ pub use truncate::{
     check_max_prompt_length, default_max_prompt_length, truncate_pair, truncate_preferences,
     truncate_sft, truncate_sft_rows, TruncationReport,
 };
+pub use unpaired::{kl_partners, kl_sequences, load_unpaired, truncate_unpaired_rows, UnpairedRow};
 
 use std::fmt;
 
@@ -205,6 +207,12 @@ pub enum BadLine {
         /// The extra field's name as written in the row.
         field: String,
     },
+    /// An unpaired (KTO) row without its `label`.
+    #[error("missing field 'label' (true: a desirable completion, false: an undesirable one)")]
+    MissingLabel,
+    /// An unpaired (KTO) row whose `label` is not a JSON boolean.
+    #[error("label must be true or false, got {0}")]
+    LabelNotBool(String),
 }
 
 /// Every way loading or preparing data can fail. `Display` is one line.
