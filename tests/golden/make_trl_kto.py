@@ -27,7 +27,8 @@ Files written into OUTDIR:
                     sequence gets
   trl_version.json  the versions used
 
-Run:  VENV/bin/python tests/golden/make_trl_kto.py tests/golden/trl_kto   (make_golden.py calls it)
+Run:  VENV/bin/python tests/golden/make_trl_kto.py tests/golden/trl_kto
+      (tests/golden/make_golden.py runs it too, when trl is installed)
 """
 import json
 import os
@@ -111,7 +112,8 @@ def random_case(gen, name, labels, beta, desirable_weight=1.0, undesirable_weigh
                 kl_shift=1.0):
     """Log-probs of completions of 3..40 tokens; policy = reference + noise of `spread` nats, so that
     beta * (logratio - kl) covers the sigmoid's curved range. `kl_shift` moves the KL sequences'
-    policy log-probs (a negative shift makes the raw KL estimate negative: clamped to 0)."""
+    policy log-probs: +1 nat by default, so that the KL estimate is mostly positive; a large
+    negative shift makes the raw estimate negative, and TRL clamps it to 0."""
     n = len(labels)
     reference = -torch.rand(n, generator=gen) * 40 - 3
     policy = reference + spread * torch.randn(n, generator=gen)
@@ -158,8 +160,10 @@ class ByteTokenizer:
 def kl_pairs(rows, batch_size):
     """The KL partner of every row, from TRL's `_prepare_dataset` (the completion of which row each
     row's KL sequence gets)."""
+    import logging
     from datasets import Dataset, disable_progress_bars
     disable_progress_bars()
+    logging.getLogger("trl").setLevel(logging.ERROR)  # its advice on unbalanced labels is not wanted here
     KTOTrainer = trl_kto_trainer()
     trainer = object.__new__(KTOTrainer)
     trainer._tokenizer = ByteTokenizer()
@@ -178,14 +182,12 @@ def kl_pairs(rows, batch_size):
     return [by_ids[tuple(r)] for r in prepared["KL_completion_ids"]]
 
 
-def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: make_trl_kto.py OUTDIR")
+def write_goldens(out):
+    """Writes the three files into `out` (created if needed)."""
     import trl
     if trl.__version__ != PINNED_TRL:
         print(f"warning: trl {trl.__version__}, the goldens were made with {PINNED_TRL}", file=sys.stderr)
     import datasets
-    out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
     gen = torch.Generator().manual_seed(SEED)
 
@@ -211,4 +213,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) != 2:
+        sys.exit("usage: make_trl_kto.py OUTDIR")
+    write_goldens(sys.argv[1])
