@@ -232,3 +232,65 @@ fn help_names_the_kto_flags() {
     let run = dpo(&["train", "--help"]);
     assert!(run.assert_ok().stdout.contains("--loss kto"), "{run}");
 }
+
+#[test]
+fn kto_resume_continues_the_run_bitwise_and_refuses_other_stages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = unpaired_file(tmp.path());
+    let flags = |steps: &'static str| {
+        vec![
+            "--steps",
+            steps,
+            "--batch-size",
+            "4",
+            "--lr",
+            "1e-2",
+            "--eval-fraction",
+            "0.25",
+            "--eval-every",
+            "2",
+            "--threads",
+            "1",
+        ]
+    };
+    let whole = tmp.path().join("whole");
+    let run = kto_train(&data, &whole, &flags("4"));
+    let summary = run.assert_ok().json();
+    assert_eq!(summary["train_rows"].as_u64(), Some(12));
+    let eval = summary["eval"].as_object().expect("held-out metrics");
+    assert!(
+        eval.contains_key("kl") && eval.contains_key("num_desirable"),
+        "{eval:?}"
+    );
+
+    let split = tmp.path().join("split");
+    kto_train(&data, &split, &flags("2")).assert_ok();
+    let mut resumed = flags("4");
+    resumed.push("--resume");
+    kto_train(&data, &split, &resumed).assert_ok();
+    let weights = |dir: &Path| std::fs::read(dir.join("model.safetensors")).unwrap();
+    assert!(
+        weights(&whole) == weights(&split),
+        "the resumed run differs"
+    );
+
+    // A DPO run is not continued as KTO.
+    let dpo_out = tmp.path().join("dpo");
+    dpo(&[
+        "train",
+        "--policy",
+        "text/ref",
+        "--ref",
+        "text/ref",
+        "--data",
+        "text/prefs.jsonl",
+        "--out",
+        dpo_out.to_str().unwrap(),
+        "--steps",
+        "1",
+    ])
+    .assert_ok();
+    let run = kto_train(&data, &dpo_out, &["--steps", "2", "--resume"]);
+    run.assert_one_line_error();
+    assert!(run.stderr.contains("is a dpo run, not kto"), "{run}");
+}

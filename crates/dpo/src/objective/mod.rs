@@ -51,7 +51,7 @@ pub struct BatchLoss {
 
 /// What a training run minimises, over the rows it owns.
 pub trait Objective {
-    /// The stage name (`"sft"` or `"dpo"`), saved with each checkpoint so that
+    /// The stage name (`"sft"`, `"dpo"` or `"kto"`), saved with each checkpoint so that
     /// `--resume` continues a run under the objective it started with.
     const STAGE: &'static str;
 
