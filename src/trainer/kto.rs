@@ -88,7 +88,7 @@ pub fn train_kto(args: &KtoTrainArgs) -> Result<TrainSummary> {
     }
 
     let started = Instant::now();
-    let objective = KtoObjective::new(
+    let mut objective = KtoObjective::new(
         args.config,
         &data.train,
         &data.held_out,
@@ -102,7 +102,6 @@ pub fn train_kto(args: &KtoTrainArgs) -> Result<TrainSummary> {
         started.elapsed().as_secs_f64()
     );
     drop(reference);
-    let mut objective = objective;
     train(&mut objective, &mut policy, run, data.counts)
 }
 
@@ -165,4 +164,38 @@ pub fn run_kto_eval(args: &KtoEvalArgs) -> Result<KtoEvalReport> {
         metrics,
         truncated_rows: prepared.truncation.truncated,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(desirable: usize, undesirable: usize) -> Vec<UnpairedRow> {
+        let row = |label| UnpairedRow {
+            prompt: vec![1],
+            completion: vec![2],
+            desirable: label,
+            line: 1,
+        };
+        let mut rows = vec![row(true); desirable];
+        rows.extend(vec![row(false); undesirable]);
+        rows
+    }
+
+    #[test]
+    fn weight_advice_follows_trl_ranges() {
+        let config = KtoConfig::default();
+        assert_eq!(weight_advice(&rows(5, 5), &config), None);
+        // 12 desirable, 4 undesirable: w_d in [0.33, 0.44] or w_u in [2.26, 3].
+        let advice = weight_advice(&rows(12, 4), &config).unwrap();
+        assert!(
+            advice.contains("[0.33, 0.44]") && advice.contains("[2.26, 3]"),
+            "{advice}"
+        );
+        let up = KtoConfig {
+            undesirable_weight: 2.5,
+            ..config
+        };
+        assert_eq!(weight_advice(&rows(12, 4), &up), None);
+    }
 }

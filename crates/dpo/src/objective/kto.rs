@@ -2,12 +2,12 @@
 //! reference ([`crate::kto`]).
 //!
 //! Every row comes with a KL sequence: its prompt followed by another row's
-//! completion, the pairing TRL builds ([`kl_partners`]: the completions
-//! rotated by one within each chunk of `batch_size` rows, in order). The
-//! reference never changes, so its log-probs of both sequences of every row
-//! are computed once, in no-grad mode, when the objective is built. A
-//! training step runs the policy on the batch's completions (on the tape)
-//! and on their KL sequences (no tape: the KL estimate is a constant).
+//! completion, the pairing TRL builds ([`crate::data::kl_partners`]: the
+//! completions rotated by one within each chunk of `batch_size` rows, in
+//! order). The reference never changes, so its log-probs of both sequences
+//! of every row are computed once, in no-grad mode, when the objective is
+//! built. A training step runs the policy on the batch's completions (on the
+//! tape) and on their KL sequences (no tape: the KL estimate is a constant).
 
 use autograd::{Float, Tape, Var};
 use transformer::{Gpt, GptParams};
@@ -16,9 +16,6 @@ use super::{metric, BatchLoss, Metrics, Objective};
 use crate::data::{collate_sft, kl_sequences, SftRow, UnpairedRow};
 use crate::kto::{batch_kl, kto_loss, KtoConfig, KtoMetricSums, KtoMetrics, UnpairedLogps};
 use crate::logps::sequence_logps;
-
-#[cfg(doc)]
-use crate::data::kl_partners;
 
 /// Summed log-prob of the completion of each sequence, in no-grad mode,
 /// `batch_size` sequences per forward pass, in f64.
