@@ -3,11 +3,11 @@
 //!
 //! The pipeline, in the order the trainer runs it:
 //!
-//! 1. [`load_preferences`] / [`load_sft`] read a `.jsonl` (or `.jsonl.gz`) file,
-//!    tokenize text fields, and refuse every bad line with its 1-based line
-//!    number before anything is trained ([`DataError`] prints
-//!    `path:LINE: message`). With `skip_invalid` the bad rows are skipped and
-//!    counted in a [`LoadReport`] instead.
+//! 1. [`load_preferences`] / [`load_sft`] / [`load_unpaired`] (KTO) read a
+//!    `.jsonl` (or `.jsonl.gz`) file, tokenize text fields, and refuse every
+//!    bad line with its 1-based line number before anything is trained
+//!    ([`DataError`] prints `path:LINE: message`). With `skip_invalid` the
+//!    bad rows are skipped and counted in a [`LoadReport`] instead.
 //! 2. [`truncate_preferences`] / [`truncate_sft_rows`] (per row:
 //!    [`truncate_pair`], [`truncate_sft`]) fit each row into the block with
 //!    the contract's keep-the-end-of-the-prompt rule.
