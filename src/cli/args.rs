@@ -33,9 +33,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Supervised fine-tuning on prompt/completion (or preference) data.
     Sft(SftArgs),
-    /// DPO training of a policy against a frozen reference.
+    /// DPO training of a policy against a frozen reference (KTO on unpaired data: `dpo train --loss kto --help`).
     Train(TrainArgs),
-    /// DPO metrics of a policy against a reference over a preference file (JSON on stdout).
+    /// DPO metrics of a policy against a reference over a preference file, JSON on stdout (KTO: `dpo eval --loss kto --help`).
     Eval(EvalCliArgs),
     /// Sample a continuation of a prompt.
     Generate(GenerateArgs),

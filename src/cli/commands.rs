@@ -32,7 +32,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn print_json<S: Serialize>(value: &S) -> Result<()> {
+pub(super) fn print_json<S: Serialize>(value: &S) -> Result<()> {
     println!("{}", serde_json::to_string(value)?);
     Ok(())
 }
@@ -87,7 +87,7 @@ fn reference(a: &PairArgs, command: &str) -> Result<Option<std::path::PathBuf>> 
     }
 }
 
-fn data_args(data: &Path, a: &OptimArgs) -> DataArgs {
+pub(super) fn data_args(data: &Path, a: &OptimArgs) -> DataArgs {
     DataArgs {
         data: data.to_path_buf(),
         eval_data: a.eval_data.clone(),
@@ -97,7 +97,7 @@ fn data_args(data: &Path, a: &OptimArgs) -> DataArgs {
     }
 }
 
-fn run_settings(out: &Path, a: &OptimArgs, lr: f64) -> RunSettings {
+pub(super) fn run_settings(out: &Path, a: &OptimArgs, lr: f64) -> RunSettings {
     RunSettings {
         out: out.to_path_buf(),
         hyper: TrainHyper {

@@ -52,7 +52,7 @@ pub struct TrainerState {
     pub step: u64,
     /// `adamw` or `sgd`.
     pub optimizer: String,
-    /// The objective's stage: `dpo` or `sft`.
+    /// The objective's stage: `sft`, `dpo` or `kto`.
     pub stage: String,
     /// Loss of the last step.
     pub last_loss: f64,

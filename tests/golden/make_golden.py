@@ -37,7 +37,8 @@ from torch_reference import (  # noqa: E402  (the reference sets torch's default
 
 torch.set_default_dtype(torch.float64)  # as in torch_reference: every number in float64
 
-KEEP = ("make_golden.py", "torch_reference.py", "README.md")  # what OUTDIR keeps when regenerated
+KEEP = ("make_golden.py", "torch_reference.py", "README.md",  # what OUTDIR keeps when regenerated
+        "make_trl_kto.py", "trl_kto")  # KTO goldens from TRL: make_trl_kto.py, called below
 SEED = 1234
 BETA = 0.1
 LR = 0.5  # plain SGD, so the step is large enough to check to 1%
@@ -317,6 +318,13 @@ def main():
     bad_case(out, manifest)
     write_json(os.path.join(out, "MANIFEST.json"), manifest)
     print(f"wrote {len(manifest['checks'])} checks to {out}")
+    try:  # the KTO goldens need trl from pip (see make_trl_kto.py); without it they stay as they are
+        import trl  # noqa: F401
+    except ImportError:
+        print("trl not installed: trl_kto/ left as it is")
+    else:
+        from make_trl_kto import write_goldens
+        write_goldens(os.path.join(out, "trl_kto"))
 
 
 if __name__ == "__main__":

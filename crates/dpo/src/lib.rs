@@ -9,7 +9,9 @@
 //! - [`logps`]: from token batches to summed response log-probs;
 //! - [`loss`]: the DPO family of losses (sigmoid, IPO, hinge, robust, label
 //!   smoothing) and the metrics the wider ecosystem reports;
-//! - [`data`]: preference and SFT JSON Lines, truncation, batching;
+//! - [`kto`]: the KTO loss on unpaired, labelled rows, with TRL's batch KL
+//!   estimate and metrics;
+//! - [`data`]: preference, SFT and unpaired JSON Lines, truncation, batching;
 //! - [`objective`]: what a training loop minimises: SFT or DPO, each with
 //!   its rows, its batch loss, its metrics and its held-out evaluation.
 //!
@@ -18,6 +20,7 @@
 
 pub mod data;
 pub mod kernels;
+pub mod kto;
 pub mod logps;
 pub mod loss;
 pub mod objective;

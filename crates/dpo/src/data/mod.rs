@@ -3,11 +3,11 @@
 //!
 //! The pipeline, in the order the trainer runs it:
 //!
-//! 1. [`load_preferences`] / [`load_sft`] read a `.jsonl` (or `.jsonl.gz`) file,
-//!    tokenize text fields, and refuse every bad line with its 1-based line
-//!    number before anything is trained ([`DataError`] prints
-//!    `path:LINE: message`). With `skip_invalid` the bad rows are skipped and
-//!    counted in a [`LoadReport`] instead.
+//! 1. [`load_preferences`] / [`load_sft`] / [`load_unpaired`] (KTO) read a
+//!    `.jsonl` (or `.jsonl.gz`) file, tokenize text fields, and refuse every
+//!    bad line with its 1-based line number before anything is trained
+//!    ([`DataError`] prints `path:LINE: message`). With `skip_invalid` the
+//!    bad rows are skipped and counted in a [`LoadReport`] instead.
 //! 2. [`truncate_preferences`] / [`truncate_sft_rows`] (per row:
 //!    [`truncate_pair`], [`truncate_sft`]) fit each row into the block with
 //!    the contract's keep-the-end-of-the-prompt rule.
@@ -27,6 +27,7 @@ mod prepare;
 mod rows;
 mod split;
 mod truncate;
+mod unpaired;
 
 pub use batch::{collate_pairs, collate_sft, PairBatch, SftTokens, IGNORE_INDEX};
 pub use jsonl::MAX_LINE_BYTES;
@@ -39,6 +40,7 @@ pub use truncate::{
     check_max_prompt_length, default_max_prompt_length, truncate_pair, truncate_preferences,
     truncate_sft, truncate_sft_rows, TruncationReport,
 };
+pub use unpaired::{kl_partners, kl_sequences, load_unpaired, truncate_unpaired_rows, UnpairedRow};
 
 use std::fmt;
 
@@ -206,6 +208,12 @@ pub enum BadLine {
         /// The extra field's name as written in the row.
         field: String,
     },
+    /// An unpaired (KTO) row without its `label`.
+    #[error("missing field 'label' (true: a desirable completion, false: an undesirable one)")]
+    MissingLabel,
+    /// An unpaired (KTO) row whose `label` is not a JSON boolean.
+    #[error("label must be true or false, got {0}")]
+    LabelNotBool(String),
 }
 
 /// Every way loading or preparing data can fail. `Display` is one line.

@@ -20,7 +20,11 @@ pub fn scored_tokens(prompt: &[u32], response: &[u32]) -> usize {
 }
 
 /// Refuses a response that would add nothing to the log-prob sum.
-fn check_scored(prompt: &[u32], response: &[u32], field: &'static str) -> Result<(), BadLine> {
+pub(super) fn check_scored(
+    prompt: &[u32],
+    response: &[u32],
+    field: &'static str,
+) -> Result<(), BadLine> {
     if scored_tokens(prompt, response) < 1 {
         return Err(BadLine::NoScoredToken { field });
     }
@@ -28,7 +32,7 @@ fn check_scored(prompt: &[u32], response: &[u32], field: &'static str) -> Result
 }
 
 /// A row is all text fields or all `_ids` fields (the reference's `_check_form`).
-fn check_form(row: &JsonRow, fields: &[&'static str]) -> Result<(), BadLine> {
+pub(super) fn check_form(row: &JsonRow, fields: &[&'static str]) -> Result<(), BadLine> {
     let text: Vec<&str> = fields
         .iter()
         .copied()
@@ -111,7 +115,7 @@ fn text_field<'a>(row: &'a JsonRow, field: &'static str) -> Result<Option<&'a st
 }
 
 /// `<field>_ids` used verbatim, else `<field>` tokenized (the reference's `_field_ids`).
-fn field_ids(
+pub(super) fn field_ids(
     row: &JsonRow,
     field: &'static str,
     tokenizer: &dyn Tokenizer,
