@@ -85,9 +85,12 @@ fn gzip_files_are_read_through_the_decoder() {
     assert_eq!((rows.len(), report.rows), (4, 4));
 }
 
+/// A bad line and the check of the reason it is refused for.
+type BadCase = (&'static str, fn(&BadLine) -> bool);
+
 #[test]
 fn bad_lines_are_refused_with_their_number() {
-    let cases: [(&str, fn(&BadLine) -> bool); 8] = [
+    let cases: [BadCase; 8] = [
         (r#"{"prompt": "a", "completion": "b"}"#, |p| {
             *p == BadLine::MissingLabel
         }),
