@@ -230,6 +230,19 @@ fn files_that_never_end_are_refused() {
         assert!(run.stderr.contains(file), "{run}");
         assert!(run.stderr.contains("larger than"), "{run}");
     }
+    // The optimizer state, then the trainer state, of a run to resume.
+    for file in ["optimizer.safetensors", "trainer_state.json"] {
+        let out = tmp.path().join(format!("zero-{file}"));
+        train_to(&out, "1", &[]);
+        std::fs::remove_file(out.join(file)).unwrap();
+        std::os::unix::fs::symlink(zero, out.join(file)).unwrap();
+        let run = train_ids(
+            &out,
+            &[&["--steps", "2"], &ADAMW[..], &["--resume"]].concat(),
+        );
+        run.assert_one_line_error();
+        assert!(run.stderr.contains(file), "{run}");
+    }
 }
 
 #[test]

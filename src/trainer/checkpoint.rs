@@ -70,12 +70,14 @@ const STAGED_DIR: &str = ".checkpoint.staged";
 /// The prefix of a checkpoint still being written (step 1).
 const STAGING_PREFIX: &str = ".checkpoint.tmp-";
 
+/// Lowercase hex, as `sha256sum` prints a digest.
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The lowercase hex SHA-256 of `bytes`.
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
 }
 
 /// Flushes a directory's entries (the renames in it) to disk.
@@ -211,13 +213,26 @@ fn publish_staged(dir: &Path) -> Result<()> {
     sync_dir(dir)
 }
 
+/// The SHA-256 of the regular file `path`, streamed (a file of any size, in
+/// constant memory; a device such as `/dev/zero` is refused, not read).
+fn sha256_of_file(path: &Path) -> Result<String> {
+    let cannot = || format!("--resume: cannot read {}", path.display());
+    ensure!(
+        fs::metadata(path).with_context(cannot)?.is_file(),
+        "--resume: {} is not a regular file",
+        path.display()
+    );
+    let mut hasher = Sha256::new();
+    let mut file = fs::File::open(path).with_context(cannot)?;
+    std::io::copy(&mut file, &mut hasher).with_context(cannot)?;
+    Ok(hex(&hasher.finalize()))
+}
+
 /// Refuses a checkpoint whose files are not those its state recorded.
 fn verify_checksums(dir: &Path, state: &TrainerState) -> Result<()> {
     for (name, expected) in &state.sha256 {
         let path = dir.join(name);
-        let bytes =
-            fs::read(&path).with_context(|| format!("--resume: cannot read {}", path.display()))?;
-        if sha256_hex(&bytes) != *expected {
+        if sha256_of_file(&path)? != *expected {
             bail!(
                 "--resume: {} is not the file saved with {STATE_FILE} at step {} (its SHA-256 differs); the checkpoint was changed after it was saved",
                 path.display(),
@@ -346,9 +361,16 @@ fn read_f32_tensors(path: &Path) -> Result<HashMap<String, Tensor<f32>>> {
 
 /// Reads `DIR/trainer_state.json`.
 pub fn read_state(dir: &Path) -> Result<TrainerState> {
+    use std::io::Read;
     let path = dir.join(STATE_FILE);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let cannot = || format!("cannot read {}", path.display());
+    // A state is a few hundred bytes: read at most 1 MiB of whatever is there.
+    let mut text = String::new();
+    fs::File::open(&path)
+        .with_context(cannot)?
+        .take(1 << 20)
+        .read_to_string(&mut text)
+        .with_context(cannot)?;
     serde_json::from_str(&text)
         .with_context(|| format!("{} is not a trainer state", path.display()))
 }
