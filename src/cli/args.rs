@@ -63,6 +63,9 @@ pub struct OptimArgs {
     /// Rows (pairs, for `train`) per step; at least the row count means the whole file.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
+    /// Cut each batch (each rank's share of it, under MPI) into N micro-batches whose gradients add up to the batch's: less memory, the same step.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub grad_accum: usize,
     /// Optimizer.
     #[arg(long, value_enum, default_value_t = OptimizerKind::Adamw)]
     pub optimizer: OptimizerKind,

@@ -9,6 +9,7 @@ use dpo::objective::{Objective, SftObjective};
 use transformer::{Gpt, GptConfig};
 
 use super::checkpoint::open_run_dir;
+use super::distributed::Collective;
 use super::setup::{check_training_memory, load_model, load_train_data, DataArgs};
 use super::train_loop::{train, RunSettings, TrainSummary};
 
@@ -32,14 +33,19 @@ pub struct SftTrainArgs {
     pub run: RunSettings,
 }
 
-/// Runs `dpo sft`. Nothing new is written to `--out` before the inputs are validated.
-pub fn train_sft(args: &SftTrainArgs) -> Result<TrainSummary> {
+/// Runs `dpo sft` on this rank of `comm` (see [`train`]). Nothing new is
+/// written to `--out` before the inputs are validated.
+pub fn train_sft(args: &SftTrainArgs, comm: &dyn Collective) -> Result<TrainSummary> {
     let run = &args.run;
     run.hyper.validate()?;
-    open_run_dir(
-        &run.out,
-        run.resume.then_some((SftObjective::STAGE, &run.hyper)),
-    )?;
+    if comm.is_root() {
+        open_run_dir(
+            &run.out,
+            run.resume.then_some((SftObjective::STAGE, &run.hyper)),
+        )?;
+    }
+    // The other ranks read --out (to resume) once rank 0 has made it whole.
+    comm.barrier();
     let mut model = match (&args.init, run.resume) {
         (_, true) => load_model(&run.out, "--resume: the checkpoint in --out")?,
         (SftInit::Checkpoint(dir), false) => load_model(dir, "--init")?,
@@ -55,5 +61,5 @@ pub fn train_sft(args: &SftTrainArgs) -> Result<TrainSummary> {
     check_training_memory(model.config(), &run.hyper, false)?;
     let data = load_train_data::<SftRow>(&args.data, model.config(), run.hyper.seed)?;
     let mut objective = SftObjective::new(data.train, data.held_out, run.hyper.batch_size);
-    train(&mut objective, &mut model, run, data.counts)
+    train(&mut objective, &mut model, run, data.counts, comm)
 }

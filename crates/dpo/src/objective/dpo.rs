@@ -101,6 +101,38 @@ impl DpoObjective {
         }
     }
 
+    /// DPO with `loss` on training and held-out rows whose reference
+    /// log-probs, `(chosen, rejected)` per row, are already computed
+    /// (elsewhere, e.g. in shards by several processes).
+    ///
+    /// # Panics
+    /// If a row count and its log-prob count differ.
+    pub fn with_reference_logps(
+        loss: DpoLossConfig,
+        (train, train_reference): (Vec<PreferenceRow>, Vec<(f64, f64)>),
+        (held_out, held_out_reference): (Vec<PreferenceRow>, Vec<(f64, f64)>),
+        eval_batch_size: usize,
+    ) -> Self {
+        assert_eq!(
+            train.len(),
+            train_reference.len(),
+            "one reference pair per training row"
+        );
+        assert_eq!(
+            held_out.len(),
+            held_out_reference.len(),
+            "one reference pair per held-out row"
+        );
+        DpoObjective {
+            loss,
+            train,
+            held_out,
+            train_reference,
+            held_out_reference,
+            eval_batch_size: eval_batch_size.max(1),
+        }
+    }
+
     /// Training rows plus held-out rows.
     pub fn num_rows(&self) -> usize {
         self.train.len() + self.held_out.len()

@@ -172,6 +172,9 @@ impl KtoObjective {
 impl Objective for KtoObjective {
     const STAGE: &'static str = "kto";
 
+    const SPLIT_REFUSAL: Option<&'static str> =
+        Some("KTO's KL estimate is one number over the whole batch, not a sum over its rows");
+
     fn train_lengths(&self) -> Vec<usize> {
         self.train
             .sequences
