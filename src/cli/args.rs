@@ -17,7 +17,7 @@ use crate::trainer::{OptimizerKind, ScheduleKind};
 #[derive(Debug, Parser)]
 #[command(name = "dpo", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
-    /// Worker threads (default: all cores). Accepted before or after the subcommand.
+    /// Worker threads (default: all cores; under mpirun, the cores divided among the ranks on this machine). Accepted before or after the subcommand.
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
 

@@ -95,6 +95,19 @@ fn launched_ranks() -> Option<usize> {
         .find_map(|name| std::env::var(name).ok()?.trim().parse().ok())
 }
 
+/// The default `--threads` of a rank that shares its machine with other
+/// ranks of the job (as an MPI launcher tells): the cores divided among
+/// them, at least 1, so that N ranks on one machine do not run N times as
+/// many threads as it has cores. `None` for a single process.
+pub fn threads_per_local_rank() -> Option<usize> {
+    let local = ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok()?.trim().parse::<usize>().ok())
+        .filter(|&n| n > 1)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Some((cores / local).max(1))
+}
+
 /// This process's place in the job: the MPI world when the binary has the
 /// `mpi` feature and an MPI launcher started it, else a single process. A
 /// binary without the feature started as one of several ranks is refused
