@@ -32,6 +32,9 @@ pub struct TrainerState {
     pub stage: String,
     /// Loss of the last step.
     pub last_loss: f64,
+    /// What the objective carries between steps (see `Objective::state`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective_state: Option<serde_json::Value>,
 }
 
 const STATE_FILE: &str = "trainer_state.json";

@@ -61,15 +61,12 @@ fn dpo_loss_gradients_of_every_parameter_for_every_loss() {
         LossType::Hinge,
         LossType::Robust,
     ] {
-        let loss = DpoLossConfig {
-            loss_type,
-            beta: 0.5,
-            label_smoothing: if loss_type == LossType::Robust {
-                0.1
-            } else {
-                0.0
-            },
+        let label_smoothing = if loss_type == LossType::Robust {
+            0.1
+        } else {
+            0.0
         };
+        let loss = DpoLossConfig::new(loss_type, 0.5, label_smoothing);
         let report = gradcheck_with(
             random_params(&config, 3),
             &GradcheckOptions {

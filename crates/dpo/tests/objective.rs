@@ -47,11 +47,9 @@ fn pairs() -> Vec<PreferenceRow> {
     ]
 }
 
-const SIGMOID: DpoLossConfig = DpoLossConfig {
-    loss_type: LossType::Sigmoid,
-    beta: 0.1,
-    label_smoothing: 0.0,
-};
+fn sigmoid() -> DpoLossConfig {
+    DpoLossConfig::new(LossType::Sigmoid, 0.1, 0.0)
+}
 
 #[test]
 fn epoch_batches_cover_every_row_once_and_are_a_function_of_their_arguments() {
@@ -165,7 +163,8 @@ fn dpo_objective_batch_loss_uses_the_cached_reference_log_probs() {
     let policy = Gpt::<f32>::new(tiny_config(), 1);
     let reference = Gpt::<f32>::new(tiny_config(), 2);
     let rows = pairs();
-    let mut objective = DpoObjective::new(SIGMOID, rows.clone(), rows.clone(), Some(&reference), 2);
+    let mut objective =
+        DpoObjective::new(sigmoid(), rows.clone(), rows.clone(), Some(&reference), 2);
     assert_eq!(objective.num_rows(), 10);
 
     let batch = [4, 1, 2];
@@ -183,7 +182,7 @@ fn dpo_objective_batch_loss_uses_the_cached_reference_log_probs() {
         .collect();
     let pairs_batch = collate_pairs(&batch_rows);
     let logps = pair_logps(&policy, &tape, &params, &pairs_batch);
-    let expected = dpo_loss(&tape, &logps, &flat, &pairs_batch.scored_tokens, &SIGMOID);
+    let expected = dpo_loss(&tape, &logps, &flat, &pairs_batch.scored_tokens, &sigmoid());
     assert_eq!(out.loss.item(), expected.item());
     assert!((metric(&out.metrics, "loss") - expected.item() as f64).abs() < 1e-6);
     assert_eq!(metric(&out.metrics, "num_pairs"), 3.0);
@@ -200,9 +199,9 @@ fn dpo_objective_evaluates_rewards_and_the_policy_pair_accuracy() {
     let policy = Gpt::<f32>::new(tiny_config(), 1);
     let rows = pairs();
     // Reference-free: the rewards are beta times the policy log-probs.
-    let mut objective = DpoObjective::new(SIGMOID, rows[..1].to_vec(), rows.clone(), None, 3);
+    let mut objective = DpoObjective::new(sigmoid(), rows[..1].to_vec(), rows.clone(), None, 3);
     let eval = objective.evaluate(&policy).unwrap();
-    let mut no_held_out = DpoObjective::new(SIGMOID, rows.clone(), Vec::new(), None, 3);
+    let mut no_held_out = DpoObjective::new(sigmoid(), rows.clone(), Vec::new(), None, 3);
     assert!(no_held_out.evaluate(&policy).is_none());
     let logps = pair_logps_no_grad(&policy, &rows, 3);
     let n = rows.len() as f64;

@@ -28,7 +28,9 @@ mod rows;
 mod split;
 mod truncate;
 
-pub use batch::{collate_pairs, collate_sft, PairBatch, SftTokens, IGNORE_INDEX};
+pub use batch::{
+    chosen_prompt_targets, collate_pairs, collate_sft, PairBatch, SftTokens, IGNORE_INDEX,
+};
 pub use prepare::{prepare_rows, PreparedRows, TrainingRow};
 pub use rows::{load_preferences, load_sft, scored_tokens};
 pub use split::{
