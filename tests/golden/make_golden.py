@@ -37,7 +37,8 @@ from torch_reference import (  # noqa: E402  (the reference sets torch's default
 
 torch.set_default_dtype(torch.float64)  # as in torch_reference: every number in float64
 
-KEEP = ("make_golden.py", "torch_reference.py", "README.md")  # what OUTDIR keeps when regenerated
+KEEP = ("make_golden.py", "torch_reference.py", "README.md",  # what OUTDIR keeps when regenerated
+        "make_trl_losses.py", "trl_losses")  # the TRL loss goldens: written by make_trl_losses.py
 SEED = 1234
 BETA = 0.1
 LR = 0.5  # plain SGD, so the step is large enough to check to 1%
@@ -317,6 +318,10 @@ def main():
     bad_case(out, manifest)
     write_json(os.path.join(out, "MANIFEST.json"), manifest)
     print(f"wrote {len(manifest['checks'])} checks to {out}")
+    # Every preference loss against TRL's own code (needs the pinned trl; see that script).
+    import subprocess
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "make_trl_losses.py")
+    subprocess.run([sys.executable, script, os.path.join(out, "trl_losses")], check=True)
 
 
 if __name__ == "__main__":
