@@ -7,8 +7,9 @@
 //!   (from logits, or straight from the final hidden states and the tied
 //!   embedding, never materialising the full log-softmax);
 //! - [`logps`]: from token batches to summed response log-probs;
-//! - [`loss`]: the DPO family of losses (sigmoid, IPO, hinge, robust, label
-//!   smoothing) and the metrics the wider ecosystem reports;
+//! - [`loss`]: the preference losses (every `loss_type` of TRL's DPOTrainer,
+//!   SimPO, ORPO, weighted combinations) and the metrics the wider
+//!   ecosystem reports;
 //! - [`data`]: preference and SFT JSON Lines, truncation, batching;
 //! - [`objective`]: what a training loop minimises: SFT or DPO, each with
 //!   its rows, its batch loss, its metrics and its held-out evaluation.
