@@ -16,7 +16,10 @@ Cases written into OUTDIR (see MANIFEST.json for the exact `dpo` commands):
   sft/    prompt/completion, text and _ids rows, some truncated; one SGD step of `dpo sft`
   bad/    files with one bad line each: refused with the line number, nothing written
 
-Run:  VENV/bin/python tests/golden/make_golden.py tests/golden     (a Python with torch, safetensors)
+Run:  VENV/bin/python tests/golden/make_golden.py tests/golden     (a Python with torch, safetensors, trl)
+
+At the end it runs make_trl_losses.py into OUTDIR/trl_losses: every preference loss computed by the
+pinned trl's own code (see that script).
 """
 import gzip
 import json
