@@ -7,6 +7,7 @@
 //! dloss/dpi_c_i = sum_k w_k dL_k/dpi_c_i,  the same for pi_r_i (and ORPO's prompt log-probs)
 //! ```
 
+use autograd::ops::elementwise::logsigmoid;
 use autograd::{Float, Tape, Tensor, Var};
 use ndarray::IxDyn;
 use serde::{Deserialize, Serialize};
@@ -20,7 +21,6 @@ use super::reference_free::{orpo_log_odds, orpo_odds_ratio_loss, simpo_loss};
 use super::separate::{apo_down_loss, apo_zero_loss, bco_pair_loss, nca_pair_loss, sppo_hard_loss};
 use super::sorted::{aot_losses, aot_unpaired_losses};
 use super::{DpoLossConfig, LossType, Pair, PairLoss};
-use autograd::ops::elementwise::logsigmoid;
 
 /// The log-probs of one batch of pairs, in f64.
 #[derive(Debug, Clone, Default, PartialEq)]
