@@ -18,7 +18,7 @@ random float64 per-token log-probs of a small batch:
 
 It writes one JSON file per case into OUTDIR: the inputs as the Rust side takes them (per-sequence
 summed log-probs and scored-token counts; for ORPO also the prompt tokens of the chosen sequences,
-which its NLL counts), and what TRL computed: the loss, the logged metrics (the mean chosen and rejected rewards among them),
+which its NLL counts), and what TRL computed: the loss, the per-pair chosen and rejected rewards, the logged metrics,
 and the gradient of the loss with respect to each sequence's log-prob (torch autograd through
 TRL's code). `crates/dpo/tests/trl_losses.rs` compares the Rust losses with them (rtol 1e-5).
 
@@ -81,12 +81,16 @@ ORPO_CASES = [("orpo", dict(beta=0.1)), ("orpo_beta0.5", dict(beta=0.5))]
 
 
 class Accelerator:
-    """What the trainers ask of accelerate on one CPU process."""
+    """What the trainers ask of accelerate on one CPU process. It keeps what `gather` saw: the
+    DPOTrainer gathers the per-pair chosen rewards, then the rejected rewards, first."""
 
     device = torch.device("cpu")
 
-    @staticmethod
-    def gather(x):
+    def __init__(self):
+        self.gathered = []
+
+    def gather(self, x):
+        self.gathered.append(x.detach().clone())
         return x
 
     @staticmethod
@@ -185,11 +189,14 @@ def dpo_case(settings, gen):
     }
     loss = trainer._compute_loss(model, inputs, return_outputs=False)
     loss.backward()
+    chosen_rewards, rejected_rewards = trainer.accelerator.gathered[:2]
+    assert chosen_rewards.shape == rejected_rewards.shape == (PAIRS,)
     metrics = {k: v[-1] for k, v in trainer._metrics["train"].items()
                if k.startswith(("rewards/", "logps/"))}
     record = inputs_record(prompt, response, policy_tokens, ref_tokens, with_ref=True)
     beta = trainer.beta
     expected = {"loss": loss.item(), **metrics,
+                "chosen_rewards": chosen_rewards.tolist(), "rejected_rewards": rejected_rewards.tolist(),
                 **grads_record(prompt, per_token.grad, with_prompt=False)}
     config = {"trainer": "DPOTrainer", "loss": loss_types, "loss_weights": trainer.loss_weights,
               "beta": beta, "label_smoothing": trainer.label_smoothing,
@@ -248,12 +255,22 @@ def cpo_orpo_case(kind, settings, gen):
     else:
         trainer = object.__new__(ORPOTrainer)
         trainer.__dict__.update(common)
+    loss_method = "cpo_loss" if kind == "cpo" else "odds_ratio_loss"
+    returned = []
+
+    def keep_outputs(*args, method=getattr(trainer, loss_method)):
+        returned.append(method(*args))
+        return returned[-1]
+
+    setattr(trainer, loss_method, keep_outputs)
     loss, metrics = trainer.get_batch_loss_metrics(Model(), batch, train_eval="train")
     loss.backward()
+    _, chosen_rewards, rejected_rewards = returned[0][:3]
     record = inputs_record(prompt, response, policy_tokens, policy_tokens, with_ref=False)
     beta = trainer.beta
     keep = ("rewards/", "logps/", "nll_loss", "log_odds_ratio", "log_odds_chosen")
     expected = {"loss": loss.item(), **{k: float(v) for k, v in metrics.items() if k.startswith(keep)},
+                "chosen_rewards": chosen_rewards.tolist(), "rejected_rewards": rejected_rewards.tolist(),
                 **grads_record(prompt, token_logps.grad, with_prompt=True)}
     if kind == "cpo":
         if trainer.cpo_alpha == 0:

@@ -1,13 +1,16 @@
 //! Every preference loss against TRL's own implementation: the goldens of
 //! `tests/golden/trl_losses/`, written by `tests/golden/make_trl_losses.py`
 //! from the pinned trl (its version is in each file). For each case, the same
-//! per-sequence log-probs go through [`loss_values`] and [`MetricSums`]; the
-//! loss, its gradient with respect to every sequence log-prob and the logged
-//! metrics must match TRL's to `rtol 1e-5`.
+//! per-sequence log-probs go through [`loss_values`], [`pair_rewards`] and
+//! [`MetricSums`]; the loss, its gradient with respect to every sequence
+//! log-prob, the per-pair rewards and the logged metrics must match TRL's to
+//! `rtol 1e-5`.
 
 use std::path::PathBuf;
 
-use dpo::loss::{loss_values, DpoLossConfig, LossType, MetricSums, PairLogps, WeightedLoss};
+use dpo::loss::{
+    loss_values, pair_rewards, DpoLossConfig, LossType, MetricSums, PairLogps, WeightedLoss,
+};
 use serde_json::Value;
 
 const RTOL: f64 = 1e-5;
@@ -137,11 +140,23 @@ fn every_loss_matches_trl() {
             }
         }
 
+        let chosen_rewards = floats(&expected["chosen_rewards"]);
+        let rejected_rewards = floats(&expected["rejected_rewards"]);
+        for i in 0..b {
+            let (reward_c, reward_r) = pair_rewards(&config, &logps.pair(i));
+            check(format!("chosen_rewards[{i}]"), reward_c, chosen_rewards[i]);
+            check(
+                format!("rejected_rewards[{i}]"),
+                reward_r,
+                rejected_rewards[i],
+            );
+        }
+
         let mut sums = MetricSums::default();
         sums.add(&logps, &values, &config);
         let metrics = sums.metrics().to_record();
         for (key, want) in expected.as_object().unwrap() {
-            if key == "loss" || key.starts_with("grad_") {
+            if key == "loss" || key.starts_with("grad_") || key.ends_with("_rewards") {
                 continue;
             }
             let actual = metrics

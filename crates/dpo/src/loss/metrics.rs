@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use super::{DpoLossConfig, LossValues, PairLogps};
+use super::{DpoLossConfig, LossValues, Pair, PairLogps};
 
 /// Sums of the per-pair metrics, so that batches can be merged exactly.
 #[derive(Debug, Clone, Default)]
@@ -39,29 +39,41 @@ fn add_weighted(sum: &mut Option<f64>, value: Option<f64>, pairs: usize) {
     }
 }
 
+/// The log-probs the metrics report for a pair: the summed `(pi_c, pi_r)`,
+/// or for SimPO and ORPO the per-token means `(pi_c / n_c, pi_r / n_r)`.
+pub fn reported_logps(config: &DpoLossConfig, pair: &Pair) -> (f64, f64) {
+    if config.is_reference_free() {
+        (
+            pair.policy_chosen / pair.n_chosen,
+            pair.policy_rejected / pair.n_rejected,
+        )
+    } else {
+        (pair.policy_chosen, pair.policy_rejected)
+    }
+}
+
+/// The chosen and rejected rewards of a pair: `beta (pi - ref)`, or for
+/// SimPO and ORPO `beta` times the per-token mean log-probs.
+pub fn pair_rewards(config: &DpoLossConfig, pair: &Pair) -> (f64, f64) {
+    if config.is_reference_free() {
+        let (u_c, u_r) = reported_logps(config, pair);
+        (config.beta * u_c, config.beta * u_r)
+    } else {
+        (
+            config.beta * pair.logratio_chosen(),
+            config.beta * pair.logratio_rejected(),
+        )
+    }
+}
+
 impl MetricSums {
     /// Adds one batch of pairs with its loss values (see [`super::loss_values`]).
     pub fn add(&mut self, logps: &PairLogps, values: &LossValues, config: &DpoLossConfig) {
         let b = logps.num_pairs();
-        let per_token = config.is_reference_free();
         for i in 0..b {
             let p = logps.pair(i);
-            let (logp_c, logp_r) = if per_token {
-                (
-                    p.policy_chosen / p.n_chosen,
-                    p.policy_rejected / p.n_rejected,
-                )
-            } else {
-                (p.policy_chosen, p.policy_rejected)
-            };
-            let (reward_c, reward_r) = if per_token {
-                (config.beta * logp_c, config.beta * logp_r)
-            } else {
-                (
-                    config.beta * p.logratio_chosen(),
-                    config.beta * p.logratio_rejected(),
-                )
-            };
+            let (logp_c, logp_r) = reported_logps(config, &p);
+            let (reward_c, reward_r) = pair_rewards(config, &p);
             self.rewards_chosen += reward_c;
             self.rewards_rejected += reward_r;
             self.correct += usize::from(reward_c > reward_r);

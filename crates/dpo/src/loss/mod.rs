@@ -36,7 +36,7 @@ pub mod separate;
 pub mod sorted;
 
 pub use batch::{dpo_loss, loss_values, preference_loss, LossValues, PairLogps, RunningMean};
-pub use metrics::{DpoMetrics, MetricSums};
+pub use metrics::{pair_rewards, reported_logps, DpoMetrics, MetricSums};
 
 use serde::Serialize;
 
