@@ -391,7 +391,7 @@ fn zero_steps_and_resuming_a_finished_run_are_refused() {
     let run = train_ids(&empty, &["--steps", "2", "--resume"]);
     assert!(matches!(run.code, Some(c) if c != 0), "{run}");
     assert!(
-        run.stderr.contains("--resume: the checkpoint in --out"),
+        run.stderr.contains("--resume: --out") && run.stderr.contains("no training checkpoint"),
         "{run}"
     );
 }

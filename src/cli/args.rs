@@ -33,9 +33,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Supervised fine-tuning on prompt/completion (or preference) data.
     Sft(SftArgs),
-    /// DPO training of a policy against a frozen reference (or SimPO/ORPO, reference-free).
+    /// DPO training of a policy against a frozen reference; SimPO and ORPO reference-free (KTO on unpaired data: `dpo train --loss kto --help`).
     Train(TrainArgs),
-    /// DPO (SimPO, ORPO) metrics of a policy against a reference over a preference file (JSON on stdout).
+    /// DPO (SimPO, ORPO) metrics of a policy over a preference file, JSON on stdout (KTO: `dpo eval --loss kto --help`).
     Eval(EvalCliArgs),
     /// Sample a continuation of a prompt.
     Generate(GenerateArgs),
@@ -149,7 +149,7 @@ pub struct LossArgs {
     /// Loss, or several joined by commas and summed (`sigmoid,sft`): sigmoid (the DPO paper's; `dpo`
     /// is the same), ipo, hinge, robust, exo_pair, nca_pair, bco_pair, sppo_hard, aot, aot_unpaired,
     /// apo_zero, apo_down, discopop, sigmoid_norm, sft (NLL of the chosen response); simpo and orpo
-    /// (reference-free: no --ref).
+    /// (reference-free: no --ref). KTO, on unpaired data, alone: `--loss kto --help`.
     #[arg(
         long,
         default_value = "sigmoid",
@@ -164,7 +164,7 @@ pub struct LossArgs {
     /// RPO: add the NLL of the chosen responses (mean over their tokens) times this weight (`sft` term).
     #[arg(long, value_name = "F")]
     pub rpo_alpha: Option<f64>,
-    /// Label smoothing e: assumed share of flipped labels (cDPO for sigmoid, robust, exo_pair's epsilon, aot, simpo).
+    /// Label smoothing e in [0, 0.5): assumed share of flipped labels (cDPO for sigmoid, robust, exo_pair's epsilon, aot, simpo).
     #[arg(long, default_value_t = 0.0)]
     pub label_smoothing: f64,
     /// DiscoPOP's temperature tau (--loss discopop).
@@ -262,7 +262,8 @@ pub struct GenerateArgs {
     /// The prompt text.
     #[arg(long)]
     pub prompt: String,
-    /// Tokens to generate.
+    /// Tokens to generate, at most 1048576 (past the block size the context
+    /// window slides; memory stays bounded).
     #[arg(long, default_value_t = 64)]
     pub max_new_tokens: usize,
     /// Sampling temperature; 0 means greedy.

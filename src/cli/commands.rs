@@ -32,7 +32,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn print_json<S: Serialize>(value: &S) -> Result<()> {
+pub(super) fn print_json<S: Serialize>(value: &S) -> Result<()> {
     println!("{}", serde_json::to_string(value)?);
     Ok(())
 }
@@ -102,7 +102,7 @@ fn reference(
     }
 }
 
-fn data_args(data: &Path, a: &OptimArgs) -> DataArgs {
+pub(super) fn data_args(data: &Path, a: &OptimArgs) -> DataArgs {
     DataArgs {
         data: data.to_path_buf(),
         eval_data: a.eval_data.clone(),
@@ -112,7 +112,7 @@ fn data_args(data: &Path, a: &OptimArgs) -> DataArgs {
     }
 }
 
-fn run_settings(out: &Path, a: &OptimArgs, lr: f64) -> RunSettings {
+pub(super) fn run_settings(out: &Path, a: &OptimArgs, lr: f64) -> RunSettings {
     RunSettings {
         out: out.to_path_buf(),
         hyper: TrainHyper {
@@ -183,6 +183,9 @@ struct Generation {
     finish_reason: &'static str,
 }
 
+/// The most tokens `dpo generate` makes in one call.
+const MAX_NEW_TOKENS: usize = 1 << 20;
+
 /// `dpo generate`: a continuation of the prompt, cut at the first `--stop`
 /// text (not included) or at the tokenizer's end-of-sequence token.
 fn run_generate(a: &GenerateArgs) -> Result<Generation> {
@@ -203,6 +206,11 @@ fn run_generate(a: &GenerateArgs) -> Result<Generation> {
         a.stop.iter().all(|s| !s.is_empty()),
         "--stop must not be empty"
     );
+    ensure!(
+        a.max_new_tokens <= MAX_NEW_TOKENS,
+        "--max-new-tokens {} is more than {MAX_NEW_TOKENS}, the most one generation holds",
+        a.max_new_tokens
+    );
     let options = SamplingOptions {
         temperature: a.temperature as f32,
         top_k: a.top_k,
@@ -213,9 +221,15 @@ fn run_generate(a: &GenerateArgs) -> Result<Generation> {
         let text = tokenizer.decode(tokens);
         a.stop.iter().filter_map(|s| text.find(s.as_str())).min()
     };
+    // Checked after each token, a stop text can only have just been completed:
+    // it lies within the last `longest` tokens (each at least a byte), so only
+    // they are decoded, plus 3 for a character cut at the window's start.
+    let longest = a.stop.iter().map(String::len).max().unwrap_or(0) + 3;
     let mut new_tokens = generate_until(&model, &prompt, a.max_new_tokens, options, |tokens| {
-        tokens.last().copied() == eos || stops(tokens).is_some()
-    });
+        let tail = &tokens[tokens.len().saturating_sub(longest)..];
+        tokens.last().copied() == eos || (!a.stop.is_empty() && stops(tail).is_some())
+    })
+    .with_context(|| format!("model {}", a.model.display()))?;
     let mut finish_reason = "length";
     if let Some(at) = new_tokens.iter().position(|&id| Some(id) == eos) {
         new_tokens.truncate(at);

@@ -5,15 +5,35 @@
 
 mod args;
 mod commands;
+mod kto;
 
 pub use args::Cli;
 
 use clap::Parser;
 
+/// `--threads` may ask for at most this many threads per core: past one a
+/// core, threads only wait for each other, and thousands of them crawl.
+pub const MAX_THREADS_PER_CORE: usize = 4;
+
+/// A parsed command line: its `--threads` and what runs it.
+type Parsed = (Option<usize>, Box<dyn FnOnce() -> anyhow::Result<()>>);
+
+/// Parses the command line: `train`/`eval` with `--loss kto` by the KTO
+/// parser (unpaired data, flags of its own), everything else by [`Cli`].
+fn parse() -> Result<Parsed, clap::Error> {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if kto::asks_for_kto(&argv) {
+        let cli = kto::KtoCli::try_parse_from(argv)?;
+        return Ok((cli.threads, Box::new(move || kto::run(cli))));
+    }
+    let cli = Cli::try_parse_from(argv)?;
+    Ok((cli.threads, Box::new(move || commands::run(cli))))
+}
+
 /// Parses the command line, runs it, and returns the process exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let (threads, run) = match parse() {
+        Ok(parsed) => parsed,
         Err(e) => {
             // --help and --version are not errors.
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -21,9 +41,16 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    if let Some(threads) = cli.threads {
+    if let Some(threads) = threads {
         if threads == 0 {
             eprintln!("error: --threads must be at least 1");
+            return 2;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if threads > MAX_THREADS_PER_CORE * cores {
+            eprintln!(
+                "error: --threads {threads} is more than {MAX_THREADS_PER_CORE} per core of this machine's {cores} (more threads than cores only slow the kernels down)"
+            );
             return 2;
         }
         if let Err(e) = autograd::set_num_threads(threads) {
@@ -31,7 +58,7 @@ pub fn main() -> i32 {
             return 2;
         }
     }
-    match commands::run(cli) {
+    match run() {
         Ok(()) => 0,
         Err(error) => {
             // `{:#}`: the error and its causes on one line, `outer: inner`.

@@ -4,20 +4,44 @@
 //! `DIR/config.json` + `DIR/model.safetensors` are the model (see the
 //! transformer crate's `checkpoint` module); `DIR/optimizer.safetensors`
 //! holds AdamW's moments as `{param}.exp_avg` / `{param}.exp_avg_sq`, and
-//! `DIR/trainer_state.json` the step count, the optimizer and the stage.
-//! Every file is written with [`transformer::write_atomic`] (a temporary
-//! file, flushed to disk, renamed into place), so an interrupted save leaves
-//! each file whole.
+//! `DIR/trainer_state.json` the step count, the optimizer, the stage and the
+//! SHA-256 of each of the other files.
+//!
+//! # One checkpoint, one unit
+//!
+//! A save must never leave the model of step `s+1` beside the state of step
+//! `s`, whenever the process dies (a `kill -9`, a full disk, a power cut).
+//! [`save_checkpoint`] therefore commits the files as one unit, in the way
+//! of a database's redo log:
+//!
+//! 1. every file is written into a fresh `DIR/.checkpoint.tmp-PID-NANOS/` and
+//!    flushed to disk, then the folder itself;
+//! 2. that folder is renamed to `DIR/.checkpoint.staged`: the commit point.
+//!    Before it, the old checkpoint is untouched; after it, the new one is
+//!    whole on disk;
+//! 3. its files are renamed over the old ones, `trainer_state.json` last,
+//!    and the empty folder is removed.
+//!
+//! The next run on `DIR` ([`open_run_dir`]) first finishes an interrupted
+//! step 3 (the staged folder is complete, so it only renames what is left)
+//! and removes what an interrupted step 1 left. Each rename replaces one
+//! whole file, so a reader of `DIR` (`dpo eval --policy DIR`) never sees a
+//! partly written file. `--resume` then checks the checksums in the state
+//! against the files, and refuses a checkpoint changed behind its back.
+//!
+//! Two runs writing into the same `DIR` at once are not supported.
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use autograd::optim::Optimizer;
 use autograd::Tensor;
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
-use transformer::{write_atomic, Gpt};
+use sha2::{Digest, Sha256};
+use transformer::{write_synced, Gpt};
 
 use super::settings::{AnyOptimizer, TrainHyper};
 
@@ -28,10 +52,15 @@ pub struct TrainerState {
     pub step: u64,
     /// `adamw` or `sgd`.
     pub optimizer: String,
-    /// The objective's stage: `dpo` or `sft`.
+    /// The objective's stage: `sft`, `dpo` or `kto`.
     pub stage: String,
     /// Loss of the last step.
     pub last_loss: f64,
+    /// The SHA-256 (lowercase hex, as `sha256sum` prints it) of every other
+    /// file of the checkpoint, by file name. Empty in the states of older
+    /// versions, which are resumed unchecked.
+    #[serde(default)]
+    pub sha256: BTreeMap<String, String>,
     /// What the objective carries between steps (see `Objective::state`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objective_state: Option<serde_json::Value>,
@@ -39,15 +68,181 @@ pub struct TrainerState {
 
 const STATE_FILE: &str = "trainer_state.json";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// The complete new checkpoint between the commit point and its last rename.
+const STAGED_DIR: &str = ".checkpoint.staged";
+/// The prefix of a checkpoint still being written (step 1).
+const STAGING_PREFIX: &str = ".checkpoint.tmp-";
 
-/// Refuses an `--out` that exists and is not a directory, before any work is
-/// done (a run must not train for an hour and then fail to save).
+/// Lowercase hex, as `sha256sum` prints a digest.
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The lowercase hex SHA-256 of `bytes`.
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Flushes a directory's entries (the renames in it) to disk.
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot flush {} to disk", dir.display()))
+}
+
+/// The nearest existing folder at or above `dir` (`.` for a relative path
+/// none of whose parts exist).
+fn nearest_existing(dir: &Path) -> PathBuf {
+    let mut candidate = dir;
+    loop {
+        if candidate.exists() {
+            return candidate.to_path_buf();
+        }
+        match candidate.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => candidate = parent,
+            _ => return PathBuf::from("."),
+        }
+    }
+}
+
+/// Refuses an `--out` that cannot be written, before any work is done (a run
+/// must not train for an hour and then fail to save): it must be a folder,
+/// or not exist yet under a folder where it can be created. The check
+/// creates and removes a probe file; it creates nothing that stays.
 pub fn check_out_dir(dir: &Path) -> Result<()> {
+    let shown = dir.display();
     ensure!(
         !dir.exists() || dir.is_dir(),
-        "--out {} exists and is not a directory",
-        dir.display()
+        "--out {shown} exists and is not a directory"
     );
+    let existing = nearest_existing(dir);
+    ensure!(
+        existing.is_dir(),
+        "--out {shown}: {} is not a directory",
+        existing.display()
+    );
+    let probe = existing.join(format!(".dpo-write-test-{}", std::process::id()));
+    fs::write(&probe, b"")
+        .and_then(|()| fs::remove_file(&probe))
+        .map_err(|e| {
+            anyhow!(
+                "--out {shown}: cannot write into {}: {e}",
+                existing.display()
+            )
+        })
+}
+
+/// Prepares `--out` for a run: checks that it can be written (see
+/// [`check_out_dir`]), finishes a save that was interrupted after its commit
+/// point and removes what an earlier one left half-written. With `resume`,
+/// also checks that the checkpoint there can be continued
+/// ([`resumable_state`]) and that its files are the ones its state recorded.
+pub fn open_run_dir(
+    out: &Path,
+    resume: Option<(&str, &TrainHyper)>,
+) -> Result<Option<TrainerState>> {
+    check_out_dir(out)?;
+    if out.is_dir() {
+        recover(out)?;
+    }
+    let Some((stage, hyper)) = resume else {
+        return Ok(None);
+    };
+    let state = resumable_state(out, stage, hyper)?;
+    verify_checksums(out, &state)?;
+    Ok(Some(state))
+}
+
+/// Finishes an interrupted save in `dir` (step 3 of the module docs) and
+/// removes the temporary files and folders of one that did not reach its
+/// commit point.
+fn recover(dir: &Path) -> Result<()> {
+    let entries = fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name.starts_with(STAGING_PREFIX) {
+            fs::remove_dir_all(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+        } else if name.starts_with('.') && name.contains(".tmp-") && path.is_file() {
+            // A `write_atomic` temporary whose rename never came.
+            fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    if dir.join(STAGED_DIR).is_dir() {
+        eprintln!(
+            "{}: finishing the checkpoint save an earlier run left half-done",
+            dir.display()
+        );
+        publish_staged(dir)?;
+    }
+    Ok(())
+}
+
+/// Step 3: renames the files of `DIR/.checkpoint.staged` over those of
+/// `DIR`, the trainer state last, then removes the emptied folder. Safe to
+/// run again after an interruption: what is already moved is not there.
+fn publish_staged(dir: &Path) -> Result<()> {
+    let staged = dir.join(STAGED_DIR);
+    let state_path = staged.join(STATE_FILE);
+    if state_path.exists() {
+        // An SGD checkpoint has no optimizer file: remove an older one, so
+        // that no file of another run stays beside the new state.
+        let text = fs::read_to_string(&state_path)
+            .with_context(|| format!("cannot read {}", state_path.display()))?;
+        let state: TrainerState = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a trainer state", state_path.display()))?;
+        let stale = dir.join(OPTIMIZER_FILE);
+        if !state.sha256.contains_key(OPTIMIZER_FILE) && stale.exists() {
+            fs::remove_file(&stale)
+                .with_context(|| format!("cannot remove {}", stale.display()))?;
+        }
+    }
+    let mut names: Vec<String> = fs::read_dir(&staged)
+        .with_context(|| format!("cannot list {}", staged.display()))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("cannot list {}", staged.display()))?;
+    // The state last: until it lands, the old state still names the old step.
+    names.sort_by_key(|name| name == STATE_FILE);
+    for name in names {
+        let to = dir.join(&name);
+        fs::rename(staged.join(&name), &to)
+            .with_context(|| format!("cannot save {}", to.display()))?;
+    }
+    sync_dir(dir)?;
+    fs::remove_dir(&staged).with_context(|| format!("cannot remove {}", staged.display()))?;
+    sync_dir(dir)
+}
+
+/// The SHA-256 of the regular file `path`, streamed (a file of any size, in
+/// constant memory; a device such as `/dev/zero` is refused, not read).
+fn sha256_of_file(path: &Path) -> Result<String> {
+    let cannot = || format!("--resume: cannot read {}", path.display());
+    ensure!(
+        fs::metadata(path).with_context(cannot)?.is_file(),
+        "--resume: {} is not a regular file",
+        path.display()
+    );
+    let mut hasher = Sha256::new();
+    let mut file = fs::File::open(path).with_context(cannot)?;
+    std::io::copy(&mut file, &mut hasher).with_context(cannot)?;
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Refuses a checkpoint whose files are not those its state recorded.
+fn verify_checksums(dir: &Path, state: &TrainerState) -> Result<()> {
+    for (name, expected) in &state.sha256 {
+        let path = dir.join(name);
+        if sha256_of_file(&path)? != *expected {
+            bail!(
+                "--resume: {} is not the file saved with {STATE_FILE} at step {} (its SHA-256 differs); the checkpoint was changed after it was saved",
+                path.display(),
+                state.step
+            );
+        }
+    }
     Ok(())
 }
 
@@ -65,38 +260,82 @@ fn optimizer_tensors(model: &Gpt<f32>, optimizer: &AnyOptimizer) -> Vec<(String,
     named
 }
 
-/// Saves the model, the optimizer state, then the trainer state into `dir`.
+/// The bytes of `DIR/optimizer.safetensors`, or `None` for a stateless optimizer.
+fn optimizer_file(model: &Gpt<f32>, optimizer: &AnyOptimizer) -> Result<Option<Vec<u8>>> {
+    let named = optimizer_tensors(model, optimizer);
+    if named.is_empty() {
+        return Ok(None);
+    }
+    let bytes: Vec<Vec<u8>> = named
+        .iter()
+        .map(|(_, t)| t.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views = named
+        .iter()
+        .zip(&bytes)
+        .map(|((name, t), data)| {
+            let view = TensorView::new(Dtype::F32, t.shape().to_vec(), data)?;
+            Ok((name.clone(), view))
+        })
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
+        .context("cannot serialize the optimizer state")?;
+    let serialized =
+        safetensors::serialize(views, &None).context("cannot serialize the optimizer state")?;
+    Ok(Some(serialized))
+}
+
+/// Saves the model, the optimizer state and the trainer state into `dir` as
+/// one unit (see the module docs); `state.sha256` is filled in here.
 pub fn save_checkpoint(
     dir: &Path,
     model: &Gpt<f32>,
     optimizer: &AnyOptimizer,
     state: &TrainerState,
 ) -> Result<()> {
-    model
-        .save(dir)
-        .with_context(|| format!("cannot save the checkpoint to {}", dir.display()))?;
-    let named = optimizer_tensors(model, optimizer);
-    if !named.is_empty() {
-        let bytes: Vec<Vec<u8>> = named
-            .iter()
-            .map(|(_, t)| t.iter().flat_map(|v| v.to_le_bytes()).collect())
-            .collect();
-        let views = named
-            .iter()
-            .zip(&bytes)
-            .map(|((name, t), data)| {
-                let view = TensorView::new(Dtype::F32, t.shape().to_vec(), data)?;
-                Ok((name.clone(), view))
-            })
-            .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
-            .context("cannot serialize the optimizer state")?;
-        let serialized =
-            safetensors::serialize(views, &None).context("cannot serialize the optimizer state")?;
-        write_atomic(&dir.join(OPTIMIZER_FILE), &serialized)?;
+    let cannot = || format!("cannot save the checkpoint to {}", dir.display());
+    let mut files: Vec<(&str, Vec<u8>)> = model.checkpoint_files().with_context(cannot)?.into();
+    if let Some(bytes) = optimizer_file(model, optimizer)? {
+        files.push((OPTIMIZER_FILE, bytes));
     }
-    let json = serde_json::to_string_pretty(state)?;
-    write_atomic(&dir.join(STATE_FILE), json.as_bytes())?;
-    Ok(())
+    let mut state = state.clone();
+    state.sha256 = files
+        .iter()
+        .map(|(name, bytes)| (name.to_string(), sha256_hex(bytes)))
+        .collect();
+    let state_json = serde_json::to_string_pretty(&state)? + "\n";
+    files.push((STATE_FILE, state_json.into_bytes()));
+
+    fs::create_dir_all(dir).with_context(cannot)?;
+    // 1. Everything into a fresh folder, flushed to disk.
+    let staging = dir.join(format!("{STAGING_PREFIX}{}", unique_suffix()));
+    let written = fs::create_dir(&staging)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| {
+            for (name, bytes) in &files {
+                write_synced(&staging.join(name), bytes)?;
+            }
+            sync_dir(&staging)
+        })
+        // 2. The commit point.
+        .and_then(|()| {
+            fs::rename(&staging, dir.join(STAGED_DIR))?;
+            sync_dir(dir)
+        });
+    if let Err(e) = written {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(e).with_context(cannot);
+    }
+    // 3. Into place, the state last.
+    publish_staged(dir).with_context(cannot)
+}
+
+/// `PID-NANOSECONDS`: a name no other save uses at the same time.
+fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}-{nanos}", std::process::id())
 }
 
 /// The F32 tensors of a safetensors file, by name.
@@ -125,9 +364,16 @@ fn read_f32_tensors(path: &Path) -> Result<HashMap<String, Tensor<f32>>> {
 
 /// Reads `DIR/trainer_state.json`.
 pub fn read_state(dir: &Path) -> Result<TrainerState> {
+    use std::io::Read;
     let path = dir.join(STATE_FILE);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let cannot = || format!("cannot read {}", path.display());
+    // A state is a few hundred bytes: read at most 1 MiB of whatever is there.
+    let mut text = String::new();
+    fs::File::open(&path)
+        .with_context(cannot)?
+        .take(1 << 20)
+        .read_to_string(&mut text)
+        .with_context(cannot)?;
     serde_json::from_str(&text)
         .with_context(|| format!("{} is not a trainer state", path.display()))
 }
@@ -175,6 +421,11 @@ pub fn load_optimizer_state(
 /// `hyper` under the objective `stage`: the same stage and optimizer, and
 /// fewer steps taken than `hyper.steps`. Checked before any data is loaded.
 pub fn resumable_state(out: &Path, stage: &str, hyper: &TrainHyper) -> Result<TrainerState> {
+    ensure!(
+        out.join(STATE_FILE).exists(),
+        "--resume: --out {} holds no training checkpoint (no {STATE_FILE})",
+        out.display()
+    );
     let state = read_state(out).context("--resume")?;
     let run = out.display();
     ensure!(

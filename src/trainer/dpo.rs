@@ -9,8 +9,8 @@ use dpo::data::PreferenceRow;
 use dpo::loss::DpoLossConfig;
 use dpo::objective::{DpoObjective, Objective};
 
-use super::checkpoint::{check_out_dir, resumable_state};
-use super::setup::{load_model, load_reference, load_train_data, DataArgs};
+use super::checkpoint::open_run_dir;
+use super::setup::{check_training_memory, load_model, load_reference, load_train_data, DataArgs};
 use super::train_loop::{train, RunSettings, TrainSummary};
 
 /// Everything `dpo train` needs.
@@ -33,19 +33,21 @@ pub fn eval_batch_size(train_batch_size: usize) -> usize {
     train_batch_size.max(8)
 }
 
-/// Runs `dpo train`. Nothing is written to `--out` before the inputs are validated.
+/// Runs `dpo train`. Nothing new is written to `--out` before the inputs are validated.
 pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary> {
     let run = &args.run;
     args.loss.validate()?;
     run.hyper.validate()?;
-    check_out_dir(&run.out)?;
+    open_run_dir(
+        &run.out,
+        run.resume.then_some((DpoObjective::STAGE, &run.hyper)),
+    )?;
     let mut policy = if run.resume {
-        let policy = load_model(&run.out, "--resume: the checkpoint in --out")?;
-        resumable_state(&run.out, DpoObjective::STAGE, &run.hyper)?;
-        policy
+        load_model(&run.out, "--resume: the checkpoint in --out")?
     } else {
         load_model(&args.policy, "policy")?
     };
+    check_training_memory(policy.config(), &run.hyper, args.reference.is_some())?;
     let reference = load_reference(args.reference.as_deref(), &policy)?;
     let data = load_train_data::<PreferenceRow>(&args.data, policy.config(), run.hyper.seed)?;
 

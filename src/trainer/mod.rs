@@ -1,12 +1,13 @@
 //! Training and evaluation: one training loop ([`train_loop::train`]) for
 //! every objective of the `dpo` library, the commands that set it up
-//! (`dpo sft`, `dpo train`), held-out evaluation (`dpo eval`), and what a
-//! run needs around the loop: settings, checkpoints with optimizer state,
-//! progress and the metrics log.
+//! (`dpo sft`, `dpo train`; `kto.rs` for `--loss kto` on unpaired data),
+//! held-out evaluation (`dpo eval`), and what a run needs around the loop:
+//! settings, checkpoints with optimizer state, progress and the metrics log.
 
 pub mod checkpoint;
 pub mod dpo;
 pub mod evaluate;
+pub mod kto;
 pub mod progress;
 pub mod settings;
 pub mod setup;
@@ -15,6 +16,7 @@ pub mod train_loop;
 
 pub use self::dpo::{train_dpo, DpoTrainArgs};
 pub use evaluate::{run_eval, EvalArgs, EvalReport};
+pub use kto::{run_kto_eval, train_kto, KtoEvalArgs, KtoEvalReport, KtoTrainArgs};
 pub use settings::{AnyOptimizer, OptimizerKind, ScheduleKind, TrainHyper};
 pub use setup::DataArgs;
 pub use sft::{train_sft, SftInit, SftTrainArgs};

@@ -7,11 +7,54 @@ use anyhow::{anyhow, ensure, Context, Result};
 use dpo::data::{self, prepare_rows, DataError, PreparedRows, TrainingRow};
 use transformer::{ByteTokenizer, Gpt, GptConfig};
 
+use super::settings::TrainHyper;
 use super::train_loop::DataCounts;
 
 /// Loads a checkpoint; errors name `what` it is (e.g. `policy`) and where.
 pub fn load_model(path: &Path, what: &str) -> Result<Gpt<f32>> {
     Gpt::<f32>::load(path).with_context(|| format!("{what} {}", path.display()))
+}
+
+/// This machine's physical memory in bytes (`MemTotal` of `/proc/meminfo`),
+/// or `None` where it cannot be read.
+fn physical_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Refuses a run whose model, with its gradients, its optimizer's state and
+/// the frozen reference, cannot fit in this machine's memory, before any of
+/// them is allocated: f32 weights, one gradient per weight, AdamW's two
+/// moments, and a second copy of the weights for the reference. (The
+/// activations come on top, and grow with the batch.)
+pub fn check_training_memory(
+    config: &GptConfig,
+    hyper: &TrainHyper,
+    with_reference: bool,
+) -> Result<()> {
+    let Some(memory) = physical_memory() else {
+        return Ok(());
+    };
+    let params = config.num_params().unwrap_or(u64::MAX);
+    let moments = if hyper.optimizer_name() == "adamw" {
+        2
+    } else {
+        0
+    };
+    let copies = 2 + moments + u64::from(with_reference);
+    let needed = params.saturating_mul(4 * copies);
+    let gib = |bytes: u64| bytes as f64 / f64::from(1u32 << 30);
+    ensure!(
+        needed <= memory,
+        "the model has {params} parameters: training it needs {:.1} GiB for weights, gradients{}{}, more than this machine's {:.1} GiB",
+        gib(needed),
+        if moments > 0 { ", AdamW's moments" } else { "" },
+        if with_reference { " and the reference" } else { "" },
+        gib(memory)
+    );
+    Ok(())
 }
 
 /// The frozen reference (if any), which must have the policy's config.

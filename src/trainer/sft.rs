@@ -8,8 +8,8 @@ use dpo::data::SftRow;
 use dpo::objective::{Objective, SftObjective};
 use transformer::{Gpt, GptConfig};
 
-use super::checkpoint::{check_out_dir, resumable_state};
-use super::setup::{load_model, load_train_data, DataArgs};
+use super::checkpoint::open_run_dir;
+use super::setup::{check_training_memory, load_model, load_train_data, DataArgs};
 use super::train_loop::{train, RunSettings, TrainSummary};
 
 /// Where the initial model comes from.
@@ -32,25 +32,27 @@ pub struct SftTrainArgs {
     pub run: RunSettings,
 }
 
-/// Runs `dpo sft`. Nothing is written to `--out` before the inputs are validated.
+/// Runs `dpo sft`. Nothing new is written to `--out` before the inputs are validated.
 pub fn train_sft(args: &SftTrainArgs) -> Result<TrainSummary> {
     let run = &args.run;
     run.hyper.validate()?;
-    check_out_dir(&run.out)?;
+    open_run_dir(
+        &run.out,
+        run.resume.then_some((SftObjective::STAGE, &run.hyper)),
+    )?;
     let mut model = match (&args.init, run.resume) {
-        (_, true) => {
-            let model = load_model(&run.out, "--resume: the checkpoint in --out")?;
-            resumable_state(&run.out, SftObjective::STAGE, &run.hyper)?;
-            model
-        }
+        (_, true) => load_model(&run.out, "--resume: the checkpoint in --out")?,
         (SftInit::Checkpoint(dir), false) => load_model(dir, "--init")?,
         (SftInit::Config(config), false) => {
             config
                 .validate()
                 .map_err(|e| anyhow::anyhow!("--config: {e}"))?;
+            // Before the weights are allocated.
+            check_training_memory(config, &run.hyper, false)?;
             Gpt::<f32>::new(*config, run.hyper.seed)
         }
     };
+    check_training_memory(model.config(), &run.hyper, false)?;
     let data = load_train_data::<SftRow>(&args.data, model.config(), run.hyper.seed)?;
     let mut objective = SftObjective::new(data.train, data.held_out, run.hyper.batch_size);
     train(&mut objective, &mut model, run, data.counts)

@@ -185,6 +185,7 @@ pub fn train<O: Objective>(
         stage: stage.into(),
         last_loss,
         objective_state,
+        sha256: Default::default(), // filled in by save_checkpoint
     };
     if settings.resume {
         if let Some(saved) = read_state(&settings.out)?.objective_state {

@@ -41,7 +41,8 @@ from torch_reference import (  # noqa: E402  (the reference sets torch's default
 torch.set_default_dtype(torch.float64)  # as in torch_reference: every number in float64
 
 KEEP = ("make_golden.py", "torch_reference.py", "README.md",  # what OUTDIR keeps when regenerated
-        "make_trl_losses.py", "trl_losses")  # the TRL loss goldens: written by make_trl_losses.py
+        "make_trl_losses.py", "trl_losses",  # the TRL loss goldens: make_trl_losses.py, called below
+        "make_trl_kto.py", "trl_kto")  # KTO goldens from TRL: make_trl_kto.py, called below
 SEED = 1234
 BETA = 0.1
 LR = 0.5  # plain SGD, so the step is large enough to check to 1%
@@ -321,10 +322,17 @@ def main():
     bad_case(out, manifest)
     write_json(os.path.join(out, "MANIFEST.json"), manifest)
     print(f"wrote {len(manifest['checks'])} checks to {out}")
-    # Every preference loss against TRL's own code (needs the pinned trl; see that script).
-    import subprocess
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "make_trl_losses.py")
-    subprocess.run([sys.executable, script, os.path.join(out, "trl_losses")], check=True)
+    try:  # the TRL goldens need trl from pip (see make_trl_losses.py, make_trl_kto.py)
+        import trl  # noqa: F401
+    except ImportError:
+        print("trl not installed: trl_losses/ and trl_kto/ left as they are")
+    else:
+        # Every preference loss against TRL's own code (the pinned trl; see that script).
+        import subprocess
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "make_trl_losses.py")
+        subprocess.run([sys.executable, script, os.path.join(out, "trl_losses")], check=True)
+        from make_trl_kto import write_goldens
+        write_goldens(os.path.join(out, "trl_kto"))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@
 //! - [`loss`]: the preference losses (every `loss_type` of TRL's DPOTrainer,
 //!   SimPO, ORPO, weighted combinations) and the metrics the wider
 //!   ecosystem reports;
-//! - [`data`]: preference and SFT JSON Lines, truncation, batching;
+//! - [`kto`]: the KTO loss on unpaired, labelled rows, with TRL's batch KL
+//!   estimate and metrics;
+//! - [`data`]: preference, SFT and unpaired JSON Lines, truncation, batching;
 //! - [`objective`]: what a training loop minimises: SFT or DPO, each with
 //!   its rows, its batch loss, its metrics and its held-out evaluation.
 //!
@@ -19,6 +21,7 @@
 
 pub mod data;
 pub mod kernels;
+pub mod kto;
 pub mod logps;
 pub mod loss;
 pub mod objective;

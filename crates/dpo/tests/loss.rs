@@ -228,7 +228,7 @@ fn bco_running_mean_is_the_mean_of_the_batch_means() {
 fn loss_configs_are_checked() {
     let err = |cfg: DpoLossConfig| cfg.validate().unwrap_err().to_string();
     assert!(err(config(LossType::ExoPair, 0.0)).contains("exo_pair"));
-    assert!(err(config(LossType::Robust, 0.5)).contains("robust"));
+    assert!(err(config(LossType::Robust, 0.5)).contains("[0, 0.5)"));
     let mut mixed = config(LossType::Simpo, 0.0);
     mixed.losses.push(WeightedLoss {
         loss_type: LossType::Sigmoid,

@@ -18,7 +18,7 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
@@ -81,11 +81,44 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ 
     }
 }
 
-/// Reads and validates `dir/config.json`.
+/// The largest `config.json` read: 1 MiB (a real one is a few hundred bytes).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// The largest safetensors header read: 100 MB, the safetensors crate's own limit.
+pub const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Reads the file `path` whole, refusing it past `max_bytes` after reading at
+/// most one byte more: a file that is a link to `/dev/zero`, or that is far
+/// larger than what it should hold, is refused instead of filling the memory.
+fn read_bounded(path: &Path, max_bytes: u64) -> Result<Vec<u8>, CheckpointError> {
+    let file = fs::File::open(path).map_err(io_error(path))?;
+    let mut bytes = Vec::new();
+    file.take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_error(path))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(CheckpointError::Format {
+            path: path.to_path_buf(),
+            message: format!("larger than the {max_bytes} bytes it may hold"),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Reads and validates `dir/config.json` (at most [`MAX_CONFIG_BYTES`]).
 pub fn load_config(dir: &Path) -> Result<GptConfig, CheckpointError> {
     let path = dir.join(CONFIG_FILE);
-    let text = fs::read_to_string(&path).map_err(io_error(&path))?;
-    let config: GptConfig = serde_json::from_str(&text).map_err(|e| CheckpointError::Config {
+    let bytes = read_bounded(&path, MAX_CONFIG_BYTES)?;
+    parse_config(&bytes, &path)
+}
+
+/// Parses and validates the bytes of a `config.json` (`path` names it in errors).
+pub fn parse_config(bytes: &[u8], path: &Path) -> Result<GptConfig, CheckpointError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| CheckpointError::Config {
+        path: path.to_path_buf(),
+        message: format!("not UTF-8: {e}"),
+    })?;
+    let path = path.to_path_buf();
+    let config: GptConfig = serde_json::from_str(text).map_err(|e| CheckpointError::Config {
         path: path.clone(),
         message: e.to_string(),
     })?;
@@ -108,8 +141,22 @@ impl Gpt<f32> {
     pub fn load(dir: &Path) -> Result<Gpt<f32>, CheckpointError> {
         let config = load_config(dir)?;
         let path = dir.join(WEIGHTS_FILE);
-        let bytes = fs::read(&path).map_err(io_error(&path))?;
-        let file = SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Format {
+        // The tensors of a valid config (at most MAX_PARAMS), twice over for
+        // an untied head, plus the header: nothing larger is read.
+        let max_bytes = 8 * config.num_params().unwrap_or(0) + MAX_HEADER_BYTES;
+        let bytes = read_bounded(&path, max_bytes)?;
+        Gpt::from_safetensors(config, &bytes, &path)
+    }
+
+    /// The model of `config` from the bytes of its `model.safetensors`
+    /// (`path` names the file in errors), as strictly as [`Gpt::load`].
+    pub fn from_safetensors(
+        config: GptConfig,
+        bytes: &[u8],
+        path: &Path,
+    ) -> Result<Gpt<f32>, CheckpointError> {
+        let path = path.to_path_buf();
+        let file = SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Format {
             path: path.clone(),
             message: format!("{e:?}"),
         })?;
@@ -184,15 +231,27 @@ impl Gpt<f32> {
         Ok(Gpt::from_named(config, params))
     }
 
+    /// The files of a checkpoint of this model, `(name, bytes)`:
+    /// [`WEIGHTS_FILE`] then [`CONFIG_FILE`]. [`Gpt::save`] writes them; a
+    /// trainer that saves more files beside them (its optimizer and state)
+    /// writes them itself, so that all of them land as one unit.
+    pub fn checkpoint_files(&self) -> Result<[(&'static str, Vec<u8>); 2], CheckpointError> {
+        let config_json = serde_json::to_string_pretty(self.config()).unwrap() + "\n";
+        let weights = self.safetensors_bytes(Path::new("."))?;
+        Ok([
+            (WEIGHTS_FILE, weights),
+            (CONFIG_FILE, config_json.into_bytes()),
+        ])
+    }
+
     /// Saves to the checkpoint directory `dir`, atomically (see the module docs).
     pub fn save(&self, dir: &Path) -> Result<(), CheckpointError> {
-        let config_json = serde_json::to_string_pretty(self.config()).unwrap() + "\n";
-        let weights = self.safetensors_bytes(dir)?;
+        let [(_, weights), (_, config_json)] = self.checkpoint_files()?;
         let unique = unique_suffix();
         if dir.is_dir() {
             // Existing directory: each file replaced by a rename.
             write_atomic(&dir.join(WEIGHTS_FILE), &weights)?;
-            write_atomic(&dir.join(CONFIG_FILE), config_json.as_bytes())?;
+            write_atomic(&dir.join(CONFIG_FILE), &config_json)?;
         } else {
             // New directory: built under a temporary name, renamed at the end.
             let name = dir
@@ -207,7 +266,7 @@ impl Gpt<f32> {
             let tmp_dir = parent.join(format!(".{name}.tmp-{unique}"));
             fs::create_dir(&tmp_dir).map_err(io_error(&tmp_dir))?;
             let result = write_synced(&tmp_dir.join(WEIGHTS_FILE), &weights)
-                .and_then(|()| write_synced(&tmp_dir.join(CONFIG_FILE), config_json.as_bytes()))
+                .and_then(|()| write_synced(&tmp_dir.join(CONFIG_FILE), &config_json))
                 .and_then(|()| rename(&tmp_dir, dir));
             if result.is_err() {
                 let _ = fs::remove_dir_all(&tmp_dir);
@@ -219,6 +278,7 @@ impl Gpt<f32> {
 
     /// The safetensors file of the parameters (F32, contract names).
     fn safetensors_bytes(&self, dir: &Path) -> Result<Vec<u8>, CheckpointError> {
+        // `dir` only names the file in an error.
         let named: Vec<_> = self.named_params().collect();
         let bytes: Vec<Vec<u8>> = named
             .iter()
@@ -271,7 +331,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
 }
 
 /// Writes `bytes` to `path` and flushes them to disk.
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     let mut file = fs::File::create(path).map_err(io_error(path))?;
     file.write_all(bytes).map_err(io_error(path))?;
     file.sync_all().map_err(io_error(path))

@@ -26,8 +26,36 @@ fn default_bias() -> bool {
     true
 }
 
+/// The most parameters a config may have: 2^34 (about 17 billion, 64 GiB
+/// of f32 weights), far past what a CPU trains, yet small enough that every
+/// size computed from a valid config fits in a `usize` with room to spare.
+pub const MAX_PARAMS: u64 = 1 << 34;
+
 impl GptConfig {
-    /// Checks the sizes: all non-zero, `n_embd` divisible by `n_head`.
+    /// The number of parameters, or `None` when it overflows a `u64`:
+    /// `V C + T C + L (12 C^2 + 13 C) + 2 C` with biases, `V C + T C + L (12 C^2 + 4 C) + C`
+    /// without (LayerNorm without a bias has only its weight).
+    pub fn num_params(&self) -> Option<u64> {
+        let [v, t, l, c] =
+            [self.vocab_size, self.block_size, self.n_layer, self.n_embd].map(|n| n as u64);
+        // Per block: c_attn C x 3C, attn c_proj C x C, c_fc C x 4C, mlp c_proj 4C x C.
+        let block_weights = c.checked_mul(c)?.checked_mul(12)?;
+        let (block_vectors, final_vectors) = if self.bias {
+            // ln_1, ln_2 (2C each), c_attn 3C, attn c_proj C, c_fc 4C, mlp c_proj C.
+            (13 * c, 2 * c)
+        } else {
+            (2 * c, c)
+        };
+        let per_block = block_weights.checked_add(block_vectors)?;
+        v.checked_mul(c)?
+            .checked_add(t.checked_mul(c)?)?
+            .checked_add(l.checked_mul(per_block)?)?
+            .checked_add(final_vectors)
+    }
+
+    /// Checks the sizes: all non-zero, `n_embd` divisible by `n_head`, token
+    /// ids that fit in a `u32`, and at most [`MAX_PARAMS`] parameters, so that
+    /// an absurd config is refused before anything is allocated for it.
     pub fn validate(&self) -> Result<(), String> {
         for (name, value) in [
             ("vocab_size", self.vocab_size),
@@ -46,7 +74,24 @@ impl GptConfig {
                 self.n_embd, self.n_head
             ));
         }
-        Ok(())
+        if self.vocab_size as u64 > u64::from(u32::MAX) + 1 {
+            return Err(format!(
+                "config: vocab_size {} is more than 2^32 (token ids are 32-bit)",
+                self.vocab_size
+            ));
+        }
+        match self.num_params() {
+            Some(n) if n <= MAX_PARAMS => Ok(()),
+            n => Err(format!(
+                "config: {} parameters (vocab_size {}, block_size {}, n_layer {}, n_embd {}) are more than the {} billion this trainer can hold",
+                n.map_or_else(|| "over 2^64".to_string(), |n| n.to_string()),
+                self.vocab_size,
+                self.block_size,
+                self.n_layer,
+                self.n_embd,
+                MAX_PARAMS / 1_000_000_000
+            )),
+        }
     }
 
     /// Head size hs = n_embd / n_head.
@@ -102,5 +147,50 @@ mod tests {
             ..no_bias
         };
         assert!(bad.validate().unwrap_err().contains("divisible"));
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_by_their_parameter_count() {
+        let small = GptConfig::preset("small").unwrap();
+        for (field, value) in [
+            ("vocab_size", 10_000_000_000usize),
+            ("n_embd", 10_000_000),
+            ("block_size", 1 << 40),
+            ("n_layer", 100_000_000),
+            ("n_layer", usize::MAX),
+        ] {
+            let mut config = small;
+            match field {
+                "vocab_size" => config.vocab_size = value,
+                "n_embd" => config.n_embd = value,
+                "block_size" => config.block_size = value,
+                _ => config.n_layer = value,
+            }
+            let err = config.validate().unwrap_err();
+            assert!(
+                err.contains("parameters") || err.contains("32-bit"),
+                "{field} {value}: {err}"
+            );
+        }
+        for name in GptConfig::PRESETS {
+            for bias in [true, false] {
+                let config = GptConfig {
+                    bias,
+                    ..GptConfig::preset(name).unwrap()
+                };
+                let counted: usize = crate::params::param_specs(&config)
+                    .iter()
+                    .map(|(_, shape)| shape.iter().product::<usize>())
+                    .sum();
+                assert_eq!(
+                    config.num_params(),
+                    Some(counted as u64),
+                    "{name} bias {bias}"
+                );
+            }
+        }
+        // GPT-2 124M: the well-known count (with the tied head counted once).
+        let gpt2 = GptConfig::preset("gpt2").unwrap();
+        assert_eq!(gpt2.num_params(), Some(124_439_808));
     }
 }

@@ -32,7 +32,7 @@ pub mod sampling;
 pub mod sft;
 pub mod tokenizer;
 
-pub use checkpoint::{load_config, write_atomic, CheckpointError};
+pub use checkpoint::{load_config, parse_config, write_atomic, write_synced, CheckpointError};
 pub use config::GptConfig;
 pub use kv_cache::KvCache;
 pub use model::{AttentionMode, Gpt};

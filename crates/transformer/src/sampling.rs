@@ -11,7 +11,12 @@
 //! rows). When it overflows, it is cropped to its last `block_size` tokens,
 //! which moves every token to a new position: the cache is then rebuilt from
 //! scratch on the cropped context (as nanoGPT's `generate` re-runs the
-//! cropped context every step).
+//! cropped context every step). The context kept is at most twice the block,
+//! so a long generation holds only its new tokens, however long it runs.
+//!
+//! A model with an inf or NaN weight gives non-finite logits, from which no
+//! token can be drawn: generation stops with [`GenerateError`] rather than
+//! emit token 0 forever.
 
 use autograd::{Float, Tape};
 use rand::rngs::StdRng;
@@ -19,6 +24,28 @@ use rand::{Rng, SeedableRng};
 
 use crate::kv_cache::KvCache;
 use crate::model::Gpt;
+
+/// Why generation stopped without an answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GenerateError {
+    /// The logits for the next token are not all finite.
+    #[error(
+        "the logits after {new_tokens} new tokens are not finite (NaN or infinite): the model's weights hold inf or NaN"
+    )]
+    NonFiniteLogits {
+        /// New tokens generated before.
+        new_tokens: usize,
+    },
+}
+
+/// `Ok` when every logit is finite.
+fn check_finite<T: Float>(logits: &[T], new_tokens: usize) -> Result<(), GenerateError> {
+    if logits.iter().all(|l| l.as_f64().is_finite()) {
+        Ok(())
+    } else {
+        Err(GenerateError::NonFiniteLogits { new_tokens })
+    }
+}
 
 /// How the next token is chosen from the logits.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -137,6 +164,9 @@ fn check_prompt(prompt: &[u32], vocab_size: usize) -> Vec<usize> {
 /// Continues `prompt` by `max_new_tokens` tokens, with the KV cache; returns
 /// the new tokens only (not the prompt). Seeded: the same inputs give the same tokens.
 ///
+/// # Errors
+/// [`GenerateError`] when the model's logits are not finite.
+///
 /// # Panics
 /// If the prompt is empty or holds an id outside the vocabulary.
 pub fn generate(
@@ -144,7 +174,7 @@ pub fn generate(
     prompt: &[u32],
     max_new_tokens: usize,
     options: SamplingOptions,
-) -> Vec<u32> {
+) -> Result<Vec<u32>, GenerateError> {
     generate_until(model, prompt, max_new_tokens, options, |_| false)
 }
 
@@ -157,23 +187,28 @@ pub fn generate_until(
     max_new_tokens: usize,
     options: SamplingOptions,
     mut stop: impl FnMut(&[u32]) -> bool,
-) -> Vec<u32> {
+) -> Result<Vec<u32>, GenerateError> {
     let block_size = model.config().block_size;
     let mut context = check_prompt(prompt, model.config().vocab_size);
     let mut rng = StdRng::seed_from_u64(options.seed);
     let mut cache = KvCache::new(model);
-    let mut out = Vec::with_capacity(max_new_tokens);
+    let mut out = Vec::with_capacity(max_new_tokens.min(1 << 16));
     if max_new_tokens == 0 {
-        return out;
+        return Ok(out);
     }
     let start = context.len().saturating_sub(block_size);
     let mut logits = cache.prefill(model, &context[start..]);
     loop {
+        check_finite(&logits, out.len())?;
         let next = sample_next(&logits, &options, &mut rng);
         out.push(next as u32);
         context.push(next);
         if out.len() == max_new_tokens || stop(&out) {
-            return out;
+            return Ok(out);
+        }
+        if context.len() >= 2 * block_size {
+            // Only the last block_size tokens are ever looked at again.
+            context.drain(..context.len() - block_size);
         }
         logits = if cache.len() < block_size {
             cache.step(model, next)
@@ -195,7 +230,7 @@ pub fn generate_uncached(
     let block_size = model.config().block_size;
     let mut context = check_prompt(prompt, model.config().vocab_size);
     let mut rng = StdRng::seed_from_u64(options.seed);
-    let mut out = Vec::with_capacity(max_new_tokens);
+    let mut out = Vec::with_capacity(max_new_tokens.min(1 << 16));
     while out.len() < max_new_tokens {
         let start = context.len().saturating_sub(block_size);
         let logits = last_logits(model, &context[start..]);

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use autograd::Tape;
-use transformer::sampling::{generate_uncached, generate_until, last_logits, sample_next};
+use transformer::sampling::{
+    generate_uncached, generate_until, last_logits, sample_next, GenerateError,
+};
 use transformer::{generate, Gpt, GptConfig, KvCache, SamplingOptions};
 
 fn config() -> GptConfig {
@@ -106,22 +108,22 @@ fn cached_and_uncached_generation_agree_past_the_block_size() {
             seed: 9,
         },
     ] {
-        let cached = generate(&model, &prompt, 12, options);
+        let cached = generate(&model, &prompt, 12, options).unwrap();
         let uncached = generate_uncached(&model, &prompt, 12, options);
         assert_eq!(cached.len(), 12);
         assert_eq!(cached, uncached, "{options:?}");
         assert!(cached.iter().all(|&t| t < 17));
         // seeded: the same call gives the same tokens
-        assert_eq!(generate(&model, &prompt, 12, options), cached);
+        assert_eq!(generate(&model, &prompt, 12, options).unwrap(), cached);
     }
     // a long prompt is cropped to the block size
     let long: Vec<u32> = (0..20).map(|i| i % 17).collect();
     let options = SamplingOptions::greedy();
     assert_eq!(
-        generate(&model, &long, 3, options),
+        generate(&model, &long, 3, options).unwrap(),
         generate_uncached(&model, &long, 3, options)
     );
-    assert!(generate(&model, &prompt, 0, options).is_empty());
+    assert!(generate(&model, &prompt, 0, options).unwrap().is_empty());
 }
 
 #[test]
@@ -164,14 +166,40 @@ fn generation_until_a_condition_is_a_prefix_of_the_full_generation() {
         top_k: None,
         seed: 7,
     };
-    let full = generate(&model, &[1, 2, 3], 20, options);
+    let full = generate(&model, &[1, 2, 3], 20, options).unwrap();
     let mut calls = 0;
     let cut = generate_until(&model, &[1, 2, 3], 20, options, |tokens| {
         calls += 1;
         tokens.len() == 5
-    });
+    })
+    .unwrap();
     assert_eq!(cut, full[..5]);
     assert_eq!(calls, 5, "the condition is checked after every new token");
-    let never = generate_until(&model, &[1, 2, 3], 20, options, |_| false);
+    let never = generate_until(&model, &[1, 2, 3], 20, options, |_| false).unwrap();
     assert_eq!(never, full);
+}
+
+#[test]
+fn a_long_generation_slides_its_window_like_the_uncached_one() {
+    // Many times the block size: the context is cropped again and again.
+    let model = model();
+    let block_size = model.config().block_size;
+    let options = SamplingOptions {
+        temperature: 1.0,
+        top_k: None,
+        seed: 5,
+    };
+    let n = 5 * block_size + 3;
+    let cached = generate(&model, &[1, 2], n, options).unwrap();
+    assert_eq!(cached, generate_uncached(&model, &[1, 2], n, options));
+}
+
+#[test]
+fn non_finite_weights_stop_generation_with_an_error() {
+    let mut model = model();
+    let ln_f_weight = Arc::make_mut(&mut model.params_mut().ln_f.weight);
+    ln_f_weight.as_slice_mut().unwrap()[0] = f32::NAN;
+    let err = generate(&model, &[1, 2], 4, SamplingOptions::greedy()).unwrap_err();
+    assert_eq!(err, GenerateError::NonFiniteLogits { new_tokens: 0 });
+    assert!(err.to_string().contains("not finite"), "{err}");
 }

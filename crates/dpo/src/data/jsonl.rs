@@ -1,5 +1,11 @@
 //! Reading a JSON Lines file (plain or gzip) one object per line, with
 //! 1-based line numbers and the skip-or-refuse policy for bad lines.
+//!
+//! A line is read into memory whole, so its length is bounded: a line longer
+//! than [`MAX_LINE_BYTES`] (a file that is a link to `/dev/zero`, a binary
+//! file, a gzip bomb with no newline) is refused before it can exhaust the
+//! memory, whatever `skip_invalid` says (the rest of such a line cannot be
+//! skipped without reading it).
 
 use super::{BadLine, DataError, LoadReport};
 use flate2::read::MultiGzDecoder;
@@ -7,6 +13,9 @@ use serde_json::{Map, Value};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
+
+/// The longest line a data file may have: 64 MiB (an HH-RLHF row is a few KiB).
+pub const MAX_LINE_BYTES: usize = 64 << 20;
 
 /// A JSON object: one row of a data file.
 pub(crate) type JsonRow = Map<String, Value>;
@@ -63,10 +72,20 @@ fn json_error_message(e: &serde_json::Error) -> String {
 pub(crate) fn read_rows<R>(
     path: &Path,
     skip_invalid: bool,
+    parse_row: impl FnMut(&JsonRow, usize) -> Result<R, BadLine>,
+) -> Result<(Vec<R>, LoadReport), DataError> {
+    let reader = open_lines(path)?;
+    read_rows_from(reader, &path.display().to_string(), skip_invalid, parse_row)
+}
+
+/// [`read_rows`] over any reader; `name` stands for the file in errors.
+pub(crate) fn read_rows_from<R>(
+    mut reader: impl BufRead,
+    name: &str,
+    skip_invalid: bool,
     mut parse_row: impl FnMut(&JsonRow, usize) -> Result<R, BadLine>,
 ) -> Result<(Vec<R>, LoadReport), DataError> {
-    let shown = || path.display().to_string();
-    let mut reader = open_lines(path)?;
+    let shown = || name.to_string();
     let mut rows = Vec::new();
     let mut report = LoadReport::default();
     let mut bytes = Vec::new();
@@ -74,7 +93,9 @@ pub(crate) fn read_rows<R>(
     loop {
         bytes.clear();
         line += 1;
-        let n = reader
+        // At most one byte past the cap: enough to tell a line that is too long.
+        let n = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
             .read_until(b'\n', &mut bytes)
             .map_err(|source| DataError::Read {
                 path: shown(),
@@ -83,6 +104,14 @@ pub(crate) fn read_rows<R>(
             })?;
         if n == 0 {
             break;
+        }
+        let content = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+        if content.len() > MAX_LINE_BYTES {
+            return Err(DataError::LineTooLong {
+                path: shown(),
+                line,
+                max_bytes: MAX_LINE_BYTES,
+            });
         }
         let parsed = parse_line(&bytes, line).and_then(|row| match row {
             Some(row) => parse_row(&row, line).map(Some),
@@ -109,4 +138,37 @@ pub(crate) fn read_rows<R>(
     }
     report.rows = rows.len();
     Ok((rows, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count_rows(text: &[u8], skip_invalid: bool) -> Result<usize, DataError> {
+        read_rows_from(text, "mem", skip_invalid, |_, _| Ok(())).map(|(rows, _)| rows.len())
+    }
+
+    #[test]
+    fn a_line_over_the_cap_is_refused_even_when_skipping() {
+        let mut text = b"{}\n".to_vec();
+        text.extend(std::iter::repeat_n(b' ', MAX_LINE_BYTES + 1));
+        text.extend(b"{}\n");
+        for skip in [false, true] {
+            let err = count_rows(&text, skip).unwrap_err();
+            assert_eq!(err.line(), Some(2));
+            assert!(err.to_string().contains("longer than 64 MiB"), "{err}");
+        }
+        // A line of exactly the cap (plus its newline) is read.
+        let mut text = vec![b' '; MAX_LINE_BYTES - 2];
+        text.splice(0..0, *b"{}");
+        text.push(b'\n');
+        assert_eq!(count_rows(&text, false).unwrap(), 1);
+    }
+
+    #[test]
+    fn an_endless_line_stops_at_the_cap() {
+        let endless = std::io::BufReader::new(std::io::repeat(0u8));
+        let err = read_rows_from(endless, "/dev/zero", false, |_, _| Ok(())).unwrap_err();
+        assert!(err.to_string().starts_with("/dev/zero:1: "), "{err}");
+    }
 }

@@ -3,11 +3,11 @@
 //!
 //! The pipeline, in the order the trainer runs it:
 //!
-//! 1. [`load_preferences`] / [`load_sft`] read a `.jsonl` (or `.jsonl.gz`) file,
-//!    tokenize text fields, and refuse every bad line with its 1-based line
-//!    number before anything is trained ([`DataError`] prints
-//!    `path:LINE: message`). With `skip_invalid` the bad rows are skipped and
-//!    counted in a [`LoadReport`] instead.
+//! 1. [`load_preferences`] / [`load_sft`] / [`load_unpaired`] (KTO) read a
+//!    `.jsonl` (or `.jsonl.gz`) file, tokenize text fields, and refuse every
+//!    bad line with its 1-based line number before anything is trained
+//!    ([`DataError`] prints `path:LINE: message`). With `skip_invalid` the
+//!    bad rows are skipped and counted in a [`LoadReport`] instead.
 //! 2. [`truncate_preferences`] / [`truncate_sft_rows`] (per row:
 //!    [`truncate_pair`], [`truncate_sft`]) fit each row into the block with
 //!    the contract's keep-the-end-of-the-prompt rule.
@@ -27,12 +27,14 @@ mod prepare;
 mod rows;
 mod split;
 mod truncate;
+mod unpaired;
 
 pub use batch::{
     chosen_prompt_targets, collate_pairs, collate_sft, PairBatch, SftTokens, IGNORE_INDEX,
 };
+pub use jsonl::MAX_LINE_BYTES;
 pub use prepare::{prepare_rows, PreparedRows, TrainingRow};
-pub use rows::{load_preferences, load_sft, scored_tokens};
+pub use rows::{load_preferences, load_sft, read_preferences, read_sft, scored_tokens};
 pub use split::{
     epoch_batches, eval_split, length_grouped_batches, padding_share, shuffled_batches,
 };
@@ -40,6 +42,7 @@ pub use truncate::{
     check_max_prompt_length, default_max_prompt_length, truncate_pair, truncate_preferences,
     truncate_sft, truncate_sft_rows, TruncationReport,
 };
+pub use unpaired::{kl_partners, kl_sequences, load_unpaired, truncate_unpaired_rows, UnpairedRow};
 
 use std::fmt;
 
@@ -207,6 +210,12 @@ pub enum BadLine {
         /// The extra field's name as written in the row.
         field: String,
     },
+    /// An unpaired (KTO) row without its `label`.
+    #[error("missing field 'label' (true: a desirable completion, false: an undesirable one)")]
+    MissingLabel,
+    /// An unpaired (KTO) row whose `label` is not a JSON boolean.
+    #[error("label must be true or false, got {0}")]
+    LabelNotBool(String),
 }
 
 /// Every way loading or preparing data can fail. `Display` is one line.
@@ -229,6 +238,16 @@ pub enum DataError {
         line: usize,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// A line longer than [`MAX_LINE_BYTES`]: refused before it fills the memory.
+    #[error("{path}:{line}: the line is longer than {} MiB, the most a data line may hold", .max_bytes >> 20)]
+    LineTooLong {
+        /// The file as given.
+        path: String,
+        /// 1-based line number.
+        line: usize,
+        /// The cap, in bytes.
+        max_bytes: usize,
     },
     /// A bad line (see [`BadLine`]), reported as `path:LINE: why`.
     #[error("{path}:{line}: {problem}")]
@@ -280,6 +299,7 @@ impl DataError {
         match self {
             DataError::Read { line, .. }
             | DataError::BadLine { line, .. }
+            | DataError::LineTooLong { line, .. }
             | DataError::NoScoredTokenAfterTruncation { line, .. } => Some(*line),
             _ => None,
         }

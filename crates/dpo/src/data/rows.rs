@@ -4,9 +4,10 @@
 //! `tests/golden/torch_reference.py` reads the same rows (`load_prefs`,
 //! `load_sft`, `field_ids`, `scored`, `common_prefix`).
 
-use super::jsonl::{read_rows, JsonRow};
+use super::jsonl::{read_rows, read_rows_from, JsonRow};
 use super::{BadLine, DataError, LoadReport, PreferenceRow, SftRow};
 use serde_json::Value;
+use std::io::BufRead;
 use std::path::Path;
 use transformer::Tokenizer;
 
@@ -19,7 +20,11 @@ pub fn scored_tokens(prompt: &[u32], response: &[u32]) -> usize {
 }
 
 /// Refuses a response that would add nothing to the log-prob sum.
-fn check_scored(prompt: &[u32], response: &[u32], field: &'static str) -> Result<(), BadLine> {
+pub(super) fn check_scored(
+    prompt: &[u32],
+    response: &[u32],
+    field: &'static str,
+) -> Result<(), BadLine> {
     if scored_tokens(prompt, response) < 1 {
         return Err(BadLine::NoScoredToken { field });
     }
@@ -27,7 +32,7 @@ fn check_scored(prompt: &[u32], response: &[u32], field: &'static str) -> Result
 }
 
 /// A row is all text fields or all `_ids` fields (the reference's `_check_form`).
-fn check_form(row: &JsonRow, fields: &[&'static str]) -> Result<(), BadLine> {
+pub(super) fn check_form(row: &JsonRow, fields: &[&'static str]) -> Result<(), BadLine> {
     let text: Vec<&str> = fields
         .iter()
         .copied()
@@ -110,7 +115,7 @@ fn text_field<'a>(row: &'a JsonRow, field: &'static str) -> Result<Option<&'a st
 }
 
 /// `<field>_ids` used verbatim, else `<field>` tokenized (the reference's `_field_ids`).
-fn field_ids(
+pub(super) fn field_ids(
     row: &JsonRow,
     field: &'static str,
     tokenizer: &dyn Tokenizer,
@@ -283,6 +288,33 @@ pub fn load_preferences(
 ) -> Result<(Vec<PreferenceRow>, LoadReport), DataError> {
     read_rows(path, skip_invalid, |row, line| {
         parse_preference(row, line, tokenizer, vocab_size)
+    })
+}
+
+/// [`load_preferences`] from any reader of JSON lines (plain text, no gzip);
+/// `name` stands for the file in errors. The entry point of the data fuzzer.
+pub fn read_preferences(
+    reader: impl BufRead,
+    name: &str,
+    tokenizer: &dyn Tokenizer,
+    vocab_size: usize,
+    skip_invalid: bool,
+) -> Result<(Vec<PreferenceRow>, LoadReport), DataError> {
+    read_rows_from(reader, name, skip_invalid, |row, line| {
+        parse_preference(row, line, tokenizer, vocab_size)
+    })
+}
+
+/// [`load_sft`] from any reader of JSON lines, as [`read_preferences`].
+pub fn read_sft(
+    reader: impl BufRead,
+    name: &str,
+    tokenizer: &dyn Tokenizer,
+    vocab_size: usize,
+    skip_invalid: bool,
+) -> Result<(Vec<SftRow>, LoadReport), DataError> {
+    read_rows_from(reader, name, skip_invalid, |row, line| {
+        parse_sft(row, line, tokenizer, vocab_size)
     })
 }
 

@@ -113,7 +113,7 @@ pub struct TruncationReport {
 }
 
 impl TruncationReport {
-    fn skip(&mut self, line: usize) {
+    pub(super) fn skip(&mut self, line: usize) {
         self.skipped += 1;
         if self.first_skipped_lines.len() < MAX_REPORTED_LINES {
             self.first_skipped_lines.push(line);
@@ -142,7 +142,7 @@ impl fmt::Display for TruncationReport {
 /// prompt budget of at least 1 this always holds; with 0, a prompt cut to
 /// nothing in front of a 1-token response breaks it, and the row is refused
 /// (the reference's `_check_scored_after_truncation`).
-fn check_scored_after_truncation(
+pub(super) fn check_scored_after_truncation(
     line: usize,
     prompt: &[u32],
     responses: &[(&'static str, &[u32])],

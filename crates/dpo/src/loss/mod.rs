@@ -154,12 +154,11 @@ pub enum LossConfigError {
     /// `beta` is not a positive number.
     #[error("beta must be a positive number, got {0}")]
     Beta(f64),
-    /// The label smoothing is outside `[0, 1]`.
-    #[error("label smoothing must be in [0, 1], got {0}")]
+    /// The label smoothing is outside `[0, 0.5)`. It is the assumed share of
+    /// flipped labels: at 0.5 the labels carry no preference (and robust DPO
+    /// divides by `1 - 2e = 0`), above it the preference is inverted.
+    #[error("label smoothing must be in [0, 0.5) (the assumed share of flipped labels; from 0.5 on the preference is lost or inverted), got {0}")]
     LabelSmoothing(f64),
-    /// Robust DPO divides by `1 - 2e`: it needs `e < 0.5`.
-    #[error("the robust loss needs a label smoothing below 0.5, got {0}")]
-    RobustLabelSmoothing(f64),
     /// EXO takes `log e`: it needs `e > 0`.
     #[error("the exo_pair loss needs a label smoothing above 0 (the EXO paper recommends 1e-3)")]
     ExoLabelSmoothing,
@@ -262,11 +261,8 @@ impl DpoLossConfig {
             return Err(LossConfigError::Beta(self.beta));
         }
         let e = self.label_smoothing;
-        if !(0.0..=1.0).contains(&e) {
+        if !(0.0..0.5).contains(&e) {
             return Err(LossConfigError::LabelSmoothing(e));
-        }
-        if self.uses(LossType::Robust) && e >= 0.5 {
-            return Err(LossConfigError::RobustLabelSmoothing(e));
         }
         if self.uses(LossType::ExoPair) && e == 0.0 {
             return Err(LossConfigError::ExoLabelSmoothing);

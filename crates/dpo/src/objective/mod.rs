@@ -9,12 +9,16 @@
 //!
 //! - [`SftObjective`]: supervised fine-tuning, the mean token cross-entropy;
 //! - [`DpoObjective`]: DPO and its variants (every TRL DPO loss type),
-//!   against a cached reference or reference-free, and SimPO and ORPO.
+//!   against a cached reference or reference-free, and SimPO and ORPO;
+//! - [`KtoObjective`]: KTO on unpaired, labelled completions, against a
+//!   cached reference.
 
 mod dpo;
+mod kto;
 mod sft;
 
 pub use dpo::{evaluate_pairs, DpoObjective};
+pub use kto::{evaluate_unpaired, sequence_logps_no_grad, KtoObjective};
 pub use sft::{sft_batch_loss, sft_eval_loss, SftObjective};
 
 use autograd::{Tape, Var};
@@ -47,7 +51,7 @@ pub struct BatchLoss {
 
 /// What a training run minimises, over the rows it owns.
 pub trait Objective {
-    /// The stage name (`"sft"` or `"dpo"`), saved with each checkpoint so that
+    /// The stage name (`"sft"`, `"dpo"` or `"kto"`), saved with each checkpoint so that
     /// `--resume` continues a run under the objective it started with.
     const STAGE: &'static str;
 

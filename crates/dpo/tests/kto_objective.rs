@@ -1,0 +1,219 @@
+//! KTO through the model: the whole loss of a tiny GPT against central
+//! differences in f64, and `KtoObjective`'s batch loss and evaluation
+//! against the same computation written out from the lower-level functions.
+
+use autograd::gradcheck::{gradcheck_with, random_inputs, GradcheckOptions};
+use autograd::{Tape, Tensor};
+use dpo::data::{collate_sft, kl_sequences, SftRow, UnpairedRow};
+use dpo::kto::{batch_kl, kto_loss, KtoConfig, KtoMetricSums, UnpairedLogps};
+use dpo::logps::sequence_logps;
+use dpo::objective::{evaluate_unpaired, metric, sequence_logps_no_grad, KtoObjective, Objective};
+use transformer::{param_specs, Gpt, GptConfig, GptParams};
+
+fn row(prompt: &[u32], completion: &[u32], desirable: bool) -> UnpairedRow {
+    UnpairedRow {
+        prompt: prompt.to_vec(),
+        completion: completion.to_vec(),
+        desirable,
+        line: 0,
+    }
+}
+
+/// Rows of assorted lengths, one with an empty prompt, both labels.
+fn rows() -> Vec<UnpairedRow> {
+    vec![
+        row(&[1, 2, 3], &[4, 5], true),
+        row(&[], &[7, 8, 9], false),
+        row(&[12], &[13], true),
+        row(&[18, 19], &[20, 21, 22], false),
+        row(&[6, 7, 8, 9], &[10], true),
+    ]
+}
+
+const CONFIG: KtoConfig = KtoConfig {
+    beta: 0.5,
+    desirable_weight: 1.3,
+    undesirable_weight: 0.8,
+};
+
+#[test]
+fn kto_loss_gradients_of_every_parameter() {
+    let config = GptConfig {
+        vocab_size: 23,
+        block_size: 10,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 8,
+        bias: true,
+    };
+    let model = Gpt::<f64>::new(config, 0);
+    let rows = rows();
+    let sequences: Vec<SftRow> = rows.iter().map(UnpairedRow::to_sequence).collect();
+    let batch = collate_sft(&sequences);
+    let reference: Vec<f64> = (0..rows.len()).map(|i| -6.0 - 0.9 * i as f64).collect();
+    let desirable: Vec<bool> = rows.iter().map(|r| r.desirable).collect();
+    let specs = param_specs(&config);
+    let shapes: Vec<&[usize]> = specs.iter().map(|(_, s)| &s[..]).collect();
+    let params: Vec<Tensor<f64>> = random_inputs(&shapes, 3)
+        .into_iter()
+        .zip(&specs)
+        .map(|(x, (name, _))| {
+            if name.contains("ln_") && name.ends_with(".weight") {
+                x.mapv(|v| 1.0 + 0.2 * v)
+            } else {
+                x.mapv(|v| 0.3 * v)
+            }
+        })
+        .collect();
+    // The KL estimate is a constant of the loss (detached): any value will do.
+    let report = gradcheck_with(
+        params,
+        &GradcheckOptions {
+            max_entries_per_input: 1000,
+            ..Default::default()
+        },
+        |tape, params| {
+            let params = GptParams::from_vec(&config, params.to_vec());
+            let logps = sequence_logps(
+                &model,
+                tape,
+                &params,
+                &batch.ids,
+                &batch.targets,
+                batch.batch,
+                batch.seq_len,
+            );
+            kto_loss(tape, &logps, &reference, &desirable, 0.7, &CONFIG)
+        },
+    );
+    assert_eq!(report.checked, model.num_params());
+    assert!(report.max_error < 1e-6, "{report:?}");
+}
+
+fn tiny_config() -> GptConfig {
+    GptConfig {
+        vocab_size: 256,
+        block_size: 12,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 16,
+        bias: true,
+    }
+}
+
+#[test]
+fn kto_objective_batch_loss_uses_the_cached_reference_and_the_kl_pairs() {
+    let policy = Gpt::<f32>::new(tiny_config(), 1);
+    let reference = Gpt::<f32>::new(tiny_config(), 2);
+    let rows = rows();
+    // KL pairs in chunks of 2: {0, 1}, {2, 3}, {4}.
+    let mut objective = KtoObjective::new(CONFIG, &rows, &rows, &reference, 2, 8);
+    assert_eq!(objective.num_rows(), 10);
+
+    let batch = [3, 0, 4];
+    let tape = Tape::<f32>::new();
+    let params = policy.bind(&tape);
+    let out = objective.batch_loss(&policy, &tape, &params, &batch);
+
+    // The same loss written out.
+    let kl_all = kl_sequences(&rows, 2, tiny_config().block_size);
+    let pick = |i: &usize| rows[*i].to_sequence();
+    let sequences: Vec<SftRow> = batch.iter().map(pick).collect();
+    let kl: Vec<SftRow> = batch.iter().map(|&i| kl_all[i].clone()).collect();
+    assert_eq!(kl[0].completion, rows[2].completion); // row 3's partner is row 2
+    assert_eq!(kl[1].completion, rows[1].completion); // row 0's partner is row 1
+    assert_eq!(kl[2].completion, rows[4].completion); // row 4 is a chunk of one
+    let estimate = batch_kl(
+        &sequence_logps_no_grad(&policy, &kl, 8),
+        &sequence_logps_no_grad(&reference, &kl, 8),
+    );
+    let reference_logps = sequence_logps_no_grad(&reference, &sequences, 8);
+    let desirable: Vec<bool> = batch.iter().map(|&i| rows[i].desirable).collect();
+    let tokens = collate_sft(&sequences);
+    let logps = sequence_logps(
+        &policy,
+        &tape,
+        &params,
+        &tokens.ids,
+        &tokens.targets,
+        3,
+        tokens.seq_len,
+    );
+    let expected = kto_loss(
+        &tape,
+        &logps,
+        &reference_logps,
+        &desirable,
+        estimate,
+        &CONFIG,
+    );
+    assert_eq!(out.loss.item(), expected.item());
+    assert!((metric(&out.metrics, "loss") - expected.item() as f64).abs() < 1e-6);
+    assert!((metric(&out.metrics, "kl") - estimate).abs() < 1e-9);
+    assert_eq!(metric(&out.metrics, "num_desirable"), 2.0);
+    assert_eq!(metric(&out.metrics, "num_undesirable"), 1.0);
+    let real: usize = sequences.iter().chain(&kl).map(SftRow::sequence_len).sum();
+    assert_eq!(out.tokens, real);
+}
+
+#[test]
+fn a_batch_without_undesirable_rows_reports_no_rejected_metrics() {
+    let model = Gpt::<f32>::new(tiny_config(), 1);
+    let rows = rows();
+    let mut objective = KtoObjective::new(CONFIG, &rows, &[], &model, 2, 8);
+    assert!(objective.evaluate(&model).is_none());
+    let tape = Tape::<f32>::new();
+    let params = model.bind(&tape);
+    let out = objective.batch_loss(&model, &tape, &params, &[0, 2]);
+    for absent in ["rewards/rejected", "logps/rejected", "rewards/margins"] {
+        assert!(!out.metrics.contains_key(absent), "{:?}", out.metrics);
+    }
+    // The policy is the reference: every reward is 0, and so is the KL.
+    assert_eq!(metric(&out.metrics, "rewards/chosen"), 0.0);
+    assert_eq!(metric(&out.metrics, "kl"), 0.0);
+    // 1 - sigmoid(0) = 1/2 per row, weighted.
+    let loss = metric(&out.metrics, "loss");
+    assert!(
+        (loss - 0.5 * CONFIG.desirable_weight).abs() < 1e-7,
+        "{loss}"
+    );
+}
+
+#[test]
+fn evaluation_has_one_kl_estimate_per_chunk() {
+    let policy = Gpt::<f64>::new(tiny_config(), 1);
+    let reference = Gpt::<f64>::new(tiny_config(), 2);
+    let rows = rows();
+    let metrics = evaluate_unpaired(&policy, &reference, &rows, &CONFIG, 2);
+    let kl_all = kl_sequences(&rows, 2, tiny_config().block_size);
+    let sequences: Vec<SftRow> = rows.iter().map(UnpairedRow::to_sequence).collect();
+    let logps = |model: &Gpt<f64>, s: &[SftRow]| sequence_logps_no_grad(model, s, 3);
+    let (pi, pi_kl) = (logps(&policy, &sequences), logps(&policy, &kl_all));
+    let (re, re_kl) = (logps(&reference, &sequences), logps(&reference, &kl_all));
+    let mut sums = KtoMetricSums::default();
+    for chunk in [0..2, 2..4, 4..5] {
+        sums.add_batch(
+            &UnpairedLogps {
+                policy: pi[chunk.clone()].to_vec(),
+                reference: re[chunk.clone()].to_vec(),
+                policy_kl: pi_kl[chunk.clone()].to_vec(),
+                reference_kl: re_kl[chunk.clone()].to_vec(),
+                desirable: rows[chunk].iter().map(|r| r.desirable).collect(),
+            },
+            &CONFIG,
+        );
+    }
+    assert_eq!(sums.batches, 3);
+    let expected = sums.metrics();
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * (1.0 + b.abs());
+    assert!(
+        close(metrics.loss, expected.loss),
+        "{metrics:?} {expected:?}"
+    );
+    assert!(close(metrics.kl, expected.kl));
+    assert!(close(
+        metrics.rewards_margins.unwrap(),
+        expected.rewards_margins.unwrap()
+    ));
+    assert_eq!((metrics.num_desirable, metrics.num_undesirable), (3, 2));
+}

@@ -1,0 +1,296 @@
+//! `dpo train --loss kto` and `dpo eval --loss kto` end to end, on the tiny
+//! byte-level models of tests/golden/text and a small unpaired file written
+//! here: training lowers the loss and logs TRL's metric names, evaluation
+//! prints one JSON object, and bad input is one clear line.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{dpo, golden_dir};
+use serde_json::Value;
+
+/// A small unpaired file: the capitalised copy of a word is desirable, the
+/// lowercase copy undesirable (the task of `dpo demo`).
+fn unpaired_file(dir: &Path) -> PathBuf {
+    let mut lines = String::new();
+    for word in ["cab", "dog", "sun", "map", "hat", "pen", "cup", "fig"] {
+        let upper = word.to_uppercase();
+        lines += &format!(
+            "{{\"prompt\": \"{word}>\", \"completion\": \"{upper}.\", \"label\": true}}\n"
+        );
+        lines += &format!(
+            "{{\"prompt\": \"{word}>\", \"completion\": \"{word}.\", \"label\": false}}\n"
+        );
+    }
+    let path = dir.join("unpaired.jsonl");
+    std::fs::write(&path, lines).unwrap();
+    path
+}
+
+fn text_model(name: &str) -> String {
+    golden_dir().join("text").join(name).display().to_string()
+}
+
+fn kto_train(data: &Path, out: &Path, extra: &[&str]) -> common::Run {
+    let mut args = vec![
+        "train".to_string(),
+        "--loss".into(),
+        "kto".into(),
+        "--policy".into(),
+        text_model("ref"),
+        "--ref".into(),
+        text_model("ref"),
+        "--data".into(),
+        data.display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+        "--no-progress".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    dpo(&args)
+}
+
+#[test]
+fn kto_training_lowers_the_loss_and_logs_trl_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = unpaired_file(tmp.path());
+    let (out, metrics) = (tmp.path().join("out"), tmp.path().join("metrics.jsonl"));
+    let run = kto_train(
+        &data,
+        &out,
+        &[
+            "--steps",
+            "30",
+            "--batch-size",
+            "4",
+            "--lr",
+            "1e-2",
+            "--desirable-weight",
+            "1.2",
+            "--metrics",
+            metrics.to_str().unwrap(),
+        ],
+    );
+    run.assert_ok();
+    let summary = run.json();
+    let (first, last) = (
+        summary["first_loss"].as_f64().unwrap(),
+        summary["final_loss"].as_f64().unwrap(),
+    );
+    // The policy starts as the reference: every row's loss is w (1 - sigmoid(0)) = w / 2.
+    assert!((0.5..=0.6).contains(&first), "{first}");
+    assert!(
+        last < 0.5 * first,
+        "the loss did not fall: {first} -> {last}"
+    );
+    assert_eq!(summary["train_rows"].as_u64(), Some(16));
+
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let records: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 30);
+    for record in &records {
+        for key in [
+            "loss",
+            "kl",
+            "num_desirable",
+            "num_undesirable",
+            "grad_norm",
+        ] {
+            assert!(record.get(key).is_some(), "no {key}: {record}");
+        }
+        let d = record["num_desirable"].as_u64().unwrap();
+        let u = record["num_undesirable"].as_u64().unwrap();
+        assert_eq!(d + u, 4);
+        assert_eq!(record.get("rewards/chosen").is_some(), d > 0, "{record}");
+        assert_eq!(record.get("rewards/rejected").is_some(), u > 0, "{record}");
+        assert_eq!(
+            record.get("rewards/margins").is_some(),
+            d > 0 && u > 0,
+            "{record}"
+        );
+    }
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("trainer_state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["stage"], "kto");
+
+    // The trained policy, evaluated: desirable rewards up, undesirable down.
+    let eval = dpo(&[
+        "eval",
+        "--loss",
+        "kto",
+        "--policy",
+        out.to_str().unwrap(),
+        "--ref",
+        &text_model("ref"),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    let metrics = eval.assert_ok().json();
+    assert!(
+        metrics["rewards/margins"].as_f64().unwrap() > 0.0,
+        "{metrics:?}"
+    );
+    assert!(metrics["loss"].as_f64().unwrap() < first);
+}
+
+#[test]
+fn kto_eval_prints_one_json_object() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = unpaired_file(tmp.path());
+    let run = dpo(&[
+        "--threads",
+        "1",
+        "eval",
+        "--policy",
+        &text_model("policy"),
+        "--ref",
+        &text_model("ref"),
+        "--data",
+        data.to_str().unwrap(),
+        "--loss=kto",
+        "--batch-size",
+        "4",
+    ]);
+    let metrics = run.assert_ok().json();
+    for key in [
+        "loss",
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "logps/chosen",
+        "logps/rejected",
+        "kl",
+        "num_desirable",
+        "num_undesirable",
+        "truncated_rows",
+    ] {
+        assert!(metrics.contains_key(key), "no {key}: {metrics:?}");
+    }
+    assert_eq!(metrics["num_desirable"].as_u64(), Some(8));
+    assert!(metrics["kl"].as_f64().unwrap() >= 0.0);
+}
+
+#[test]
+fn kto_bad_input_is_one_clear_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = unpaired_file(tmp.path());
+    let bad = tmp.path().join("bad.jsonl");
+    let good = r#"{"prompt": "a>", "completion": "A.", "label": true}"#;
+    std::fs::write(
+        &bad,
+        format!(
+            "{good}\n{good}\n{{\"prompt\": \"b>\", \"completion\": \"B.\", \"label\": \"yes\"}}\n"
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let run = kto_train(&bad, &out, &["--steps", "1"]);
+    run.assert_one_line_error();
+    assert!(
+        run.stderr
+            .contains("bad.jsonl:3: label must be true or false"),
+        "{run}"
+    );
+    assert!(!out.exists());
+
+    let run = kto_train(&data, &out, &["--steps", "1", "--batch-size", "1"]);
+    run.assert_one_line_error();
+    assert!(run.stderr.contains("--batch-size of at least 2"), "{run}");
+    let run = kto_train(&data, &out, &["--steps", "1", "--undesirable-weight=-1"]);
+    run.assert_one_line_error();
+    assert!(!out.exists());
+
+    // Preference rows are not unpaired rows.
+    let prefs = golden_dir().join("text/prefs.jsonl");
+    let run = kto_train(&prefs, &out, &["--steps", "1"]);
+    run.assert_one_line_error();
+    assert!(
+        run.stderr.contains(":1: missing field 'completion'"),
+        "{run}"
+    );
+}
+
+#[test]
+fn help_names_the_kto_flags() {
+    let run = dpo(&["train", "--loss", "kto", "--help"]);
+    run.assert_ok();
+    for flag in [
+        "--desirable-weight",
+        "--undesirable-weight",
+        "--beta",
+        "--steps",
+    ] {
+        assert!(run.stdout.contains(flag), "{flag}:\n{run}");
+    }
+    let run = dpo(&["eval", "--loss", "kto", "--help"]);
+    assert!(run.assert_ok().stdout.contains("--desirable-weight"));
+    let run = dpo(&["train", "--help"]);
+    assert!(run.assert_ok().stdout.contains("--loss kto"), "{run}");
+}
+
+#[test]
+fn kto_resume_continues_the_run_bitwise_and_refuses_other_stages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = unpaired_file(tmp.path());
+    let flags = |steps: &'static str| {
+        vec![
+            "--steps",
+            steps,
+            "--batch-size",
+            "4",
+            "--lr",
+            "1e-2",
+            "--eval-fraction",
+            "0.25",
+            "--eval-every",
+            "2",
+            "--threads",
+            "1",
+        ]
+    };
+    let whole = tmp.path().join("whole");
+    let run = kto_train(&data, &whole, &flags("4"));
+    let summary = run.assert_ok().json();
+    assert_eq!(summary["train_rows"].as_u64(), Some(12));
+    let eval = summary["eval"].as_object().expect("held-out metrics");
+    assert!(
+        eval.contains_key("kl") && eval.contains_key("num_desirable"),
+        "{eval:?}"
+    );
+
+    let split = tmp.path().join("split");
+    kto_train(&data, &split, &flags("2")).assert_ok();
+    let mut resumed = flags("4");
+    resumed.push("--resume");
+    kto_train(&data, &split, &resumed).assert_ok();
+    let weights = |dir: &Path| std::fs::read(dir.join("model.safetensors")).unwrap();
+    assert!(
+        weights(&whole) == weights(&split),
+        "the resumed run differs"
+    );
+
+    // A DPO run is not continued as KTO.
+    let dpo_out = tmp.path().join("dpo");
+    dpo(&[
+        "train",
+        "--policy",
+        "text/ref",
+        "--ref",
+        "text/ref",
+        "--data",
+        "text/prefs.jsonl",
+        "--out",
+        dpo_out.to_str().unwrap(),
+        "--steps",
+        "1",
+    ])
+    .assert_ok();
+    let run = kto_train(&data, &dpo_out, &["--steps", "2", "--resume"]);
+    run.assert_one_line_error();
+    assert!(run.stderr.contains("is a dpo run, not kto"), "{run}");
+}
