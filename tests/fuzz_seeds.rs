@@ -1,0 +1,92 @@
+//! The fuzzers' seeds and every input they ever crashed on, replayed through
+//! the same loaders in a plain `cargo test` (the fuzzers themselves need
+//! `cargo fuzz`; docs/fuzzing.md). Each file of `fuzz/seeds/TARGET/` and
+//! `fuzz/regressions/TARGET/` must load or be refused with an error, never
+//! panic, exactly as in the fuzz target `fuzz/fuzz_targets/TARGET.rs`.
+
+use std::path::{Path, PathBuf};
+
+use dpo::data::{read_preferences, read_sft};
+use transformer::{parse_config, ByteTokenizer, Gpt, GptConfig};
+
+/// Every file under `fuzz/seeds/TARGET` and `fuzz/regressions/TARGET`.
+fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut files = Vec::new();
+    for kind in ["seeds", "regressions"] {
+        let Ok(entries) = std::fs::read_dir(root.join(kind).join(target)) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            files.push((path, bytes));
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn jsonl_rows_inputs_load_or_are_refused() {
+    let files = inputs("jsonl_rows");
+    assert!(files.len() >= 10, "the seeds are missing");
+    let mut loaded = 0;
+    for (path, bytes) in files {
+        let Some((&pick, file)) = bytes.split_first() else {
+            continue;
+        };
+        let vocab_size = 1 + pick as usize * 2;
+        for skip_invalid in [false, true] {
+            let preferences =
+                read_preferences(file, "seed", &ByteTokenizer, vocab_size, skip_invalid);
+            let sft = read_sft(file, "seed", &ByteTokenizer, vocab_size, skip_invalid);
+            loaded += usize::from(preferences.is_ok()) + usize::from(sft.is_ok());
+            if let Ok((rows, _)) = preferences {
+                for row in rows {
+                    let ids = row.prompt.iter().chain(&row.chosen).chain(&row.rejected);
+                    assert!(
+                        ids.into_iter().all(|&id| (id as usize) < vocab_size),
+                        "{}",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+    assert!(loaded > 0, "no seed is a loadable file");
+}
+
+#[test]
+fn config_json_inputs_parse_or_are_refused() {
+    let files = inputs("config_json");
+    assert!(!files.is_empty(), "the seeds are missing");
+    for (path, bytes) in files {
+        if let Ok(config) = parse_config(&bytes, &path) {
+            assert!(config.num_params().unwrap() <= transformer::config::MAX_PARAMS);
+        }
+    }
+}
+
+#[test]
+fn safetensors_inputs_load_or_are_refused() {
+    let files = inputs("safetensors_checkpoint");
+    assert!(!files.is_empty(), "the seeds are missing");
+    let config = GptConfig {
+        vocab_size: 5,
+        block_size: 3,
+        n_layer: 1,
+        n_head: 1,
+        n_embd: 2,
+        bias: true,
+    };
+    let mut loaded = 0;
+    for (path, bytes) in files {
+        if let Ok(model) = Gpt::from_safetensors(config, &bytes, &path) {
+            let count: usize = model.params().iter().map(|p| p.len()).sum();
+            assert_eq!(count as u64, config.num_params().unwrap());
+            loaded += 1;
+        }
+    }
+    assert!(loaded > 0, "the valid seed does not load");
+}
