@@ -53,7 +53,7 @@ pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary> {
 
     let started = Instant::now();
     let mut objective = DpoObjective::new(
-        args.loss,
+        args.loss.clone(),
         data.train,
         data.held_out,
         reference.as_ref(),

@@ -8,8 +8,8 @@
 //! reference's log-probs of DPO.
 //!
 //! - [`SftObjective`]: supervised fine-tuning, the mean token cross-entropy;
-//! - [`DpoObjective`]: DPO and its variants (sigmoid, IPO, hinge, robust),
-//!   against a cached reference or reference-free;
+//! - [`DpoObjective`]: DPO and its variants (every TRL DPO loss type),
+//!   against a cached reference or reference-free, and SimPO and ORPO;
 //! - [`KtoObjective`]: KTO on unpaired, labelled completions, against a
 //!   cached reference.
 
@@ -77,5 +77,18 @@ pub trait Objective {
     /// The few metrics worth a log line, e.g. `loss 0.6931 acc 0.50`.
     fn describe(&self, metrics: &Metrics) -> String {
         format!("loss {:.4}", metric(metrics, "loss"))
+    }
+
+    /// What the objective carries from one step to the next (bco_pair's
+    /// running mean of the rewards), saved with each checkpoint so that
+    /// `--resume` continues it exactly; `None` for a stateless objective.
+    fn state(&self) -> Option<Value> {
+        None
+    }
+
+    /// Restores what [`Objective::state`] saved. The message of an error
+    /// is one line.
+    fn restore_state(&mut self, _state: &Value) -> Result<(), String> {
+        Ok(())
     }
 }
