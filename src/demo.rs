@@ -286,11 +286,7 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary> {
         "demo: stage 2/3, DPO against the SFT model on {} pairs",
         dpo_rows.len()
     );
-    let loss = DpoLossConfig {
-        loss_type: LossType::Sigmoid,
-        beta: 0.1,
-        label_smoothing: 0.0,
-    };
+    let loss = DpoLossConfig::new(LossType::Sigmoid, 0.1, 0.0);
     let dpo_dir = out.join("dpo");
     let (dpo_data, mut dpo_run) = demo_run(
         data.join("prefs_train.jsonl"),
@@ -314,7 +310,7 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary> {
         &DpoTrainArgs {
             policy: sft_dir.clone(),
             reference: Some(sft_dir.clone()),
-            loss,
+            loss: loss.clone(),
             data: dpo_data,
             run: dpo_run,
         },

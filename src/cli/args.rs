@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
-use dpo::loss::LossType;
+use dpo::loss::{DpoLossConfig, LossType};
 
 use crate::trainer::{OptimizerKind, ScheduleKind};
 
@@ -33,9 +33,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Supervised fine-tuning on prompt/completion (or preference) data.
     Sft(SftArgs),
-    /// DPO training of a policy against a frozen reference (KTO on unpaired data: `dpo train --loss kto --help`).
+    /// DPO training of a policy against a frozen reference; SimPO and ORPO reference-free (KTO on unpaired data: `dpo train --loss kto --help`).
     Train(TrainArgs),
-    /// DPO metrics of a policy against a reference over a preference file, JSON on stdout (KTO: `dpo eval --loss kto --help`).
+    /// DPO (SimPO, ORPO) metrics of a policy over a preference file, JSON on stdout (KTO: `dpo eval --loss kto --help`).
     Eval(EvalCliArgs),
     /// Sample a continuation of a prompt.
     Generate(GenerateArgs),
@@ -143,24 +143,65 @@ pub struct SftArgs {
     pub optim: OptimArgs,
 }
 
-/// DPO loss flags shared by `train` and `eval`.
+/// Loss flags shared by `train` and `eval`.
 #[derive(Debug, Args, Clone)]
 pub struct LossArgs {
-    /// KL-penalty strength: the temperature of the implicit reward beta * log(pi/ref).
+    /// KL-penalty strength: the temperature of the implicit reward beta * log(pi/ref); ORPO's lambda.
     #[arg(long, default_value_t = 0.1)]
     pub beta: f64,
-    /// Loss: sigmoid (the DPO paper's; `dpo` is the same), ipo, hinge, robust.
+    /// Loss, or several joined by commas and summed (`sigmoid,sft`): sigmoid (the DPO paper's; `dpo`
+    /// is the same), ipo, hinge, robust, exo_pair, nca_pair, bco_pair, sppo_hard, aot, aot_unpaired,
+    /// apo_zero, apo_down, discopop, sigmoid_norm, sft (NLL of the chosen response); simpo and orpo
+    /// (reference-free: no --ref). KTO, on unpaired data, alone: `--loss kto --help`.
     #[arg(
         long,
         default_value = "sigmoid",
-        value_parser = PossibleValuesParser::new(["sigmoid", "dpo", "ipo", "hinge", "robust"])
+        value_delimiter = ',',
+        value_parser = PossibleValuesParser::new(LOSS_NAMES)
             .map(|name| name.parse::<LossType>().expect("a listed loss name"))
     )]
-    pub loss: LossType,
-    /// Label smoothing e: assumed share of flipped labels (cDPO for sigmoid, robust DPO).
+    pub loss: Vec<LossType>,
+    /// Weights of the losses of --loss, in order (default: 1 each), e.g. `--loss sigmoid,sft --loss-weights 1,0.5`.
+    #[arg(long, value_delimiter = ',', value_name = "W,...")]
+    pub loss_weights: Vec<f64>,
+    /// RPO: add the NLL of the chosen responses (mean over their tokens) times this weight (`sft` term).
+    #[arg(long, value_name = "F")]
+    pub rpo_alpha: Option<f64>,
+    /// Label smoothing e in [0, 0.5): assumed share of flipped labels (cDPO for sigmoid, robust, exo_pair's epsilon, aot, simpo).
     #[arg(long, default_value_t = 0.0)]
     pub label_smoothing: f64,
+    /// DiscoPOP's temperature tau (--loss discopop).
+    #[arg(long, default_value_t = DpoLossConfig::DISCOPOP_TAU, value_name = "F")]
+    pub discopop_tau: f64,
+    /// SimPO's target reward margin gamma (--loss simpo).
+    #[arg(long, default_value_t = DpoLossConfig::SIMPO_GAMMA, value_name = "F")]
+    pub simpo_gamma: f64,
+    /// bco_pair without its running-mean reward shift (delta = 0, as TRL 1.x's bco_pair).
+    #[arg(long)]
+    pub bco_no_running_mean: bool,
 }
+
+/// The names `--loss` accepts.
+const LOSS_NAMES: [&str; 18] = [
+    "sigmoid",
+    "dpo",
+    "ipo",
+    "hinge",
+    "robust",
+    "exo_pair",
+    "nca_pair",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sigmoid_norm",
+    "sft",
+    "simpo",
+    "orpo",
+];
 
 /// The policy, its reference and the preference data of `train` and `eval`.
 #[derive(Debug, Args, Clone)]
@@ -169,6 +210,7 @@ pub struct PairArgs {
     #[arg(long, value_name = "DIR")]
     pub policy: PathBuf,
     /// Frozen reference checkpoint (usually the SFT checkpoint the policy starts from); or --reference-free.
+    /// SimPO and ORPO take none.
     #[arg(long = "ref", value_name = "DIR")]
     pub reference: Option<PathBuf>,
     /// Reference-free DPO: reference log-probs are taken as 0.

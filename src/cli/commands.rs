@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
-use dpo::loss::DpoLossConfig;
+use dpo::loss::{DpoLossConfig, LossType, WeightedLoss};
 use serde::Serialize;
 use transformer::sampling::{generate_until, SamplingOptions};
 use transformer::{ByteTokenizer, GptConfig, Tokenizer};
@@ -65,9 +65,10 @@ fn sft_args(a: SftArgs) -> Result<SftTrainArgs> {
 }
 
 fn train_args(a: TrainArgs) -> Result<DpoTrainArgs> {
+    let loss = loss_config(&a.loss)?;
     Ok(DpoTrainArgs {
-        reference: reference(&a.pairs, "train")?,
-        loss: loss_config(&a.loss),
+        reference: reference(&a.pairs, "train", &loss)?,
+        loss,
         data: data_args(&a.pairs.data, &a.optim),
         run: run_settings(&a.out, &a.optim, a.lr),
         policy: a.pairs.policy,
@@ -75,19 +76,33 @@ fn train_args(a: TrainArgs) -> Result<DpoTrainArgs> {
 }
 
 fn eval_args(a: EvalCliArgs) -> Result<EvalArgs> {
+    let loss = loss_config(&a.loss)?;
     Ok(EvalArgs {
-        reference: reference(&a.pairs, "eval")?,
+        reference: reference(&a.pairs, "eval", &loss)?,
         policy: a.pairs.policy,
         data: a.pairs.data,
-        loss: loss_config(&a.loss),
+        loss,
         max_prompt_length: a.max_prompt_length,
         batch_size: a.batch_size.max(1),
         skip_invalid: a.skip_invalid,
     })
 }
 
-/// `--ref DIR`, or none with `--reference-free`; one of them is needed.
-fn reference(a: &PairArgs, command: &str) -> Result<Option<std::path::PathBuf>> {
+/// `--ref DIR`, or none with `--reference-free`; one of them is needed,
+/// except by SimPO and ORPO, which use no reference and refuse one.
+fn reference(
+    a: &PairArgs,
+    command: &str,
+    loss: &DpoLossConfig,
+) -> Result<Option<std::path::PathBuf>> {
+    if loss.is_reference_free() {
+        ensure!(
+            a.reference.is_none(),
+            "--loss {} is reference-free: drop --ref",
+            loss.names()
+        );
+        return Ok(None);
+    }
     match (&a.reference, a.reference_free) {
         (Some(_), true) => bail!("--ref and --reference-free exclude each other"),
         (Some(dir), false) => Ok(Some(dir.clone())),
@@ -132,12 +147,41 @@ pub(super) fn run_settings(out: &Path, a: &OptimArgs, lr: f64) -> RunSettings {
     }
 }
 
-fn loss_config(a: &LossArgs) -> DpoLossConfig {
-    DpoLossConfig {
-        loss_type: a.loss,
+/// The losses of `--loss` with their `--loss-weights`, plus the `sft` term of `--rpo-alpha`.
+fn loss_config(a: &LossArgs) -> Result<DpoLossConfig> {
+    ensure!(
+        a.loss_weights.is_empty() || a.loss_weights.len() == a.loss.len(),
+        "--loss-weights gives {} weights for the {} losses of --loss",
+        a.loss_weights.len(),
+        a.loss.len()
+    );
+    let mut losses: Vec<WeightedLoss> = a
+        .loss
+        .iter()
+        .enumerate()
+        .map(|(i, &loss_type)| WeightedLoss {
+            loss_type,
+            weight: a.loss_weights.get(i).copied().unwrap_or(1.0),
+        })
+        .collect();
+    if let Some(alpha) = a.rpo_alpha {
+        ensure!(
+            !a.loss.contains(&LossType::Sft),
+            "--rpo-alpha adds the sft term, which --loss already has: give its weight in --loss-weights instead"
+        );
+        losses.push(WeightedLoss {
+            loss_type: LossType::Sft,
+            weight: alpha,
+        });
+    }
+    Ok(DpoLossConfig {
+        losses,
         beta: a.beta,
         label_smoothing: a.label_smoothing,
-    }
+        discopop_tau: a.discopop_tau,
+        simpo_gamma: a.simpo_gamma,
+        bco_running_mean: !a.bco_no_running_mean,
+    })
 }
 
 /// What `dpo generate` prints.

@@ -61,6 +61,9 @@ pub struct TrainerState {
     /// versions, which are resumed unchecked.
     #[serde(default)]
     pub sha256: BTreeMap<String, String>,
+    /// What the objective carries between steps (see `Objective::state`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective_state: Option<serde_json::Value>,
 }
 
 const STATE_FILE: &str = "trainer_state.json";

@@ -15,6 +15,7 @@ use super::checkpoint::open_run_dir;
 use super::distributed::{all_gather_f64, Collective};
 use super::setup::{check_training_memory, load_model, load_reference, load_train_data, DataArgs};
 use super::split::share;
+use super::step::check_split;
 use super::train_loop::{train, RunSettings, TrainSummary};
 
 /// Everything `dpo train` needs.
@@ -66,6 +67,8 @@ pub fn train_dpo(args: &DpoTrainArgs, comm: &dyn Collective) -> Result<TrainSumm
     let run = &args.run;
     args.loss.validate()?;
     run.hyper.validate()?;
+    let refusal = DpoObjective::split_refusal_of(&args.loss);
+    check_split(refusal, &run.hyper, comm)?;
     if comm.is_root() {
         open_run_dir(
             &run.out,
@@ -87,11 +90,11 @@ pub fn train_dpo(args: &DpoTrainArgs, comm: &dyn Collective) -> Result<TrainSumm
     let batch_size = eval_batch_size(run.hyper.batch_size);
     let cached = |rows: &[PreferenceRow]| match &reference {
         Some(model) => shared_reference_logps(model, rows, batch_size, comm),
-        None => vec![(0.0, 0.0); rows.len()], // reference-free DPO
+        None => vec![(0.0, 0.0); rows.len()], // reference-free
     };
     let (train_reference, held_out_reference) = (cached(&data.train), cached(&data.held_out));
     let mut objective = DpoObjective::with_reference_logps(
-        args.loss,
+        args.loss.clone(),
         (data.train, train_reference),
         (data.held_out, held_out_reference),
         batch_size,

@@ -77,7 +77,8 @@ pub fn train_kto(args: &KtoTrainArgs, comm: &dyn Collective) -> Result<TrainSumm
     args.config.validate()?;
     run.hyper.validate()?;
     check_kl_batch_size(run.hyper.batch_size)?;
-    check_split::<KtoObjective>(&run.hyper, comm)?;
+    let refusal = Some(KtoObjective::SPLIT_REFUSAL.into());
+    check_split(refusal, &run.hyper, comm)?;
     open_run_dir(
         &run.out,
         run.resume.then_some((KtoObjective::STAGE, &run.hyper)),

@@ -33,15 +33,20 @@ pub struct StepGradient {
     pub batch: MergedStep,
 }
 
-/// Refuses to split a batch of an objective whose loss is not a weighted
-/// mean over rows (one line, before any work).
-pub fn check_split<O: Objective>(hyper: &TrainHyper, comm: &dyn Collective) -> Result<()> {
-    if let Some(reason) = O::SPLIT_REFUSAL {
+/// Refuses to split batches (ranks, micro-batches) when the loss is not a
+/// weighted mean over rows: `refusal` says why
+/// ([`Objective::split_refusal`]). One line, before any work.
+pub fn check_split(
+    refusal: Option<String>,
+    hyper: &TrainHyper,
+    comm: &dyn Collective,
+) -> Result<()> {
+    if let Some(reason) = refusal {
+        let ranks = comm.ranks();
         anyhow::ensure!(
-            comm.ranks() == 1 && hyper.grad_accum == 1,
-            "dpo {} trains on one rank with --grad-accum 1 only (here {} rank(s), --grad-accum {}): {reason}",
-            O::STAGE,
-            comm.ranks(),
+            ranks == 1 && hyper.grad_accum == 1,
+            "{reason}, so it trains on one rank with --grad-accum 1 only (here {ranks} rank{}, --grad-accum {})",
+            if ranks == 1 { "" } else { "s" },
             hyper.grad_accum
         );
     }
@@ -198,7 +203,7 @@ mod tests {
     use super::*;
     use crate::trainer::distributed::SingleProcess;
     use dpo::data::{PreferenceRow, SftRow};
-    use dpo::loss::{DpoLossConfig, LossType};
+    use dpo::loss::{DpoLossConfig, LossType, WeightedLoss};
     use dpo::objective::{DpoObjective, SftObjective};
     use transformer::GptConfig;
 
@@ -264,11 +269,7 @@ mod tests {
 
     #[test]
     fn dpo_gradient_accumulation_equals_the_whole_batch() {
-        let loss = DpoLossConfig {
-            loss_type: LossType::Sigmoid,
-            beta: 0.5,
-            label_smoothing: 0.0,
-        };
+        let loss = DpoLossConfig::new(LossType::Sigmoid, 0.5, 0.0);
         let reference = Gpt::<f32>::new(*model().config(), 11);
         let mut objective = DpoObjective::new(loss, pairs(), vec![], Some(&reference), 4);
         accumulation_matches_whole_batch(&mut objective, 7);
@@ -348,7 +349,7 @@ mod tests {
     }
 
     #[test]
-    fn kto_is_refused_on_split_batches_only() {
+    fn batch_level_losses_are_refused_on_split_batches_only() {
         use crate::trainer::{OptimizerKind, ScheduleKind};
         use dpo::objective::KtoObjective;
         let mut hyper = TrainHyper {
@@ -363,10 +364,40 @@ mod tests {
             schedule: ScheduleKind::Constant,
             seed: 0,
         };
-        assert!(check_split::<KtoObjective>(&hyper, &SingleProcess).is_ok());
+        let kto = || Some(KtoObjective::SPLIT_REFUSAL.to_string());
+        assert!(check_split(kto(), &hyper, &SingleProcess).is_ok());
         hyper.grad_accum = 2;
-        let error = check_split::<KtoObjective>(&hyper, &SingleProcess).unwrap_err();
+        let error = check_split(kto(), &hyper, &SingleProcess).unwrap_err();
         assert!(error.to_string().contains("KL estimate"), "{error}");
-        assert!(check_split::<SftObjective>(&hyper, &SingleProcess).is_ok());
+        assert!(check_split(None, &hyper, &SingleProcess).is_ok());
+        // DPO: refused for a term over the whole batch, not for per-pair losses.
+        let dpo = |names: &str, bco_running_mean: bool| {
+            let loss = DpoLossConfig {
+                losses: names
+                    .split(',')
+                    .map(|name| WeightedLoss {
+                        loss_type: name.parse().unwrap(),
+                        weight: 1.0,
+                    })
+                    .collect(),
+                bco_running_mean,
+                ..DpoLossConfig::new(LossType::Sigmoid, 0.1, 0.0)
+            };
+            DpoObjective::split_refusal_of(&loss)
+        };
+        assert_eq!(dpo("sigmoid,ipo,hinge,simpo,nca_pair", true), None);
+        assert_eq!(dpo("bco_pair", false), None);
+        for batch_level in [
+            "bco_pair",
+            "aot",
+            "aot_unpaired",
+            "sft",
+            "orpo",
+            "sigmoid,sft",
+        ] {
+            let refusal = dpo(batch_level, true);
+            assert!(refusal.is_some(), "{batch_level}");
+            assert!(check_split(refusal, &hyper, &SingleProcess).is_err());
+        }
     }
 }

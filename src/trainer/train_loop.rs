@@ -23,7 +23,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use dpo::data::epoch_batches;
 use dpo::objective::{metric, Metrics, Objective};
 use indicatif::ProgressBar;
@@ -31,7 +31,7 @@ use serde::Serialize;
 use serde_json::json;
 use transformer::Gpt;
 
-use super::checkpoint::{optimizer_and_start_step, save_checkpoint, TrainerState};
+use super::checkpoint::{optimizer_and_start_step, read_state, save_checkpoint, TrainerState};
 use super::distributed::Collective;
 use super::progress::{log_line, progress_bar, MetricsLog};
 use super::settings::TrainHyper;
@@ -172,7 +172,7 @@ pub fn train<O: Objective>(
 ) -> Result<TrainSummary> {
     let hyper = &settings.hyper;
     let stage = O::STAGE;
-    check_split::<O>(hyper, comm)?;
+    check_split(objective.split_refusal(), hyper, comm)?;
     let root = comm.is_root();
     let (mut optimizer, start_step) =
         optimizer_and_start_step(hyper, &settings.out, model, settings.resume, stage)?;
@@ -191,13 +191,21 @@ pub fn train<O: Objective>(
         &format!("dpo {stage}"),
         settings.progress && root,
     );
-    let state = |step: u64, last_loss: f64| TrainerState {
+    let state = |step: u64, last_loss: f64, objective_state| TrainerState {
         step,
         optimizer: hyper.optimizer_name().into(),
         stage: stage.into(),
         last_loss,
+        objective_state,
         sha256: Default::default(), // filled in by save_checkpoint
     };
+    if settings.resume {
+        if let Some(saved) = read_state(&settings.out)?.objective_state {
+            objective
+                .restore_state(&saved)
+                .map_err(|e| anyhow!("--resume: {e}"))?;
+        }
+    }
 
     let mut stats = RunStats::start();
     let mut last_eval = None;
@@ -265,7 +273,7 @@ pub fn train<O: Objective>(
                 &settings.out,
                 model,
                 &optimizer,
-                &state(done, stats.last_loss),
+                &state(done, stats.last_loss, objective.state()),
             )?;
         }
     }
@@ -277,7 +285,7 @@ pub fn train<O: Objective>(
             &settings.out,
             model,
             &optimizer,
-            &state(hyper.steps, stats.last_loss),
+            &state(hyper.steps, stats.last_loss, objective.state()),
         )?;
     }
     Ok(TrainSummary {

@@ -16,7 +16,10 @@ Cases written into OUTDIR (see MANIFEST.json for the exact `dpo` commands):
   sft/    prompt/completion, text and _ids rows, some truncated; one SGD step of `dpo sft`
   bad/    files with one bad line each: refused with the line number, nothing written
 
-Run:  VENV/bin/python tests/golden/make_golden.py tests/golden     (a Python with torch, safetensors)
+Run:  VENV/bin/python tests/golden/make_golden.py tests/golden     (a Python with torch, safetensors, trl)
+
+At the end it runs make_trl_losses.py into OUTDIR/trl_losses: every preference loss computed by the
+pinned trl's own code (see that script).
 """
 import gzip
 import json
@@ -38,6 +41,7 @@ from torch_reference import (  # noqa: E402  (the reference sets torch's default
 torch.set_default_dtype(torch.float64)  # as in torch_reference: every number in float64
 
 KEEP = ("make_golden.py", "torch_reference.py", "README.md",  # what OUTDIR keeps when regenerated
+        "make_trl_losses.py", "trl_losses",  # the TRL loss goldens: make_trl_losses.py, called below
         "make_trl_kto.py", "trl_kto")  # KTO goldens from TRL: make_trl_kto.py, called below
 SEED = 1234
 BETA = 0.1
@@ -318,11 +322,15 @@ def main():
     bad_case(out, manifest)
     write_json(os.path.join(out, "MANIFEST.json"), manifest)
     print(f"wrote {len(manifest['checks'])} checks to {out}")
-    try:  # the KTO goldens need trl from pip (see make_trl_kto.py); without it they stay as they are
+    try:  # the TRL goldens need trl from pip (see make_trl_losses.py, make_trl_kto.py)
         import trl  # noqa: F401
     except ImportError:
-        print("trl not installed: trl_kto/ left as it is")
+        print("trl not installed: trl_losses/ and trl_kto/ left as they are")
     else:
+        # Every preference loss against TRL's own code (the pinned trl; see that script).
+        import subprocess
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "make_trl_losses.py")
+        subprocess.run([sys.executable, script, os.path.join(out, "trl_losses")], check=True)
         from make_trl_kto import write_goldens
         write_goldens(os.path.join(out, "trl_kto"))
 

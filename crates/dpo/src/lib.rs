@@ -7,8 +7,9 @@
 //!   (from logits, or straight from the final hidden states and the tied
 //!   embedding, never materialising the full log-softmax);
 //! - [`logps`]: from token batches to summed response log-probs;
-//! - [`loss`]: the DPO family of losses (sigmoid, IPO, hinge, robust, label
-//!   smoothing) and the metrics the wider ecosystem reports;
+//! - [`loss`]: the preference losses (every `loss_type` of TRL's DPOTrainer,
+//!   SimPO, ORPO, weighted combinations) and the metrics the wider
+//!   ecosystem reports;
 //! - [`kto`]: the KTO loss on unpaired, labelled rows, with TRL's batch KL
 //!   estimate and metrics;
 //! - [`data`]: preference, SFT and unpaired JSON Lines, truncation, batching;

@@ -3,7 +3,7 @@
 use autograd::{Float, Tape, Var};
 use transformer::{Gpt, GptParams};
 
-use crate::data::{collate_pairs, PairBatch, PreferenceRow};
+use crate::data::{chosen_prompt_targets, collate_pairs, PairBatch, PreferenceRow};
 use crate::kernels::LmHeadLogprobs;
 
 /// Summed log-prob of the scored tokens of each sequence.
@@ -38,6 +38,58 @@ pub fn pair_logps<T: Float>(
         2 * batch.num_pairs,
         batch.seq_len,
     )
+}
+
+/// Policy log-probs of a batch of pairs (2B) = [chosen..., rejected...], and
+/// the log-probs of the prompt tokens of its chosen sequences (B) (ORPO's NLL
+/// counts them), from one pass through the model: the LM-head kernel reads
+/// the same hidden states twice, with two sets of targets.
+pub fn pair_and_prompt_logps<T: Float>(
+    model: &Gpt<T>,
+    tape: &Tape<T>,
+    params: &GptParams<Var<T>>,
+    batch: &PairBatch,
+    prompt_targets: &[i64],
+) -> (Var<T>, Var<T>) {
+    let (seqs, b) = (2 * batch.num_pairs, batch.num_pairs);
+    let hidden = model.hidden_states(tape, params, &batch.ids, seqs, batch.seq_len); // (2B, T, C)
+    let head = LmHeadLogprobs::default();
+    let response = head.apply(tape, &hidden, &params.wte, &batch.targets); // (2B)
+    let prompt = if prompt_targets.iter().all(|&t| t < 0) {
+        // No prompt token to score (every prompt has at most one token).
+        tape.constant(autograd::Tensor::zeros(ndarray::IxDyn(&[b])))
+    } else {
+        let all = head.apply(tape, &hidden, &params.wte, prompt_targets); // (2B), rejected rows 0
+        tape.narrow(&all, 0, 0, b)
+    };
+    (response, prompt)
+}
+
+/// [`pair_and_prompt_logps`] of many pairs in no-grad mode, `batch_size`
+/// pairs at a time: `(chosen, rejected)` per row, and the chosen prompt's
+/// log-prob per row, in f64.
+pub fn pair_and_prompt_logps_no_grad<T: Float>(
+    model: &Gpt<T>,
+    rows: &[PreferenceRow],
+    batch_size: usize,
+) -> (Vec<(f64, f64)>, Vec<f64>) {
+    let (mut pairs, mut prompts) = (
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+    );
+    for chunk in rows.chunks(batch_size.max(1)) {
+        let batch = collate_pairs(chunk);
+        let (prompt_targets, _) = chosen_prompt_targets(&batch, chunk);
+        let tape = Tape::<T>::no_grad();
+        let params = model.bind(&tape);
+        let (response, prompt) =
+            pair_and_prompt_logps(model, &tape, &params, &batch, &prompt_targets);
+        let v: Vec<f64> = response.value().iter().map(|x| x.as_f64()).collect();
+        let b = batch.num_pairs;
+        pairs.extend((0..b).map(|i| (v[i], v[b + i])));
+        prompts.extend(prompt.value().iter().map(|x| x.as_f64()));
+    }
+    (pairs, prompts)
 }
 
 /// Log-probs of many pairs in no-grad mode, `batch_size` pairs at a time:

@@ -4,9 +4,9 @@
 
 use autograd::gradcheck::{gradcheck_with, random_inputs, GradcheckOptions};
 use autograd::Tensor;
-use dpo::data::{collate_pairs, PreferenceRow};
-use dpo::logps::pair_logps;
-use dpo::loss::{dpo_loss, DpoLossConfig, LossType};
+use dpo::data::{chosen_prompt_targets, collate_pairs, PreferenceRow};
+use dpo::logps::{pair_and_prompt_logps, pair_logps};
+use dpo::loss::{dpo_loss, preference_loss, DpoLossConfig, LossType, PairLogps, WeightedLoss};
 use transformer::{param_specs, Gpt, GptConfig, GptParams};
 
 fn row(prompt: &[u32], chosen: &[u32], rejected: &[u32]) -> PreferenceRow {
@@ -61,15 +61,12 @@ fn dpo_loss_gradients_of_every_parameter_for_every_loss() {
         LossType::Hinge,
         LossType::Robust,
     ] {
-        let loss = DpoLossConfig {
-            loss_type,
-            beta: 0.5,
-            label_smoothing: if loss_type == LossType::Robust {
-                0.1
-            } else {
-                0.0
-            },
+        let label_smoothing = if loss_type == LossType::Robust {
+            0.1
+        } else {
+            0.0
         };
+        let loss = DpoLossConfig::new(loss_type, 0.5, label_smoothing);
         let report = gradcheck_with(
             random_params(&config, 3),
             &GradcheckOptions {
@@ -84,5 +81,74 @@ fn dpo_loss_gradients_of_every_parameter_for_every_loss() {
         );
         assert_eq!(report.checked, model.num_params());
         assert!(report.max_error < 1e-6, "{loss_type:?}: {report:?}");
+    }
+}
+
+/// The reference-free losses and a weighted combination, through the model:
+/// ORPO reads the hidden states twice (response and chosen-prompt targets),
+/// so both paths of the LM-head kernel must add up in the gradient.
+#[test]
+fn reference_free_and_combined_losses_gradients_of_every_parameter() {
+    let config = GptConfig {
+        vocab_size: 13,
+        block_size: 10,
+        n_layer: 1,
+        n_head: 2,
+        n_embd: 8,
+        bias: true,
+    };
+    let model = Gpt::<f64>::new(config, 0);
+    let rows = [
+        row(&[1, 2, 3], &[4, 5], &[6, 7, 8, 9]),
+        row(&[], &[10, 11, 12], &[0, 3]),
+        row(&[5, 5], &[1], &[2]),
+    ];
+    let batch = collate_pairs(&rows);
+    let (prompt_targets, prompt_scored) = chosen_prompt_targets(&batch, &rows);
+    assert_eq!(prompt_scored, vec![2, 0, 1]);
+    let reference: Vec<f64> = (0..2 * batch.num_pairs)
+        .map(|i| -3.0 - 0.7 * i as f64)
+        .collect();
+    let mut combined = DpoLossConfig::new(LossType::Sigmoid, 0.5, 0.0);
+    combined.losses.push(WeightedLoss {
+        loss_type: LossType::Sft,
+        weight: 0.5,
+    });
+    for loss in [
+        DpoLossConfig::new(LossType::Orpo, 0.5, 0.0),
+        DpoLossConfig::new(LossType::Simpo, 2.0, 0.0),
+        combined,
+    ] {
+        let reference = if loss.is_reference_free() {
+            vec![0.0; reference.len()]
+        } else {
+            reference.clone()
+        };
+        let report = gradcheck_with(
+            random_params(&config, 5),
+            &GradcheckOptions {
+                max_entries_per_input: 1000,
+                ..Default::default()
+            },
+            |tape, params| {
+                let params = GptParams::from_vec(&config, params.to_vec());
+                let (logps, prompt) = if loss.needs_prompt_logps() {
+                    let (logps, prompt) =
+                        pair_and_prompt_logps(&model, tape, &params, &batch, &prompt_targets);
+                    (logps, Some(prompt))
+                } else {
+                    (pair_logps(&model, tape, &params, &batch), None)
+                };
+                let policy: Vec<f64> = logps.value().iter().copied().collect();
+                let mut values = PairLogps::from_flat(&policy, &reference, &batch.scored_tokens);
+                if let Some(prompt) = &prompt {
+                    values.prompt_chosen = prompt.value().iter().copied().collect();
+                    values.n_prompt = prompt_scored.clone();
+                }
+                preference_loss(tape, &logps, prompt.as_ref(), &values, 0.0, &loss).0
+            },
+        );
+        assert_eq!(report.checked, model.num_params());
+        assert!(report.max_error < 1e-6, "{}: {report:?}", loss.names());
     }
 }

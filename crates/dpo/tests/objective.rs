@@ -47,11 +47,9 @@ fn pairs() -> Vec<PreferenceRow> {
     ]
 }
 
-const SIGMOID: DpoLossConfig = DpoLossConfig {
-    loss_type: LossType::Sigmoid,
-    beta: 0.1,
-    label_smoothing: 0.0,
-};
+fn sigmoid() -> DpoLossConfig {
+    DpoLossConfig::new(LossType::Sigmoid, 0.1, 0.0)
+}
 
 #[test]
 fn epoch_batches_cover_every_row_once_and_are_a_function_of_their_arguments() {
@@ -165,7 +163,8 @@ fn dpo_objective_batch_loss_uses_the_cached_reference_log_probs() {
     let policy = Gpt::<f32>::new(tiny_config(), 1);
     let reference = Gpt::<f32>::new(tiny_config(), 2);
     let rows = pairs();
-    let mut objective = DpoObjective::new(SIGMOID, rows.clone(), rows.clone(), Some(&reference), 2);
+    let mut objective =
+        DpoObjective::new(sigmoid(), rows.clone(), rows.clone(), Some(&reference), 2);
     assert_eq!(objective.num_rows(), 10);
 
     let batch = [4, 1, 2];
@@ -183,7 +182,7 @@ fn dpo_objective_batch_loss_uses_the_cached_reference_log_probs() {
         .collect();
     let pairs_batch = collate_pairs(&batch_rows);
     let logps = pair_logps(&policy, &tape, &params, &pairs_batch);
-    let expected = dpo_loss(&tape, &logps, &flat, &pairs_batch.scored_tokens, &SIGMOID);
+    let expected = dpo_loss(&tape, &logps, &flat, &pairs_batch.scored_tokens, &sigmoid());
     assert_eq!(out.loss.item(), expected.item());
     assert!((metric(&out.metrics, "loss") - expected.item() as f64).abs() < 1e-6);
     assert_eq!(metric(&out.metrics, "num_pairs"), 3.0);
@@ -200,9 +199,9 @@ fn dpo_objective_evaluates_rewards_and_the_policy_pair_accuracy() {
     let policy = Gpt::<f32>::new(tiny_config(), 1);
     let rows = pairs();
     // Reference-free: the rewards are beta times the policy log-probs.
-    let mut objective = DpoObjective::new(SIGMOID, rows[..1].to_vec(), rows.clone(), None, 3);
+    let mut objective = DpoObjective::new(sigmoid(), rows[..1].to_vec(), rows.clone(), None, 3);
     let eval = objective.evaluate(&policy).unwrap();
-    let mut no_held_out = DpoObjective::new(SIGMOID, rows.clone(), Vec::new(), None, 3);
+    let mut no_held_out = DpoObjective::new(sigmoid(), rows.clone(), Vec::new(), None, 3);
     assert!(no_held_out.evaluate(&policy).is_none());
     let logps = pair_logps_no_grad(&policy, &rows, 3);
     let n = rows.len() as f64;
@@ -221,4 +220,79 @@ fn dpo_objective_evaluates_rewards_and_the_policy_pair_accuracy() {
     // Without a reference, the reward accuracy is the pair accuracy.
     assert_eq!(metric(&eval, "rewards/accuracies"), preferred / n);
     assert_eq!(metric(&eval, "num_pairs"), n);
+}
+
+#[test]
+fn orpo_nll_is_the_sft_loss_of_the_whole_chosen_sequences() {
+    let policy = Gpt::<f32>::new(tiny_config(), 1);
+    let rows = pairs();
+    let orpo = DpoLossConfig::new(LossType::Orpo, 0.1, 0.0);
+    let mut objective = DpoObjective::new(orpo.clone(), rows.clone(), rows.clone(), None, 2);
+    let batch = [0, 1, 3];
+    let tape = Tape::<f32>::new();
+    let params = policy.bind(&tape);
+    let out = objective.batch_loss(&policy, &tape, &params, &batch);
+    // TRL's ORPO NLL: every token of prompt + chosen but the first, as one SFT completion.
+    let whole: Vec<SftRow> = batch
+        .iter()
+        .map(|&i| SftRow {
+            prompt: Vec::new(),
+            completion: [&rows[i].prompt[..], &rows[i].chosen[..]].concat(),
+            line: 0,
+        })
+        .collect();
+    let (nll, scored) = sft_batch_loss(&policy, &tape, &params, &whole);
+    assert_eq!(scored, (3 + 2 - 1) + (3 - 1) + (2 + 3 - 1));
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * (1.0 + b.abs());
+    assert!(
+        close(metric(&out.metrics, "nll_loss"), nll.item() as f64),
+        "{:?} vs {}",
+        out.metrics,
+        nll.item()
+    );
+    for key in ["log_odds_ratio", "log_odds_chosen", "rewards/chosen"] {
+        assert!(
+            metric(&out.metrics, key).is_finite(),
+            "{key}: {:?}",
+            out.metrics
+        );
+    }
+    // Held out, the same metrics through the no-grad path.
+    let eval = objective.evaluate(&policy).unwrap();
+    assert!(metric(&eval, "nll_loss").is_finite() && metric(&eval, "loss").is_finite());
+}
+
+#[test]
+fn bco_running_mean_is_saved_and_restored_with_the_objective_state() {
+    let policy = Gpt::<f32>::new(tiny_config(), 1);
+    let reference = Gpt::<f32>::new(tiny_config(), 2);
+    let rows = pairs();
+    let bco = DpoLossConfig::new(LossType::BcoPair, 0.1, 0.0);
+    let new_objective =
+        || DpoObjective::new(bco.clone(), rows.clone(), rows.clone(), Some(&reference), 2);
+    let step = |objective: &mut DpoObjective, batch: &[usize]| {
+        let tape = Tape::<f32>::new();
+        let params = policy.bind(&tape);
+        objective
+            .batch_loss(&policy, &tape, &params, batch)
+            .loss
+            .item()
+    };
+    let mut first = new_objective();
+    assert!(first.state().is_some());
+    step(&mut first, &[0, 1]);
+    step(&mut first, &[2, 3]);
+    let saved = first.state().unwrap();
+    assert_eq!(saved["bco_running_mean"]["count"], 2);
+
+    let mut resumed = new_objective();
+    resumed.restore_state(&saved).unwrap();
+    assert_eq!(resumed.state(), Some(saved));
+    // The third batch sees the same shift in both runs; a fresh one does not.
+    let (a, b) = (step(&mut first, &[4, 0]), step(&mut resumed, &[4, 0]));
+    assert_eq!(a, b);
+    assert_ne!(step(&mut new_objective(), &[4, 0]), a);
+    // Other losses keep no state.
+    let sigmoid_objective = DpoObjective::new(sigmoid(), rows.clone(), Vec::new(), None, 2);
+    assert!(sigmoid_objective.state().is_none());
 }

@@ -123,3 +123,29 @@ pub fn collate_sft(rows: &[SftRow]) -> SftTokens {
         scored_tokens,
     }
 }
+
+/// Targets that score the prompt tokens of the chosen sequences of `batch`
+/// (collated from `rows` by [`collate_pairs`]): rows `0..B` score every
+/// prompt token but the first (nothing predicts it), rows `B..2B` nothing.
+/// ORPO's NLL counts these besides the chosen response (as TRL's ORPOTrainer
+/// does). Returns the targets (2B, T) and the scored prompt tokens per
+/// chosen sequence (B).
+///
+///   targets[s, t] = prompt_s[t + 1] for s < B and t + 1 < len(prompt_s), else -100
+pub fn chosen_prompt_targets(batch: &PairBatch, rows: &[PreferenceRow]) -> (Vec<i64>, Vec<usize>) {
+    assert_eq!(
+        rows.len(),
+        batch.num_pairs,
+        "chosen_prompt_targets: rows and batch differ"
+    );
+    let seq_len = batch.seq_len;
+    let mut targets = vec![IGNORE_INDEX; 2 * batch.num_pairs * seq_len]; // (2B, T)
+    let mut scored = Vec::with_capacity(rows.len());
+    for (s, row) in rows.iter().enumerate() {
+        for (t, &id) in row.prompt.iter().skip(1).enumerate() {
+            targets[s * seq_len + t] = i64::from(id);
+        }
+        scored.push(row.prompt.len().saturating_sub(1));
+    }
+    (targets, scored)
+}

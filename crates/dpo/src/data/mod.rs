@@ -29,7 +29,9 @@ mod split;
 mod truncate;
 mod unpaired;
 
-pub use batch::{collate_pairs, collate_sft, PairBatch, SftTokens, IGNORE_INDEX};
+pub use batch::{
+    chosen_prompt_targets, collate_pairs, collate_sft, PairBatch, SftTokens, IGNORE_INDEX,
+};
 pub use jsonl::MAX_LINE_BYTES;
 pub use prepare::{prepare_rows, PreparedRows, TrainingRow};
 pub use rows::{load_preferences, load_sft, read_preferences, read_sft, scored_tokens};

@@ -1,24 +1,34 @@
-//! DPO: a policy trained on preference pairs against a frozen reference.
+//! DPO and its relatives: a policy trained on preference pairs, against a
+//! frozen reference (the DPO loss types) or against none (SimPO, ORPO).
 //!
 //! One batch of B pairs is one forward pass over 2B sequences (chosen rows
 //! first, then rejected). The reference never changes, so its log-probs are
 //! computed once per row, in no-grad mode, when the objective is built, and
-//! looked up by row afterwards. Reference-free DPO takes them as 0.
+//! looked up by row afterwards. Without a reference they are taken as 0.
 
 use autograd::{Float, Tape, Var};
-use serde_json::json;
+use serde_json::{json, Value};
 use transformer::{Gpt, GptParams};
 
 use super::{metric, BatchLoss, Metrics, Objective};
-use crate::data::{collate_pairs, scored_tokens, PreferenceRow, TrainingRow};
-use crate::logps::{pair_logps, pair_logps_no_grad};
-use crate::loss::{dpo_loss, DpoLossConfig, DpoMetrics, MetricSums, PairLogps};
+use crate::data::{
+    chosen_prompt_targets, collate_pairs, scored_tokens, PreferenceRow, TrainingRow,
+};
+use crate::logps::{
+    pair_and_prompt_logps, pair_and_prompt_logps_no_grad, pair_logps, pair_logps_no_grad,
+};
+use crate::loss::{
+    loss_values, preference_loss, DpoLossConfig, DpoMetrics, LossType, MetricSums, PairLogps,
+    RunningMean,
+};
 
-/// Assembles [`PairLogps`] from per-row `(chosen, rejected)` log-probs.
+/// Assembles [`PairLogps`] from per-row `(chosen, rejected)` log-probs, and
+/// the chosen prompts' log-probs when the loss needs them (ORPO).
 fn pair_logps_of(
     rows: &[PreferenceRow],
     policy: &[(f64, f64)],
     reference: &[(f64, f64)],
+    prompt: Option<&[f64]>,
 ) -> PairLogps {
     PairLogps {
         policy_chosen: policy.iter().map(|p| p.0).collect(),
@@ -33,11 +43,19 @@ fn pair_logps_of(
             .iter()
             .map(|r| scored_tokens(&r.prompt, &r.rejected))
             .collect(),
+        prompt_chosen: prompt.map(<[f64]>::to_vec).unwrap_or_default(),
+        n_prompt: match prompt {
+            Some(_) => rows
+                .iter()
+                .map(|r| r.prompt.len().saturating_sub(1))
+                .collect(),
+            None => Vec::new(),
+        },
     }
 }
 
 /// The reference log-probs of `rows`, `(chosen, rejected)` per row: zeros
-/// without a reference (reference-free DPO).
+/// without a reference (reference-free DPO, SimPO, ORPO).
 fn reference_logps<T: Float>(
     reference: Option<&Gpt<T>>,
     rows: &[PreferenceRow],
@@ -49,10 +67,48 @@ fn reference_logps<T: Float>(
     }
 }
 
+/// The policy's log-probs of `rows` in no-grad mode, `(chosen, rejected)`
+/// per row, with the chosen prompts' log-probs when the loss needs them.
+fn policy_logps<T: Float>(
+    policy: &Gpt<T>,
+    rows: &[PreferenceRow],
+    loss: &DpoLossConfig,
+    batch_size: usize,
+) -> (Vec<(f64, f64)>, Option<Vec<f64>>) {
+    if loss.needs_prompt_logps() {
+        let (pairs, prompts) = pair_and_prompt_logps_no_grad(policy, rows, batch_size);
+        (pairs, Some(prompts))
+    } else {
+        (pair_logps_no_grad(policy, rows, batch_size), None)
+    }
+}
+
+/// Whether the loss is bco_pair with its running-mean shift.
+fn shifts_bco(loss: &DpoLossConfig) -> bool {
+    loss.uses(LossType::BcoPair) && loss.bco_running_mean
+}
+
+/// bco_pair's reward shift for a batch: its running mean after this
+/// batch's mean reward is added (`running`, while training), or this
+/// batch's mean reward alone (`None`, e.g. `dpo eval`); 0 when the
+/// loss does not use it.
+fn bco_delta(loss: &DpoLossConfig, logps: &PairLogps, running: Option<&mut RunningMean>) -> f64 {
+    if !shifts_bco(loss) {
+        return 0.0;
+    }
+    let batch_mean = logps.mean_reward(loss.beta);
+    match running {
+        Some(running) => running.update(batch_mean),
+        None => batch_mean,
+    }
+}
+
 /// The metrics of every pair of `rows` under `policy` against `reference`
-/// (no tape), `batch_size` pairs per forward pass. Run in f64 (the f32
-/// checkpoints widened exactly), the metrics are those of the stored weights
-/// up to f64 rounding.
+/// (no tape), `batch_size` pairs per forward pass; the loss is that of all
+/// the rows as one batch (which matters for the batch-level terms: sft's
+/// NLL, aot's sorting, bco_pair's mean reward). Run in f64 (the f32
+/// checkpoints widened exactly), the metrics are those of the stored
+/// weights up to f64 rounding.
 pub fn evaluate_pairs<T: Float>(
     policy: &Gpt<T>,
     reference: Option<&Gpt<T>>,
@@ -60,14 +116,21 @@ pub fn evaluate_pairs<T: Float>(
     loss: &DpoLossConfig,
     batch_size: usize,
 ) -> DpoMetrics {
-    let policy_logps = pair_logps_no_grad(policy, rows, batch_size);
+    let (policy_logps, prompt_logps) = policy_logps(policy, rows, loss, batch_size);
     let reference_logps = reference_logps(reference, rows, batch_size);
+    let logps = pair_logps_of(
+        rows,
+        &policy_logps,
+        &reference_logps,
+        prompt_logps.as_deref(),
+    );
+    let values = loss_values(loss, &logps, bco_delta(loss, &logps, None));
     let mut sums = MetricSums::default();
-    sums.add(&pair_logps_of(rows, &policy_logps, &reference_logps), loss);
+    sums.add(&logps, &values, loss);
     sums.metrics()
 }
 
-/// DPO (any of its loss types) over preference pairs.
+/// DPO (any of its loss types), SimPO or ORPO over preference pairs.
 pub struct DpoObjective {
     loss: DpoLossConfig,
     train: Vec<PreferenceRow>,
@@ -77,12 +140,14 @@ pub struct DpoObjective {
     /// The same for the held-out rows.
     held_out_reference: Vec<(f64, f64)>,
     eval_batch_size: usize,
+    /// bco_pair's running mean of the rewards over the training batches.
+    bco_running_mean: RunningMean,
 }
 
 impl DpoObjective {
     /// DPO with `loss` on `train`, evaluated on `held_out`. The reference's
     /// log-probs of every row are computed here, once, `eval_batch_size`
-    /// pairs per forward pass; `None` is reference-free DPO.
+    /// pairs per forward pass; `None` is reference-free.
     pub fn new(
         loss: DpoLossConfig,
         train: Vec<PreferenceRow>,
@@ -98,6 +163,7 @@ impl DpoObjective {
             train,
             held_out,
             eval_batch_size,
+            bco_running_mean: RunningMean::default(),
         }
     }
 
@@ -130,7 +196,29 @@ impl DpoObjective {
             train_reference,
             held_out_reference,
             eval_batch_size: eval_batch_size.max(1),
+            bco_running_mean: RunningMean::default(),
         }
+    }
+
+    /// Why a batch of this loss cannot be split into parts (ranks,
+    /// micro-batches) whose pair-weighted losses add up to the batch's, if
+    /// it cannot: a term computed over the whole batch.
+    pub fn split_refusal_of(loss: &DpoLossConfig) -> Option<String> {
+        let why = |loss_type: LossType| match loss_type {
+            LossType::BcoPair if loss.bco_running_mean => {
+                Some("its rewards are shifted by the running mean of the batches' mean rewards")
+            }
+            LossType::Aot | LossType::AotUnpaired => {
+                Some("it sorts the margins of the whole batch")
+            }
+            LossType::Sft | LossType::Orpo => {
+                Some("its NLL is a mean over the chosen tokens of the whole batch, not over pairs")
+            }
+            _ => None,
+        };
+        loss.losses.iter().find_map(|term| {
+            why(term.loss_type).map(|why| format!("--loss {}: {why}", term.loss_type.name()))
+        })
     }
 
     /// Training rows plus held-out rows.
@@ -141,6 +229,10 @@ impl DpoObjective {
 
 impl Objective for DpoObjective {
     const STAGE: &'static str = "dpo";
+
+    fn split_refusal(&self) -> Option<String> {
+        Self::split_refusal_of(&self.loss)
+    }
 
     fn train_lengths(&self) -> Vec<usize> {
         self.train.iter().map(PreferenceRow::padded_len).collect()
@@ -157,30 +249,32 @@ impl Objective for DpoObjective {
         let reference: Vec<(f64, f64)> = batch.iter().map(|&i| self.train_reference[i]).collect();
         let pairs = collate_pairs(&rows);
         let b = pairs.num_pairs;
-        // Reference log-probs in the batch's layout: (2B) = [chosen..., rejected...].
-        let reference_flat: Vec<f64> = reference
-            .iter()
-            .map(|r| r.0)
-            .chain(reference.iter().map(|r| r.1))
-            .collect();
 
-        let logps = pair_logps(model, tape, params, &pairs); // (2B)
-        let loss = dpo_loss(
+        // Policy log-probs: (2B) = [chosen..., rejected...]; ORPO also the chosen prompts' (B).
+        let (logps, prompt_logps) = if self.loss.needs_prompt_logps() {
+            let (prompt_targets, _) = chosen_prompt_targets(&pairs, &rows);
+            let (logps, prompt) =
+                pair_and_prompt_logps(model, tape, params, &pairs, &prompt_targets);
+            (logps, Some(prompt))
+        } else {
+            (pair_logps(model, tape, params, &pairs), None)
+        };
+        let values = |v: &Var<f32>| -> Vec<f64> { v.value().iter().map(|&x| x as f64).collect() };
+        let flat = values(&logps);
+        let policy: Vec<(f64, f64)> = (0..b).map(|i| (flat[i], flat[b + i])).collect();
+        let prompt = prompt_logps.as_ref().map(values);
+        let batch_logps = pair_logps_of(&rows, &policy, &reference, prompt.as_deref());
+        let delta = bco_delta(&self.loss, &batch_logps, Some(&mut self.bco_running_mean));
+        let (loss, loss_values) = preference_loss(
             tape,
             &logps,
-            &reference_flat,
-            &pairs.scored_tokens,
+            prompt_logps.as_ref(),
+            &batch_logps,
+            delta,
             &self.loss,
         );
-        let policy: Vec<(f64, f64)> = {
-            let values = logps.value();
-            let values = values.as_slice().expect("log-probs are contiguous");
-            (0..b)
-                .map(|i| (values[i] as f64, values[b + i] as f64))
-                .collect()
-        };
         let mut sums = MetricSums::default();
-        sums.add(&pair_logps_of(&rows, &policy, &reference), &self.loss);
+        sums.add(&batch_logps, &loss_values, &self.loss);
         BatchLoss {
             loss,
             metrics: sums.metrics().to_record(),
@@ -192,19 +286,32 @@ impl Objective for DpoObjective {
         }
     }
 
-    /// The DPO metrics of the held-out pairs, plus the policy's own
-    /// `pair_accuracy`: the share of pairs whose chosen response has the
+    /// The metrics of the held-out pairs (as one batch), plus the policy's
+    /// own `pair_accuracy`: the share of pairs whose chosen response has the
     /// higher log-probability (`logp_c > logp_r`, no reference involved).
+    /// bco_pair's shift is the running mean of training, not updated here.
     fn evaluate(&mut self, model: &Gpt<f32>) -> Option<Metrics> {
         if self.held_out.is_empty() {
             return None;
         }
-        let policy = pair_logps_no_grad(model, &self.held_out, self.eval_batch_size);
-        let mut sums = MetricSums::default();
-        sums.add(
-            &pair_logps_of(&self.held_out, &policy, &self.held_out_reference),
-            &self.loss,
+        let (policy, prompt) =
+            policy_logps(model, &self.held_out, &self.loss, self.eval_batch_size);
+        let logps = pair_logps_of(
+            &self.held_out,
+            &policy,
+            &self.held_out_reference,
+            prompt.as_deref(),
         );
+        // Before the first training step there is no running mean yet: the
+        // held-out rows' own mean reward stands in for it.
+        let delta = if shifts_bco(&self.loss) && self.bco_running_mean.count > 0 {
+            self.bco_running_mean.mean
+        } else {
+            bco_delta(&self.loss, &logps, None)
+        };
+        let values = loss_values(&self.loss, &logps, delta);
+        let mut sums = MetricSums::default();
+        sums.add(&logps, &values, &self.loss);
         let preferred = policy.iter().filter(|(c, r)| c > r).count();
         let mut metrics = sums.metrics().to_record();
         metrics.insert(
@@ -225,5 +332,22 @@ impl Objective for DpoObjective {
             line += &format!(", pair accuracy {:.3}", metric(metrics, "pair_accuracy"));
         }
         line
+    }
+
+    /// bco_pair's running mean, when the loss keeps one.
+    fn state(&self) -> Option<Value> {
+        shifts_bco(&self.loss).then(|| json!({ "bco_running_mean": self.bco_running_mean }))
+    }
+
+    fn restore_state(&mut self, state: &Value) -> Result<(), String> {
+        if !shifts_bco(&self.loss) {
+            return Ok(());
+        }
+        let running = state
+            .get("bco_running_mean")
+            .ok_or("the saved objective state has no bco_running_mean")?;
+        self.bco_running_mean = serde_json::from_value(running.clone())
+            .map_err(|e| format!("bco_running_mean: {e}"))?;
+        Ok(())
     }
 }

@@ -8,8 +8,8 @@
 //! reference's log-probs of DPO.
 //!
 //! - [`SftObjective`]: supervised fine-tuning, the mean token cross-entropy;
-//! - [`DpoObjective`]: DPO and its variants (sigmoid, IPO, hinge, robust),
-//!   against a cached reference or reference-free;
+//! - [`DpoObjective`]: DPO and its variants (every TRL DPO loss type),
+//!   against a cached reference or reference-free, and SimPO and ORPO;
 //! - [`KtoObjective`]: KTO on unpaired, labelled completions, against a
 //!   cached reference.
 
@@ -62,7 +62,9 @@ pub trait Objective {
     /// Why a batch cannot be split into parts (ranks, micro-batches) whose
     /// weighted losses add up to the batch's loss, if it cannot; `None` for
     /// a loss that is a weighted mean over rows.
-    const SPLIT_REFUSAL: Option<&'static str> = None;
+    fn split_refusal(&self) -> Option<String> {
+        None
+    }
 
     /// What the loss of the training rows `batch` is a mean over: its number
     /// of pairs or rows (the default), or of scored tokens for SFT. The loss
@@ -90,5 +92,18 @@ pub trait Objective {
     /// The few metrics worth a log line, e.g. `loss 0.6931 acc 0.50`.
     fn describe(&self, metrics: &Metrics) -> String {
         format!("loss {:.4}", metric(metrics, "loss"))
+    }
+
+    /// What the objective carries from one step to the next (bco_pair's
+    /// running mean of the rewards), saved with each checkpoint so that
+    /// `--resume` continues it exactly; `None` for a stateless objective.
+    fn state(&self) -> Option<Value> {
+        None
+    }
+
+    /// Restores what [`Objective::state`] saved. The message of an error
+    /// is one line.
+    fn restore_state(&mut self, _state: &Value) -> Result<(), String> {
+        Ok(())
     }
 }
