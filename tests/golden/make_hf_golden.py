@@ -144,14 +144,24 @@ def trl_metrics(policy, ref, tokenizer, rows, workdir):
 
 
 def write_goldens(out):
+    if os.path.isdir(out):
+        shutil.rmtree(out)
+    os.makedirs(out)
+    # make_golden.py computes in float64; these models are float32, as transformers makes them.
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        write_hf_cases(out)
+    finally:
+        torch.set_default_dtype(default_dtype)
+
+
+def write_hf_cases(out):
     import tokenizers
     import transformers
     import trl
     from transformers import GPT2Config
 
-    if os.path.isdir(out):
-        shutil.rmtree(out)
-    os.makedirs(out)
     torch.manual_seed(SEED)
     gen = torch.Generator().manual_seed(SEED)
     tokenizer = train_tokenizer()
