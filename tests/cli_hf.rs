@@ -197,6 +197,26 @@ fn training_keeps_the_format_and_the_tokenizer_unless_told() {
         "gpt2"
     );
     assert!(sft_out.join("tokenizer.json").exists());
+    // A later run of a byte-level model into the same --out leaves no stale
+    // tokenizer file behind (it would change how the model reads text).
+    let run = dpo(&[
+        "sft",
+        "--config",
+        "tiny",
+        "--data",
+        s(&hf_dir().join("pairs.jsonl")),
+        "--out",
+        s(&sft_out),
+        "--steps",
+        "1",
+        "--no-progress",
+    ]);
+    run.assert_ok();
+    assert!(read_json(&sft_out.join("config.json"))
+        .get("model_type")
+        .is_none());
+    assert!(!sft_out.join("tokenizer.json").exists());
+    assert!(!sft_out.join("tokenizer_config.json").exists());
 }
 
 #[test]

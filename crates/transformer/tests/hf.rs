@@ -305,3 +305,94 @@ fn mask_buffers_are_ignored_and_a_different_head_is_refused() {
         }
     }
 }
+
+/// A tensor as BF16: name, shape, the BF16 bytes, and the f32 values they stand for.
+type Halved = (String, Vec<usize>, Vec<u8>, Vec<f32>);
+
+#[test]
+fn bf16_tensors_widen_exactly_and_shard_names_stay_in_the_directory() {
+    use safetensors::tensor::TensorView;
+    use safetensors::Dtype;
+    let tmp = tempfile::tempdir().unwrap();
+    let original = tensors(&golden().join("policy/model.safetensors"));
+    // BF16 is the top half of an f32: these f32 values are exactly what it stands for.
+    let halves: Vec<Halved> = original
+        .iter()
+        .map(|(name, _, shape, bytes)| {
+            let tops: Vec<u16> = bytes
+                .chunks_exact(4)
+                .map(|b| (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) >> 16) as u16)
+                .collect();
+            let widened = tops
+                .iter()
+                .map(|&t| f32::from_bits(u32::from(t) << 16))
+                .collect();
+            let data = tops.iter().flat_map(|t| t.to_le_bytes()).collect();
+            (name.clone(), shape.clone(), data, widened)
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = halves
+        .iter()
+        .map(|(n, s, b, _)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::BF16, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let dir = tmp.path().join("bf16");
+    fs::create_dir(&dir).unwrap();
+    fs::write(
+        dir.join("model.safetensors"),
+        safetensors::serialize(views, &None).unwrap(),
+    )
+    .unwrap();
+    fs::copy(golden().join("policy/config.json"), dir.join("config.json")).unwrap();
+    // The same values written as F32 load to the same model, bit for bit.
+    let f32_bytes: Vec<Vec<u8>> = halves
+        .iter()
+        .map(|(_, _, _, widened)| widened.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = halves
+        .iter()
+        .zip(&f32_bytes)
+        .map(|((n, s, _, _), b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let f32_dir = tmp.path().join("f32");
+    fs::create_dir(&f32_dir).unwrap();
+    fs::write(
+        f32_dir.join("model.safetensors"),
+        safetensors::serialize(views, &None).unwrap(),
+    )
+    .unwrap();
+    fs::copy(
+        golden().join("policy/config.json"),
+        f32_dir.join("config.json"),
+    )
+    .unwrap();
+    assert_same_params(
+        &Gpt::<f32>::load(&dir).unwrap(),
+        &Gpt::<f32>::load(&f32_dir).unwrap(),
+    );
+
+    // An index naming a shard outside the directory is refused.
+    let sharded = tmp.path().join("sharded");
+    fs::create_dir(&sharded).unwrap();
+    fs::copy(
+        golden().join("policy/config.json"),
+        sharded.join("config.json"),
+    )
+    .unwrap();
+    fs::write(
+        sharded.join("model.safetensors.index.json"),
+        r#"{"weight_map": {"transformer.wte.weight": "../model.safetensors"}}"#,
+    )
+    .unwrap();
+    let err = Gpt::<f32>::load(&sharded).unwrap_err().to_string();
+    assert!(err.contains("not a plain file name"), "{err}");
+}
