@@ -9,7 +9,10 @@
 //!
 //! The end-of-sequence token is `eos_token` of the `tokenizer_config.json`
 //! beside it (a string, or an object with a `content`), as transformers
-//! reads it; without one the tokenizer has no EOS.
+//! reads it, else that of `special_tokens_map.json`, else the model's
+//! `eos_token_id` in `config.json` (GPT-2's own files name it only there:
+//! transformers' `GPT2Tokenizer` defaults to `<|endoftext|>`); without any,
+//! the tokenizer has no EOS.
 //!
 //! Texts are encoded without special tokens added around them (transformers'
 //! `add_special_tokens=False`, as TRL encodes); special tokens written in a
@@ -26,12 +29,14 @@ use crate::tokenizer::{ByteTokenizer, Tokenizer};
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 /// Where transformers keeps the special tokens (`eos_token`).
 pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
+/// The special tokens of older transformers files (`eos_token`).
+pub const SPECIAL_TOKENS_FILE: &str = "special_tokens_map.json";
 /// Every tokenizer file a checkpoint carries along when it is saved or
 /// converted: the two above and the older files transformers may read.
 pub const TOKENIZER_FILES: [&str; 5] = [
     TOKENIZER_FILE,
     TOKENIZER_CONFIG_FILE,
-    "special_tokens_map.json",
+    SPECIAL_TOKENS_FILE,
     "vocab.json",
     "merges.txt",
 ];
@@ -84,20 +89,43 @@ impl HfTokenizer {
         Ok(HfTokenizer { inner, eos_id })
     }
 
-    /// The tokenizer of `dir/tokenizer.json` with the EOS of
-    /// `dir/tokenizer_config.json`; `None` when `dir` has no `tokenizer.json`.
+    /// The tokenizer of `dir/tokenizer.json` with its EOS (see the module
+    /// docs); `None` when `dir` has no `tokenizer.json`.
     pub fn from_dir(dir: &Path) -> Result<Option<HfTokenizer>, CheckpointError> {
         let path = dir.join(TOKENIZER_FILE);
         if !path.exists() {
             return Ok(None);
         }
         let bytes = read_bounded(&path, MAX_TOKENIZER_BYTES)?;
-        let eos = eos_token(&dir.join(TOKENIZER_CONFIG_FILE))?;
-        HfTokenizer::from_bytes(&bytes, eos.as_deref(), &path).map(Some)
+        let eos = match eos_token(&dir.join(TOKENIZER_CONFIG_FILE))? {
+            Some(token) => Some(token),
+            None => eos_token(&dir.join(SPECIAL_TOKENS_FILE))?,
+        };
+        let mut tokenizer = HfTokenizer::from_bytes(&bytes, eos.as_deref(), &path)?;
+        if tokenizer.eos_id.is_none() {
+            tokenizer.eos_id = model_eos_id(&dir.join(crate::checkpoint::CONFIG_FILE))?
+                .filter(|&id| (id as usize) < tokenizer.vocab_size());
+        }
+        Ok(Some(tokenizer))
     }
 }
 
-/// `eos_token` of a `tokenizer_config.json` (none when the file is absent).
+/// `eos_token_id` of a model's `config.json`, if it is one integer.
+fn model_eos_id(path: &Path) -> Result<Option<u32>, CheckpointError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = read_bounded(path, crate::checkpoint::MAX_CONFIG_BYTES)?;
+    let value: Value =
+        serde_json::from_slice(&bytes).map_err(|e| format_error(path, format!("not JSON: {e}")))?;
+    Ok(value
+        .get("eos_token_id")
+        .and_then(Value::as_u64)
+        .and_then(|id| u32::try_from(id).ok()))
+}
+
+/// `eos_token` of a `tokenizer_config.json` or `special_tokens_map.json`
+/// (none when the file is absent).
 fn eos_token(path: &Path) -> Result<Option<String>, CheckpointError> {
     if !path.exists() {
         return Ok(None);

@@ -132,6 +132,30 @@ fn byte_level_bpe_gives_the_ids_of_the_tokenizers_library() {
 }
 
 #[test]
+fn the_eos_falls_back_to_special_tokens_map_then_the_model_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    fs::copy(
+        golden().join("policy/tokenizer.json"),
+        dir.join("tokenizer.json"),
+    )
+    .unwrap();
+    let eos = || HfTokenizer::from_dir(dir).unwrap().unwrap().eos_id();
+    assert_eq!(eos(), None);
+    // GPT-2's own files: only config.json names it.
+    fs::write(dir.join("config.json"), r#"{"eos_token_id": 0}"#).unwrap();
+    assert_eq!(eos(), Some(0));
+    fs::write(dir.join("config.json"), r#"{"eos_token_id": 50256}"#).unwrap();
+    assert_eq!(eos(), None, "an id outside the tokenizer is no EOS");
+    fs::write(
+        dir.join("special_tokens_map.json"),
+        r#"{"eos_token": {"content": "<|endoftext|>"}}"#,
+    )
+    .unwrap();
+    assert_eq!(eos(), Some(0));
+}
+
+#[test]
 fn sequence_log_probs_match_transformers() {
     let policy = Gpt::<f32>::load(&golden().join("policy")).unwrap();
     let reference = Gpt::<f32>::load(&golden().join("ref")).unwrap();
