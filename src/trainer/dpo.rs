@@ -10,7 +10,9 @@ use dpo::loss::DpoLossConfig;
 use dpo::objective::{DpoObjective, Objective};
 
 use super::checkpoint::open_run_dir;
-use super::setup::{check_training_memory, load_model, load_reference, load_train_data, DataArgs};
+use super::setup::{
+    check_training_memory, load_checkpoint, load_reference, load_train_data, DataArgs,
+};
 use super::train_loop::{train, RunSettings, TrainSummary};
 
 /// Everything `dpo train` needs.
@@ -42,14 +44,21 @@ pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary> {
         &run.out,
         run.resume.then_some((DpoObjective::STAGE, &run.hyper)),
     )?;
-    let mut policy = if run.resume {
-        load_model(&run.out, "--resume: the checkpoint in --out")?
+    let loaded = if run.resume {
+        load_checkpoint(&run.out, "--resume: the checkpoint in --out")?
     } else {
-        load_model(&args.policy, "policy")?
+        load_checkpoint(&args.policy, "policy")?
     };
+    let model_files = loaded.model_files(run.save_format);
+    let mut policy = loaded.model;
     check_training_memory(policy.config(), &run.hyper, args.reference.is_some())?;
     let reference = load_reference(args.reference.as_deref(), &policy)?;
-    let data = load_train_data::<PreferenceRow>(&args.data, policy.config(), run.hyper.seed)?;
+    let data = load_train_data::<PreferenceRow>(
+        &args.data,
+        policy.config(),
+        loaded.tokenizer.as_ref(),
+        run.hyper.seed,
+    )?;
 
     let started = Instant::now();
     let mut objective = DpoObjective::new(
@@ -67,5 +76,5 @@ pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary> {
         );
     }
     drop(reference);
-    train(&mut objective, &mut policy, run, data.counts)
+    train(&mut objective, &mut policy, &model_files, run, data.counts)
 }

@@ -6,10 +6,13 @@ use std::path::PathBuf;
 use anyhow::Result;
 use dpo::data::SftRow;
 use dpo::objective::{Objective, SftObjective};
-use transformer::{Gpt, GptConfig};
+use transformer::{ByteTokenizer, CheckpointFormat, Gpt, GptConfig};
 
 use super::checkpoint::open_run_dir;
-use super::setup::{check_training_memory, load_model, load_train_data, DataArgs};
+use super::checkpoint::ModelFiles;
+use super::setup::{
+    check_training_memory, load_checkpoint, load_train_data, DataArgs, LoadedModel,
+};
 use super::train_loop::{train, RunSettings, TrainSummary};
 
 /// Where the initial model comes from.
@@ -40,20 +43,33 @@ pub fn train_sft(args: &SftTrainArgs) -> Result<TrainSummary> {
         &run.out,
         run.resume.then_some((SftObjective::STAGE, &run.hyper)),
     )?;
-    let mut model = match (&args.init, run.resume) {
-        (_, true) => load_model(&run.out, "--resume: the checkpoint in --out")?,
-        (SftInit::Checkpoint(dir), false) => load_model(dir, "--init")?,
+    let loaded = match (&args.init, run.resume) {
+        (_, true) => load_checkpoint(&run.out, "--resume: the checkpoint in --out")?,
+        (SftInit::Checkpoint(dir), false) => load_checkpoint(dir, "--init")?,
         (SftInit::Config(config), false) => {
             config
                 .validate()
                 .map_err(|e| anyhow::anyhow!("--config: {e}"))?;
             // Before the weights are allocated.
             check_training_memory(config, &run.hyper, false)?;
-            Gpt::<f32>::new(*config, run.hyper.seed)
+            // A fresh model reads bytes and is saved as nanoGPT by default.
+            LoadedModel {
+                model: Gpt::<f32>::new(*config, run.hyper.seed),
+                tokenizer: Box::new(ByteTokenizer),
+                format: CheckpointFormat::NanoGpt,
+                tokenizer_files: Vec::new(),
+            }
         }
     };
+    let model_files: ModelFiles = loaded.model_files(run.save_format);
+    let mut model = loaded.model;
     check_training_memory(model.config(), &run.hyper, false)?;
-    let data = load_train_data::<SftRow>(&args.data, model.config(), run.hyper.seed)?;
+    let data = load_train_data::<SftRow>(
+        &args.data,
+        model.config(),
+        loaded.tokenizer.as_ref(),
+        run.hyper.seed,
+    )?;
     let mut objective = SftObjective::new(data.train, data.held_out, run.hyper.batch_size);
-    train(&mut objective, &mut model, run, data.counts)
+    train(&mut objective, &mut model, &model_files, run, data.counts)
 }
