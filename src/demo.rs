@@ -183,6 +183,7 @@ fn demo_run(
         resume: false,
         group_by_length: false,
         progress: true,
+        save_format: None,
     };
     (data, run)
 }
@@ -327,6 +328,7 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary> {
     let held_out_pairs = load_rows::<PreferenceRow>(
         &data.join("prefs_eval.jsonl"),
         reference.config(),
+        &ByteTokenizer,
         None,
         false,
     )?

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use dpo::loss::{DpoLossConfig, LossType};
+use transformer::CheckpointFormat;
 
 use crate::trainer::{OptimizerKind, ScheduleKind};
 
@@ -39,6 +40,8 @@ pub enum Command {
     Eval(EvalCliArgs),
     /// Sample a continuation of a prompt.
     Generate(GenerateArgs),
+    /// Convert a checkpoint between nanoGPT's and Hugging Face's GPT-2 files (exactly: same tensors).
+    Convert(ConvertArgs),
     /// Draw a `--metrics` file as an SVG (or HTML) report: loss, rewards, margins, accuracies, throughput.
     Plot(PlotArgs),
 }
@@ -119,6 +122,43 @@ pub struct OptimArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Format of the checkpoints written into --out: hf (transformers' GPT2LMHeadModel) or
+    /// nanogpt (default: the format of the starting checkpoint; nanogpt for --config).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub save_format: Option<SaveFormat>,
+}
+
+/// A checkpoint format, as the command line names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SaveFormat {
+    /// Hugging Face transformers' GPT-2 (`save_pretrained` files).
+    Hf,
+    /// nanoGPT's (docs/spec.md section 2).
+    Nanogpt,
+}
+
+impl SaveFormat {
+    /// The transformer crate's format.
+    pub fn format(self) -> CheckpointFormat {
+        match self {
+            SaveFormat::Hf => CheckpointFormat::Hf,
+            SaveFormat::Nanogpt => CheckpointFormat::NanoGpt,
+        }
+    }
+}
+
+/// `dpo convert`
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The checkpoint to convert (either format; Hugging Face files may be sharded, F16 or BF16).
+    #[arg(value_name = "IN")]
+    pub input: PathBuf,
+    /// The new checkpoint directory (must not exist yet); the tokenizer files of IN are copied along.
+    #[arg(value_name = "OUT")]
+    pub output: PathBuf,
+    /// The format to write (F32, one file).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub to: SaveFormat,
 }
 
 /// `dpo sft`
@@ -262,9 +302,19 @@ pub struct GenerateArgs {
     /// Model checkpoint.
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
-    /// The prompt text.
+    /// The prompt text (tokenized by the model's tokenizer.json, else bytes).
+    #[arg(
+        long,
+        required_unless_present = "prompt_ids",
+        conflicts_with = "prompt_ids"
+    )]
+    pub prompt: Option<String>,
+    /// The prompt as token ids, comma-separated (e.g. `15496,11,995`).
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    pub prompt_ids: Option<Vec<u32>>,
+    /// Also print the token ids of the prompt and of the completion.
     #[arg(long)]
-    pub prompt: String,
+    pub print_ids: bool,
     /// Tokens to generate, at most 1048576 (past the block size the context
     /// window slides; memory stays bounded).
     #[arg(long, default_value_t = 64)]

@@ -7,12 +7,13 @@ use anyhow::{bail, ensure, Context, Result};
 use dpo::loss::{DpoLossConfig, LossType, WeightedLoss};
 use serde::Serialize;
 use transformer::sampling::{generate_until, SamplingOptions};
-use transformer::{ByteTokenizer, GptConfig, Tokenizer};
+use transformer::GptConfig;
 
 use super::args::{
-    Cli, Command, EvalCliArgs, GenerateArgs, LossArgs, OptimArgs, PairArgs, SftArgs, TrainArgs,
+    Cli, Command, EvalCliArgs, GenerateArgs, LossArgs, OptimArgs, PairArgs, SaveFormat, SftArgs,
+    TrainArgs,
 };
-use crate::trainer::setup::load_model;
+use crate::trainer::setup::load_checkpoint;
 use crate::trainer::{
     on_every_rank, run_eval, train_dpo, train_sft, DataArgs, DpoTrainArgs, EvalArgs, RunSettings,
     SftInit, SftTrainArgs, TrainHyper,
@@ -32,6 +33,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval(a) => print_json(&run_eval(&eval_args(a)?)?),
         Command::Generate(a) => print_json(&run_generate(&a)?),
+        Command::Convert(a) => print_json(&super::convert::run_convert(&a)?),
         Command::Plot(a) => print_json(
             &crate::report::plot_metrics(&a.file, a.out.as_deref()).map_err(anyhow::Error::msg)?,
         ),
@@ -144,6 +146,7 @@ pub(super) fn run_settings(out: &Path, a: &OptimArgs, lr: f64) -> RunSettings {
         resume: a.resume,
         group_by_length: a.group_by_length,
         progress: !a.no_progress,
+        save_format: a.save_format.map(SaveFormat::format),
     }
 }
 
@@ -193,17 +196,28 @@ struct Generation {
     new_tokens: usize,
     /// Why generation ended: `length`, `eos` or `stop`.
     finish_reason: &'static str,
+    /// With `--print-ids`: the prompt's token ids.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_ids: Option<Vec<u32>>,
+    /// With `--print-ids`: the completion's token ids (EOS and stop text excluded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completion_ids: Option<Vec<u32>>,
 }
 
 /// The most tokens `dpo generate` makes in one call.
 const MAX_NEW_TOKENS: usize = 1 << 20;
 
 /// `dpo generate`: a continuation of the prompt, cut at the first `--stop`
-/// text (not included) or at the tokenizer's end-of-sequence token.
+/// text (not included) or at the tokenizer's end-of-sequence token. Text
+/// goes through the model's tokenizer (its `tokenizer.json`, else bytes).
 fn run_generate(a: &GenerateArgs) -> Result<Generation> {
-    let model = load_model(&a.model, "model")?;
-    let tokenizer = ByteTokenizer;
-    let prompt = tokenizer.encode(&a.prompt);
+    let loaded = load_checkpoint(&a.model, "model")?;
+    let (model, tokenizer) = (loaded.model, loaded.tokenizer);
+    let (prompt_text, prompt) = match (&a.prompt, &a.prompt_ids) {
+        (_, Some(ids)) => (tokenizer.decode(ids), ids.clone()),
+        (Some(text), None) => (text.clone(), tokenizer.encode(text)),
+        (None, None) => bail!("dpo generate needs --prompt TEXT or --prompt-ids IDS"),
+    };
     ensure!(!prompt.is_empty(), "--prompt must not be empty");
     let vocab_size = model.config().vocab_size;
     if let Some(&bad) = prompt.iter().find(|&&id| id as usize >= vocab_size) {
@@ -254,11 +268,13 @@ fn run_generate(a: &GenerateArgs) -> Result<Generation> {
         finish_reason = "stop";
     }
     Ok(Generation {
-        text: format!("{}{completion}", a.prompt),
-        prompt: a.prompt.clone(),
+        text: format!("{prompt_text}{completion}"),
+        prompt: prompt_text,
         completion,
         new_tokens: new_tokens.len(),
         finish_reason,
+        prompt_ids: a.print_ids.then_some(prompt),
+        completion_ids: a.print_ids.then_some(new_tokens),
     })
 }
 

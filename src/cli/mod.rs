@@ -5,6 +5,7 @@
 
 mod args;
 mod commands;
+mod convert;
 mod kto;
 
 pub use args::Cli;

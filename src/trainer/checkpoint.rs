@@ -2,7 +2,9 @@
 //! that a run can be resumed with `--resume`.
 //!
 //! `DIR/config.json` + `DIR/model.safetensors` are the model (see the
-//! transformer crate's `checkpoint` module); `DIR/optimizer.safetensors`
+//! transformer crate's `checkpoint` module), in nanoGPT's or Hugging Face's
+//! format ([`ModelFiles`]), with the tokenizer files of the model it started
+//! from (`tokenizer.json`, ...); `DIR/optimizer.safetensors`
 //! holds AdamW's moments as `{param}.exp_avg` / `{param}.exp_avg_sq`, and
 //! `DIR/trainer_state.json` the step count, the optimizer, the stage and the
 //! SHA-256 of each of the other files.
@@ -41,7 +43,9 @@ use autograd::Tensor;
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use transformer::{write_synced, Gpt};
+use transformer::hf::INDEX_FILE;
+use transformer::hf_tokenizer::TOKENIZER_FILES;
+use transformer::{write_synced, CheckpointFormat, Gpt};
 
 use super::settings::{AnyOptimizer, TrainHyper};
 
@@ -64,6 +68,17 @@ pub struct TrainerState {
     /// What the objective carries between steps (see `Objective::state`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objective_state: Option<serde_json::Value>,
+}
+
+/// How a run writes the model in its checkpoints: the format, and the
+/// tokenizer files that travel with the model (those of the checkpoint the
+/// run started from; none for the byte tokenizer).
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    /// nanoGPT's or Hugging Face's files.
+    pub format: CheckpointFormat,
+    /// `(name, bytes)` of each tokenizer file, written beside the model.
+    pub tokenizer_files: Vec<(&'static str, Vec<u8>)>,
 }
 
 const STATE_FILE: &str = "trainer_state.json";
@@ -187,16 +202,24 @@ fn publish_staged(dir: &Path) -> Result<()> {
     let staged = dir.join(STAGED_DIR);
     let state_path = staged.join(STATE_FILE);
     if state_path.exists() {
-        // An SGD checkpoint has no optimizer file: remove an older one, so
-        // that no file of another run stays beside the new state.
+        // An SGD checkpoint has no optimizer file, a byte-tokenizer one no
+        // tokenizer files: remove older ones, so that no file of another run
+        // stays beside the new state (a stale tokenizer.json would change
+        // how the model reads text; a stale shard index is not read beside
+        // model.safetensors, but would mislead).
         let text = fs::read_to_string(&state_path)
             .with_context(|| format!("cannot read {}", state_path.display()))?;
         let state: TrainerState = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a trainer state", state_path.display()))?;
-        let stale = dir.join(OPTIMIZER_FILE);
-        if !state.sha256.contains_key(OPTIMIZER_FILE) && stale.exists() {
-            fs::remove_file(&stale)
-                .with_context(|| format!("cannot remove {}", stale.display()))?;
+        let optional = [OPTIMIZER_FILE, INDEX_FILE]
+            .into_iter()
+            .chain(TOKENIZER_FILES);
+        for name in optional {
+            let stale = dir.join(name);
+            if !state.sha256.contains_key(name) && stale.exists() {
+                fs::remove_file(&stale)
+                    .with_context(|| format!("cannot remove {}", stale.display()))?;
+            }
         }
     }
     let mut names: Vec<String> = fs::read_dir(&staged)
@@ -289,11 +312,18 @@ fn optimizer_file(model: &Gpt<f32>, optimizer: &AnyOptimizer) -> Result<Option<V
 pub fn save_checkpoint(
     dir: &Path,
     model: &Gpt<f32>,
+    model_files: &ModelFiles,
     optimizer: &AnyOptimizer,
     state: &TrainerState,
 ) -> Result<()> {
     let cannot = || format!("cannot save the checkpoint to {}", dir.display());
-    let mut files: Vec<(&str, Vec<u8>)> = model.checkpoint_files().with_context(cannot)?.into();
+    let mut files: Vec<(&str, Vec<u8>)> = model
+        .checkpoint_files_as(model_files.format)
+        .with_context(cannot)?
+        .into();
+    for (name, bytes) in &model_files.tokenizer_files {
+        files.push((name, bytes.clone()));
+    }
     if let Some(bytes) = optimizer_file(model, optimizer)? {
         files.push((OPTIMIZER_FILE, bytes));
     }

@@ -13,7 +13,9 @@ use transformer::Gpt;
 
 use super::checkpoint::open_run_dir;
 use super::distributed::{all_gather_f64, Collective};
-use super::setup::{check_training_memory, load_model, load_reference, load_train_data, DataArgs};
+use super::setup::{
+    check_training_memory, load_checkpoint, load_reference, load_train_data, DataArgs,
+};
 use super::split::share;
 use super::step::check_split;
 use super::train_loop::{train, RunSettings, TrainSummary};
@@ -77,14 +79,21 @@ pub fn train_dpo(args: &DpoTrainArgs, comm: &dyn Collective) -> Result<TrainSumm
     }
     // The other ranks read --out (to resume) once rank 0 has made it whole.
     comm.barrier();
-    let mut policy = if run.resume {
-        load_model(&run.out, "--resume: the checkpoint in --out")?
+    let loaded = if run.resume {
+        load_checkpoint(&run.out, "--resume: the checkpoint in --out")?
     } else {
-        load_model(&args.policy, "policy")?
+        load_checkpoint(&args.policy, "policy")?
     };
+    let model_files = loaded.model_files(run.save_format);
+    let mut policy = loaded.model;
     check_training_memory(policy.config(), &run.hyper, args.reference.is_some())?;
     let reference = load_reference(args.reference.as_deref(), &policy)?;
-    let data = load_train_data::<PreferenceRow>(&args.data, policy.config(), run.hyper.seed)?;
+    let data = load_train_data::<PreferenceRow>(
+        &args.data,
+        policy.config(),
+        loaded.tokenizer.as_ref(),
+        run.hyper.seed,
+    )?;
 
     let started = Instant::now();
     let batch_size = eval_batch_size(run.hyper.batch_size);
@@ -107,5 +116,12 @@ pub fn train_dpo(args: &DpoTrainArgs, comm: &dyn Collective) -> Result<TrainSumm
         );
     }
     drop(reference);
-    train(&mut objective, &mut policy, run, data.counts, comm)
+    train(
+        &mut objective,
+        &mut policy,
+        &model_files,
+        run,
+        data.counts,
+        comm,
+    )
 }

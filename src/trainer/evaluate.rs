@@ -12,7 +12,7 @@ use dpo::loss::{DpoLossConfig, DpoMetrics};
 use dpo::objective::evaluate_pairs;
 use serde::Serialize;
 
-use super::setup::{load_model, load_reference, load_rows};
+use super::setup::{load_checkpoint, load_reference, load_rows};
 
 /// Everything `dpo eval` needs.
 #[derive(Debug, Clone)]
@@ -46,11 +46,13 @@ pub struct EvalReport {
 /// Runs `dpo eval`.
 pub fn run_eval(args: &EvalArgs) -> Result<EvalReport> {
     args.loss.validate()?;
-    let policy = load_model(&args.policy, "policy")?;
+    let loaded = load_checkpoint(&args.policy, "policy")?;
+    let policy = loaded.model;
     let reference = load_reference(args.reference.as_deref(), &policy)?;
     let prepared = load_rows::<PreferenceRow>(
         &args.data,
         policy.config(),
+        loaded.tokenizer.as_ref(),
         args.max_prompt_length,
         args.skip_invalid,
     )?;

@@ -15,7 +15,7 @@ use super::checkpoint::open_run_dir;
 use super::distributed::Collective;
 use super::dpo::eval_batch_size;
 use super::setup::{
-    check_training_memory, load_model, load_reference, load_rows, load_train_data, DataArgs,
+    check_training_memory, load_checkpoint, load_reference, load_rows, load_train_data, DataArgs,
 };
 use super::step::check_split;
 use super::train_loop::{train, RunSettings, TrainSummary};
@@ -83,15 +83,22 @@ pub fn train_kto(args: &KtoTrainArgs, comm: &dyn Collective) -> Result<TrainSumm
         &run.out,
         run.resume.then_some((KtoObjective::STAGE, &run.hyper)),
     )?;
-    let mut policy = if run.resume {
-        load_model(&run.out, "--resume: the checkpoint in --out")?
+    let loaded = if run.resume {
+        load_checkpoint(&run.out, "--resume: the checkpoint in --out")?
     } else {
-        load_model(&args.policy, "policy")?
+        load_checkpoint(&args.policy, "policy")?
     };
+    let model_files = loaded.model_files(run.save_format);
+    let mut policy = loaded.model;
     check_training_memory(policy.config(), &run.hyper, true)?;
     let reference = load_reference(Some(&args.reference), &policy)?
         .ok_or_else(|| anyhow!("KTO needs a reference model"))?;
-    let data = load_train_data::<UnpairedRow>(&args.data, policy.config(), run.hyper.seed)?;
+    let data = load_train_data::<UnpairedRow>(
+        &args.data,
+        policy.config(),
+        loaded.tokenizer.as_ref(),
+        run.hyper.seed,
+    )?;
     if let Some(advice) = weight_advice(&data.train, &args.config) {
         eprintln!("warning: {advice}");
     }
@@ -111,7 +118,14 @@ pub fn train_kto(args: &KtoTrainArgs, comm: &dyn Collective) -> Result<TrainSumm
         started.elapsed().as_secs_f64()
     );
     drop(reference);
-    train(&mut objective, &mut policy, run, data.counts, comm)
+    train(
+        &mut objective,
+        &mut policy,
+        &model_files,
+        run,
+        data.counts,
+        comm,
+    )
 }
 
 /// Everything `dpo eval --loss kto` needs.
@@ -147,12 +161,14 @@ pub struct KtoEvalReport {
 pub fn run_kto_eval(args: &KtoEvalArgs) -> Result<KtoEvalReport> {
     args.config.validate()?;
     check_kl_batch_size(args.batch_size)?;
-    let policy = load_model(&args.policy, "policy")?;
+    let loaded = load_checkpoint(&args.policy, "policy")?;
+    let policy = loaded.model;
     let reference = load_reference(Some(&args.reference), &policy)?
         .ok_or_else(|| anyhow!("KTO needs a reference model"))?;
     let prepared = load_rows::<UnpairedRow>(
         &args.data,
         policy.config(),
+        loaded.tokenizer.as_ref(),
         args.max_prompt_length,
         args.skip_invalid,
     )?;

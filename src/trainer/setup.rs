@@ -5,14 +5,69 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, ensure, Context, Result};
 use dpo::data::{self, prepare_rows, DataError, PreparedRows, TrainingRow};
-use transformer::{ByteTokenizer, Gpt, GptConfig};
+use transformer::hf_tokenizer::TOKENIZER_FILE;
+use transformer::{
+    detect_format, load_tokenizer, tokenizer_files, CheckpointFormat, Gpt, GptConfig, Tokenizer,
+};
 
+use super::checkpoint::ModelFiles;
 use super::settings::TrainHyper;
 use super::train_loop::DataCounts;
 
-/// Loads a checkpoint; errors name `what` it is (e.g. `policy`) and where.
+/// Loads a checkpoint (nanoGPT or Hugging Face); errors name `what` it is
+/// (e.g. `policy`) and where.
 pub fn load_model(path: &Path, what: &str) -> Result<Gpt<f32>> {
     Gpt::<f32>::load(path).with_context(|| format!("{what} {}", path.display()))
+}
+
+/// A checkpoint with what comes with the model: its tokenizer (the
+/// directory's `tokenizer.json`, else bytes), its format and its tokenizer
+/// files, which the checkpoints of a run started from it carry along.
+pub struct LoadedModel {
+    /// The model.
+    pub model: Gpt<f32>,
+    /// How text becomes ids for this model.
+    pub tokenizer: Box<dyn Tokenizer>,
+    /// The format it was read in; the default format of the checkpoints
+    /// written from it.
+    pub format: CheckpointFormat,
+    /// `(name, bytes)` of its tokenizer files.
+    pub tokenizer_files: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl LoadedModel {
+    /// What a run's checkpoints write: `save_format`, or this model's format.
+    pub fn model_files(&self, save_format: Option<CheckpointFormat>) -> ModelFiles {
+        ModelFiles {
+            format: save_format.unwrap_or(self.format),
+            tokenizer_files: self.tokenizer_files.clone(),
+        }
+    }
+}
+
+/// Loads a checkpoint with its tokenizer (see [`LoadedModel`]); errors name
+/// `what` it is and where. A `tokenizer.json` with more ids than the
+/// model's vocabulary is refused. (Without one, text is read as bytes, and
+/// a model with fewer than 256 ids is for `_ids` rows.)
+pub fn load_checkpoint(path: &Path, what: &str) -> Result<LoadedModel> {
+    let context = || format!("{what} {}", path.display());
+    let format = detect_format(path).with_context(context)?;
+    let model = Gpt::<f32>::load(path).with_context(context)?;
+    let tokenizer = load_tokenizer(path).with_context(context)?;
+    let tokenizer_files = tokenizer_files(path).with_context(context)?;
+    let vocab_size = model.config().vocab_size;
+    ensure!(
+        !path.join(TOKENIZER_FILE).exists() || tokenizer.vocab_size() <= vocab_size,
+        "{}: its tokenizer has {} ids, more than the model's vocab_size {vocab_size}",
+        context(),
+        tokenizer.vocab_size()
+    );
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        format,
+        tokenizer_files,
+    })
 }
 
 /// This machine's physical memory in bytes (`MemTotal` of `/proc/meminfo`),
@@ -79,18 +134,20 @@ pub fn prompt_budget(max_prompt_length: Option<usize>, block_size: usize) -> Res
     Ok(budget)
 }
 
-/// The rows of one file for a model of `config`: loaded, validated and
-/// truncated by the data layer, with skipped rows reported on stderr.
+/// The rows of one file for a model of `config`, text tokenized by
+/// `tokenizer`: loaded, validated and truncated by the data layer, with
+/// skipped rows reported on stderr.
 pub fn load_rows<R: TrainingRow>(
     path: &Path,
     config: &GptConfig,
+    tokenizer: &dyn Tokenizer,
     max_prompt_length: Option<usize>,
     skip_invalid: bool,
 ) -> Result<PreparedRows<R>> {
     let budget = prompt_budget(max_prompt_length, config.block_size)?;
     let prepared = prepare_rows::<R>(
         path,
-        &ByteTokenizer,
+        tokenizer,
         config.vocab_size,
         config.block_size,
         budget,
@@ -141,6 +198,7 @@ pub struct TrainData<R> {
 pub fn load_train_data<R: TrainingRow>(
     args: &DataArgs,
     config: &GptConfig,
+    tokenizer: &dyn Tokenizer,
     seed: u64,
 ) -> Result<TrainData<R>> {
     ensure!(
@@ -148,8 +206,15 @@ pub fn load_train_data<R: TrainingRow>(
         "--eval-fraction must be in [0, 1), got {}",
         args.eval_fraction
     );
-    let load =
-        |path: &Path| load_rows::<R>(path, config, args.max_prompt_length, args.skip_invalid);
+    let load = |path: &Path| {
+        load_rows::<R>(
+            path,
+            config,
+            tokenizer,
+            args.max_prompt_length,
+            args.skip_invalid,
+        )
+    };
     let prepared = load(&args.data)?;
     let truncated_rows = prepared.truncation.truncated;
     let (train, held_out) = match &args.eval_data {

@@ -6,11 +6,14 @@ use std::path::PathBuf;
 use anyhow::Result;
 use dpo::data::SftRow;
 use dpo::objective::{Objective, SftObjective};
-use transformer::{Gpt, GptConfig};
+use transformer::{ByteTokenizer, CheckpointFormat, Gpt, GptConfig};
 
 use super::checkpoint::open_run_dir;
+use super::checkpoint::ModelFiles;
 use super::distributed::Collective;
-use super::setup::{check_training_memory, load_model, load_train_data, DataArgs};
+use super::setup::{
+    check_training_memory, load_checkpoint, load_train_data, DataArgs, LoadedModel,
+};
 use super::train_loop::{train, RunSettings, TrainSummary};
 
 /// Where the initial model comes from.
@@ -46,20 +49,40 @@ pub fn train_sft(args: &SftTrainArgs, comm: &dyn Collective) -> Result<TrainSumm
     }
     // The other ranks read --out (to resume) once rank 0 has made it whole.
     comm.barrier();
-    let mut model = match (&args.init, run.resume) {
-        (_, true) => load_model(&run.out, "--resume: the checkpoint in --out")?,
-        (SftInit::Checkpoint(dir), false) => load_model(dir, "--init")?,
+    let loaded = match (&args.init, run.resume) {
+        (_, true) => load_checkpoint(&run.out, "--resume: the checkpoint in --out")?,
+        (SftInit::Checkpoint(dir), false) => load_checkpoint(dir, "--init")?,
         (SftInit::Config(config), false) => {
             config
                 .validate()
                 .map_err(|e| anyhow::anyhow!("--config: {e}"))?;
             // Before the weights are allocated.
             check_training_memory(config, &run.hyper, false)?;
-            Gpt::<f32>::new(*config, run.hyper.seed)
+            // A fresh model reads bytes and is saved as nanoGPT by default.
+            LoadedModel {
+                model: Gpt::<f32>::new(*config, run.hyper.seed),
+                tokenizer: Box::new(ByteTokenizer),
+                format: CheckpointFormat::NanoGpt,
+                tokenizer_files: Vec::new(),
+            }
         }
     };
+    let model_files: ModelFiles = loaded.model_files(run.save_format);
+    let mut model = loaded.model;
     check_training_memory(model.config(), &run.hyper, false)?;
-    let data = load_train_data::<SftRow>(&args.data, model.config(), run.hyper.seed)?;
+    let data = load_train_data::<SftRow>(
+        &args.data,
+        model.config(),
+        loaded.tokenizer.as_ref(),
+        run.hyper.seed,
+    )?;
     let mut objective = SftObjective::new(data.train, data.held_out, run.hyper.batch_size);
-    train(&mut objective, &mut model, run, data.counts, comm)
+    train(
+        &mut objective,
+        &mut model,
+        &model_files,
+        run,
+        data.counts,
+        comm,
+    )
 }

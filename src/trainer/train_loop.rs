@@ -29,9 +29,11 @@ use dpo::objective::{metric, Metrics, Objective};
 use indicatif::ProgressBar;
 use serde::Serialize;
 use serde_json::json;
-use transformer::Gpt;
+use transformer::{CheckpointFormat, Gpt};
 
-use super::checkpoint::{optimizer_and_start_step, read_state, save_checkpoint, TrainerState};
+use super::checkpoint::{
+    optimizer_and_start_step, read_state, save_checkpoint, ModelFiles, TrainerState,
+};
 use super::distributed::Collective;
 use super::progress::{log_line, progress_bar, MetricsLog};
 use super::settings::TrainHyper;
@@ -57,6 +59,9 @@ pub struct RunSettings {
     pub group_by_length: bool,
     /// Show a progress bar (on a terminal).
     pub progress: bool,
+    /// The format of the checkpoints written; `None`: the format of the
+    /// checkpoint the run started from (nanoGPT for a fresh model).
+    pub save_format: Option<CheckpointFormat>,
 }
 
 /// The rows a run trains on, for its summary.
@@ -159,13 +164,15 @@ fn evaluate<O: Objective>(
 
 /// Trains `model` on `objective` for `settings.hyper.steps` steps in all
 /// (counting the steps of a resumed run), then saves the final checkpoint
-/// into `settings.out`. A NaN or infinite loss stops the run with an error,
-/// keeping the last checkpoint saved. `comm` is this process's place among
-/// the ranks of the job ([`SingleProcess`](super::distributed::SingleProcess)
-/// for an ordinary run).
+/// into `settings.out` (the model as `model_files` says, with the
+/// optimizer and trainer state). A NaN or infinite loss stops the run with
+/// an error, keeping the last checkpoint saved. `comm` is this process's
+/// place among the ranks of the job
+/// ([`SingleProcess`](super::distributed::SingleProcess) for an ordinary run).
 pub fn train<O: Objective>(
     objective: &mut O,
     model: &mut Gpt<f32>,
+    model_files: &ModelFiles,
     settings: &RunSettings,
     data: DataCounts,
     comm: &dyn Collective,
@@ -272,6 +279,7 @@ pub fn train<O: Objective>(
             save_checkpoint(
                 &settings.out,
                 model,
+                model_files,
                 &optimizer,
                 &state(done, stats.last_loss, objective.state()),
             )?;
@@ -284,6 +292,7 @@ pub fn train<O: Objective>(
         save_checkpoint(
             &settings.out,
             model,
+            model_files,
             &optimizer,
             &state(hyper.steps, stats.last_loss, objective.state()),
         )?;

@@ -42,7 +42,8 @@ torch.set_default_dtype(torch.float64)  # as in torch_reference: every number in
 
 KEEP = ("make_golden.py", "torch_reference.py", "README.md",  # what OUTDIR keeps when regenerated
         "make_trl_losses.py", "trl_losses",  # the TRL loss goldens: make_trl_losses.py, called below
-        "make_trl_kto.py", "trl_kto")  # KTO goldens from TRL: make_trl_kto.py, called below
+        "make_trl_kto.py", "trl_kto",  # KTO goldens from TRL: make_trl_kto.py, called below
+        "make_hf_golden.py", "hf")  # Hugging Face GPT-2 goldens: make_hf_golden.py, called below
 SEED = 1234
 BETA = 0.1
 LR = 0.5  # plain SGD, so the step is large enough to check to 1%
@@ -333,6 +334,8 @@ def main():
         subprocess.run([sys.executable, script, os.path.join(out, "trl_losses")], check=True)
         from make_trl_kto import write_goldens
         write_goldens(os.path.join(out, "trl_kto"))
+        from make_hf_golden import write_goldens as write_hf_goldens
+        write_hf_goldens(os.path.join(out, "hf"))
 
 
 if __name__ == "__main__":

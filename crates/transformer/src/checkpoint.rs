@@ -89,7 +89,7 @@ pub const MAX_HEADER_BYTES: u64 = 100_000_000;
 /// Reads the file `path` whole, refusing it past `max_bytes` after reading at
 /// most one byte more: a file that is a link to `/dev/zero`, or that is far
 /// larger than what it should hold, is refused instead of filling the memory.
-fn read_bounded(path: &Path, max_bytes: u64) -> Result<Vec<u8>, CheckpointError> {
+pub(crate) fn read_bounded(path: &Path, max_bytes: u64) -> Result<Vec<u8>, CheckpointError> {
     let file = fs::File::open(path).map_err(io_error(path))?;
     let mut bytes = Vec::new();
     file.take(max_bytes + 1)
@@ -104,11 +104,51 @@ fn read_bounded(path: &Path, max_bytes: u64) -> Result<Vec<u8>, CheckpointError>
     Ok(bytes)
 }
 
-/// Reads and validates `dir/config.json` (at most [`MAX_CONFIG_BYTES`]).
+/// The two checkpoint formats: the same model, different files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointFormat {
+    /// nanoGPT's: this module (docs/spec.md section 2).
+    NanoGpt,
+    /// Hugging Face transformers' `GPT2LMHeadModel`: [`crate::hf`].
+    Hf,
+}
+
+impl CheckpointFormat {
+    /// `nanogpt` or `hf`, as the command line spells them.
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckpointFormat::NanoGpt => "nanogpt",
+            CheckpointFormat::Hf => "hf",
+        }
+    }
+}
+
+/// The format of the checkpoint directory `dir`, told by its `config.json`:
+/// Hugging Face when it has a `model_type` (only `gpt2` is supported; any
+/// other is an error), nanoGPT otherwise.
+pub fn detect_format(dir: &Path) -> Result<CheckpointFormat, CheckpointError> {
+    let path = dir.join(CONFIG_FILE);
+    let bytes = read_bounded(&path, MAX_CONFIG_BYTES)?;
+    format_of(&bytes, &path)
+}
+
+fn format_of(bytes: &[u8], path: &Path) -> Result<CheckpointFormat, CheckpointError> {
+    match crate::hf::model_type(bytes, path)? {
+        None => Ok(CheckpointFormat::NanoGpt),
+        // parse_hf_config refuses a model_type other than gpt2.
+        Some(_) => Ok(CheckpointFormat::Hf),
+    }
+}
+
+/// Reads and validates `dir/config.json` (at most [`MAX_CONFIG_BYTES`]), in
+/// either format.
 pub fn load_config(dir: &Path) -> Result<GptConfig, CheckpointError> {
     let path = dir.join(CONFIG_FILE);
     let bytes = read_bounded(&path, MAX_CONFIG_BYTES)?;
-    parse_config(&bytes, &path)
+    match format_of(&bytes, &path)? {
+        CheckpointFormat::NanoGpt => parse_config(&bytes, &path),
+        CheckpointFormat::Hf => crate::hf::parse_hf_config(&bytes, &path),
+    }
 }
 
 /// Parses and validates the bytes of a `config.json` (`path` names it in errors).
@@ -129,7 +169,7 @@ pub fn parse_config(bytes: &[u8], path: &Path) -> Result<GptConfig, CheckpointEr
 }
 
 /// The f32 values of little-endian bytes.
-fn f32_from_le(bytes: &[u8]) -> Vec<f32> {
+pub(crate) fn f32_from_le(bytes: &[u8]) -> Vec<f32> {
     bytes
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -137,8 +177,12 @@ fn f32_from_le(bytes: &[u8]) -> Vec<f32> {
 }
 
 impl Gpt<f32> {
-    /// Loads a checkpoint directory (strictly; see the module docs).
+    /// Loads a checkpoint directory in either format (strictly; see the
+    /// module docs and [`crate::hf`]).
     pub fn load(dir: &Path) -> Result<Gpt<f32>, CheckpointError> {
+        if detect_format(dir)? == CheckpointFormat::Hf {
+            return crate::hf::load_hf(dir);
+        }
         let config = load_config(dir)?;
         let path = dir.join(WEIGHTS_FILE);
         // The tensors of a valid config (at most MAX_PARAMS), twice over for
@@ -236,8 +280,31 @@ impl Gpt<f32> {
     /// trainer that saves more files beside them (its optimizer and state)
     /// writes them itself, so that all of them land as one unit.
     pub fn checkpoint_files(&self) -> Result<[(&'static str, Vec<u8>); 2], CheckpointError> {
-        let config_json = serde_json::to_string_pretty(self.config()).unwrap() + "\n";
-        let weights = self.safetensors_bytes(Path::new("."))?;
+        self.checkpoint_files_as(CheckpointFormat::NanoGpt)
+    }
+
+    /// The files of a checkpoint of this model in `format`: the same two
+    /// names in both formats, [`WEIGHTS_FILE`] then [`CONFIG_FILE`].
+    pub fn checkpoint_files_as(
+        &self,
+        format: CheckpointFormat,
+    ) -> Result<[(&'static str, Vec<u8>); 2], CheckpointError> {
+        let (config_json, weights) = match format {
+            CheckpointFormat::NanoGpt => (
+                serde_json::to_string_pretty(self.config()).unwrap() + "\n",
+                self.safetensors_bytes(Path::new("."))?,
+            ),
+            CheckpointFormat::Hf => {
+                let format_error = |message| CheckpointError::Format {
+                    path: PathBuf::from(WEIGHTS_FILE),
+                    message,
+                };
+                (
+                    crate::hf::hf_config_json(self.config()).map_err(format_error)?,
+                    crate::hf::hf_safetensors_bytes(self).map_err(format_error)?,
+                )
+            }
+        };
         Ok([
             (WEIGHTS_FILE, weights),
             (CONFIG_FILE, config_json.into_bytes()),
@@ -246,7 +313,12 @@ impl Gpt<f32> {
 
     /// Saves to the checkpoint directory `dir`, atomically (see the module docs).
     pub fn save(&self, dir: &Path) -> Result<(), CheckpointError> {
-        let [(_, weights), (_, config_json)] = self.checkpoint_files()?;
+        self.save_as(dir, CheckpointFormat::NanoGpt)
+    }
+
+    /// [`Gpt::save`] in `format`.
+    pub fn save_as(&self, dir: &Path, format: CheckpointFormat) -> Result<(), CheckpointError> {
+        let [(_, weights), (_, config_json)] = self.checkpoint_files_as(format)?;
         let unique = unique_suffix();
         if dir.is_dir() {
             // Existing directory: each file replaced by a rename.

@@ -8,9 +8,11 @@
 //! - [`model`]: [`Gpt`], the layers' forward passes and the model on a tape;
 //! - [`kv_cache`]: [`KvCache`], the keys and values of generation, and its attention;
 //! - [`checkpoint`]: `config.json` + `model.safetensors`, strict and atomic;
+//! - [`hf`]: the same model in Hugging Face GPT-2 files (read and written);
 //! - [`sft`]: supervised batches and the token cross-entropy loss;
 //! - [`sampling`]: greedy / temperature / top-k generation with a KV cache;
-//! - [`tokenizer`]: text to ids (bytes by default).
+//! - [`tokenizer`]: text to ids (bytes by default);
+//! - [`hf_tokenizer`]: a checkpoint's `tokenizer.json` (Hugging Face BPE and others).
 //!
 //! ```
 //! use autograd::Tape;
@@ -25,6 +27,8 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod hf;
+pub mod hf_tokenizer;
 pub mod kv_cache;
 pub mod model;
 pub mod params;
@@ -32,8 +36,12 @@ pub mod sampling;
 pub mod sft;
 pub mod tokenizer;
 
-pub use checkpoint::{load_config, parse_config, write_atomic, write_synced, CheckpointError};
+pub use checkpoint::{
+    detect_format, load_config, parse_config, write_atomic, write_synced, CheckpointError,
+    CheckpointFormat,
+};
 pub use config::GptConfig;
+pub use hf_tokenizer::{load_tokenizer, tokenizer_files, HfTokenizer};
 pub use kv_cache::KvCache;
 pub use model::{AttentionMode, Gpt};
 pub use params::{param_specs, GptParams};

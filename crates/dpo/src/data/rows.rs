@@ -76,6 +76,61 @@ fn tokenize(
     Ok(ids)
 }
 
+/// TRL's tokenization of a text row (`DPOTrainer` of trl 1.16; its
+/// `SFTTrainer` does the same for a completion): the prompt is tokenized
+/// alone and together with each response; each response gets the EOS token
+/// appended when the tokenizer has one (unless it already ends with it); the
+/// prompt's ids are those it shares with every `prompt + response`, and each
+/// response is the rest. Where the prompt ends on a token boundary (always
+/// for the byte tokenizer) this is the prompt and each response tokenized on
+/// their own; where a token would straddle the boundary (a prompt ending in
+/// a space before a word), the straddling token goes to the responses.
+pub(super) fn tokenize_row<const N: usize>(
+    prompt: &str,
+    responses: [(&'static str, &str); N],
+    tokenizer: &dyn Tokenizer,
+    vocab_size: usize,
+) -> Result<(Vec<u32>, [Vec<u32>; N]), BadLine> {
+    let prompt_ids = tokenize(prompt, "prompt", tokenizer, vocab_size)?;
+    let mut joint: [Vec<u32>; N] = std::array::from_fn(|_| Vec::new());
+    for (ids, (field, response)) in joint.iter_mut().zip(responses) {
+        *ids = tokenize(&format!("{prompt}{response}"), field, tokenizer, vocab_size)?;
+        if let Some(eos) = tokenizer.eos_id() {
+            if ids.last() != Some(&eos) {
+                ids.push(eos);
+                check_range(ids, field, vocab_size)?;
+            }
+        }
+    }
+    let shared = joint
+        .iter()
+        .map(|ids| common_prefix_ids(&prompt_ids, ids))
+        .min()
+        .unwrap_or(prompt_ids.len());
+    let responses = joint.map(|ids| ids[shared..].to_vec());
+    Ok((prompt_ids[..shared].to_vec(), responses))
+}
+
+/// `prompt` and `completion` of a row: text tokenized by [`tokenize_row`],
+/// `_ids` verbatim.
+pub(super) fn prompt_and_completion(
+    row: &JsonRow,
+    tokenizer: &dyn Tokenizer,
+    vocab_size: usize,
+) -> Result<(Vec<u32>, Vec<u32>), BadLine> {
+    match (text_field(row, "prompt"), text_field(row, "completion")) {
+        (Ok(Some(prompt)), Ok(Some(completion))) => {
+            let (prompt, [completion]) =
+                tokenize_row(prompt, [("completion", completion)], tokenizer, vocab_size)?;
+            Ok((prompt, completion))
+        }
+        _ => Ok((
+            field_ids(row, "prompt", tokenizer, vocab_size)?,
+            field_ids(row, "completion", tokenizer, vocab_size)?,
+        )),
+    }
+}
+
 /// A `<field>_ids` value: a list of JSON integers (not floats, not bools),
 /// each in `[0, vocab_size)`.
 fn parse_ids(value: &Value, field: &'static str, vocab_size: usize) -> Result<Vec<u32>, BadLine> {
@@ -171,11 +226,20 @@ fn split_implicit_prompt(
         let rejected =
             text_field(row, "rejected")?.ok_or(BadLine::MissingField { field: "rejected" })?;
         let k = common_prefix_bytes(chosen, rejected);
-        (
-            tokenize(&chosen[..k], "prompt", tokenizer, vocab_size)?,
-            tokenize(&chosen[k..], "chosen", tokenizer, vocab_size)?,
-            tokenize(&rejected[k..], "rejected", tokenizer, vocab_size)?,
-        )
+        // An empty response is refused before the EOS would fill it.
+        if k == chosen.len() {
+            return Err(BadLine::EmptyImplicitResponse { field: "chosen" });
+        }
+        if k == rejected.len() {
+            return Err(BadLine::EmptyImplicitResponse { field: "rejected" });
+        }
+        let (prompt, [chosen, rejected]) = tokenize_row(
+            &chosen[..k],
+            [("chosen", &chosen[k..]), ("rejected", &rejected[k..])],
+            tokenizer,
+            vocab_size,
+        )?;
+        (prompt, chosen, rejected)
     };
     if chosen.is_empty() {
         return Err(BadLine::EmptyImplicitResponse { field: "chosen" });
@@ -210,8 +274,22 @@ fn parse_preference(
 ) -> Result<PreferenceRow, BadLine> {
     check_form(row, &["prompt", "chosen", "rejected"])?;
     let implicit = !has_any(row, &PROMPT_KEYS) && has_any(row, &RESPONSE_KEYS);
+    let texts = ["prompt", "chosen", "rejected"].map(|f| text_field(row, f));
     let pair = if implicit {
         split_implicit_prompt(row, line, tokenizer, vocab_size)?
+    } else if let [Ok(Some(prompt)), Ok(Some(chosen)), Ok(Some(rejected))] = texts {
+        let (prompt, [chosen, rejected]) = tokenize_row(
+            prompt,
+            [("chosen", chosen), ("rejected", rejected)],
+            tokenizer,
+            vocab_size,
+        )?;
+        PreferenceRow {
+            prompt,
+            chosen,
+            rejected,
+            line,
+        }
     } else {
         PreferenceRow {
             prompt: field_ids(row, "prompt", tokenizer, vocab_size)?,
@@ -244,7 +322,14 @@ fn parse_sft(
             });
         }
         check_form(row, &["text"])?;
-        let text = field_ids(row, "text", tokenizer, vocab_size)?;
+        let mut text = field_ids(row, "text", tokenizer, vocab_size)?;
+        // A text row is all response: it ends with the EOS too (as in TRL's SFTTrainer).
+        if let (Ok(Some(_)), Some(eos)) = (text_field(row, "text"), tokenizer.eos_id()) {
+            if text.last() != Some(&eos) {
+                text.push(eos);
+                check_range(&text, "text", vocab_size)?;
+            }
+        }
         check_scored(&[], &text, "text")?;
         return Ok(SftRow {
             prompt: Vec::new(),
@@ -261,8 +346,7 @@ fn parse_sft(
         });
     }
     check_form(row, &["prompt", "completion"])?;
-    let prompt = field_ids(row, "prompt", tokenizer, vocab_size)?;
-    let completion = field_ids(row, "completion", tokenizer, vocab_size)?;
+    let (prompt, completion) = prompt_and_completion(row, tokenizer, vocab_size)?;
     check_scored(&prompt, &completion, "completion")?;
     Ok(SftRow {
         prompt,

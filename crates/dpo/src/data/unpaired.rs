@@ -12,7 +12,7 @@
 
 use super::jsonl::{read_rows, JsonRow};
 use super::prepare::{LoadFn, TrainingRow, TruncateFn};
-use super::rows::{check_form, check_scored, field_ids};
+use super::rows::{check_form, check_scored, prompt_and_completion};
 use super::truncate::{check_max_prompt_length, check_scored_after_truncation, truncate_sft};
 use super::{BadLine, DataError, LoadReport, SftRow, TruncationReport};
 use serde_json::Value;
@@ -66,8 +66,7 @@ fn parse_unpaired(
     vocab_size: usize,
 ) -> Result<UnpairedRow, BadLine> {
     check_form(row, &["prompt", "completion"])?;
-    let prompt = field_ids(row, "prompt", tokenizer, vocab_size)?;
-    let completion = field_ids(row, "completion", tokenizer, vocab_size)?;
+    let (prompt, completion) = prompt_and_completion(row, tokenizer, vocab_size)?;
     let desirable = parse_label(row)?;
     check_scored(&prompt, &completion, "completion")?;
     Ok(UnpairedRow {

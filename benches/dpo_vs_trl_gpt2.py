@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""dpo_vs_trl_gpt2.py DPO_BINARY [--steps N] [--threads 1,2] -- one DPO step on a GPT-2 124M, `dpo` vs TRL.
+
+The model is a transformers `GPT2LMHeadModel` of the default `GPT2Config` (GPT-2 124M: 12 layers,
+768 wide, 50257 ids, 1024 positions) with random weights, saved with `save_pretrained` into a
+temporary directory: `dpo` reads that directory as it is (docs/spec.md section 2.1), and the same
+directory is TRL's policy and reference. The batch is 4 pairs of 128 prompt + 128 response tokens
+(random ids, `_ids` rows, so no tokenizer is involved), AdamW, lr 1e-6, no truncation.
+
+  - `dpo train --policy DIR --ref DIR`: the reference log-probs are computed once, before the first
+    step (always); the step time is `step_ms` of its metrics log.
+  - TRL 1.16 `DPOTrainer` on CPU, float32 (`bf16=False`), the same batch, with
+    `precompute_ref_log_probs` off (the reference runs in every step) and on (once, before
+    training); the step time is measured around each `training_step` by a callback.
+
+For each thread count (torch.set_num_threads / `dpo --threads`), the median step time of steps
+2..N (step 1 warms up) is reported, with TRL's step time over `dpo`'s (the speed-up of `dpo`).
+Prints one JSON object. Needs torch, transformers, datasets and trl==1.16 in this Python.
+
+Run:  VENV/bin/python benches/dpo_vs_trl_gpt2.py target/release/dpo --steps 4
+
+One run (2-core AMD EPYC shared with other jobs, load average 2.4-3 throughout, so the numbers
+are noisy; --steps 3; torch 2.15.0, transformers 5.24.0, trl 1.16.0), ms per step:
+
+  threads | dpo   | TRL, precompute off | TRL, precompute on | speed-up (off / on)
+  1       | 13909 | 37406               | 18619              | 2.69x / 1.34x
+  2       | 12719 | 30709               | 32335              | 2.41x / 2.54x
+
+The 2-thread row gained little over the 1-thread one on either side, a sign that the second core
+was busy; rerun on an idle machine before quoting it.
+"""
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+PROMPT_TOKENS, RESPONSE_TOKENS, PAIRS = 128, 128, 4
+
+
+def make_fixture(root):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    model_dir = os.path.join(root, "gpt2-random")
+    GPT2LMHeadModel(GPT2Config()).save_pretrained(model_dir)
+    rng = random.Random(0)
+    ids = lambda n: [rng.randrange(50257) for _ in range(n)]  # noqa: E731
+    rows = [{"prompt_ids": ids(PROMPT_TOKENS), "chosen_ids": ids(RESPONSE_TOKENS),
+             "rejected_ids": ids(RESPONSE_TOKENS)} for _ in range(PAIRS)]
+    data = os.path.join(root, "pairs.jsonl")
+    with open(data, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    return model_dir, data, rows
+
+
+def time_dpo(binary, model_dir, data, threads, steps, root):
+    out = os.path.join(root, f"dpo-out-{threads}")
+    metrics = os.path.join(root, f"dpo-metrics-{threads}.jsonl")
+    cmd = [binary, "--threads", str(threads), "train", "--policy", model_dir, "--ref", model_dir,
+           "--data", data, "--out", out, "--steps", str(steps), "--batch-size", str(PAIRS),
+           "--lr", "1e-6", "--max-prompt-length", str(PROMPT_TOKENS), "--metrics", metrics,
+           "--no-progress"]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    with open(metrics) as f:
+        records = [json.loads(line) for line in f]
+    step_ms = [r["step_ms"] for r in records if r.get("split") == "train"]
+    return statistics.median(step_ms[1:]) if len(step_ms) > 1 else step_ms[0]
+
+
+TRL_CHILD = r"""
+import json, sys, time, statistics, torch
+from datasets import Dataset
+from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast, TrainerCallback
+from tokenizers import Tokenizer, models
+from trl import DPOConfig, DPOTrainer
+
+model_dir, data, threads, steps, precompute, out = sys.argv[1:7]
+torch.set_num_threads(int(threads))
+rows = [json.loads(line) for line in open(data)]
+# The rows are already token ids: TRL's text preparation is skipped.
+DPOTrainer._prepare_dataset = lambda self, dataset, *args, **kwargs: dataset
+tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<eos>": 0}, unk_token="<eos>")),
+                              eos_token="<eos>", pad_token="<eos>")
+policy = GPT2LMHeadModel.from_pretrained(model_dir)
+ref = GPT2LMHeadModel.from_pretrained(model_dir)
+times = []
+class StepTimer(TrainerCallback):
+    def on_step_begin(self, args, state, control, **kw): self.t = time.perf_counter()
+    def on_step_end(self, args, state, control, **kw): times.append(1e3 * (time.perf_counter() - self.t))
+args = DPOConfig(output_dir=out, report_to="none", bf16=False, use_cpu=True, max_steps=int(steps),
+                 per_device_train_batch_size=len(rows), learning_rate=1e-6, max_length=None,
+                 precompute_ref_log_probs=precompute == "1", logging_steps=1000, save_strategy="no",
+                 dataloader_num_workers=0, disable_tqdm=True)
+trainer = DPOTrainer(model=policy, ref_model=ref, args=args, train_dataset=Dataset.from_list(rows),
+                     processing_class=tok, callbacks=[StepTimer()])
+trainer.train()
+print(json.dumps(statistics.median(times[1:]) if len(times) > 1 else times[0]))
+"""
+
+
+def time_trl(model_dir, data, threads, steps, precompute, root):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    out = subprocess.run([sys.executable, "-c", TRL_CHILD, model_dir, data, str(threads), str(steps),
+                          "1" if precompute else "0", os.path.join(root, "trl-out")],
+                         check=True, capture_output=True, text=True, env=env)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("binary")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--threads", default="1,2")
+    a = parser.parse_args()
+    import torch
+    import transformers
+    import trl
+    with tempfile.TemporaryDirectory() as root:
+        model_dir, data, _ = make_fixture(root)
+        results = {"model": "GPT-2 124M shaped, random weights", "pairs": PAIRS,
+                   "tokens": f"{PROMPT_TOKENS}+{RESPONSE_TOKENS}", "steps": a.steps,
+                   "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                                "trl": trl.__version__},
+                   "by_threads": {}}
+        for threads in [int(t) for t in a.threads.split(",")]:
+            t0 = time.time()
+            dpo_ms = time_dpo(a.binary, model_dir, data, threads, a.steps, root)
+            trl_off = time_trl(model_dir, data, threads, a.steps, False, root)
+            trl_on = time_trl(model_dir, data, threads, a.steps, True, root)
+            results["by_threads"][threads] = {
+                "dpo_step_ms": round(dpo_ms, 1),
+                "trl_step_ms_precompute_off": round(trl_off, 1),
+                "trl_step_ms_precompute_on": round(trl_on, 1),
+                "speedup_vs_trl_precompute_off": round(trl_off / dpo_ms, 2),
+                "speedup_vs_trl_precompute_on": round(trl_on / dpo_ms, 2),
+                "wall_s": round(time.time() - t0, 1),
+            }
+            print(json.dumps(results["by_threads"][threads]), file=sys.stderr)
+        print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
