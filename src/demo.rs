@@ -40,7 +40,7 @@ use transformer::{ByteTokenizer, Gpt, GptConfig, Tokenizer};
 use crate::trainer::setup::{load_model, load_rows};
 use crate::trainer::{
     train_dpo, train_sft, DataArgs, DpoTrainArgs, OptimizerKind, RunSettings, ScheduleKind,
-    SftInit, SftTrainArgs, TrainHyper,
+    SftInit, SftTrainArgs, SingleProcess, TrainHyper,
 };
 
 /// Letters the words are made of.
@@ -260,6 +260,7 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary> {
         TrainHyper {
             steps: 1500,
             batch_size: 32,
+            grad_accum: 1,
             lr: 2e-3,
             optimizer: OptimizerKind::Adamw,
             weight_decay: 0.0,
@@ -269,11 +270,14 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary> {
             seed,
         },
     );
-    let sft = train_sft(&SftTrainArgs {
-        init: SftInit::Config(demo_config()),
-        data: sft_data,
-        run: sft_run,
-    })?;
+    let sft = train_sft(
+        &SftTrainArgs {
+            init: SftInit::Config(demo_config()),
+            data: sft_data,
+            run: sft_run,
+        },
+        &SingleProcess,
+    )?;
     eprintln!(
         "demo: SFT done in {:.1}s, final loss {:.4}",
         sft.train_runtime, sft.final_loss
@@ -292,6 +296,7 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary> {
         TrainHyper {
             steps: 600,
             batch_size: 16,
+            grad_accum: 1,
             lr: 1e-4,
             optimizer: OptimizerKind::Adamw,
             weight_decay: 0.0,
@@ -302,13 +307,16 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary> {
         },
     );
     dpo_run.metrics = Some(metrics);
-    let dpo = train_dpo(&DpoTrainArgs {
-        policy: sft_dir.clone(),
-        reference: Some(sft_dir.clone()),
-        loss: loss.clone(),
-        data: dpo_data,
-        run: dpo_run,
-    })?;
+    let dpo = train_dpo(
+        &DpoTrainArgs {
+            policy: sft_dir.clone(),
+            reference: Some(sft_dir.clone()),
+            loss: loss.clone(),
+            data: dpo_data,
+            run: dpo_run,
+        },
+        &SingleProcess,
+    )?;
     eprintln!("demo: DPO done in {:.1}s", dpo.train_runtime);
 
     eprintln!(

@@ -287,3 +287,48 @@ fn a_row_emptied_by_truncation_is_refused_or_skipped() {
     assert_eq!(skipped.json()["num_pairs"].as_u64(), Some(1), "{skipped}");
     assert!(skipped.stderr.contains("skipped"), "{skipped}");
 }
+
+/// The worst per-tensor relative difference `||a - b|| / ||b||` of two checkpoints.
+fn worst_relative_diff(a: &Path, b: &Path) -> f64 {
+    let (_, a) = common::load_weights(a);
+    let (_, b) = common::load_weights(b);
+    a.iter()
+        .zip(&b)
+        .map(|((_, x), (_, y))| {
+            let diff: f64 = x.iter().zip(y).map(|(p, q)| ((p - q) as f64).powi(2)).sum();
+            let norm: f64 = y.iter().map(|q| (*q as f64).powi(2)).sum();
+            (diff / norm.max(1e-30)).sqrt()
+        })
+        .fold(0.0, f64::max)
+}
+
+/// `sft` or `train` above.
+type Runner = fn(&Path, &[&str]) -> common::Run;
+
+#[test]
+fn grad_accum_takes_the_step_of_the_whole_batch_for_sft_and_dpo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sgd = ["--optimizer", "sgd", "--max-grad-norm", "0", "--steps", "3"];
+    let runs: [(&str, Runner); 2] = [("sft", sft), ("dpo", train)];
+    for (name, run) in runs {
+        let whole = tmp.path().join(format!("{name}_whole"));
+        let accumulated = tmp.path().join(format!("{name}_accumulated"));
+        let first = run(&whole, &sgd).assert_ok().json();
+        let second = run(&accumulated, &[&sgd[..], &["--grad-accum", "2"]].concat())
+            .assert_ok()
+            .json();
+        let diff = worst_relative_diff(&accumulated, &whole);
+        assert!(diff <= 1e-5, "{name}: --grad-accum 2 off by {diff:e}");
+        let (a, b) = (
+            second["final_loss"].as_f64().unwrap(),
+            first["final_loss"].as_f64().unwrap(),
+        );
+        assert!(
+            (a - b).abs() <= 1e-6 * b.abs(),
+            "{name}: final loss {a} vs {b}"
+        );
+    }
+    let error = train(&tmp.path().join("zero"), &["--grad-accum", "0"]);
+    error.assert_one_line_error();
+    assert!(error.stderr.contains("--grad-accum"), "{error}");
+}

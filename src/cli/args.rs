@@ -18,7 +18,7 @@ use crate::trainer::{OptimizerKind, ScheduleKind};
 #[derive(Debug, Parser)]
 #[command(name = "dpo", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
-    /// Worker threads (default: all cores). Accepted before or after the subcommand.
+    /// Worker threads (default: all cores; under mpirun, the cores divided among the ranks on this machine). Accepted before or after the subcommand.
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
 
@@ -66,6 +66,9 @@ pub struct OptimArgs {
     /// Rows (pairs, for `train`) per step; at least the row count means the whole file.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
+    /// Cut each batch (each rank's share of it, under MPI) into N micro-batches whose gradients add up to the batch's: less memory, the same step.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub grad_accum: usize,
     /// Optimizer.
     #[arg(long, value_enum, default_value_t = OptimizerKind::Adamw)]
     pub optimizer: OptimizerKind,

@@ -15,16 +15,22 @@ use super::args::{
 };
 use crate::trainer::setup::load_checkpoint;
 use crate::trainer::{
-    run_eval, train_dpo, train_sft, DataArgs, DpoTrainArgs, EvalArgs, RunSettings, SftInit,
-    SftTrainArgs, TrainHyper,
+    on_every_rank, run_eval, train_dpo, train_sft, DataArgs, DpoTrainArgs, EvalArgs, RunSettings,
+    SftInit, SftTrainArgs, TrainHyper,
 };
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(a) => print_json(&crate::demo::run_demo(&a.out, a.seed)?),
-        Command::Sft(a) => print_json(&train_sft(&sft_args(a)?)?),
-        Command::Train(a) => print_json(&train_dpo(&train_args(a)?)?),
+        Command::Sft(a) => {
+            let args = sft_args(a)?;
+            print_on_root(on_every_rank(|comm| train_sft(&args, comm))?)
+        }
+        Command::Train(a) => {
+            let args = train_args(a)?;
+            print_on_root(on_every_rank(|comm| train_dpo(&args, comm))?)
+        }
         Command::Eval(a) => print_json(&run_eval(&eval_args(a)?)?),
         Command::Generate(a) => print_json(&run_generate(&a)?),
         Command::Convert(a) => print_json(&super::convert::run_convert(&a)?),
@@ -37,6 +43,11 @@ pub fn run(cli: Cli) -> Result<()> {
 pub(super) fn print_json<S: Serialize>(value: &S) -> Result<()> {
     println!("{}", serde_json::to_string(value)?);
     Ok(())
+}
+
+/// Prints the result of a command run on every rank: rank 0's (`Some`), once.
+pub(super) fn print_on_root<S: Serialize>(value: Option<S>) -> Result<()> {
+    value.map_or(Ok(()), |value| print_json(&value))
 }
 
 fn sft_args(a: SftArgs) -> Result<SftTrainArgs> {
@@ -120,6 +131,7 @@ pub(super) fn run_settings(out: &Path, a: &OptimArgs, lr: f64) -> RunSettings {
         hyper: TrainHyper {
             steps: a.steps,
             batch_size: a.batch_size,
+            grad_accum: a.grad_accum,
             lr,
             optimizer: a.optimizer,
             weight_decay: a.weight_decay,

@@ -11,8 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use dpo::kto::KtoConfig;
 
 use super::args::OptimArgs;
-use super::commands::{data_args, print_json, run_settings};
-use crate::trainer::{run_kto_eval, train_kto, KtoEvalArgs, KtoTrainArgs};
+use super::commands::{data_args, print_json, print_on_root, run_settings};
+use crate::trainer::{on_every_rank, run_kto_eval, train_kto, KtoEvalArgs, KtoTrainArgs};
 
 /// KTO (Kahneman-Tversky Optimization) of small GPT-2-style models on CPU,
 /// from unpaired completions labelled desirable or undesirable.
@@ -136,13 +136,16 @@ pub fn asks_for_kto(argv: &[OsString]) -> bool {
 /// Runs one parsed KTO command line.
 pub fn run(cli: KtoCli) -> Result<()> {
     match cli.command {
-        KtoCommand::Train(a) => print_json(&train_kto(&KtoTrainArgs {
-            policy: a.rows.policy,
-            reference: a.rows.reference,
-            config: a.loss.config(),
-            data: data_args(&a.rows.data, &a.optim),
-            run: run_settings(&a.out, &a.optim, a.lr),
-        })?),
+        KtoCommand::Train(a) => {
+            let args = KtoTrainArgs {
+                policy: a.rows.policy,
+                reference: a.rows.reference,
+                config: a.loss.config(),
+                data: data_args(&a.rows.data, &a.optim),
+                run: run_settings(&a.out, &a.optim, a.lr),
+            };
+            print_on_root(on_every_rank(|comm| train_kto(&args, comm))?)
+        }
         KtoCommand::Eval(a) => print_json(&run_kto_eval(&KtoEvalArgs {
             policy: a.rows.policy,
             reference: a.rows.reference,

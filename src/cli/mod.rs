@@ -42,6 +42,8 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    // Under mpirun, ranks sharing a machine share its cores by default.
+    let threads = threads.or_else(crate::trainer::distributed::threads_per_local_rank);
     if let Some(threads) = threads {
         if threads == 0 {
             eprintln!("error: --threads must be at least 1");

@@ -6,13 +6,18 @@ use std::time::Instant;
 
 use anyhow::Result;
 use dpo::data::PreferenceRow;
+use dpo::logps::pair_logps_no_grad;
 use dpo::loss::DpoLossConfig;
 use dpo::objective::{DpoObjective, Objective};
+use transformer::Gpt;
 
 use super::checkpoint::open_run_dir;
+use super::distributed::{all_gather_f64, Collective};
 use super::setup::{
     check_training_memory, load_checkpoint, load_reference, load_train_data, DataArgs,
 };
+use super::split::share;
+use super::step::check_split;
 use super::train_loop::{train, RunSettings, TrainSummary};
 
 /// Everything `dpo train` needs.
@@ -35,15 +40,45 @@ pub fn eval_batch_size(train_batch_size: usize) -> usize {
     train_batch_size.max(8)
 }
 
-/// Runs `dpo train`. Nothing new is written to `--out` before the inputs are validated.
-pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary> {
+/// The reference's `(chosen, rejected)` log-probs of every row of `rows`,
+/// `batch_size` pairs per no-grad forward pass, each rank computing a share
+/// of the batches and all of them receiving all of it. The batches are those
+/// of one rank, so the values are the same bits on any number of ranks.
+fn shared_reference_logps(
+    reference: &Gpt<f32>,
+    rows: &[PreferenceRow],
+    batch_size: usize,
+    comm: &dyn Collective,
+) -> Vec<(f64, f64)> {
+    let batches = share(rows.len().div_ceil(batch_size), comm.rank(), comm.ranks());
+    let mine =
+        (batches.start * batch_size).min(rows.len())..(batches.end * batch_size).min(rows.len());
+    let local: Vec<f64> = pair_logps_no_grad(reference, &rows[mine], batch_size)
+        .into_iter()
+        .flat_map(|(chosen, rejected)| [chosen, rejected])
+        .collect();
+    all_gather_f64(comm, &local)
+        .chunks_exact(2)
+        .map(|pair| (pair[0], pair[1]))
+        .collect()
+}
+
+/// Runs `dpo train` on this rank of `comm` (see [`train`]). Nothing new is
+/// written to `--out` before the inputs are validated.
+pub fn train_dpo(args: &DpoTrainArgs, comm: &dyn Collective) -> Result<TrainSummary> {
     let run = &args.run;
     args.loss.validate()?;
     run.hyper.validate()?;
-    open_run_dir(
-        &run.out,
-        run.resume.then_some((DpoObjective::STAGE, &run.hyper)),
-    )?;
+    let refusal = DpoObjective::split_refusal_of(&args.loss);
+    check_split(refusal, &run.hyper, comm)?;
+    if comm.is_root() {
+        open_run_dir(
+            &run.out,
+            run.resume.then_some((DpoObjective::STAGE, &run.hyper)),
+        )?;
+    }
+    // The other ranks read --out (to resume) once rank 0 has made it whole.
+    comm.barrier();
     let loaded = if run.resume {
         load_checkpoint(&run.out, "--resume: the checkpoint in --out")?
     } else {
@@ -61,14 +96,19 @@ pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary> {
     )?;
 
     let started = Instant::now();
-    let mut objective = DpoObjective::new(
+    let batch_size = eval_batch_size(run.hyper.batch_size);
+    let cached = |rows: &[PreferenceRow]| match &reference {
+        Some(model) => shared_reference_logps(model, rows, batch_size, comm),
+        None => vec![(0.0, 0.0); rows.len()], // reference-free
+    };
+    let (train_reference, held_out_reference) = (cached(&data.train), cached(&data.held_out));
+    let mut objective = DpoObjective::with_reference_logps(
         args.loss.clone(),
-        data.train,
-        data.held_out,
-        reference.as_ref(),
-        eval_batch_size(run.hyper.batch_size),
+        (data.train, train_reference),
+        (data.held_out, held_out_reference),
+        batch_size,
     );
-    if reference.is_some() {
+    if reference.is_some() && comm.is_root() {
         eprintln!(
             "reference log-probs of {} rows cached in {:.1}s",
             objective.num_rows(),
@@ -76,5 +116,12 @@ pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary> {
         );
     }
     drop(reference);
-    train(&mut objective, &mut policy, &model_files, run, data.counts)
+    train(
+        &mut objective,
+        &mut policy,
+        &model_files,
+        run,
+        data.counts,
+        comm,
+    )
 }

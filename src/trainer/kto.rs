@@ -12,10 +12,12 @@ use dpo::objective::{evaluate_unpaired, KtoObjective, Objective};
 use serde::Serialize;
 
 use super::checkpoint::open_run_dir;
+use super::distributed::Collective;
 use super::dpo::eval_batch_size;
 use super::setup::{
     check_training_memory, load_checkpoint, load_reference, load_rows, load_train_data, DataArgs,
 };
+use super::step::check_split;
 use super::train_loop::{train, RunSettings, TrainSummary};
 
 /// Everything `dpo train --loss kto` needs.
@@ -68,12 +70,15 @@ fn weight_advice(rows: &[UnpairedRow], config: &KtoConfig) -> Option<String> {
     })
 }
 
-/// Runs `dpo train --loss kto`. Nothing new is written to `--out` before the inputs are validated.
-pub fn train_kto(args: &KtoTrainArgs) -> Result<TrainSummary> {
+/// Runs `dpo train --loss kto`, on one rank only (see
+/// [`check_split`]). Nothing new is written to `--out` before the inputs are validated.
+pub fn train_kto(args: &KtoTrainArgs, comm: &dyn Collective) -> Result<TrainSummary> {
     let run = &args.run;
     args.config.validate()?;
     run.hyper.validate()?;
     check_kl_batch_size(run.hyper.batch_size)?;
+    let refusal = Some(KtoObjective::SPLIT_REFUSAL.into());
+    check_split(refusal, &run.hyper, comm)?;
     open_run_dir(
         &run.out,
         run.resume.then_some((KtoObjective::STAGE, &run.hyper)),
@@ -113,7 +118,14 @@ pub fn train_kto(args: &KtoTrainArgs) -> Result<TrainSummary> {
         started.elapsed().as_secs_f64()
     );
     drop(reference);
-    train(&mut objective, &mut policy, &model_files, run, data.counts)
+    train(
+        &mut objective,
+        &mut policy,
+        &model_files,
+        run,
+        data.counts,
+        comm,
+    )
 }
 
 /// Everything `dpo eval --loss kto` needs.

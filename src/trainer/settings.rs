@@ -35,8 +35,11 @@ pub enum ScheduleKind {
 pub struct TrainHyper {
     /// Number of optimizer steps (in total, counting resumed ones).
     pub steps: u64,
-    /// Rows (pairs, for DPO) per step.
+    /// Rows (pairs, for DPO) per step, over all ranks together.
     pub batch_size: usize,
+    /// Micro-batches each rank's share of a batch is cut into (gradients
+    /// added up before the step): memory for one micro-batch at a time.
+    pub grad_accum: usize,
     /// Base learning rate.
     pub lr: f64,
     /// AdamW or SGD.
@@ -58,6 +61,7 @@ impl TrainHyper {
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.steps > 0, "--steps must be at least 1");
         anyhow::ensure!(self.batch_size > 0, "--batch-size must be at least 1");
+        anyhow::ensure!(self.grad_accum > 0, "--grad-accum must be at least 1");
         let non_negative = |x: f64| x.is_finite() && x >= 0.0;
         anyhow::ensure!(
             non_negative(self.lr),

@@ -10,6 +10,7 @@ use transformer::{ByteTokenizer, CheckpointFormat, Gpt, GptConfig};
 
 use super::checkpoint::open_run_dir;
 use super::checkpoint::ModelFiles;
+use super::distributed::Collective;
 use super::setup::{
     check_training_memory, load_checkpoint, load_train_data, DataArgs, LoadedModel,
 };
@@ -35,14 +36,19 @@ pub struct SftTrainArgs {
     pub run: RunSettings,
 }
 
-/// Runs `dpo sft`. Nothing new is written to `--out` before the inputs are validated.
-pub fn train_sft(args: &SftTrainArgs) -> Result<TrainSummary> {
+/// Runs `dpo sft` on this rank of `comm` (see [`train`]). Nothing new is
+/// written to `--out` before the inputs are validated.
+pub fn train_sft(args: &SftTrainArgs, comm: &dyn Collective) -> Result<TrainSummary> {
     let run = &args.run;
     run.hyper.validate()?;
-    open_run_dir(
-        &run.out,
-        run.resume.then_some((SftObjective::STAGE, &run.hyper)),
-    )?;
+    if comm.is_root() {
+        open_run_dir(
+            &run.out,
+            run.resume.then_some((SftObjective::STAGE, &run.hyper)),
+        )?;
+    }
+    // The other ranks read --out (to resume) once rank 0 has made it whole.
+    comm.barrier();
     let loaded = match (&args.init, run.resume) {
         (_, true) => load_checkpoint(&run.out, "--resume: the checkpoint in --out")?,
         (SftInit::Checkpoint(dir), false) => load_checkpoint(dir, "--init")?,
@@ -71,5 +77,12 @@ pub fn train_sft(args: &SftTrainArgs) -> Result<TrainSummary> {
         run.hyper.seed,
     )?;
     let mut objective = SftObjective::new(data.train, data.held_out, run.hyper.batch_size);
-    train(&mut objective, &mut model, &model_files, run, data.counts)
+    train(
+        &mut objective,
+        &mut model,
+        &model_files,
+        run,
+        data.counts,
+        comm,
+    )
 }

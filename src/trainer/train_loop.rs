@@ -5,6 +5,7 @@
 //!     batch      = the step's rows (data::epoch_batches, one seeded plan per epoch)
 //!     loss       = objective.batch_loss(model, fresh tape, batch)      forward
 //!     grads      = backward(loss)                                      one per parameter
+//!                  (on N ranks and K micro-batches: step::step_gradient, the same sum)
 //!     grad_norm  = clip(grads)                                         global norm
 //!     optimizer.step(model, grads, schedule(step))
 //!     log the batch's metrics; evaluate and save on their cadence
@@ -13,12 +14,16 @@
 //! The objective (SFT, DPO, ...) decides what a batch's loss is and what is
 //! measured; everything else, including `--resume`, `--save-every`,
 //! `--eval-every`, the metrics log and the NaN stop, is the same for all.
+//!
+//! On several ranks (`mpirun`, docs/distributed.md) every rank runs this loop
+//! on the same batches and ends each step with the same gradient, so all
+//! hold the same weights; rank 0 alone evaluates and writes the checkpoints,
+//! the metrics log and the progress bar.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Result};
-use autograd::Tape;
 use dpo::data::epoch_batches;
 use dpo::objective::{metric, Metrics, Objective};
 use indicatif::ProgressBar;
@@ -29,8 +34,10 @@ use transformer::{CheckpointFormat, Gpt};
 use super::checkpoint::{
     optimizer_and_start_step, read_state, save_checkpoint, ModelFiles, TrainerState,
 };
+use super::distributed::Collective;
 use super::progress::{log_line, progress_bar, MetricsLog};
 use super::settings::TrainHyper;
+use super::step::{check_split, step_gradient};
 
 /// How a run trains, whatever its objective: the optimization settings, the
 /// cadence of evaluation and checkpoints, and where things are written.
@@ -159,32 +166,37 @@ fn evaluate<O: Objective>(
 /// (counting the steps of a resumed run), then saves the final checkpoint
 /// into `settings.out` (the model as `model_files` says, with the
 /// optimizer and trainer state). A NaN or infinite loss stops the run with
-/// an error, keeping the last checkpoint saved.
+/// an error, keeping the last checkpoint saved. `comm` is this process's
+/// place among the ranks of the job
+/// ([`SingleProcess`](super::distributed::SingleProcess) for an ordinary run).
 pub fn train<O: Objective>(
     objective: &mut O,
     model: &mut Gpt<f32>,
     model_files: &ModelFiles,
     settings: &RunSettings,
     data: DataCounts,
+    comm: &dyn Collective,
 ) -> Result<TrainSummary> {
     let hyper = &settings.hyper;
     let stage = O::STAGE;
+    check_split(objective.split_refusal(), hyper, comm)?;
+    let root = comm.is_root();
     let (mut optimizer, start_step) =
         optimizer_and_start_step(hyper, &settings.out, model, settings.resume, stage)?;
-    if settings.resume {
+    if settings.resume && root {
         eprintln!(
             "resuming from step {start_step} in {}",
             settings.out.display()
         );
     }
-    let mut metrics_log = MetricsLog::open(settings.metrics.as_deref())?;
+    let mut metrics_log = MetricsLog::open(settings.metrics.as_deref().filter(|_| root))?;
     let lengths = objective.train_lengths();
     let batches_per_epoch = lengths.len().div_ceil(hyper.batch_size).max(1) as u64;
     let schedule = hyper.lr_schedule();
     let bar = progress_bar(
         hyper.steps - start_step,
         &format!("dpo {stage}"),
-        settings.progress,
+        settings.progress && root,
     );
     let state = |step: u64, last_loss: f64, objective_state| TrainerState {
         step,
@@ -204,7 +216,7 @@ pub fn train<O: Objective>(
 
     let mut stats = RunStats::start();
     let mut last_eval = None;
-    if start_step == 0 && settings.eval_every > 0 {
+    if start_step == 0 && settings.eval_every > 0 && root {
         // Step 0: the starting point of the held-out curves.
         last_eval = evaluate(0, objective, model, &mut metrics_log, &bar)?;
     }
@@ -224,10 +236,9 @@ pub fn train<O: Objective>(
         let batch = &epoch_plan.as_ref().unwrap().1[(step % batches_per_epoch) as usize];
 
         let step_started = Instant::now();
-        let tape = Tape::<f32>::new();
-        let params = model.bind(&tape);
-        let out = objective.batch_loss(model, &tape, &params, batch);
-        let loss = out.loss.item() as f64;
+        // Forward and backward of every micro-batch; the ranks' gradients summed.
+        let gradient = step_gradient(objective, model, batch, hyper.grad_accum, comm)?;
+        let loss = gradient.batch.loss;
         if !loss.is_finite() {
             bar.abandon();
             bail!(
@@ -236,24 +247,22 @@ pub fn train<O: Objective>(
                 settings.out.display()
             );
         }
-        let mut grads = tape.backward(&out.loss);
-        let mut grads: Vec<_> = params.iter().map(|p| grads.take_or_zeros(p)).collect();
-        // Nothing else may hold the parameters now, so the update is in place.
-        drop(params);
-        drop(out.loss);
+        // The tapes are gone: nothing else holds the parameters, so the update is in place.
+        let mut grads = gradient.grads;
         let grad_norm = hyper.clip(&mut grads);
         let lr = schedule.lr(hyper.lr, step);
         optimizer.step(model.params_mut(), &grads, lr);
         let step_ms = step_started.elapsed().as_secs_f64() * 1e3;
 
-        stats.record(loss, out.tokens, out.padded_tokens);
+        let batch_out = gradient.batch;
+        stats.record(loss, batch_out.tokens, batch_out.padded_tokens);
         let tokens_per_second = stats.tokens_per_second();
         bar.set_message(format!(
             "{} {tokens_per_second:.0} tok/s",
-            objective.describe(&out.metrics)
+            objective.describe(&batch_out.metrics)
         ));
         bar.inc(1);
-        let mut record = out.metrics;
+        let mut record = batch_out.metrics;
         record.insert("lr".into(), json!(lr));
         record.insert("grad_norm".into(), json!(grad_norm));
         record.insert("tokens_per_second".into(), json!(tokens_per_second));
@@ -263,10 +272,10 @@ pub fn train<O: Objective>(
         let done = step + 1;
         let is_last = done == hyper.steps;
         let every = |n: u64| n > 0 && done % n == 0;
-        if is_last || every(settings.eval_every) {
+        if root && (is_last || every(settings.eval_every)) {
             last_eval = evaluate(done, objective, model, &mut metrics_log, &bar)?;
         }
-        if every(settings.save_every) && !is_last {
+        if root && every(settings.save_every) && !is_last {
             save_checkpoint(
                 &settings.out,
                 model,
@@ -279,13 +288,15 @@ pub fn train<O: Objective>(
     bar.finish_and_clear();
 
     let train_runtime = stats.started.elapsed().as_secs_f64();
-    save_checkpoint(
-        &settings.out,
-        model,
-        model_files,
-        &optimizer,
-        &state(hyper.steps, stats.last_loss, objective.state()),
-    )?;
+    if root {
+        save_checkpoint(
+            &settings.out,
+            model,
+            model_files,
+            &optimizer,
+            &state(hyper.steps, stats.last_loss, objective.state()),
+        )?;
+    }
     Ok(TrainSummary {
         steps: hyper.steps - start_step,
         first_loss: stats.first_loss,

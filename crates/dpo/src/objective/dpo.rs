@@ -167,6 +167,60 @@ impl DpoObjective {
         }
     }
 
+    /// DPO with `loss` on training and held-out rows whose reference
+    /// log-probs, `(chosen, rejected)` per row, are already computed
+    /// (elsewhere, e.g. in shards by several processes).
+    ///
+    /// # Panics
+    /// If a row count and its log-prob count differ.
+    pub fn with_reference_logps(
+        loss: DpoLossConfig,
+        (train, train_reference): (Vec<PreferenceRow>, Vec<(f64, f64)>),
+        (held_out, held_out_reference): (Vec<PreferenceRow>, Vec<(f64, f64)>),
+        eval_batch_size: usize,
+    ) -> Self {
+        assert_eq!(
+            train.len(),
+            train_reference.len(),
+            "one reference pair per training row"
+        );
+        assert_eq!(
+            held_out.len(),
+            held_out_reference.len(),
+            "one reference pair per held-out row"
+        );
+        DpoObjective {
+            loss,
+            train,
+            held_out,
+            train_reference,
+            held_out_reference,
+            eval_batch_size: eval_batch_size.max(1),
+            bco_running_mean: RunningMean::default(),
+        }
+    }
+
+    /// Why a batch of this loss cannot be split into parts (ranks,
+    /// micro-batches) whose pair-weighted losses add up to the batch's, if
+    /// it cannot: a term computed over the whole batch.
+    pub fn split_refusal_of(loss: &DpoLossConfig) -> Option<String> {
+        let why = |loss_type: LossType| match loss_type {
+            LossType::BcoPair if loss.bco_running_mean => {
+                Some("its rewards are shifted by the running mean of the batches' mean rewards")
+            }
+            LossType::Aot | LossType::AotUnpaired => {
+                Some("it sorts the margins of the whole batch")
+            }
+            LossType::Sft | LossType::Orpo => {
+                Some("its NLL is a mean over the chosen tokens of the whole batch, not over pairs")
+            }
+            _ => None,
+        };
+        loss.losses.iter().find_map(|term| {
+            why(term.loss_type).map(|why| format!("--loss {}: {why}", term.loss_type.name()))
+        })
+    }
+
     /// Training rows plus held-out rows.
     pub fn num_rows(&self) -> usize {
         self.train.len() + self.held_out.len()
@@ -175,6 +229,10 @@ impl DpoObjective {
 
 impl Objective for DpoObjective {
     const STAGE: &'static str = "dpo";
+
+    fn split_refusal(&self) -> Option<String> {
+        Self::split_refusal_of(&self.loss)
+    }
 
     fn train_lengths(&self) -> Vec<usize> {
         self.train.iter().map(PreferenceRow::padded_len).collect()

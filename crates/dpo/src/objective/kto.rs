@@ -140,6 +140,10 @@ pub struct KtoObjective {
 }
 
 impl KtoObjective {
+    /// Why a KTO batch cannot be split over ranks or micro-batches.
+    pub const SPLIT_REFUSAL: &'static str =
+        "--loss kto: its KL estimate is one number over the whole batch, not a sum over its rows";
+
     /// KTO with `config` on `train`, evaluated on `held_out`. The KL
     /// sequences are paired in chunks of `batch_size` rows (the training
     /// batch size, as TRL does, for both sets); the reference's log-probs of
@@ -171,6 +175,10 @@ impl KtoObjective {
 
 impl Objective for KtoObjective {
     const STAGE: &'static str = "kto";
+
+    fn split_refusal(&self) -> Option<String> {
+        Some(Self::SPLIT_REFUSAL.into())
+    }
 
     fn train_lengths(&self) -> Vec<usize> {
         self.train

@@ -59,6 +59,21 @@ pub trait Objective {
     /// [`crate::data::TrainingRow::padded_len`]): what batches are planned on.
     fn train_lengths(&self) -> Vec<usize>;
 
+    /// Why a batch cannot be split into parts (ranks, micro-batches) whose
+    /// weighted losses add up to the batch's loss, if it cannot; `None` for
+    /// a loss that is a weighted mean over rows.
+    fn split_refusal(&self) -> Option<String> {
+        None
+    }
+
+    /// What the loss of the training rows `batch` is a mean over: its number
+    /// of pairs or rows (the default), or of scored tokens for SFT. The loss
+    /// of a batch is then the mean of its parts' losses weighted by this, so
+    /// a batch can be split over ranks and micro-batches exactly.
+    fn batch_weight(&self, batch: &[usize]) -> f64 {
+        batch.len() as f64
+    }
+
     /// The loss of the training rows `batch` (indices into the training
     /// rows) on `tape`, where `params` are `model`'s parameters bound as
     /// leaves.

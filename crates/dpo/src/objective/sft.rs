@@ -15,7 +15,7 @@ use serde_json::json;
 use transformer::{Gpt, GptParams};
 
 use super::{BatchLoss, Metrics, Objective};
-use crate::data::{self, SftRow, TrainingRow};
+use crate::data::{self, scored_tokens, SftRow, TrainingRow};
 use crate::logps::sequence_logps;
 
 /// The SFT loss of a batch of rows on `tape`, and its number of scored tokens.
@@ -78,6 +78,14 @@ impl Objective for SftObjective {
 
     fn train_lengths(&self) -> Vec<usize> {
         self.train.iter().map(SftRow::padded_len).collect()
+    }
+
+    /// The loss is a mean over the batch's scored tokens.
+    fn batch_weight(&self, batch: &[usize]) -> f64 {
+        batch
+            .iter()
+            .map(|&i| scored_tokens(&self.train[i].prompt, &self.train[i].completion))
+            .sum::<usize>() as f64
     }
 
     fn batch_loss(
