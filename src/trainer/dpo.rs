@@ -2,10 +2,9 @@
 //! [`dpo::objective::DpoObjective`]).
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::Result;
-use dpo::data::PreferenceRow;
+use dpo::data::{PairLayout, PreferenceRow};
 use dpo::loss::DpoLossConfig;
 use dpo::objective::{DpoObjective, Objective};
 
@@ -22,6 +21,8 @@ pub struct DpoTrainArgs {
     pub reference: Option<PathBuf>,
     /// Loss settings.
     pub loss: DpoLossConfig,
+    /// How pairs go through the models (`--prefix-sharing`).
+    pub layout: PairLayout,
     /// Preference rows.
     pub data: DataArgs,
     /// How to train.
@@ -51,21 +52,16 @@ pub fn train_dpo(args: &DpoTrainArgs) -> Result<TrainSummary> {
     let reference = load_reference(args.reference.as_deref(), &policy)?;
     let data = load_train_data::<PreferenceRow>(&args.data, policy.config(), run.hyper.seed)?;
 
-    let started = Instant::now();
-    let mut objective = DpoObjective::new(
+    // The reference's log-probs of a row are computed when a batch first
+    // uses it (the objective keeps the reference), so training starts at once.
+    let mut objective = DpoObjective::with_layout(
         args.loss.clone(),
         data.train,
         data.held_out,
         reference.as_ref(),
         eval_batch_size(run.hyper.batch_size),
+        args.layout,
     );
-    if reference.is_some() {
-        eprintln!(
-            "reference log-probs of {} rows cached in {:.1}s",
-            objective.num_rows(),
-            started.elapsed().as_secs_f64()
-        );
-    }
     drop(reference);
     train(&mut objective, &mut policy, run, data.counts)
 }

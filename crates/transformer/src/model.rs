@@ -25,6 +25,7 @@
 
 use std::sync::Arc;
 
+use autograd::kernels::attention::KeyGap;
 use autograd::{Float, Tape, Tensor, Var};
 use ndarray::IxDyn;
 use rand::rngs::StdRng;
@@ -60,6 +61,10 @@ pub enum AttentionMode<'a, T> {
     /// The sequence itself, causally: each position attends to itself and the
     /// earlier ones ([`Tape::causal_attention`]; training, scoring).
     Causal,
+    /// Causally, except that in sequence `b` the queries from `gaps[b].end`
+    /// on do not see the keys `gaps[b].start..gaps[b].end`
+    /// ([`Tape::segment_attention`]; prefix sharing of DPO pairs).
+    Segmented(&'a [KeyGap]),
     /// The positions continue the sequence held in a KV cache: they attend to
     /// the cached keys and values and, causally, to each other; their own keys
     /// and values are appended to the cache (generation; no-grad tapes only).
@@ -80,6 +85,7 @@ impl<T: Float> CausalSelfAttention<Var<T>> {
         let qkv = self.c_attn.forward(tape, x); // (B, T, 3C)
         let y = match mode {
             AttentionMode::Causal => tape.causal_attention(&qkv, n_head),
+            AttentionMode::Segmented(gaps) => tape.segment_attention(&qkv, n_head, gaps),
             AttentionMode::Cached(cache) => cache.attend(tape, &qkv, n_head),
         }; // (B, T, C)
         self.c_proj.forward(tape, &y)
@@ -244,7 +250,53 @@ impl<T: Float> Gpt<T> {
             "Gpt::hidden_states: sequence length {seq_len} > block_size {}",
             self.config.block_size
         );
-        self.decoder(tape, params, ids, batch, seq_len, None)
+        let positions: Vec<usize> = (0..seq_len).collect();
+        self.decoder(tape, params, ids, &positions, batch, seq_len, None, None)
+    }
+
+    /// The output of `ln_f`: (B, T, C), for token `ids` (B*T) at their own
+    /// `positions` (B*T, each below `block_size`), with the key gaps of
+    /// [`AttentionMode::Segmented`] (one per sequence). Prefix sharing lays a
+    /// pair out as `[prompt | chosen | rejected]` with the rejected positions
+    /// restarting at `len(prompt)` and the gap `P..P+C`, so each response
+    /// sees exactly what it would see after the prompt alone; `T` may then
+    /// pass `block_size`.
+    ///
+    /// # Panics
+    /// If the lengths differ, a position is `>= block_size`, or an id is out
+    /// of the vocabulary.
+    #[allow(clippy::too_many_arguments)]
+    pub fn hidden_states_segmented(
+        &self,
+        tape: &Tape<T>,
+        params: &GptParams<Var<T>>,
+        ids: &[usize],
+        positions: &[usize],
+        gaps: &[KeyGap],
+        batch: usize,
+        seq_len: usize,
+    ) -> Var<T> {
+        assert!(
+            positions.len() == batch * seq_len && gaps.len() == batch,
+            "Gpt::hidden_states_segmented: {} positions and {} gaps for batch {batch} x seq_len {seq_len}",
+            positions.len(),
+            gaps.len()
+        );
+        let block_size = self.config.block_size;
+        assert!(
+            positions.iter().all(|&p| p < block_size),
+            "Gpt::hidden_states_segmented: a position >= block_size {block_size}"
+        );
+        self.decoder(
+            tape,
+            params,
+            ids,
+            positions,
+            batch,
+            seq_len,
+            Some(gaps),
+            None,
+        )
     }
 
     /// The output of `ln_f`: (1, T, C), for the `ids` that continue the one
@@ -275,18 +327,32 @@ impl<T: Float> Gpt<T> {
             cache.num_layers(),
             self.config.n_layer
         );
-        self.decoder(tape, params, ids, 1, ids.len(), Some(cache))
+        let positions: Vec<usize> = (start..start + ids.len()).collect();
+        self.decoder(
+            tape,
+            params,
+            ids,
+            &positions,
+            1,
+            ids.len(),
+            None,
+            Some(cache),
+        )
     }
 
-    /// From token ids to the output of `ln_f`, at positions from `cache.len()`
-    /// on (0 without a cache).
+    /// From token ids to the output of `ln_f`. `positions` are those of one
+    /// sequence (T), shared by the batch, or of each (B*T); the attention is
+    /// causal, segmented by `gaps`, or against `cache`.
+    #[allow(clippy::too_many_arguments)]
     fn decoder(
         &self,
         tape: &Tape<T>,
         params: &GptParams<Var<T>>,
         ids: &[usize],
+        positions: &[usize],
         batch: usize,
         seq_len: usize,
+        gaps: Option<&[KeyGap]>,
         mut cache: Option<&mut KvCache<T>>,
     ) -> Var<T> {
         assert!(
@@ -300,18 +366,21 @@ impl<T: Float> Gpt<T> {
             params.h.len(),
             self.config.n_layer
         );
-        let start = cache.as_ref().map_or(0, |cache| cache.len());
-        let positions: Vec<usize> = (start..start + seq_len).collect();
-
         // x = wte[idx] + wpe[t]
         let tok_emb = tape.embedding(&params.wte, ids, &[batch, seq_len]); // (B, T, C)
-        let pos_emb = tape.embedding(&params.wpe, &positions, &[seq_len]); // (T, C)
+        let pos_shape: &[usize] = if positions.len() == seq_len {
+            &[seq_len]
+        } else {
+            &[batch, seq_len]
+        };
+        let pos_emb = tape.embedding(&params.wpe, positions, pos_shape); // (T, C) or (B, T, C)
         let mut x = tape.add(&tok_emb, &pos_emb); // (B, T, C)
         drop((tok_emb, pos_emb));
         for (layer, block) in params.h.iter().enumerate() {
-            let mode = match cache.as_deref_mut() {
-                None => AttentionMode::Causal,
-                Some(cache) => AttentionMode::Cached(cache.layer_mut(layer)),
+            let mode = match (cache.as_deref_mut(), gaps) {
+                (Some(cache), _) => AttentionMode::Cached(cache.layer_mut(layer)),
+                (None, Some(gaps)) => AttentionMode::Segmented(gaps),
+                (None, None) => AttentionMode::Causal,
             };
             x = block.forward(tape, &x, self.config.n_head, mode); // (B, T, C)
         }
