@@ -70,8 +70,8 @@ fn shared_hidden_states<T: Float>(
         params,
         &batch.ids,
         &batch.positions,
+        &batch.lengths,
         &batch.key_gaps,
-        batch.num_pairs,
         batch.seq_len,
     )
 }

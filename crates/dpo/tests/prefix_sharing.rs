@@ -115,6 +115,31 @@ fn shared_log_probs_equal_the_separate_ones_in_f32() {
     }
 }
 
+/// A batch with no padding (every row the same length) skips the gathers.
+#[test]
+fn shared_log_probs_without_padding_equal_the_separate_ones() {
+    let config = GptConfig {
+        vocab_size: 20,
+        block_size: 8,
+        n_layer: 1,
+        n_head: 2,
+        n_embd: 8,
+        bias: true,
+    };
+    let model = Gpt::<f64>::new(config, 3);
+    let rows = [
+        row(&[1, 2], &[3, 4], &[5, 6, 7]),
+        row(&[8], &[9, 10, 11], &[12, 13]),
+    ];
+    let tape = Tape::<f64>::no_grad();
+    let params = model.bind(&tape);
+    let shared = shared_pair_logps(&model, &tape, &params, &collate_shared_pairs(&rows));
+    let separate = pair_logps(&model, &tape, &params, &collate_pairs(&rows));
+    for (s, u) in shared.value().iter().zip(separate.value().iter()) {
+        assert!((s - u).abs() < 1e-12 * u.abs(), "{s} vs {u}");
+    }
+}
+
 /// Random parameters of a non-trivial size; LayerNorm weights around 1.
 fn random_params(config: &GptConfig, seed: u64) -> Vec<Tensor<f64>> {
     let specs = param_specs(config);

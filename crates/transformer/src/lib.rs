@@ -35,7 +35,7 @@ pub mod tokenizer;
 pub use checkpoint::{load_config, parse_config, write_atomic, write_synced, CheckpointError};
 pub use config::GptConfig;
 pub use kv_cache::KvCache;
-pub use model::{AttentionMode, Gpt};
+pub use model::{AttentionMode, Gpt, UnpaddedRows};
 pub use params::{param_specs, GptParams};
 pub use sampling::{generate, SamplingOptions};
 pub use sft::{sft_loss, SftBatch};

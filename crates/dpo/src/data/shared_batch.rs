@@ -45,6 +45,8 @@ pub struct SharedPairBatch {
     pub positions: Vec<usize>,
     /// The chosen span `P..P+C` of each row, hidden from the rejected tokens. // (B,)
     pub key_gaps: Vec<KeyGap>,
+    /// `P + C + R` of each row: its real (non-padding) tokens. // (B,)
+    pub lengths: Vec<usize>,
     /// `chosen_targets[b, t]`: the chosen token predicted at position `t`, or -100. // (B, T)
     pub chosen_targets: Vec<i64>,
     /// `rejected_targets[b, t]`: the rejected token predicted at position `t`, or -100. // (B, T)
@@ -109,6 +111,10 @@ pub fn collate_shared_pairs(rows: &[PreferenceRow]) -> SharedPairBatch {
         ids,
         positions,
         key_gaps,
+        lengths: rows
+            .iter()
+            .map(|r| r.prompt.len() + r.chosen.len() + r.rejected.len())
+            .collect(),
         chosen_targets,
         rejected_targets,
         num_pairs: rows.len(),
