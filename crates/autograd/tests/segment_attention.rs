@@ -10,10 +10,7 @@ use ndarray::{s, Axis};
 
 /// The gap of a pair laid out as `[prompt | chosen | rejected]`.
 fn pair_gap(prompt: usize, chosen: usize) -> KeyGap {
-    KeyGap {
-        start: prompt,
-        end: prompt + chosen,
-    }
+    KeyGap::new(prompt, prompt + chosen, usize::MAX)
 }
 
 /// Attention written with scalar loops straight from the definition of the mask.
@@ -26,7 +23,8 @@ fn reference_attention(qkv: &Tensor<f64>, nh: usize, gaps: &[KeyGap]) -> Tensor<
         let gap = gaps[bi];
         let sees = |i: usize, j: usize| j <= i && !(i >= gap.end && gap.start <= j && j < gap.end);
         for h in 0..nh {
-            for i in 0..t {
+            // padding queries (from gap.len on) are not computed: zero
+            for i in 0..t.min(gap.len) {
                 let keys: Vec<usize> = (0..t).filter(|&j| sees(i, j)).collect();
                 let scores: Vec<f64> = keys
                     .iter()
@@ -75,6 +73,9 @@ fn layouts() -> Vec<(usize, usize, usize, usize, Vec<KeyGap>)> {
         (1, 75, 4, 2, vec![pair_gap(20, 25)]),
         // the boundary exactly on a block edge, the gap spanning a whole block
         (2, 70, 2, 1, vec![pair_gap(10, 54), pair_gap(32, 32)]),
+        // padded sequences: queries from `len` on are skipped (zero)
+        (2, 9, 4, 2, vec![KeyGap::new(2, 3, 7), KeyGap::new(0, 2, 9)]),
+        (1, 70, 2, 1, vec![KeyGap::new(20, 30, 45)]),
     ]
 }
 

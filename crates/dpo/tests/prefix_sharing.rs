@@ -68,10 +68,7 @@ fn shared_layout_positions_gaps_and_targets() {
     assert_eq!(b.ids, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 0, 0, 0]);
     // the rejected span restarts at len(prompt); padding at 0
     assert_eq!(b.positions, [0, 1, 2, 3, 4, 2, 3, 0, 1, 0, 0, 0, 0, 0]);
-    assert_eq!(
-        b.key_gaps,
-        [KeyGap { start: 2, end: 5 }, KeyGap { start: 0, end: 2 }]
-    );
+    assert_eq!(b.key_gaps, [KeyGap::new(2, 5, 7), KeyGap::new(0, 2, 3)]);
     let x = IGNORE_INDEX;
     // chosen token j is predicted at P + j - 1
     assert_eq!(b.chosen_targets, [x, 3, 4, 5, x, x, x, 9, x, x, x, x, x, x]);

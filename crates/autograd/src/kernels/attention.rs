@@ -66,11 +66,30 @@ pub struct KeyGap {
     pub start: usize,
     /// One past the last hidden key; the first query that does not see them.
     pub end: usize,
+    /// The sequence's real length: the positions from `len` on are padding,
+    /// never computed (their output and probabilities are 0; no real query
+    /// sees them). `usize::MAX`: no padding.
+    pub len: usize,
 }
 
 impl KeyGap {
     /// No hidden keys: causal attention.
-    pub const NONE: KeyGap = KeyGap { start: 0, end: 0 };
+    pub const NONE: KeyGap = KeyGap {
+        start: 0,
+        end: 0,
+        len: usize::MAX,
+    };
+
+    /// Hides the keys `start..end` from the later queries of a sequence of
+    /// `len` real positions.
+    pub fn new(start: usize, end: usize, len: usize) -> KeyGap {
+        KeyGap { start, end, len }
+    }
+
+    /// The positions computed in a sequence of `t`: `0..min(len, t)`.
+    fn live(&self, t: usize) -> usize {
+        self.len.min(t)
+    }
 
     /// Whether the gap hides any key.
     pub fn is_empty(&self) -> bool {
@@ -109,6 +128,7 @@ pub const ROW_BLOCK: usize = 32;
 /// [`ROW_BLOCK`] rows, and also at the gap's end, so that no block has
 /// queries on both sides of it.
 fn query_blocks(t: usize, gap: KeyGap) -> Vec<(usize, usize)> {
+    let t = gap.live(t);
     let mut cuts: Vec<usize> = (0..t).step_by(ROW_BLOCK).collect();
     if !gap.is_empty() && gap.end < t && !gap.end.is_multiple_of(ROW_BLOCK) {
         cuts.push(gap.end);
@@ -213,6 +233,10 @@ pub fn attention_forward<T: Float>(
         let v = qkv.slice(s![bi, .., 2 * c + h * hs..2 * c + (h + 1) * hs]); // (T, hs)
         let mut att_m = ArrayViewMut2::from_shape((t, t), att_bh).unwrap();
         let blocks = query_blocks(t, gap);
+        // padding queries: nothing computed, zero
+        let live = gap.live(t);
+        att_m.slice_mut(s![live.., ..]).fill(T::zero());
+        out_bh.slice_mut(s![live.., ..]).fill(T::zero());
         // pass 1: preatt = scale * q @ k^T   (T, T), by blocks of rows: a row
         // block [r0, r1) only needs the keys it can see (0..r1, less the gap),
         // which skips ~40% of the products at T = 128 with no gap
@@ -228,7 +252,7 @@ pub fn attention_forward<T: Float>(
             }
         }
         // pass 2: softmax of each row over its visible keys; zero elsewhere
-        for (ti, mut row) in att_m.outer_iter_mut().enumerate() {
+        for (ti, mut row) in att_m.outer_iter_mut().enumerate().take(gap.live(t)) {
             let row = row.as_slice_mut().unwrap();
             masked_softmax_row(row, gap.visible_to(ti));
         }
@@ -377,6 +401,7 @@ pub fn attention_backward<T: Float>(
             // blocks' contributions (in a fixed order).
             dv.fill(T::zero());
             dk.fill(T::zero());
+            dq.slice_mut(s![gap.live(t).., ..]).fill(T::zero()); // padding queries
             let mut datt = ndarray::Array2::<T>::zeros((t, t));
             for &(r0, r1) in &blocks {
                 let dy_blk = dy.slice(s![r0..r1, ..]);
@@ -400,7 +425,7 @@ pub fn attention_backward<T: Float>(
                 }
             }
             // att = softmax(preatt)   ->   dpreatt = att * (datt - rowsum(att * datt)), in place
-            for ti in 0..t {
+            for ti in 0..gap.live(t) {
                 let a = &att_bh[ti * t..(ti + 1) * t];
                 let mut drow = datt.row_mut(ti);
                 let d = drow.as_slice_mut().unwrap();

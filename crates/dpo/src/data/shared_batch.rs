@@ -102,10 +102,8 @@ pub fn collate_shared_pairs(rows: &[PreferenceRow]) -> SharedPairBatch {
                 rejected_targets[at(t)] = i64::from(id);
             }
         }
-        key_gaps.push(KeyGap {
-            start: p,
-            end: p + c,
-        });
+        let len = p + c + row.rejected.len();
+        key_gaps.push(KeyGap::new(p, p + c, len));
     }
     SharedPairBatch {
         ids,
