@@ -87,20 +87,16 @@ impl<T: Float> CausalSelfAttention<Var<T>> {
         let qkv = self.c_attn.forward(tape, x); // (B, T, 3C)
         let y = match mode {
             AttentionMode::Causal => tape.causal_attention(&qkv, n_head),
+            // no padding: x is (B, T, C) already
+            AttentionMode::Segmented(rows) if !rows.has_padding() => {
+                tape.segment_attention(&qkv, n_head, &rows.gaps)
+            }
             AttentionMode::Segmented(rows) => {
-                let (b, t, c3) = (rows.batch, rows.seq_len, qkv.shape()[1]);
-                let qkv = if rows.has_padding() {
-                    tape.embedding(&qkv, &rows.padded, &[b, t]) // (B, T, 3C)
-                } else {
-                    tape.reshape(&qkv, &[b, t, c3])
-                };
+                let (b, t, c) = (rows.batch, rows.seq_len, qkv.shape()[1] / 3);
+                let qkv = tape.embedding(&qkv, &rows.padded, &[b, t]); // (B, T, 3C)
                 let y = tape.segment_attention(&qkv, n_head, &rows.gaps); // (B, T, C)
-                let y = tape.reshape(&y, &[b * t, c3 / 3]); // (B*T, C)
-                if rows.has_padding() {
-                    tape.embedding(&y, &rows.real, &[rows.real.len()]) // (N, C)
-                } else {
-                    y
-                }
+                let y = tape.reshape(&y, &[b * t, c]); // (B*T, C)
+                tape.embedding(&y, &rows.real, &[rows.real.len()]) // (N, C)
             }
             AttentionMode::Cached(cache) => cache.attend(tape, &qkv, n_head),
         }; // (B, T, C)
@@ -359,22 +355,26 @@ impl<T: Float> Gpt<T> {
         let rows = UnpaddedRows::new(lengths, gaps, seq_len);
         let real_ids: Vec<usize> = rows.real.iter().map(|&i| ids[i]).collect();
         let real_positions: Vec<usize> = rows.real.iter().map(|&i| positions[i]).collect();
-        let n = rows.real.len();
+        // (N) with padding; (B, T) without, where the real rows are all of them
+        let shape = if rows.has_padding() {
+            vec![rows.real.len()]
+        } else {
+            vec![batch, seq_len]
+        };
         // x = wte[idx] + wpe[t], real positions only
-        let tok_emb = tape.embedding(&params.wte, &real_ids, &[n]); // (N, C)
-        let pos_emb = tape.embedding(&params.wpe, &real_positions, &[n]); // (N, C)
-        let mut x = tape.add(&tok_emb, &pos_emb); // (N, C)
+        let tok_emb = tape.embedding(&params.wte, &real_ids, &shape); // (N, C) or (B, T, C)
+        let pos_emb = tape.embedding(&params.wpe, &real_positions, &shape);
+        let mut x = tape.add(&tok_emb, &pos_emb); // (N, C) or (B, T, C)
         drop((tok_emb, pos_emb));
         for block in &params.h {
             let mode = AttentionMode::Segmented(&rows);
             x = block.forward(tape, &x, self.config.n_head, mode); // (N, C)
         }
-        let hidden = params.ln_f.forward(tape, &x); // (N, C)
+        let hidden = params.ln_f.forward(tape, &x); // (N, C) or (B, T, C)
         if rows.has_padding() {
             tape.embedding(&hidden, &rows.padded, &[batch, seq_len]) // (B, T, C)
         } else {
-            let c = hidden.shape()[1];
-            tape.reshape(&hidden, &[batch, seq_len, c])
+            hidden
         }
     }
 
