@@ -43,6 +43,7 @@ use autograd::Tensor;
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use transformer::checkpoint::unique_suffix;
 use transformer::hf::INDEX_FILE;
 use transformer::hf_tokenizer::TOKENIZER_FILES;
 use transformer::{write_synced, CheckpointFormat, Gpt};
@@ -357,15 +358,6 @@ pub fn save_checkpoint(
     }
     // 3. Into place, the state last.
     publish_staged(dir).with_context(cannot)
-}
-
-/// `PID-NANOSECONDS`: a name no other save uses at the same time.
-fn unique_suffix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{}-{nanos}", std::process::id())
 }
 
 /// The F32 tensors of a safetensors file, by name.

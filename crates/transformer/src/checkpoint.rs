@@ -372,8 +372,9 @@ impl Gpt<f32> {
     }
 }
 
-/// `PID-NANOSECONDS`: a temporary name no other save uses at the same time.
-fn unique_suffix() -> String {
+/// `PID-NANOSECONDS`: a temporary name no other save uses at the same time
+/// (also the trainer's, for its checkpoint staging folders).
+pub fn unique_suffix() -> String {
     format!(
         "{}-{}",
         std::process::id(),
