@@ -27,7 +27,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use dpo::data::PreferenceRow;
+use dpo::data::{PairLayout, PreferenceRow};
 use dpo::logps::pair_logps_no_grad;
 use dpo::loss::{DpoLossConfig, DpoMetrics, LossType};
 use dpo::objective::evaluate_pairs;
@@ -215,7 +215,7 @@ fn success_rate(model: &Gpt<f32>, words: &[String]) -> f64 {
 }
 
 fn pair_accuracy(model: &Gpt<f32>, rows: &[PreferenceRow]) -> f64 {
-    let logps = pair_logps_no_grad(model, rows, 64);
+    let logps = pair_logps_no_grad(model, rows, 64, PairLayout::default());
     logps.iter().filter(|(c, r)| c > r).count() as f64 / rows.len() as f64
 }
 
@@ -312,6 +312,7 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary> {
             policy: sft_dir.clone(),
             reference: Some(sft_dir.clone()),
             loss: loss.clone(),
+            layout: PairLayout::default(),
             data: dpo_data,
             run: dpo_run,
         },
@@ -339,6 +340,7 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary> {
         &held_out_pairs,
         &loss,
         64,
+        PairLayout::default(),
     );
     let examples = held_out_words
         .iter()

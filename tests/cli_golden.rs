@@ -32,17 +32,21 @@ fn checks(prefix: &str) -> Vec<Value> {
     picked
 }
 
-/// Runs a check's command with `{OUT}` in a fresh temporary directory.
+/// Runs a check's command with `{OUT}` in a fresh temporary directory, and
+/// `extra` flags after a `train` or `eval` command's own.
 /// Returns the run and the output path (inside the returned guard).
-fn run_check(check: &Value) -> (Run, std::path::PathBuf, tempfile::TempDir) {
+fn run_check(check: &Value, extra: &[&str]) -> (Run, std::path::PathBuf, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let argv: Vec<String> = check["argv"]
+    let mut argv: Vec<String> = check["argv"]
         .as_array()
         .unwrap()
         .iter()
         .map(|a| a.as_str().unwrap().replace("{OUT}", out.to_str().unwrap()))
         .collect();
+    if matches!(argv[0].as_str(), "train" | "eval") {
+        argv.extend(extra.iter().map(|a| a.to_string()));
+    }
     (dpo(&argv), out, tmp)
 }
 
@@ -50,8 +54,8 @@ fn is_count(key: &str) -> bool {
     matches!(key, "num_pairs" | "truncated_rows" | "steps")
 }
 
-fn check_eval(check: &Value) -> Result<(), String> {
-    let (run, _, _tmp) = run_check(check);
+fn check_eval(check: &Value, extra: &[&str]) -> Result<(), String> {
+    let (run, _, _tmp) = run_check(check, extra);
     if run.code != Some(0) {
         return Err(format!("failed:\n{run}"));
     }
@@ -78,8 +82,8 @@ fn check_eval(check: &Value) -> Result<(), String> {
     }
 }
 
-fn check_train_step(check: &Value) -> Result<(), String> {
-    let (run, out, _tmp) = run_check(check);
+fn check_train_step(check: &Value, extra: &[&str]) -> Result<(), String> {
+    let (run, out, _tmp) = run_check(check, extra);
     if run.code != Some(0) {
         return Err(format!("failed:\n{run}"));
     }
@@ -125,8 +129,8 @@ fn check_train_step(check: &Value) -> Result<(), String> {
     }
 }
 
-fn check_error(check: &Value) -> Result<(), String> {
-    let (run, out, _tmp) = run_check(check);
+fn check_error(check: &Value, extra: &[&str]) -> Result<(), String> {
+    let (run, out, _tmp) = run_check(check, extra);
     let line = check["bad_line"].as_u64().unwrap();
     // Paths in the message may hold digits of their own.
     let stderr = run.stderr.replace(out.to_str().unwrap(), "{OUT}");
@@ -152,12 +156,17 @@ fn check_error(check: &Value) -> Result<(), String> {
 
 /// Runs every check named `prefix*` and reports all failures at once.
 fn run_checks(prefix: &str) {
+    run_checks_with(prefix, &[]);
+}
+
+/// [`run_checks`] with `extra` flags after each `train` and `eval` command.
+fn run_checks_with(prefix: &str, extra: &[&str]) {
     let mut failures = Vec::new();
     for check in checks(prefix) {
         let result = match check["kind"].as_str().unwrap() {
-            "eval_metrics" => check_eval(&check),
-            "train_step" => check_train_step(&check),
-            "error" => check_error(&check),
+            "eval_metrics" => check_eval(&check, extra),
+            "train_step" => check_train_step(&check, extra),
+            "error" => check_error(&check, extra),
             other => panic!("unknown check kind {other}"),
         };
         if let Err(e) = result {
@@ -224,6 +233,23 @@ fn golden_train_sgd_step_ids() {
 #[test]
 fn golden_train_sgd_step_text() {
     run_checks("text/train_sgd_step");
+}
+
+/// The default runs each pair as one sequence `[prompt | chosen | rejected]`;
+/// the goldens hold for the separate layout too (and for an explicit `on`).
+#[test]
+fn golden_eval_and_train_step_with_prefix_sharing_off_and_on() {
+    for switch in ["off", "on"] {
+        let extra = ["--prefix-sharing", switch];
+        for prefix in [
+            "ids/eval_",
+            "text/eval_",
+            "ids/train_sgd_step",
+            "text/train_sgd_step",
+        ] {
+            run_checks_with(prefix, &extra);
+        }
+    }
 }
 
 #[test]

@@ -259,6 +259,19 @@ pub struct PairArgs {
     /// Preference data: {"prompt","chosen","rejected"}, {"chosen","rejected"} or `_ids` forms; .gz accepted.
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
+    /// on: each pair is one sequence [prompt | chosen | rejected], the prompt run once (rejected
+    /// tokens never see chosen ones); off: the prompt runs before each response. Same log-probs.
+    #[arg(long, value_enum, default_value_t = OnOff::On, value_name = "on|off")]
+    pub prefix_sharing: OnOff,
+}
+
+/// A switch given as `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    /// Switched on.
+    On,
+    /// Switched off.
+    Off,
 }
 
 /// `dpo train`

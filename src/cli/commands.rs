@@ -4,14 +4,15 @@
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
+use dpo::data::PairLayout;
 use dpo::loss::{DpoLossConfig, LossType, WeightedLoss};
 use serde::Serialize;
 use transformer::sampling::{generate_until, SamplingOptions};
 use transformer::GptConfig;
 
 use super::args::{
-    Cli, Command, EvalCliArgs, GenerateArgs, LossArgs, OptimArgs, PairArgs, SaveFormat, SftArgs,
-    TrainArgs,
+    Cli, Command, EvalCliArgs, GenerateArgs, LossArgs, OnOff, OptimArgs, PairArgs, SaveFormat,
+    SftArgs, TrainArgs,
 };
 use crate::trainer::setup::load_checkpoint;
 use crate::trainer::{
@@ -70,6 +71,7 @@ fn train_args(a: TrainArgs) -> Result<DpoTrainArgs> {
     let loss = loss_config(&a.loss)?;
     Ok(DpoTrainArgs {
         reference: reference(&a.pairs, "train", &loss)?,
+        layout: pair_layout(a.pairs.prefix_sharing),
         loss,
         data: data_args(&a.pairs.data, &a.optim),
         run: run_settings(&a.out, &a.optim, a.lr),
@@ -81,6 +83,7 @@ fn eval_args(a: EvalCliArgs) -> Result<EvalArgs> {
     let loss = loss_config(&a.loss)?;
     Ok(EvalArgs {
         reference: reference(&a.pairs, "eval", &loss)?,
+        layout: pair_layout(a.pairs.prefix_sharing),
         policy: a.pairs.policy,
         data: a.pairs.data,
         loss,
@@ -88,6 +91,14 @@ fn eval_args(a: EvalCliArgs) -> Result<EvalArgs> {
         batch_size: a.batch_size.max(1),
         skip_invalid: a.skip_invalid,
     })
+}
+
+/// `--prefix-sharing on|off` as the layout of the pairs.
+fn pair_layout(prefix_sharing: OnOff) -> PairLayout {
+    match prefix_sharing {
+        OnOff::On => PairLayout::SharedPrefix,
+        OnOff::Off => PairLayout::Separate,
+    }
 }
 
 /// `--ref DIR`, or none with `--reference-free`; one of them is needed,

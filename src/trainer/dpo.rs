@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
-use dpo::data::PreferenceRow;
+use dpo::data::{PairLayout, PreferenceRow};
 use dpo::logps::pair_logps_no_grad;
 use dpo::loss::DpoLossConfig;
 use dpo::objective::{DpoObjective, Objective};
@@ -29,6 +29,8 @@ pub struct DpoTrainArgs {
     pub reference: Option<PathBuf>,
     /// Loss settings.
     pub loss: DpoLossConfig,
+    /// How pairs go through the models (`--prefix-sharing`).
+    pub layout: PairLayout,
     /// Preference rows.
     pub data: DataArgs,
     /// How to train.
@@ -48,12 +50,13 @@ fn shared_reference_logps(
     reference: &Gpt<f32>,
     rows: &[PreferenceRow],
     batch_size: usize,
+    layout: PairLayout,
     comm: &dyn Collective,
 ) -> Vec<(f64, f64)> {
     let batches = share(rows.len().div_ceil(batch_size), comm.rank(), comm.ranks());
     let mine =
         (batches.start * batch_size).min(rows.len())..(batches.end * batch_size).min(rows.len());
-    let local: Vec<f64> = pair_logps_no_grad(reference, &rows[mine], batch_size)
+    let local: Vec<f64> = pair_logps_no_grad(reference, &rows[mine], batch_size, layout)
         .into_iter()
         .flat_map(|(chosen, rejected)| [chosen, rejected])
         .collect();
@@ -95,26 +98,45 @@ pub fn train_dpo(args: &DpoTrainArgs, comm: &dyn Collective) -> Result<TrainSumm
         run.hyper.seed,
     )?;
 
-    let started = Instant::now();
     let batch_size = eval_batch_size(run.hyper.batch_size);
-    let cached = |rows: &[PreferenceRow]| match &reference {
-        Some(model) => shared_reference_logps(model, rows, batch_size, comm),
-        None => vec![(0.0, 0.0); rows.len()], // reference-free
-    };
-    let (train_reference, held_out_reference) = (cached(&data.train), cached(&data.held_out));
-    let mut objective = DpoObjective::with_reference_logps(
-        args.loss.clone(),
-        (data.train, train_reference),
-        (data.held_out, held_out_reference),
-        batch_size,
-    );
-    if reference.is_some() && comm.is_root() {
-        eprintln!(
-            "reference log-probs of {} rows cached in {:.1}s",
-            objective.num_rows(),
-            started.elapsed().as_secs_f64()
+    let mut objective = if comm.ranks() == 1 {
+        // The reference's log-probs of a row are computed when a batch first
+        // uses it (the objective keeps the reference), so training starts at
+        // once.
+        DpoObjective::with_layout(
+            args.loss.clone(),
+            data.train,
+            data.held_out,
+            reference.as_ref(),
+            batch_size,
+            args.layout,
+        )
+    } else {
+        // Several ranks: each computes a share of every row's reference
+        // log-probs before the first step and all receive all of them, so
+        // every rank holds the same values whatever rows its batches get.
+        let started = Instant::now();
+        let cached = |rows: &[PreferenceRow]| match &reference {
+            Some(model) => shared_reference_logps(model, rows, batch_size, args.layout, comm),
+            None => vec![(0.0, 0.0); rows.len()], // reference-free
+        };
+        let (train_reference, held_out_reference) = (cached(&data.train), cached(&data.held_out));
+        let objective = DpoObjective::with_reference_logps(
+            args.loss.clone(),
+            (data.train, train_reference),
+            (data.held_out, held_out_reference),
+            batch_size,
+            args.layout,
         );
-    }
+        if reference.is_some() && comm.is_root() {
+            eprintln!(
+                "reference log-probs of {} rows cached in {:.1}s",
+                objective.num_rows(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        objective
+    };
     drop(reference);
     train(
         &mut objective,

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::{ensure, Result};
-use dpo::data::PreferenceRow;
+use dpo::data::{PairLayout, PreferenceRow};
 use dpo::loss::{DpoLossConfig, DpoMetrics};
 use dpo::objective::evaluate_pairs;
 use serde::Serialize;
@@ -25,6 +25,8 @@ pub struct EvalArgs {
     pub data: PathBuf,
     /// Loss settings.
     pub loss: DpoLossConfig,
+    /// How pairs go through the models (`--prefix-sharing`).
+    pub layout: PairLayout,
     /// Prompt budget of truncation; default `block_size / 2`.
     pub max_prompt_length: Option<usize>,
     /// Pairs per forward pass.
@@ -62,6 +64,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<EvalReport> {
         &prepared.rows,
         &args.loss,
         args.batch_size,
+        args.layout,
     );
     let values = [
         metrics.loss,

@@ -8,7 +8,7 @@ use std::io::Write;
 use autograd::Tape;
 use dpo::data::{
     collate_pairs, epoch_batches, load_preferences, padding_share, prepare_rows,
-    truncate_preferences, DataError, PreferenceRow, SftRow,
+    truncate_preferences, DataError, PairLayout, PreferenceRow, SftRow,
 };
 use dpo::logps::{pair_logps, pair_logps_no_grad};
 use dpo::loss::{dpo_loss, DpoLossConfig, LossType};
@@ -163,8 +163,14 @@ fn dpo_objective_batch_loss_uses_the_cached_reference_log_probs() {
     let policy = Gpt::<f32>::new(tiny_config(), 1);
     let reference = Gpt::<f32>::new(tiny_config(), 2);
     let rows = pairs();
-    let mut objective =
-        DpoObjective::new(sigmoid(), rows.clone(), rows.clone(), Some(&reference), 2);
+    let mut objective = DpoObjective::with_layout(
+        sigmoid(),
+        rows.clone(),
+        rows.clone(),
+        Some(&reference),
+        2,
+        PairLayout::Separate,
+    );
     assert_eq!(objective.num_rows(), 10);
 
     let batch = [4, 1, 2];
@@ -174,7 +180,7 @@ fn dpo_objective_batch_loss_uses_the_cached_reference_log_probs() {
 
     // The same loss written out: reference log-probs computed directly.
     let batch_rows: Vec<PreferenceRow> = batch.iter().map(|&i| rows[i].clone()).collect();
-    let reference_logps = pair_logps_no_grad(&reference, &batch_rows, 8);
+    let reference_logps = pair_logps_no_grad(&reference, &batch_rows, 8, PairLayout::Separate);
     let flat: Vec<f64> = reference_logps
         .iter()
         .map(|r| r.0)
@@ -203,7 +209,7 @@ fn dpo_objective_evaluates_rewards_and_the_policy_pair_accuracy() {
     let eval = objective.evaluate(&policy).unwrap();
     let mut no_held_out = DpoObjective::new(sigmoid(), rows.clone(), Vec::new(), None, 3);
     assert!(no_held_out.evaluate(&policy).is_none());
-    let logps = pair_logps_no_grad(&policy, &rows, 3);
+    let logps = pair_logps_no_grad(&policy, &rows, 3, PairLayout::default());
     let n = rows.len() as f64;
     let mean_chosen = logps.iter().map(|l| l.0).sum::<f64>() / n;
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * (1.0 + b.abs());

@@ -230,7 +230,7 @@ pub fn attention_cached_forward<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use autograd::kernels::attention::{attention_forward, AttentionDims};
+    use autograd::kernels::attention::{attention_forward, AttentionDims, KeyGap};
 
     /// Deterministic values in [-2, 2).
     fn values(n: usize, seed: usize) -> Vec<f64> {
@@ -247,7 +247,7 @@ mod tests {
         let mut full = vec![0.0; t * c];
         let mut att = vec![0.0; nh * t * t];
         let dims = AttentionDims { b: 1, t, c, nh };
-        attention_forward(&mut full, &mut att, &qkv, dims);
+        attention_forward(&mut full, &mut att, &qkv, dims, &[KeyGap::NONE]);
         let keys: Vec<f64> = qkv
             .chunks(3 * c)
             .flat_map(|r| r[c..2 * c].to_vec())

@@ -43,7 +43,7 @@ pub use checkpoint::{
 pub use config::GptConfig;
 pub use hf_tokenizer::{load_tokenizer, tokenizer_files, HfTokenizer};
 pub use kv_cache::KvCache;
-pub use model::{AttentionMode, Gpt};
+pub use model::{AttentionMode, Gpt, UnpaddedRows};
 pub use params::{param_specs, GptParams};
 pub use sampling::{generate, SamplingOptions};
 pub use sft::{sft_loss, SftBatch};

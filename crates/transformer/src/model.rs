@@ -25,6 +25,7 @@
 
 use std::sync::Arc;
 
+use autograd::kernels::attention::KeyGap;
 use autograd::{Float, Tape, Tensor, Var};
 use ndarray::IxDyn;
 use rand::rngs::StdRng;
@@ -60,6 +61,12 @@ pub enum AttentionMode<'a, T> {
     /// The sequence itself, causally: each position attends to itself and the
     /// earlier ones ([`Tape::causal_attention`]; training, scoring).
     Causal,
+    /// The positions are the real rows (N, C) of a padded batch (prefix
+    /// sharing of DPO pairs): they are padded out to (B, T) for the attention
+    /// alone, which is causal except that in sequence `b` the queries from
+    /// `gaps[b].end` on do not see the keys `gaps[b].start..gaps[b].end`
+    /// ([`Tape::segment_attention`]), and gathered back.
+    Segmented(&'a UnpaddedRows),
     /// The positions continue the sequence held in a KV cache: they attend to
     /// the cached keys and values and, causally, to each other; their own keys
     /// and values are appended to the cache (generation; no-grad tapes only).
@@ -80,6 +87,17 @@ impl<T: Float> CausalSelfAttention<Var<T>> {
         let qkv = self.c_attn.forward(tape, x); // (B, T, 3C)
         let y = match mode {
             AttentionMode::Causal => tape.causal_attention(&qkv, n_head),
+            // no padding: x is (B, T, C) already
+            AttentionMode::Segmented(rows) if !rows.has_padding() => {
+                tape.segment_attention(&qkv, n_head, &rows.gaps)
+            }
+            AttentionMode::Segmented(rows) => {
+                let (b, t, c) = (rows.batch, rows.seq_len, qkv.shape()[1] / 3);
+                let qkv = tape.embedding(&qkv, &rows.padded, &[b, t]); // (B, T, 3C)
+                let y = tape.segment_attention(&qkv, n_head, &rows.gaps); // (B, T, C)
+                let y = tape.reshape(&y, &[b * t, c]); // (B*T, C)
+                tape.embedding(&y, &rows.real, &[rows.real.len()]) // (N, C)
+            }
             AttentionMode::Cached(cache) => cache.attend(tape, &qkv, n_head),
         }; // (B, T, C)
         self.c_proj.forward(tape, &y)
@@ -106,6 +124,53 @@ impl<T: Float> Block<Var<T>> {
         let (ln_1, attn, ln_2, mlp) = (&self.ln_1, &self.attn, &self.ln_2, &self.mlp);
         let x = tape.add(x, &attn.forward(tape, &ln_1.forward(tape, x), n_head, mode));
         tape.add(&x, &mlp.forward(tape, &ln_2.forward(tape, &x)))
+    }
+}
+
+/// The real (non-padding) positions of a right-padded batch (B, T) whose
+/// sequence `b` has `lengths[b]` tokens, and the attention's key gaps.
+#[derive(Debug, Clone)]
+pub struct UnpaddedRows {
+    /// For each real position, its row in the padded batch (B*T). // (N,)
+    pub real: Vec<usize>,
+    /// For each padded position, its row among the real ones; a padding
+    /// position takes its sequence's first row (any real row would do: no
+    /// real query sees a padding key). // (B*T,)
+    pub padded: Vec<usize>,
+    /// The key gap of each sequence. // (B,)
+    pub gaps: Vec<KeyGap>,
+    /// B.
+    pub batch: usize,
+    /// T.
+    pub seq_len: usize,
+}
+
+impl UnpaddedRows {
+    /// Whether any position is padding (N < B*T).
+    pub fn has_padding(&self) -> bool {
+        self.real.len() < self.batch * self.seq_len
+    }
+
+    /// The rows of sequences of `lengths` (each `1..=seq_len`) padded to `seq_len`.
+    pub fn new(lengths: &[usize], gaps: &[KeyGap], seq_len: usize) -> Self {
+        let mut real = Vec::with_capacity(lengths.iter().sum());
+        let mut padded = Vec::with_capacity(lengths.len() * seq_len);
+        for (b, &len) in lengths.iter().enumerate() {
+            assert!(
+                (1..=seq_len).contains(&len),
+                "UnpaddedRows: a sequence of {len} tokens in a batch of length {seq_len}"
+            );
+            let first = real.len();
+            real.extend((0..len).map(|t| b * seq_len + t));
+            padded.extend((0..seq_len).map(|t| if t < len { first + t } else { first }));
+        }
+        UnpaddedRows {
+            real,
+            padded,
+            gaps: gaps.to_vec(),
+            batch: lengths.len(),
+            seq_len,
+        }
     }
 }
 
@@ -245,6 +310,72 @@ impl<T: Float> Gpt<T> {
             self.config.block_size
         );
         self.decoder(tape, params, ids, batch, seq_len, None)
+    }
+
+    /// The output of `ln_f`: (B, T, C), for token `ids` (B*T) at their own
+    /// `positions` (B*T, each below `block_size`), where sequence `b` has
+    /// `lengths[b]` real tokens and the key gap `gaps[b]` of
+    /// [`Tape::segment_attention`]. Prefix sharing lays a pair out as
+    /// `[prompt | chosen | rejected]` with the rejected positions restarting
+    /// at `len(prompt)` and the gap `P..P+C`, so each response sees exactly
+    /// what it would see after the prompt alone; `T` may then pass
+    /// `block_size`. Every layer but the attention runs on the N real
+    /// positions only ([`UnpaddedRows`]): padding costs no GEMM rows. The
+    /// rows of padding positions are unspecified (never scored).
+    ///
+    /// # Panics
+    /// If the lengths differ, a position is `>= block_size`, or an id is out
+    /// of the vocabulary.
+    #[allow(clippy::too_many_arguments)]
+    pub fn hidden_states_segmented(
+        &self,
+        tape: &Tape<T>,
+        params: &GptParams<Var<T>>,
+        ids: &[usize],
+        positions: &[usize],
+        lengths: &[usize],
+        gaps: &[KeyGap],
+        seq_len: usize,
+    ) -> Var<T> {
+        let batch = lengths.len();
+        assert!(
+            ids.len() == batch * seq_len
+                && positions.len() == batch * seq_len
+                && gaps.len() == batch,
+            "Gpt::hidden_states_segmented: {} ids, {} positions and {} gaps for batch {batch} x seq_len {seq_len}",
+            ids.len(),
+            positions.len(),
+            gaps.len()
+        );
+        let block_size = self.config.block_size;
+        assert!(
+            positions.iter().all(|&p| p < block_size),
+            "Gpt::hidden_states_segmented: a position >= block_size {block_size}"
+        );
+        let rows = UnpaddedRows::new(lengths, gaps, seq_len);
+        let real_ids: Vec<usize> = rows.real.iter().map(|&i| ids[i]).collect();
+        let real_positions: Vec<usize> = rows.real.iter().map(|&i| positions[i]).collect();
+        // (N) with padding; (B, T) without, where the real rows are all of them
+        let shape = if rows.has_padding() {
+            vec![rows.real.len()]
+        } else {
+            vec![batch, seq_len]
+        };
+        // x = wte[idx] + wpe[t], real positions only
+        let tok_emb = tape.embedding(&params.wte, &real_ids, &shape); // (N, C) or (B, T, C)
+        let pos_emb = tape.embedding(&params.wpe, &real_positions, &shape);
+        let mut x = tape.add(&tok_emb, &pos_emb); // (N, C) or (B, T, C)
+        drop((tok_emb, pos_emb));
+        for block in &params.h {
+            let mode = AttentionMode::Segmented(&rows);
+            x = block.forward(tape, &x, self.config.n_head, mode); // (N, C)
+        }
+        let hidden = params.ln_f.forward(tape, &x); // (N, C) or (B, T, C)
+        if rows.has_padding() {
+            tape.embedding(&hidden, &rows.padded, &[batch, seq_len]) // (B, T, C)
+        } else {
+            hidden
+        }
     }
 
     /// The output of `ln_f`: (1, T, C), for the `ids` that continue the one

@@ -14,7 +14,7 @@
 //! | [`gemm`] | strided `C = alpha A @ B + beta C`, split over rayon | `matmul`, `linear`, attention |
 //! | [`softmax`] | `softmax_forward/backward` along any axis | `softmax`, `log_softmax` |
 //! | [`layernorm`] | `layernorm_forward/backward` | `layer_norm` |
-//! | [`attention`] | `attention_forward/backward` (causal, multi-head) | `causal_attention` |
+//! | [`attention`] | `attention_forward/backward` (causal or with a key gap per sequence, multi-head) | `causal_attention`, `segment_attention` |
 //! | [`embedding`] | `embedding_forward/backward` (gather, scatter-add) | `embedding` |
 //! | [`crossentropy`] | `crossentropy_forward/backward`, [`IGNORE_INDEX`](crossentropy::IGNORE_INDEX) | `cross_entropy` |
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use ndarray::IxDyn;
 
 use crate::float::Float;
-use crate::kernels::attention::{attention_backward, attention_forward, AttentionDims};
+use crate::kernels::attention::{attention_backward, attention_forward, AttentionDims, KeyGap};
 use crate::kernels::crossentropy::{crossentropy_backward, crossentropy_forward, IGNORE_INDEX};
 use crate::kernels::embedding::{embedding_backward, embedding_forward};
 use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
@@ -165,15 +165,39 @@ impl<T: Float> Tape<T> {
     /// The forward saves the probabilities `att` (B, NH, T, T); the backward
     /// (see [`crate::kernels::attention::attention_backward`]) needs nothing else.
     pub fn causal_attention(&self, qkv: &Var<T>, n_head: usize) -> Var<T> {
+        let b = qkv.shape().first().copied().unwrap_or(0);
+        self.attention_op("causal_attention", qkv, n_head, &vec![KeyGap::NONE; b])
+    }
+
+    /// [`Tape::causal_attention`] where, in sequence `b`, the queries from
+    /// `gaps[b].end` on do not see the keys `gaps[b].start..gaps[b].end`
+    /// (prefix sharing: a row `[prompt | chosen | rejected]` hides the
+    /// chosen span from the rejected tokens). qkv: (B, T, 3C), gaps: (B).
+    ///
+    /// ```text
+    /// mask[i, j] = j <= i  and  not (i >= end and start <= j < end)
+    /// ```
+    /// Blocks of queries and keys that the mask hides wholly are skipped,
+    /// not multiplied (`kernels::attention`).
+    pub fn segment_attention(&self, qkv: &Var<T>, n_head: usize, gaps: &[KeyGap]) -> Var<T> {
+        self.attention_op("segment_attention", qkv, n_head, gaps)
+    }
+
+    /// The attention op of both masks: shape checks, forward kernel, backward closure.
+    fn attention_op(&self, name: &str, qkv: &Var<T>, n_head: usize, gaps: &[KeyGap]) -> Var<T> {
         let s = qkv.shape().to_vec();
         assert!(
             s.len() == 3 && s[2].is_multiple_of(3),
-            "causal_attention: qkv must be (B, T, 3C), got {s:?}"
+            "{name}: qkv must be (B, T, 3C), got {s:?}"
         );
         let (b, t, c) = (s[0], s[1], s[2] / 3);
         assert!(
             n_head > 0 && c.is_multiple_of(n_head),
-            "causal_attention: {c} channels (qkv {s:?}) do not split into {n_head} heads"
+            "{name}: {c} channels (qkv {s:?}) do not split into {n_head} heads"
+        );
+        assert!(
+            gaps.len() == b && gaps.iter().all(|g| g.is_empty() || g.end <= t),
+            "{name}: key gaps {gaps:?} do not fit qkv {s:?}"
         );
         let dims = AttentionDims {
             b,
@@ -181,20 +205,21 @@ impl<T: Float> Tape<T> {
             c,
             nh: n_head,
         };
+        let gaps = gaps.to_vec();
         let qkv_data = data(qkv.value());
         let mut out = vec![T::zero(); b * t * c];
         let mut att = vec![T::zero(); b * n_head * t * t];
-        attention_forward(&mut out, &mut att, &qkv_data, dims);
+        attention_forward(&mut out, &mut att, &qkv_data, dims, &gaps);
         drop(qkv_data);
         let y = Tensor::from_shape_vec(IxDyn(&[b, t, c]), out).unwrap();
         if !self.needs_grad(&[qkv]) {
-            return self.record("causal_attention", y, &[qkv], |_| vec![None]);
+            return self.record(name, y, &[qkv], |_| vec![None]);
         }
         let qkv_saved = qkv.value_arc();
-        self.record("causal_attention", y, &[qkv], move |dy| {
+        self.record(name, y, &[qkv], move |dy| {
             let (dout, qkv) = (data(dy), data(&qkv_saved));
             let mut dqkv = vec![T::zero(); b * t * 3 * c];
-            attention_backward(&mut dqkv, &dout, &qkv, &att, dims);
+            attention_backward(&mut dqkv, &dout, &qkv, &att, dims, &gaps);
             vec![Some(
                 Tensor::from_shape_vec(IxDyn(&[b, t, 3 * c]), dqkv).unwrap(),
             )]

@@ -16,7 +16,9 @@
 //!    or [`length_grouped_batches`]) chooses which rows go together.
 //! 4. [`collate_pairs`] / [`collate_sft`] lay a batch out as right-padded ids
 //!    and shifted targets (`-100` where nothing is scored), the layout the
-//!    fused log-prob kernels read.
+//!    fused log-prob kernels read; [`collate_shared_pairs`] lays each pair out
+//!    as one sequence `[prompt | chosen | rejected]` (prefix sharing,
+//!    [`PairLayout`]).
 //!
 //! The PyTorch reference is `tests/golden/torch_reference.py` (`load_prefs`,
 //! `load_sft`, `truncate_row`, `batch`, `get_log_probs`).
@@ -25,6 +27,7 @@ mod batch;
 mod jsonl;
 mod prepare;
 mod rows;
+mod shared_batch;
 mod split;
 mod truncate;
 mod unpaired;
@@ -35,6 +38,7 @@ pub use batch::{
 pub use jsonl::MAX_LINE_BYTES;
 pub use prepare::{prepare_rows, PreparedRows, TrainingRow};
 pub use rows::{load_preferences, load_sft, read_preferences, read_sft, scored_tokens};
+pub use shared_batch::{collate_shared_pairs, PairInputs, PairLayout, SharedPairBatch};
 pub use split::{
     epoch_batches, eval_split, length_grouped_batches, padding_share, shuffled_batches,
 };

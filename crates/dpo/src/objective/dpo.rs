@@ -1,21 +1,25 @@
 //! DPO and its relatives: a policy trained on preference pairs, against a
 //! frozen reference (the DPO loss types) or against none (SimPO, ORPO).
 //!
-//! One batch of B pairs is one forward pass over 2B sequences (chosen rows
-//! first, then rejected). The reference never changes, so its log-probs are
-//! computed once per row, in no-grad mode, when the objective is built, and
-//! looked up by row afterwards. Without a reference they are taken as 0.
+//! One batch of B pairs is one forward pass: by default over B sequences
+//! `[prompt | chosen | rejected]`, each prompt run once (prefix sharing,
+//! [`PairLayout::SharedPrefix`]), or over 2B sequences, chosen rows first,
+//! then rejected ([`PairLayout::Separate`]); both give the same log-probs.
+//! The reference never changes, so its log-probs are computed once per row,
+//! in no-grad mode and in the same layout, the first time a batch uses the
+//! row ([`ReferenceCache`]), and looked up afterwards. Without a reference
+//! they are taken as 0.
 
 use autograd::{Float, Tape, Var};
 use serde_json::{json, Value};
 use transformer::{Gpt, GptParams};
 
+use super::reference_cache::ReferenceCache;
 use super::{metric, BatchLoss, Metrics, Objective};
-use crate::data::{
-    chosen_prompt_targets, collate_pairs, scored_tokens, PreferenceRow, TrainingRow,
-};
+use crate::data::{scored_tokens, PairInputs, PairLayout, PreferenceRow, TrainingRow};
 use crate::logps::{
-    pair_and_prompt_logps, pair_and_prompt_logps_no_grad, pair_logps, pair_logps_no_grad,
+    pair_and_prompt_logps_no_grad, pair_inputs_and_prompt_logps, pair_inputs_logps,
+    pair_logps_no_grad,
 };
 use crate::loss::{
     loss_values, preference_loss, DpoLossConfig, DpoMetrics, LossType, MetricSums, PairLogps,
@@ -60,9 +64,10 @@ fn reference_logps<T: Float>(
     reference: Option<&Gpt<T>>,
     rows: &[PreferenceRow],
     batch_size: usize,
+    layout: PairLayout,
 ) -> Vec<(f64, f64)> {
     match reference {
-        Some(model) => pair_logps_no_grad(model, rows, batch_size),
+        Some(model) => pair_logps_no_grad(model, rows, batch_size, layout),
         None => vec![(0.0, 0.0); rows.len()],
     }
 }
@@ -74,12 +79,13 @@ fn policy_logps<T: Float>(
     rows: &[PreferenceRow],
     loss: &DpoLossConfig,
     batch_size: usize,
+    layout: PairLayout,
 ) -> (Vec<(f64, f64)>, Option<Vec<f64>>) {
     if loss.needs_prompt_logps() {
-        let (pairs, prompts) = pair_and_prompt_logps_no_grad(policy, rows, batch_size);
+        let (pairs, prompts) = pair_and_prompt_logps_no_grad(policy, rows, batch_size, layout);
         (pairs, Some(prompts))
     } else {
-        (pair_logps_no_grad(policy, rows, batch_size), None)
+        (pair_logps_no_grad(policy, rows, batch_size, layout), None)
     }
 }
 
@@ -108,16 +114,17 @@ fn bco_delta(loss: &DpoLossConfig, logps: &PairLogps, running: Option<&mut Runni
 /// the rows as one batch (which matters for the batch-level terms: sft's
 /// NLL, aot's sorting, bco_pair's mean reward). Run in f64 (the f32
 /// checkpoints widened exactly), the metrics are those of the stored
-/// weights up to f64 rounding.
+/// weights up to f64 rounding. Both models see the pairs in `layout`.
 pub fn evaluate_pairs<T: Float>(
     policy: &Gpt<T>,
     reference: Option<&Gpt<T>>,
     rows: &[PreferenceRow],
     loss: &DpoLossConfig,
     batch_size: usize,
+    layout: PairLayout,
 ) -> DpoMetrics {
-    let (policy_logps, prompt_logps) = policy_logps(policy, rows, loss, batch_size);
-    let reference_logps = reference_logps(reference, rows, batch_size);
+    let (policy_logps, prompt_logps) = policy_logps(policy, rows, loss, batch_size, layout);
+    let reference_logps = reference_logps(reference, rows, batch_size, layout);
     let logps = pair_logps_of(
         rows,
         &policy_logps,
@@ -135,19 +142,23 @@ pub struct DpoObjective {
     loss: DpoLossConfig,
     train: Vec<PreferenceRow>,
     held_out: Vec<PreferenceRow>,
-    /// The reference's `(chosen, rejected)` log-probs of each training row.
-    train_reference: Vec<(f64, f64)>,
-    /// The same for the held-out rows.
-    held_out_reference: Vec<(f64, f64)>,
+    /// The reference's `(chosen, rejected)` log-probs of each training row,
+    /// filled as batches use the rows.
+    train_reference: ReferenceCache,
+    /// The same for the held-out rows, filled at the first evaluation.
+    held_out_reference: ReferenceCache,
     eval_batch_size: usize,
+    /// How pairs go through the policy and the reference.
+    layout: PairLayout,
     /// bco_pair's running mean of the rewards over the training batches.
     bco_running_mean: RunningMean,
 }
 
 impl DpoObjective {
-    /// DPO with `loss` on `train`, evaluated on `held_out`. The reference's
-    /// log-probs of every row are computed here, once, `eval_batch_size`
-    /// pairs per forward pass; `None` is reference-free.
+    /// DPO with `loss` on `train`, evaluated on `held_out` (`eval_batch_size`
+    /// pairs per forward pass), with prefix sharing. `reference` is kept
+    /// (its parameters are shared, not copied); its log-probs of a row are
+    /// computed the first time the row is used. `None` is reference-free.
     pub fn new(
         loss: DpoLossConfig,
         train: Vec<PreferenceRow>,
@@ -155,21 +166,54 @@ impl DpoObjective {
         reference: Option<&Gpt<f32>>,
         eval_batch_size: usize,
     ) -> Self {
+        Self::with_layout(
+            loss,
+            train,
+            held_out,
+            reference,
+            eval_batch_size,
+            PairLayout::default(),
+        )
+    }
+
+    /// [`DpoObjective::new`] with the pairs laid out as `layout` for the
+    /// policy and the reference (`dpo train --prefix-sharing on|off`).
+    pub fn with_layout(
+        loss: DpoLossConfig,
+        train: Vec<PreferenceRow>,
+        held_out: Vec<PreferenceRow>,
+        reference: Option<&Gpt<f32>>,
+        eval_batch_size: usize,
+        layout: PairLayout,
+    ) -> Self {
         let eval_batch_size = eval_batch_size.max(1);
         DpoObjective {
             loss,
-            train_reference: reference_logps(reference, &train, eval_batch_size),
-            held_out_reference: reference_logps(reference, &held_out, eval_batch_size),
+            train_reference: ReferenceCache::new(reference.cloned(), train.len(), layout),
+            held_out_reference: ReferenceCache::new(reference.cloned(), held_out.len(), layout),
             train,
             held_out,
             eval_batch_size,
+            layout,
             bco_running_mean: RunningMean::default(),
         }
     }
 
+    /// The reference's `(chosen, rejected)` log-probs of the training rows
+    /// `batch`, computing the ones not cached yet in one no-grad pass.
+    pub fn train_reference_logps(&mut self, batch: &[usize]) -> Vec<(f64, f64)> {
+        self.train_reference
+            .get(&self.train, batch, batch.len().max(1))
+    }
+
+    /// Training rows whose reference log-probs are cached so far.
+    pub fn num_cached_reference_rows(&self) -> usize {
+        self.train_reference.num_cached()
+    }
+
     /// DPO with `loss` on training and held-out rows whose reference
     /// log-probs, `(chosen, rejected)` per row, are already computed
-    /// (elsewhere, e.g. in shards by several processes).
+    /// (elsewhere, e.g. in shards by several processes), in `layout`.
     ///
     /// # Panics
     /// If a row count and its log-prob count differ.
@@ -178,6 +222,7 @@ impl DpoObjective {
         (train, train_reference): (Vec<PreferenceRow>, Vec<(f64, f64)>),
         (held_out, held_out_reference): (Vec<PreferenceRow>, Vec<(f64, f64)>),
         eval_batch_size: usize,
+        layout: PairLayout,
     ) -> Self {
         assert_eq!(
             train.len(),
@@ -193,9 +238,10 @@ impl DpoObjective {
             loss,
             train,
             held_out,
-            train_reference,
-            held_out_reference,
+            train_reference: ReferenceCache::precomputed(train_reference),
+            held_out_reference: ReferenceCache::precomputed(held_out_reference),
             eval_batch_size: eval_batch_size.max(1),
+            layout,
             bco_running_mean: RunningMean::default(),
         }
     }
@@ -246,18 +292,16 @@ impl Objective for DpoObjective {
         batch: &[usize],
     ) -> BatchLoss {
         let rows: Vec<PreferenceRow> = batch.iter().map(|&i| self.train[i].clone()).collect();
-        let reference: Vec<(f64, f64)> = batch.iter().map(|&i| self.train_reference[i]).collect();
-        let pairs = collate_pairs(&rows);
-        let b = pairs.num_pairs;
+        let reference = self.train_reference_logps(batch);
+        let pairs = PairInputs::collate(&rows, self.layout);
+        let b = pairs.num_pairs();
 
         // Policy log-probs: (2B) = [chosen..., rejected...]; ORPO also the chosen prompts' (B).
         let (logps, prompt_logps) = if self.loss.needs_prompt_logps() {
-            let (prompt_targets, _) = chosen_prompt_targets(&pairs, &rows);
-            let (logps, prompt) =
-                pair_and_prompt_logps(model, tape, params, &pairs, &prompt_targets);
+            let (logps, prompt) = pair_inputs_and_prompt_logps(model, tape, params, &pairs, &rows);
             (logps, Some(prompt))
         } else {
-            (pair_logps(model, tape, params, &pairs), None)
+            (pair_inputs_logps(model, tape, params, &pairs), None)
         };
         let values = |v: &Var<f32>| -> Vec<f64> { v.value().iter().map(|&x| x as f64).collect() };
         let flat = values(&logps);
@@ -280,9 +324,15 @@ impl Objective for DpoObjective {
             metrics: sums.metrics().to_record(),
             tokens: rows
                 .iter()
-                .map(|r| 2 * r.prompt.len() + r.chosen.len() + r.rejected.len())
+                .map(|r| {
+                    let prompt_runs = match self.layout {
+                        PairLayout::Separate => 2,
+                        PairLayout::SharedPrefix => 1,
+                    };
+                    prompt_runs * r.prompt.len() + r.chosen.len() + r.rejected.len()
+                })
                 .sum(),
-            padded_tokens: 2 * b * pairs.seq_len,
+            padded_tokens: pairs.padded_tokens(),
         }
     }
 
@@ -294,14 +344,18 @@ impl Objective for DpoObjective {
         if self.held_out.is_empty() {
             return None;
         }
-        let (policy, prompt) =
-            policy_logps(model, &self.held_out, &self.loss, self.eval_batch_size);
-        let logps = pair_logps_of(
+        let (policy, prompt) = policy_logps(
+            model,
             &self.held_out,
-            &policy,
-            &self.held_out_reference,
-            prompt.as_deref(),
+            &self.loss,
+            self.eval_batch_size,
+            self.layout,
         );
+        let all: Vec<usize> = (0..self.held_out.len()).collect();
+        let reference = self
+            .held_out_reference
+            .get(&self.held_out, &all, self.eval_batch_size);
+        let logps = pair_logps_of(&self.held_out, &policy, &reference, prompt.as_deref());
         // Before the first training step there is no running mean yet: the
         // held-out rows' own mean reward stands in for it.
         let delta = if shifts_bco(&self.loss) && self.bco_running_mean.count > 0 {
@@ -334,20 +388,32 @@ impl Objective for DpoObjective {
         line
     }
 
-    /// bco_pair's running mean, when the loss keeps one.
+    /// bco_pair's running mean, when the loss keeps one, and the reference
+    /// log-probs cached so far, when there is a reference.
     fn state(&self) -> Option<Value> {
-        shifts_bco(&self.loss).then(|| json!({ "bco_running_mean": self.bco_running_mean }))
+        let mut state = serde_json::Map::new();
+        if shifts_bco(&self.loss) {
+            state.insert("bco_running_mean".into(), json!(self.bco_running_mean));
+        }
+        if self.train_reference.is_lazy() {
+            state.insert("reference_logps".into(), self.train_reference.state());
+        }
+        (!state.is_empty()).then_some(Value::Object(state))
     }
 
     fn restore_state(&mut self, state: &Value) -> Result<(), String> {
-        if !shifts_bco(&self.loss) {
-            return Ok(());
+        if shifts_bco(&self.loss) {
+            let running = state
+                .get("bco_running_mean")
+                .ok_or("the saved objective state has no bco_running_mean")?;
+            self.bco_running_mean = serde_json::from_value(running.clone())
+                .map_err(|e| format!("bco_running_mean: {e}"))?;
         }
-        let running = state
-            .get("bco_running_mean")
-            .ok_or("the saved objective state has no bco_running_mean")?;
-        self.bco_running_mean = serde_json::from_value(running.clone())
-            .map_err(|e| format!("bco_running_mean: {e}"))?;
+        if let Some(cached) = state.get("reference_logps") {
+            if self.train_reference.is_lazy() {
+                self.train_reference.restore(cached)?;
+            }
+        }
         Ok(())
     }
 }

@@ -1,0 +1,197 @@
+//! The segment-masked attention of prefix sharing (`Tape::segment_attention`):
+//! f64 gradient checks on the awkward layouts, values against scalar loops,
+//! and the rows of a shared `[prompt | chosen | rejected]` sequence against
+//! plain causal attention over `prompt + chosen` and `prompt + rejected`.
+
+use autograd::gradcheck::{gradcheck_at, gradcheck_with, random_inputs, GradcheckOptions};
+use autograd::kernels::attention::{attention_macs, KeyGap};
+use autograd::{Tape, Tensor};
+use ndarray::{s, Axis};
+
+/// The gap of a pair laid out as `[prompt | chosen | rejected]`.
+fn pair_gap(prompt: usize, chosen: usize) -> KeyGap {
+    KeyGap::new(prompt, prompt + chosen, usize::MAX)
+}
+
+/// Attention written with scalar loops straight from the definition of the mask.
+fn reference_attention(qkv: &Tensor<f64>, nh: usize, gaps: &[KeyGap]) -> Tensor<f64> {
+    let (b, t, c3) = (qkv.shape()[0], qkv.shape()[1], qkv.shape()[2]);
+    let c = c3 / 3;
+    let hs = c / nh;
+    let mut out = Tensor::zeros(ndarray::IxDyn(&[b, t, c]));
+    for bi in 0..b {
+        let gap = gaps[bi];
+        let sees = |i: usize, j: usize| j <= i && !(i >= gap.end && gap.start <= j && j < gap.end);
+        for h in 0..nh {
+            // padding queries (from gap.len on) are not computed: zero
+            for i in 0..t.min(gap.len) {
+                let keys: Vec<usize> = (0..t).filter(|&j| sees(i, j)).collect();
+                let scores: Vec<f64> = keys
+                    .iter()
+                    .map(|&j| {
+                        (0..hs)
+                            .map(|d| qkv[[bi, i, h * hs + d]] * qkv[[bi, j, c + h * hs + d]])
+                            .sum::<f64>()
+                            / (hs as f64).sqrt()
+                    })
+                    .collect();
+                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = scores.iter().map(|s| (s - max).exp()).sum();
+                for d in 0..hs {
+                    out[[bi, i, h * hs + d]] = keys
+                        .iter()
+                        .zip(&scores)
+                        .map(|(&j, s)| (s - max).exp() / z * qkv[[bi, j, 2 * c + h * hs + d]])
+                        .sum();
+                }
+            }
+        }
+    }
+    out
+}
+
+/// (B, T, C, NH, gaps): the layouts the issue asks for, and more.
+fn layouts() -> Vec<(usize, usize, usize, usize, Vec<KeyGap>)> {
+    vec![
+        // one pair, short
+        (1, 6, 4, 2, vec![pair_gap(2, 2)]),
+        // empty prompt: the rejected tokens see only each other
+        (1, 5, 2, 1, vec![pair_gap(0, 2)]),
+        // length-1 responses (and a length-1 prompt)
+        (1, 3, 2, 1, vec![pair_gap(1, 1)]),
+        (1, 2, 2, 1, vec![pair_gap(0, 1)]),
+        // several pairs per batch, each its own gap, one row causal, padding after
+        (
+            3,
+            9,
+            6,
+            3,
+            vec![pair_gap(3, 2), KeyGap::NONE, pair_gap(1, 4)],
+        ),
+        // the segment boundary (the gap's end) inside a 32-row block, with
+        // blocks before and after it, and a gap that starts inside a block too
+        (1, 75, 4, 2, vec![pair_gap(20, 25)]),
+        // the boundary exactly on a block edge, the gap spanning a whole block
+        (2, 70, 2, 1, vec![pair_gap(10, 54), pair_gap(32, 32)]),
+        // padded sequences: queries from `len` on are skipped (zero)
+        (2, 9, 4, 2, vec![KeyGap::new(2, 3, 7), KeyGap::new(0, 2, 9)]),
+        (1, 70, 2, 1, vec![KeyGap::new(20, 30, 45)]),
+    ]
+}
+
+#[test]
+fn segment_attention_forward_matches_reference_loops() {
+    for (b, t, c, nh, gaps) in layouts() {
+        let qkv = random_inputs(&[&[b, t, 3 * c]], 11).remove(0);
+        let tape = Tape::<f64>::no_grad();
+        let y = tape.segment_attention(&tape.constant(qkv.clone()), nh, &gaps);
+        let expected = reference_attention(&qkv, nh, &gaps);
+        let err = (y.value() - &expected)
+            .mapv(f64::abs)
+            .fold(0.0, |a: f64, &b| a.max(b));
+        assert!(
+            err < 1e-12,
+            "{gaps:?}: attention differs from the loops by {err}"
+        );
+    }
+}
+
+#[test]
+fn segment_attention_gradients() {
+    for (b, t, c, nh, gaps) in layouts() {
+        let inputs = random_inputs(&[&[b, t, 3 * c]], 3);
+        let report = gradcheck_with(
+            inputs,
+            &GradcheckOptions {
+                max_entries_per_input: 300,
+                ..Default::default()
+            },
+            |tape, x| tape.segment_attention(&x[0], nh, &gaps),
+        );
+        assert!(report.max_error < 1e-6, "{gaps:?}: {report:?}");
+    }
+}
+
+#[test]
+fn segment_attention_gradients_in_the_parallel_path_and_on_transposed_input() {
+    let gaps = [pair_gap(7, 12), pair_gap(0, 30)];
+    let report = gradcheck_with(
+        random_inputs(&[&[2, 40, 3 * 16]], 5),
+        &GradcheckOptions {
+            max_entries_per_input: 150,
+            ..Default::default()
+        },
+        |t, x| t.segment_attention(&x[0], 4, &gaps),
+    );
+    assert!(report.max_error < 1e-6, "{report:?}");
+    let x = random_inputs(&[&[6, 2, 1]], 8).remove(0); // (3C, T, B) -> permuted to (B, T, 3C)
+    let x = x.permuted_axes(ndarray::IxDyn(&[2, 1, 0]));
+    gradcheck_at(vec![x], |t, x| {
+        t.segment_attention(&x[0], 1, &[pair_gap(0, 1)])
+    });
+}
+
+#[test]
+fn empty_gaps_are_causal_attention_bitwise() {
+    let qkv = random_inputs(&[&[2, 70, 3 * 8]], 4)
+        .remove(0)
+        .mapv(|v| v as f32);
+    let tape = Tape::<f32>::new();
+    let x = tape.leaf(qkv);
+    let causal = tape.causal_attention(&x, 2);
+    let masked = tape.segment_attention(&x, 2, &[KeyGap::NONE; 2]);
+    assert_eq!(causal.value(), masked.value());
+}
+
+/// The rows of a shared `[prompt | chosen | rejected]` sequence are those of
+/// causal attention over `prompt + chosen` and over `prompt + rejected`.
+#[test]
+fn shared_rows_equal_the_two_causal_sequences() {
+    let (p, ch, rj, c, nh) = (37, 20, 14, 8, 2);
+    let t = p + ch + rj;
+    let qkv = random_inputs(&[&[1, t, 3 * c]], 21).remove(0);
+    let tape = Tape::<f64>::no_grad();
+    let shared = tape.segment_attention(&tape.constant(qkv.clone()), nh, &[pair_gap(p, ch)]);
+    let chosen_seq = qkv.slice(s![.., ..p + ch, ..]).to_owned().into_dyn();
+    let rejected_seq = ndarray::concatenate(
+        Axis(1),
+        &[qkv.slice(s![.., ..p, ..]), qkv.slice(s![.., p + ch.., ..])],
+    )
+    .unwrap()
+    .into_dyn();
+    let chosen = tape.causal_attention(&tape.constant(chosen_seq), nh);
+    let rejected = tape.causal_attention(&tape.constant(rejected_seq), nh);
+    let shared = shared.value();
+    let err_c = (&shared.slice(s![.., ..p + ch, ..]) - &chosen.value().view())
+        .mapv(f64::abs)
+        .fold(0.0, |a: f64, &b| a.max(b));
+    let err_r = (&shared.slice(s![.., p + ch.., ..]) - &rejected.value().slice(s![.., p.., ..]))
+        .mapv(f64::abs)
+        .fold(0.0, |a: f64, &b| a.max(b));
+    assert!(err_c < 1e-12 && err_r < 1e-12, "{err_c} {err_r}");
+}
+
+/// The products skip the hidden blocks: the count of multiply-adds.
+#[test]
+fn masked_blocks_are_skipped() {
+    let hs = 16;
+    // causal, one block: the full square (the triangle is masked inside it)
+    assert_eq!(attention_macs(32, hs, KeyGap::NONE), 2 * hs * 32 * 32);
+    // causal, two blocks: the second block needs all 64 keys, the first 32
+    assert_eq!(
+        attention_macs(64, hs, KeyGap::NONE),
+        2 * hs * 32 * (32 + 64)
+    );
+    // a gap of 32 keys over the whole second block: the third block skips it
+    let gap = pair_gap(32, 32);
+    assert_eq!(
+        attention_macs(96, hs, gap),
+        2 * hs * 32 * (32 + 64 + (32 + 32))
+    );
+    // a gap ending inside a block splits it: rows 40..64 skip keys 20..40
+    let gap = pair_gap(20, 20);
+    assert_eq!(
+        attention_macs(64, hs, gap),
+        2 * hs * (32 * 32 + 8 * 40 + 24 * (20 + 24))
+    );
+}
