@@ -198,7 +198,27 @@ fn missing_checkpoint_is_one_clear_error() {
         run.stderr.contains(missing),
         "the path is not named:\n{run}"
     );
+    assert_eq!(
+        run.stderr.matches("os error").count(),
+        1,
+        "the OS error is said more than once:\n{run}"
+    );
     dpo(&["generate", "--model", missing, "--prompt", "Hi"]).assert_one_line_error();
+    let run = dpo(&[
+        "eval",
+        "--policy",
+        "ids/policy",
+        "--ref",
+        "ids/ref",
+        "--data",
+        missing,
+    ]);
+    run.assert_one_line_error();
+    assert_eq!(
+        run.stderr.matches("os error").count(),
+        1,
+        "the OS error is said more than once:\n{run}"
+    );
 
     let out = tmp.path().join("out");
     let run = dpo(&[

@@ -39,12 +39,13 @@ pub const LM_HEAD: &str = "lm_head.weight";
 #[derive(Debug, Error)]
 pub enum CheckpointError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (in the message, not a `source()`, so that a
+        /// printed error chain says it once).
+        error: std::io::Error,
     },
     /// `config.json` is not valid JSON, misses a field, or has invalid sizes.
     #[error("{path}: bad config: {message}")]
@@ -75,9 +76,9 @@ pub enum CheckpointError {
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |source| CheckpointError::Io {
+    move |error| CheckpointError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 

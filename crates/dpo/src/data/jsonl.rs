@@ -22,9 +22,9 @@ pub(crate) type JsonRow = Map<String, Value>;
 
 /// Opens `path`, through a gzip decoder when its name ends in `.gz`.
 fn open_lines(path: &Path) -> Result<Box<dyn BufRead>, DataError> {
-    let file = File::open(path).map_err(|source| DataError::Open {
+    let file = File::open(path).map_err(|error| DataError::Open {
         path: path.display().to_string(),
-        source,
+        error,
     })?;
     let reader: Box<dyn Read> = if path.to_string_lossy().ends_with(".gz") {
         // Multi-member, so that `cat a.gz b.gz` files read whole, as Python's gzip does.
@@ -97,10 +97,10 @@ pub(crate) fn read_rows_from<R>(
         let n = (&mut reader)
             .take(MAX_LINE_BYTES as u64 + 1)
             .read_until(b'\n', &mut bytes)
-            .map_err(|source| DataError::Read {
+            .map_err(|error| DataError::Read {
                 path: shown(),
                 line,
-                source,
+                error,
             })?;
         if n == 0 {
             break;

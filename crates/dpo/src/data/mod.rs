@@ -226,22 +226,24 @@ pub enum BadLine {
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The file cannot be opened.
-    #[error("{path}: cannot open: {source}")]
+    #[error("{path}: cannot open: {error}")]
     Open {
         /// The file as given.
         path: String,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, not a `source()`, so that a
+        /// printed error chain says it once).
+        error: std::io::Error,
     },
     /// Reading failed part-way (a truncated or corrupt `.gz`, a disk error).
-    #[error("{path}:{line}: cannot read: {source}")]
+    #[error("{path}:{line}: cannot read: {error}")]
     Read {
         /// The file as given.
         path: String,
         /// The line being read.
         line: usize,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, not a `source()`, so that a
+        /// printed error chain says it once).
+        error: std::io::Error,
     },
     /// A line longer than [`MAX_LINE_BYTES`]: refused before it fills the memory.
     #[error("{path}:{line}: the line is longer than {} MiB, the most a data line may hold", .max_bytes >> 20)]
