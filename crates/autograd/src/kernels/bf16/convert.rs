@@ -22,19 +22,23 @@
 pub type Bf16 = u16;
 
 /// `x` rounded to the nearest bf16 (ties to even); NaN stays NaN, denormals
-/// flush to a signed zero.
+/// flush to a signed zero. Branch-free (selects), so loops over it vectorize.
 #[inline(always)]
 pub fn f32_to_bf16(x: f32) -> Bf16 {
     let bits = x.to_bits();
-    let exponent = bits & 0x7F80_0000;
-    if exponent == 0 {
-        return ((bits & 0x8000_0000) >> 16) as Bf16; // zero or denormal: signed zero
-    }
-    if x.is_nan() {
-        return ((bits >> 16) | 0x0040) as Bf16; // quiet NaN, same sign
-    }
-    let rounding = 0x7FFF + ((bits >> 16) & 1);
-    ((bits + rounding) >> 16) as Bf16
+    let rounded = bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16;
+    let is_nan = bits & 0x7FFF_FFFF > 0x7F80_0000;
+    let is_zero_or_denormal = bits & 0x7F80_0000 == 0;
+    let quiet_nan = (bits >> 16) | 0x0040;
+    let signed_zero = (bits >> 16) & 0x8000;
+    let out = if is_nan {
+        quiet_nan
+    } else if is_zero_or_denormal {
+        signed_zero
+    } else {
+        rounded
+    };
+    out as Bf16
 }
 
 /// The f32 with the same value as `b` (exact).

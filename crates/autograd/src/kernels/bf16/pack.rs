@@ -76,30 +76,122 @@ impl Packed {
 /// Packs `a` (M x K) in row panels of [`MR`].
 pub fn pack_a(a: ArrayView2<'_, f32>) -> Packed {
     let (m, k) = a.dim();
-    pack(m, k, MR, |i, kk| a[[i, kk]])
+    let [rs, cs] = [a.strides()[0], a.strides()[1]];
+    // SAFETY: the view guarantees that (i, kk) with i < m, kk < k is in its buffer.
+    unsafe { pack(Strided::new(a.as_ptr(), rs, cs), m, k, MR) }
 }
 
 /// Packs `b` (K x N) in column panels of [`NR`].
 pub fn pack_b(b: ArrayView2<'_, f32>) -> Packed {
     let (k, n) = b.dim();
-    pack(n, k, NR, |j, kk| b[[kk, j]])
+    let [rs, cs] = [b.strides()[0], b.strides()[1]];
+    // SAFETY: as in `pack_a`, with the roles of the strides swapped.
+    unsafe { pack(Strided::new(b.as_ptr(), cs, rs), n, k, NR) }
 }
 
-/// Packs the `len x k` matrix `at(index, kk)` (index: row of A or column of
-/// B) in panels of `width`.
-fn pack(len: usize, k: usize, width: usize, at: impl Fn(usize, usize) -> f32 + Sync) -> Packed {
+/// A read-only strided matrix `(index, kk)`: index is a row of A or a column
+/// of B, kk the inner dimension.
+#[derive(Clone, Copy)]
+struct Strided {
+    ptr: *const f32,
+    index_stride: isize,
+    k_stride: isize,
+}
+
+// SAFETY: only read, by tasks that pack disjoint panels.
+unsafe impl Send for Strided {}
+unsafe impl Sync for Strided {}
+
+impl Strided {
+    fn new(ptr: *const f32, index_stride: isize, k_stride: isize) -> Self {
+        Strided {
+            ptr,
+            index_stride,
+            k_stride,
+        }
+    }
+
+    /// The element (index, kk).
+    ///
+    /// # Safety
+    /// (index, kk) must be inside the matrix.
+    #[inline(always)]
+    unsafe fn at(self, index: usize, kk: usize) -> f32 {
+        *self
+            .ptr
+            .offset(index as isize * self.index_stride + kk as isize * self.k_stride)
+    }
+
+    /// The first `count` values of `k` at `index` (needs `k_stride == 1`).
+    ///
+    /// # Safety
+    /// They must be inside the matrix.
+    unsafe fn line<'a>(self, index: usize, count: usize) -> &'a [f32] {
+        debug_assert_eq!(self.k_stride, 1);
+        std::slice::from_raw_parts(self.ptr.offset(index as isize * self.index_stride), count)
+    }
+
+    /// `count` indices from `index0` at `kk` (needs `index_stride == 1`).
+    ///
+    /// # Safety
+    /// They must be inside the matrix.
+    unsafe fn slice_along_index<'a>(self, index0: usize, kk: usize, count: usize) -> &'a [f32] {
+        debug_assert_eq!(self.index_stride, 1);
+        std::slice::from_raw_parts(
+            self.ptr
+                .offset(index0 as isize + kk as isize * self.k_stride),
+            count,
+        )
+    }
+}
+
+/// Packs the `len x k` matrix `m` in panels of `width`, in parallel over
+/// panels when it is large. Two loop orders, chosen by the strides so that
+/// reads are sequential: along `k` when `k` is contiguous (a row of A, a
+/// column of a transposed weight), along the index otherwise (two rows of
+/// a row-major B at a time).
+///
+/// # Safety
+/// `m` must describe a valid `len x k` matrix.
+unsafe fn pack(m: Strided, len: usize, k: usize, width: usize) -> Packed {
     let pairs = k.div_ceil(2);
     let panels = len.div_ceil(width);
     let mut words = vec![0u32; panels * pairs * width];
+    let along_k = m.k_stride.unsigned_abs() <= m.index_stride.unsigned_abs();
     let fill = |q: usize, panel: &mut [u32]| {
         let rows = width.min(len - q * width);
-        for p in 0..pairs {
-            let dst = &mut panel[p * width..p * width + rows];
-            let (k0, k1) = (2 * p, 2 * p + 1);
-            for (i, word) in dst.iter_mut().enumerate() {
-                let index = q * width + i;
-                let hi = if k1 < k { at(index, k1) } else { 0.0 };
-                *word = pair(at(index, k0), hi);
+        let full_pairs = k / 2;
+        if along_k && m.k_stride == 1 {
+            // each index's k values are a contiguous slice
+            for i in 0..rows {
+                let line = m.line(q * width + i, 2 * full_pairs);
+                for (p, two) in line.chunks_exact(2).enumerate() {
+                    panel[p * width + i] = pair(two[0], two[1]);
+                }
+            }
+        } else if !along_k && m.index_stride == 1 {
+            // the panel's indices are contiguous for each kk: two slices per pair
+            for p in 0..full_pairs {
+                let lo = m.slice_along_index(q * width, 2 * p, rows);
+                let hi = m.slice_along_index(q * width, 2 * p + 1, rows);
+                let dst = &mut panel[p * width..p * width + rows];
+                for ((word, &x0), &x1) in dst.iter_mut().zip(lo).zip(hi) {
+                    *word = pair(x0, x1);
+                }
+            }
+        } else {
+            for p in 0..full_pairs {
+                for i in 0..rows {
+                    let index = q * width + i;
+                    panel[p * width + i] = pair(m.at(index, 2 * p), m.at(index, 2 * p + 1));
+                }
+            }
+        }
+        if k % 2 == 1 {
+            // the last k alone, with a zero partner
+            let p = full_pairs;
+            for i in 0..rows {
+                panel[p * width + i] = pair(m.at(q * width + i, 2 * p), 0.0);
             }
         }
     };
