@@ -45,44 +45,48 @@ fn main() {
         std::hint::black_box(acc);
     }
     let rows = 256;
+    // (name, M, K, N, A stored transposed, B stored transposed): the
+    // operands as the ops pass them (a weight W (out, in) is B = W^T in the
+    // forward, B = W for dx; dW = dy^T @ x).
     let shapes = [
-        ("qkv      x@W^T", rows, 768, 2304),
-        ("attn.proj x@W^T", rows, 768, 768),
-        ("mlp.fc   x@W^T", rows, 768, 3072),
-        ("mlp.proj x@W^T", rows, 3072, 768),
-        ("mlp.fc   dy@W", rows, 3072, 768),
-        ("mlp.fc   dW=dy^T@x", 3072, rows, 768),
-        ("lm_head  h@wte^T", rows, 768, 50257),
-        ("lm_head  dz@wte", rows, 50257, 768),
-        ("lm_head  dz^T@h", 50257, rows, 768),
+        ("attn.c_attn  x@W^T", rows, 768, 2304, false, true),
+        ("attn.c_proj  x@W^T", rows, 768, 768, false, true),
+        ("mlp.c_fc     x@W^T", rows, 768, 3072, false, true),
+        ("mlp.c_proj   x@W^T", rows, 3072, 768, false, true),
+        ("mlp.c_fc     dy@W", rows, 3072, 768, false, false),
+        ("mlp.c_proj   dy@W", rows, 768, 3072, false, false),
+        ("mlp.c_fc     dy^T@x", 3072, rows, 768, true, false),
+        ("lm_head      h@wte^T", rows, 768, 50257, false, true),
+        ("lm_head      dz@wte", rows, 50257, 768, false, false),
+        ("lm_head      dz^T@h", 50257, rows, 768, true, false),
     ];
     println!(
-        "{:<22} {:>16} {:>10} {:>10} {:>6}",
-        "GEMM", "M x K x N", "bf16", "sgemm", "ratio"
+        "{:<22} {:>16} {:>9} {:>9} {:>6} {:>8}",
+        "GEMM", "M x K x N", "bf16", "sgemm", "ratio", "packing"
     );
-    for (name, m, k, n) in shapes {
-        let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 7 + j * 3) % 13) as f32 * 0.1);
-        let b = Array2::from_shape_fn((k, n), |(i, j)| ((i * 5 + j) % 11) as f32 * 0.1);
+    for (name, m, k, n, a_t, b_t) in shapes {
+        let fill = |r: usize, c: usize| {
+            Array2::from_shape_fn((r, c), |(i, j)| ((i * 7 + j * 3) % 13) as f32 * 0.1)
+        };
+        let a_store = if a_t { fill(k, m) } else { fill(m, k) };
+        let b_store = if b_t { fill(n, k) } else { fill(k, n) };
+        let a = if a_t { a_store.t() } else { a_store.view() };
+        let b = if b_t { b_store.t() } else { b_store.view() };
         let mut c = Array2::<f32>::zeros((m, n));
         let reps = if m * n * k > 1 << 30 { 3 } else { 7 };
         let flops = (2 * m * n * k) as f64;
-        let t_bf16 = median_secs(reps, || {
-            gemm_bf16(1.0, a.view(), b.view(), 0.0, c.view_mut())
-        });
+        let t_bf16 = median_secs(reps, || gemm_bf16(1.0, a, b, 0.0, c.view_mut()));
         let t_pack = median_secs(reps, || {
-            std::hint::black_box((bf16::pack_a(a.view()), bf16::pack_b(b.view())));
+            std::hint::black_box((bf16::pack_a(a), bf16::pack_b(b)));
         });
-        println!("  packing {:.1} ms of {:.1} ms", t_pack * 1e3, t_bf16 * 1e3);
-        let t_f32 = median_secs(reps, || gemm(1.0, a.view(), b.view(), 0.0, c.view_mut()));
+        let t_f32 = median_secs(reps, || gemm(1.0, a, b, 0.0, c.view_mut()));
         println!(
-            "{name:<22} {:>16} {:>8.1} G {:>8.1} G {:>6.2}",
+            "{name:<22} {:>16} {:>7.1} G {:>7.1} G {:>6.2} {:>5.1} ms",
             format!("{m}x{k}x{n}"),
             flops / t_bf16 / 1e9,
             flops / t_f32 / 1e9,
-            t_f32 / t_bf16
+            t_f32 / t_bf16,
+            t_pack * 1e3,
         );
     }
-    let _ = bf16::KC_PAIRS;
 }
-#[allow(dead_code)]
-fn pack_times() {}

@@ -16,7 +16,9 @@
 //! every A panel passes over it. A tile's f32 sums are carried from one
 //! block to the next exactly (stored and reloaded, no rounding), so the
 //! blocking does not change the result. Within a block, the tiles of C are
-//! independent tasks, in column-panel-major order, split over rayon; each
+//! independent tasks, split over rayon, in the order that reads the larger
+//! packed operand once: column-panel major (every A panel passes over one B
+//! panel, which stays in cache) unless A is the larger one; each
 //! element of C is summed by one task in one fixed order, so the result does
 //! not depend on the number of threads (the split is never over `k`).
 //!
@@ -161,13 +163,33 @@ fn gemm_packed(
     let (a_panels, b_panels) = (a.panels(), b.panels());
     let tiles = a_panels * b_panels;
     let pairs = a.pairs();
+    // Tile t is (A panel, B panel) = (t % a_panels, t / a_panels), or
+    // (t / b_panels, t % b_panels) when A is the larger operand.
+    let a_major = a.words.len() > b.words.len();
+    let panels_of = move |t: usize| {
+        if a_major {
+            (t / b_panels, t % b_panels)
+        } else {
+            (t % a_panels, t / a_panels)
+        }
+    };
     let [rsc, csc] = [c.strides()[0], c.strides()[1]];
     let out = OutPtr(c.as_mut_ptr());
     // Writes tile `t`'s sums into C.
     let write = move |t: usize, acc: &[f32; MR * NR]| {
-        let (qb, qa) = (t / a_panels, t % a_panels);
+        let (qa, qb) = panels_of(t);
         let rows = MR.min(m - qa * MR);
         let cols = NR.min(n - qb * NR);
+        if csc == 1 && alpha == 1.0 && beta == 0.0 {
+            // the common case: rows of C are contiguous, C = acc
+            for i in 0..rows {
+                let row = (qa * MR + i) as isize * rsc + (qb * NR) as isize;
+                // SAFETY: the row's `cols` elements are inside C, and only this task writes them.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.at(row), cols) };
+                dst.copy_from_slice(&acc[i * NR..i * NR + cols]);
+            }
+            return;
+        }
         for i in 0..rows {
             for j in 0..cols {
                 let (row, col) = ((qa * MR + i) as isize, (qb * NR + j) as isize);
@@ -182,7 +204,7 @@ fn gemm_packed(
     };
     // `acc += ` tile `t`'s products over the pairs `p0..p1`.
     let accumulate = |t: usize, p0: usize, p1: usize, acc: &mut [f32; MR * NR]| {
-        let (qb, qa) = (t / a_panels, t % a_panels);
+        let (qa, qb) = panels_of(t);
         let a_panel = &a.panel(qa)[p0 * MR..p1 * MR];
         let b_panel = &b.panel(qb)[p0 * NR..p1 * NR];
         kernel.run(a_panel, b_panel, acc);

@@ -29,6 +29,8 @@
 //! ndarray views with any strides (a transposed weight is a view), read once.
 
 use ndarray::ArrayView2;
+use std::sync::Mutex;
+
 use rayon::prelude::*;
 
 use super::convert::pair;
@@ -39,11 +41,42 @@ pub const MR: usize = 8;
 /// Columns of B per panel (and per microkernel tile): three 16-lane registers.
 pub const NR: usize = 48;
 
+/// Pairs per block of the along-`k` packing loop (`width` x 64 words: 12 KiB for B).
+const PAIR_BLOCK: usize = 64;
+
 /// Panels of at least this many words are packed in parallel.
 const PAR_MIN_WORDS: usize = 1 << 16;
 
+/// Freed packing buffers kept for reuse.
+const POOL_BUFFERS: usize = 4;
+
+/// Freed packing buffers, reused by the next packs. A weight of GPT-2's
+/// size packs into 77 MB; a fresh buffer that large comes from `mmap`, and
+/// every step would pay the page faults and the zeroing of its pages again.
+static POOL: Mutex<Vec<Vec<u32>>> = Mutex::new(Vec::new());
+
+/// A buffer of `len` words from the pool (the smallest one that fits), or a
+/// new one. Its contents are arbitrary: [`pack`] writes every word.
+fn take_buffer(len: usize) -> Vec<u32> {
+    let mut pool = POOL.lock().unwrap();
+    let best = (0..pool.len())
+        .filter(|&i| pool[i].capacity() >= len)
+        .min_by_key(|&i| pool[i].capacity());
+    match best {
+        Some(i) => {
+            let mut buffer = pool.swap_remove(i);
+            // SAFETY: u32 has no invalid bit patterns, and the capacity
+            // suffices; every word is written before it is read.
+            unsafe { buffer.set_len(len) };
+            buffer
+        }
+        None => vec![0; len],
+    }
+}
+
 /// A matrix rounded to bf16 in panels of pair words (see the module docs).
-#[derive(Debug, Clone)]
+/// Its buffer goes back to a pool when it is dropped.
+#[derive(Debug)]
 pub struct Packed {
     /// `panels * pairs * width` words.
     pub words: Vec<u32>,
@@ -53,6 +86,21 @@ pub struct Packed {
     pub k: usize,
     /// Rows (A) or columns (B) per panel: [`MR`] or [`NR`].
     pub width: usize,
+}
+
+impl Drop for Packed {
+    fn drop(&mut self) {
+        let words = std::mem::take(&mut self.words);
+        if words.capacity() >= PAR_MIN_WORDS {
+            let mut pool = POOL.lock().unwrap();
+            pool.push(words);
+            if pool.len() > POOL_BUFFERS {
+                // keep the largest ones
+                let smallest = (0..pool.len()).min_by_key(|&i| pool[i].capacity()).unwrap();
+                pool.swap_remove(smallest);
+            }
+        }
+    }
 }
 
 impl Packed {
@@ -122,13 +170,14 @@ impl Strided {
             .offset(index as isize * self.index_stride + kk as isize * self.k_stride)
     }
 
-    /// The first `count` values of `k` at `index` (needs `k_stride == 1`).
+    /// `count` values of `k` from `kk0` at `index` (needs `k_stride == 1`).
     ///
     /// # Safety
     /// They must be inside the matrix.
-    unsafe fn line<'a>(self, index: usize, count: usize) -> &'a [f32] {
+    unsafe fn line<'a>(self, index: usize, kk0: usize, count: usize) -> &'a [f32] {
         debug_assert_eq!(self.k_stride, 1);
-        std::slice::from_raw_parts(self.ptr.offset(index as isize * self.index_stride), count)
+        let start = index as isize * self.index_stride + kk0 as isize;
+        std::slice::from_raw_parts(self.ptr.offset(start), count)
     }
 
     /// `count` indices from `index0` at `kk` (needs `index_stride == 1`).
@@ -145,6 +194,15 @@ impl Strided {
     }
 }
 
+/// `dst[j] = pair(lo[j], hi[j])` for `j < W`.
+#[inline(always)]
+fn pair_slices<const W: usize>(dst: &mut [u32], lo: &[f32], hi: &[f32]) {
+    let (dst, lo, hi) = (&mut dst[..W], &lo[..W], &hi[..W]);
+    for j in 0..W {
+        dst[j] = pair(lo[j], hi[j]);
+    }
+}
+
 /// Packs the `len x k` matrix `m` in panels of `width`, in parallel over
 /// panels when it is large. Two loop orders, chosen by the strides so that
 /// reads are sequential: along `k` when `k` is contiguous (a row of A, a
@@ -156,17 +214,29 @@ impl Strided {
 unsafe fn pack(m: Strided, len: usize, k: usize, width: usize) -> Packed {
     let pairs = k.div_ceil(2);
     let panels = len.div_ceil(width);
-    let mut words = vec![0u32; panels * pairs * width];
+    let mut words = take_buffer(panels * pairs * width);
     let along_k = m.k_stride.unsigned_abs() <= m.index_stride.unsigned_abs();
     let fill = |q: usize, panel: &mut [u32]| {
         let rows = width.min(len - q * width);
         let full_pairs = k / 2;
         if along_k && m.k_stride == 1 {
-            // each index's k values are a contiguous slice
-            for i in 0..rows {
-                let line = m.line(q * width + i, 2 * full_pairs);
-                for (p, two) in line.chunks_exact(2).enumerate() {
-                    panel[p * width + i] = pair(two[0], two[1]);
+            // Each index's k values are a contiguous line. Blocks of
+            // `PAIR_BLOCK` pairs keep the words written (strided by `width`)
+            // in L1 while every line of the panel passes over them.
+            // Each block of a line is converted into contiguous words
+            // first (a loop that vectorizes), then spread out.
+            let mut block = [0u32; PAIR_BLOCK];
+            for p0 in (0..full_pairs).step_by(PAIR_BLOCK) {
+                let p1 = (p0 + PAIR_BLOCK).min(full_pairs);
+                let block = &mut block[..p1 - p0];
+                for i in 0..rows {
+                    let line = m.line(q * width + i, 2 * p0, 2 * (p1 - p0));
+                    for (word, two) in block.iter_mut().zip(line.chunks_exact(2)) {
+                        *word = pair(two[0], two[1]);
+                    }
+                    for (p, &word) in (p0..p1).zip(block.iter()) {
+                        panel[p * width + i] = word;
+                    }
                 }
             }
         } else if !along_k && m.index_stride == 1 {
@@ -175,8 +245,15 @@ unsafe fn pack(m: Strided, len: usize, k: usize, width: usize) -> Packed {
                 let lo = m.slice_along_index(q * width, 2 * p, rows);
                 let hi = m.slice_along_index(q * width, 2 * p + 1, rows);
                 let dst = &mut panel[p * width..p * width + rows];
-                for ((word, &x0), &x1) in dst.iter_mut().zip(lo).zip(hi) {
-                    *word = pair(x0, x1);
+                match rows {
+                    // fixed lengths, so that the loop is whole vectors
+                    MR => pair_slices::<MR>(dst, lo, hi),
+                    NR => pair_slices::<NR>(dst, lo, hi),
+                    _ => {
+                        for ((word, &x0), &x1) in dst.iter_mut().zip(lo).zip(hi) {
+                            *word = pair(x0, x1);
+                        }
+                    }
                 }
             }
         } else {
@@ -192,6 +269,12 @@ unsafe fn pack(m: Strided, len: usize, k: usize, width: usize) -> Packed {
             let p = full_pairs;
             for i in 0..rows {
                 panel[p * width + i] = pair(m.at(q * width + i, 2 * p), 0.0);
+            }
+        }
+        if rows < width {
+            // the indices past the edge of the last panel are zeros
+            for p in 0..pairs {
+                panel[p * width + rows..(p + 1) * width].fill(0);
             }
         }
     };
