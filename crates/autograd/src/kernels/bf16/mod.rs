@@ -180,13 +180,20 @@ fn gemm_packed(
         let (qa, qb) = panels_of(t);
         let rows = MR.min(m - qa * MR);
         let cols = NR.min(n - qb * NR);
-        if csc == 1 && alpha == 1.0 && beta == 0.0 {
-            // the common case: rows of C are contiguous, C = acc
+        if csc == 1 {
+            // rows of C are contiguous: whole-row loops that vectorize
             for i in 0..rows {
                 let row = (qa * MR + i) as isize * rsc + (qb * NR) as isize;
                 // SAFETY: the row's `cols` elements are inside C, and only this task writes them.
                 let dst = unsafe { std::slice::from_raw_parts_mut(out.at(row), cols) };
-                dst.copy_from_slice(&acc[i * NR..i * NR + cols]);
+                let sums = &acc[i * NR..i * NR + cols];
+                if beta == 0.0 {
+                    dst.iter_mut().zip(sums).for_each(|(c, &s)| *c = alpha * s);
+                } else {
+                    dst.iter_mut()
+                        .zip(sums)
+                        .for_each(|(c, &s)| *c = alpha * s + beta * *c);
+                }
             }
             return;
         }
