@@ -78,8 +78,8 @@ fn odd_shapes_match_f64_within_the_f32_summation_bound() {
                 }
             }
         }
-        // K over one block (384 k), and both alpha and beta.
-        let (a, b) = (random(19, 1001, 5), random(1001, 50, 6));
+        // K over two blocks (768 k each), and both alpha and beta.
+        let (a, b) = (random(19, 1801, 5), random(1801, 50, 6));
         check_against_f64(kernel, a.view(), b.view(), 1.0, 1.0);
         check_against_f64(kernel, a.view(), b.view(), -0.5, 2.0);
     }
@@ -168,7 +168,7 @@ fn avx512_and_portable_agree_bitwise() {
 
 #[test]
 fn result_does_not_depend_on_the_number_of_threads() {
-    let (a, b) = (random(300, 1000, 21), random(1000, 130, 22));
+    let (a, b) = (random(300, 1700, 21), random(1700, 130, 22));
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)

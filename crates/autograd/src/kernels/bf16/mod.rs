@@ -12,8 +12,9 @@
 //! exception, products below 2^-126).
 //!
 //! **Loops.** `K` is cut into blocks of [`KC_PAIRS`] pairs, so that a B
-//! micro-panel (48 columns x 384 `k` = 72 KiB of bf16) stays in L1/L2 while
-//! every A panel passes over it. A tile's f32 sums are carried from one
+//! micro-panel (48 columns x 768 `k` = 72 KiB of bf16) stays in L2 while
+//! every A panel passes over it. One block covers `K = 768` (GPT-2's width),
+//! so the largest GEMM, the LM head's `h @ wte^T`, needs no carried sums. A tile's f32 sums are carried from one
 //! block to the next exactly (stored and reloaded, no rounding), so the
 //! blocking does not change the result. Within a block, the tiles of C are
 //! independent tasks, split over rayon, in the order that reads the larger
@@ -36,8 +37,8 @@ use rayon::prelude::*;
 pub use convert::{bf16_to_f32, f32_to_bf16, round_to_bf16, Bf16};
 pub use pack::{pack_a, pack_b, Packed, MR, NR};
 
-/// Pairs of `k` per block of the K loop (384 values of `k`).
-pub const KC_PAIRS: usize = 192;
+/// Pairs of `k` per block of the K loop (768 values of `k`).
+pub const KC_PAIRS: usize = 384;
 
 /// Products smaller than this many multiply-adds run on one thread.
 const PAR_MIN_FLOPS: usize = 1 << 20;
