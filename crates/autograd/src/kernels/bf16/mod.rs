@@ -149,8 +149,9 @@ impl OutPtr {
 }
 
 /// The tiles of C from packed operands: block by block over `k`, tile by
-/// tile (column panel major) within a block; the last block writes
-/// `c = alpha * acc + beta * c` (`c` not read when `beta == 0`).
+/// tile within a block (the panels of the larger operand in the outer
+/// loop); the last block writes `c = alpha * acc + beta * c` (`c` not read
+/// when `beta == 0`).
 fn gemm_packed(
     kernel: Microkernel,
     alpha: f32,
