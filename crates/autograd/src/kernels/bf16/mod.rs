@@ -31,6 +31,8 @@ pub mod convert;
 pub mod pack;
 pub mod portable;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
@@ -52,10 +54,21 @@ pub enum Microkernel {
     Portable,
 }
 
+/// Set by [`force_portable`]: [`Microkernel::detect`] then answers `Portable`.
+static FORCE_PORTABLE: AtomicBool = AtomicBool::new(false);
+
+/// Makes every later [`gemm_bf16`] of the process run the portable
+/// microkernel even where the CPU has AVX512_BF16 (`true`), or the fastest
+/// one again (`false`): for comparisons of the two paths end to end.
+pub fn force_portable(portable: bool) {
+    FORCE_PORTABLE.store(portable, Ordering::Relaxed);
+}
+
 impl Microkernel {
-    /// The fastest microkernel this CPU runs.
+    /// The fastest microkernel this CPU runs (the portable one after
+    /// [`force_portable`]).
     pub fn detect() -> Microkernel {
-        if avx512::available() {
+        if avx512::available() && !FORCE_PORTABLE.load(Ordering::Relaxed) {
             Microkernel::Avx512Bf16
         } else {
             Microkernel::Portable
