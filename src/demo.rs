@@ -184,6 +184,7 @@ fn demo_run(
         group_by_length: false,
         progress: true,
         save_format: None,
+        precision: autograd::Precision::F32,
     };
     (data, run)
 }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use autograd::Precision;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use dpo::loss::{DpoLossConfig, LossType};
@@ -69,6 +70,9 @@ pub struct OptimArgs {
     /// Cut each batch (each rank's share of it, under MPI) into N micro-batches whose gradients add up to the batch's: less memory, the same step.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub grad_accum: usize,
+    /// Arithmetic of the training GEMMs: f32, or bf16 (inputs rounded to bfloat16, sums in f32; weights, gradients, optimizer and checkpoints stay f32; docs/bf16.md).
+    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    pub precision: Precision,
     /// Optimizer.
     #[arg(long, value_enum, default_value_t = OptimizerKind::Adamw)]
     pub optimizer: OptimizerKind,

@@ -158,6 +158,7 @@ pub(super) fn run_settings(out: &Path, a: &OptimArgs, lr: f64) -> RunSettings {
         group_by_length: a.group_by_length,
         progress: !a.no_progress,
         save_format: a.save_format.map(SaveFormat::format),
+        precision: a.precision,
     }
 }
 

@@ -14,7 +14,7 @@
 //! single backward pass, nothing scaled, nothing exchanged.
 
 use anyhow::{Context, Result};
-use autograd::{Tape, Tensor};
+use autograd::{Precision, Tape, Tensor};
 use dpo::objective::Objective;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -55,12 +55,14 @@ pub fn check_split(
 
 /// The gradient of the loss of the global `batch` with respect to `model`'s
 /// parameters: this rank's micro-batches run one after the other (one tape
-/// alive at a time), then the ranks' gradients are summed.
+/// alive at a time, its GEMMs in `precision`), then the ranks' gradients
+/// are summed.
 pub fn step_gradient<O: Objective>(
     objective: &mut O,
     model: &Gpt<f32>,
     batch: &[usize],
     grad_accum: usize,
+    precision: Precision,
     comm: &dyn Collective,
 ) -> Result<StepGradient> {
     let batch_weight = objective.batch_weight(batch);
@@ -72,7 +74,7 @@ pub fn step_gradient<O: Objective>(
         } else {
             objective.batch_weight(micro) / batch_weight
         };
-        let tape = Tape::<f32>::new();
+        let tape = Tape::<f32>::new().with_precision(precision);
         let params = model.bind(&tape);
         let out = objective.batch_loss(model, &tape, &params, micro);
         let mut store = tape.backward(&out.loss);
@@ -202,6 +204,7 @@ fn exchange_parts(comm: &dyn Collective, local: Vec<PartRecord>) -> Result<Vec<P
 mod tests {
     use super::*;
     use crate::trainer::distributed::SingleProcess;
+    use autograd::Precision::F32;
     use dpo::data::{PreferenceRow, SftRow};
     use dpo::loss::{DpoLossConfig, LossType, WeightedLoss};
     use dpo::objective::{DpoObjective, SftObjective};
@@ -249,10 +252,10 @@ mod tests {
     fn accumulation_matches_whole_batch<O: Objective>(objective: &mut O, rows: usize) {
         let model = model();
         let batch: Vec<usize> = (0..rows).rev().collect();
-        let whole = step_gradient(objective, &model, &batch, 1, &SingleProcess).unwrap();
+        let whole = step_gradient(objective, &model, &batch, 1, F32, &SingleProcess).unwrap();
         for grad_accum in [2, 3, rows, rows + 2] {
             let split =
-                step_gradient(objective, &model, &batch, grad_accum, &SingleProcess).unwrap();
+                step_gradient(objective, &model, &batch, grad_accum, F32, &SingleProcess).unwrap();
             let diff = worst_relative_diff(&split.grads, &whole.grads);
             assert!(
                 diff < 1e-5,
@@ -278,6 +281,7 @@ mod tests {
             &model(),
             &[0, 1, 2, 3, 4],
             2,
+            F32,
             &SingleProcess,
         )
         .unwrap()
@@ -310,7 +314,8 @@ mod tests {
             })
             .collect();
         let mut objective = SftObjective::new(rows.clone(), vec![], 4);
-        let step = step_gradient(&mut objective, &model, &[0, 1, 2], 1, &SingleProcess).unwrap();
+        let step =
+            step_gradient(&mut objective, &model, &[0, 1, 2], 1, F32, &SingleProcess).unwrap();
         // The plain step of the loop before data parallelism.
         let tape = Tape::<f32>::new();
         let params = model.bind(&tape);

@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Result};
+use autograd::Precision;
 use dpo::data::epoch_batches;
 use dpo::objective::{metric, Metrics, Objective};
 use indicatif::ProgressBar;
@@ -62,6 +63,9 @@ pub struct RunSettings {
     /// The format of the checkpoints written; `None`: the format of the
     /// checkpoint the run started from (nanoGPT for a fresh model).
     pub save_format: Option<CheckpointFormat>,
+    /// The arithmetic of the training step's GEMMs (`--precision`); the
+    /// weights, gradients, optimizer, evaluation and checkpoints are f32.
+    pub precision: Precision,
 }
 
 /// The rows a run trains on, for its summary.
@@ -237,7 +241,14 @@ pub fn train<O: Objective>(
 
         let step_started = Instant::now();
         // Forward and backward of every micro-batch; the ranks' gradients summed.
-        let gradient = step_gradient(objective, model, batch, hyper.grad_accum, comm)?;
+        let gradient = step_gradient(
+            objective,
+            model,
+            batch,
+            hyper.grad_accum,
+            settings.precision,
+            comm,
+        )?;
         let loss = gradient.batch.loss;
         if !loss.is_finite() {
             bar.abandon();

@@ -14,6 +14,10 @@ use std::fmt::{Debug, Display};
 use std::iter::Sum;
 use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
 
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+use crate::kernels::bf16::gemm_bf16;
+use crate::kernels::gemm::gemm;
 use crate::kernels::simd::{exp_f32, tanh_f32};
 
 /// A real scalar type the engine can compute with (`f32` or `f64`).
@@ -77,6 +81,18 @@ pub trait Float:
         rsc: isize,
         csc: isize,
     );
+
+    /// `C = alpha * bf16(A) @ bf16(B) + beta * C` with f32 sums
+    /// ([`crate::kernels::bf16::gemm_bf16`]) for `f32`. `f64` ignores the
+    /// precision and runs the exact [`crate::kernels::gemm::gemm`], so
+    /// gradient checks stay exact.
+    fn gemm_bf16(
+        alpha: Self,
+        a: ArrayView2<'_, Self>,
+        b: ArrayView2<'_, Self>,
+        beta: Self,
+        c: ArrayViewMut2<'_, Self>,
+    );
 }
 
 impl Float for f32 {
@@ -113,6 +129,15 @@ impl Float for f32 {
     ) {
         matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
     }
+    fn gemm_bf16(
+        alpha: f32,
+        a: ArrayView2<'_, f32>,
+        b: ArrayView2<'_, f32>,
+        beta: f32,
+        c: ArrayViewMut2<'_, f32>,
+    ) {
+        gemm_bf16(alpha, a, b, beta, c)
+    }
 }
 
 impl Float for f64 {
@@ -148,5 +173,14 @@ impl Float for f64 {
         csc: isize,
     ) {
         matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+    }
+    fn gemm_bf16(
+        alpha: f64,
+        a: ArrayView2<'_, f64>,
+        b: ArrayView2<'_, f64>,
+        beta: f64,
+        c: ArrayViewMut2<'_, f64>,
+    ) {
+        gemm(alpha, a, b, beta, c)
     }
 }

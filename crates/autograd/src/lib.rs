@@ -34,10 +34,12 @@ pub mod gradcheck;
 pub mod kernels;
 pub mod ops;
 pub mod optim;
+pub mod precision;
 pub mod tape;
 
 pub use float::Float;
 pub use kernels::crossentropy::IGNORE_INDEX;
+pub use precision::Precision;
 pub use tape::{Gradients, Tape, Tensor, Var};
 
 /// The ndarray crate (0.16) that [`Tensor`] is built on.

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use ndarray::{ArrayD, IxDyn};
 
 use crate::float::Float;
+use crate::precision::Precision;
 
 /// An n-dimensional, row-major array of `T`: the data of every value.
 pub type Tensor<T> = ArrayD<T>;
@@ -109,6 +110,7 @@ struct Node<T> {
 pub struct Tape<T> {
     id: usize,
     grad_enabled: bool,
+    precision: Precision,
     nodes: RefCell<Vec<Node<T>>>,
 }
 
@@ -133,8 +135,23 @@ impl<T: Float> Tape<T> {
         Tape {
             id: NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed),
             grad_enabled,
+            precision: Precision::F32,
             nodes: RefCell::new(Vec::new()),
         }
+    }
+
+    /// This tape with its GEMMs (`linear`, `matmul`, and the kernels that
+    /// ask [`Tape::precision`]) in `precision`, forward and backward.
+    /// `f64` tapes ignore it.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    /// The arithmetic of this tape's GEMMs ([`Precision::F32`] unless set
+    /// by [`Tape::with_precision`]).
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Whether this tape records ops.

@@ -2,7 +2,7 @@
 //! same computation built from primitive autograd ops.
 
 use autograd::gradcheck::{gradcheck, gradcheck_with, random_inputs, GradcheckOptions};
-use autograd::{Tape, Tensor, Var};
+use autograd::{Precision, Tape, Tensor, Var};
 use dpo::kernels::sequence_logprobs::{sequence_logprobs, IGNORE_INDEX};
 use dpo::kernels::{
     lm_head_logprobs_backward, lm_head_logprobs_forward, LmHeadDims, LmHeadLogprobs,
@@ -267,7 +267,13 @@ fn lm_head_logprobs_kernels_match_a_plain_reference_for_any_chunking() {
     let (ref_logp, ref_dh, ref_dwte) = lm_head_reference(h, wte, &targets, dlogp, c);
     // One chunk (the forward keeps the logits), several with a short last one, one row each.
     for vc in [v, 4, 1] {
-        let dims = LmHeadDims { r, c, v, vc };
+        let dims = LmHeadDims {
+            r,
+            c,
+            v,
+            vc,
+            precision: Precision::F32,
+        };
         let (mut logp, mut lse) = (vec![f64::NAN; r], vec![f64::NAN; r]);
         let logits = lm_head_logprobs_forward(&mut logp, &mut lse, h, wte, &targets, dims);
         assert_eq!(logits.is_some(), vc >= v, "vc = {vc}");
@@ -292,7 +298,13 @@ fn lm_head_logprobs_backward_from_kept_logits_equals_recomputed() {
         inputs[2].as_slice().unwrap(),
     );
     let targets: Vec<usize> = (0..r).map(|i| (i * 5) % v).collect();
-    let dims = LmHeadDims { r, c, v, vc: v };
+    let dims = LmHeadDims {
+        r,
+        c,
+        v,
+        vc: v,
+        precision: Precision::F32,
+    };
     let (mut logp, mut lse) = (vec![0.0; r], vec![0.0; r]);
     let logits = lm_head_logprobs_forward(&mut logp, &mut lse, h, wte, &targets, dims);
     assert!(logits.is_some());
@@ -330,7 +342,13 @@ fn lm_head_logprobs_op_is_its_kernels_on_the_scored_rows() {
         .flat_map(|&i| hidden_flat[i * c..(i + 1) * c].to_vec())
         .collect();
     let row_targets: Vec<usize> = scored.iter().map(|&i| targets[i] as usize).collect();
-    let dims = LmHeadDims { r, c, v, vc: v }; // the op's chunking at this size
+    let dims = LmHeadDims {
+        r,
+        c,
+        v,
+        vc: v,
+        precision: Precision::F32,
+    }; // the op's chunking at this size
     let (mut row_logp, mut lse) = (vec![0.0; r], vec![0.0; r]);
     let logits = lm_head_logprobs_forward(
         &mut row_logp,

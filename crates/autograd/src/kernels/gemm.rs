@@ -10,6 +10,24 @@
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
 use crate::float::Float;
+use crate::precision::Precision;
+
+/// `c = alpha * a @ b + beta * c` in `precision`: [`gemm`] in
+/// [`Precision::F32`], bf16 inputs with f32 sums ([`Float::gemm_bf16`],
+/// [`crate::kernels::bf16`]) in [`Precision::Bf16`]. `f64` is always exact.
+pub fn gemm_with<T: Float>(
+    precision: Precision,
+    alpha: T,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    beta: T,
+    c: ArrayViewMut2<'_, T>,
+) {
+    match precision {
+        Precision::F32 => gemm(alpha, a, b, beta, c),
+        Precision::Bf16 => T::gemm_bf16(alpha, a, b, beta, c),
+    }
+}
 
 /// Products smaller than this many multiply-adds run on one thread.
 const PAR_MIN_FLOPS: usize = 1 << 20;

@@ -12,6 +12,7 @@
 //! | [`simd`] | lane reductions (`sum_lanes`, `max_lanes`, ...) and the f32 `exp`/`tanh` polynomials behind [`crate::Float::exp_fast`] / [`crate::Float::tanh_fast`] | every kernel below |
 //! | [`elementwise`] | `map`, `zip_map`, `add_assign`, `sum` over flat slices | unary and binary ops, `sum_all`, gradient accumulation |
 //! | [`gemm`] | strided `C = alpha A @ B + beta C`, split over rayon | `matmul`, `linear`, attention |
+//! | [`bf16`] | the same GEMM with bf16 inputs and f32 sums (`vdpbf16ps`, or portable) | [`gemm::gemm_with`] in [`crate::Precision::Bf16`] |
 //! | [`softmax`] | `softmax_forward/backward` along any axis | `softmax`, `log_softmax` |
 //! | [`layernorm`] | `layernorm_forward/backward` | `layer_norm` |
 //! | [`attention`] | `attention_forward/backward` (causal or with a key gap per sequence, multi-head) | `causal_attention`, `segment_attention` |
@@ -19,6 +20,7 @@
 //! | [`crossentropy`] | `crossentropy_forward/backward`, [`IGNORE_INDEX`](crossentropy::IGNORE_INDEX) | `cross_entropy` |
 
 pub mod attention;
+pub mod bf16;
 pub mod crossentropy;
 pub mod elementwise;
 pub mod embedding;

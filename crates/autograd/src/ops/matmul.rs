@@ -1,14 +1,16 @@
 //! Matrix products: `matmul` (2-D and batched) and `linear` (PyTorch's
 //! `nn.Linear`, weight stored `[out, in]`).
 //!
-//! Every product runs through [`crate::kernels::gemm::gemm`] with the operands'
-//! strides, so the transposes in the backward formulas are free.
+//! Every product runs through [`crate::kernels::gemm::gemm_with`] with the
+//! operands' strides, so the transposes in the backward formulas are free,
+//! in the tape's [`crate::Precision`] (forward and backward alike).
 
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, Axis, Ix2, IxDyn};
 use rayon::prelude::*;
 
 use crate::float::Float;
-use crate::kernels::gemm::gemm;
+use crate::kernels::gemm::gemm_with;
+use crate::precision::Precision;
 use crate::tape::{Tape, Tensor, Var};
 
 /// Views a tensor of shape (..., R, C) as (batch, R, C).
@@ -37,7 +39,13 @@ fn matrix<T: Float>(m: ArrayView2<'_, T>, transposed: bool) -> ArrayView2<'_, T>
     }
 }
 
-fn batched_product<T: Float>(a: &Tensor<T>, ta: bool, b: &Tensor<T>, tb: bool) -> Tensor<T> {
+fn batched_product<T: Float>(
+    precision: Precision,
+    a: &Tensor<T>,
+    ta: bool,
+    b: &Tensor<T>,
+    tb: bool,
+) -> Tensor<T> {
     let (a3, b3) = (as_batch(a), as_batch(b));
     let m = matrix(a3.index_axis(Axis(0), 0), ta).nrows();
     let n = matrix(b3.index_axis(Axis(0), 0), tb).ncols();
@@ -46,7 +54,7 @@ fn batched_product<T: Float>(a: &Tensor<T>, ta: bool, b: &Tensor<T>, tb: bool) -
     let product = |i: usize, c: ArrayViewMut2<'_, T>| {
         let am = matrix(a3.index_axis(Axis(0), i.min(a3.len_of(Axis(0)) - 1)), ta);
         let bm = matrix(b3.index_axis(Axis(0), i.min(b3.len_of(Axis(0)) - 1)), tb);
-        gemm(T::one(), am, bm, T::zero(), c);
+        gemm_with(precision, T::one(), am, bm, T::zero(), c);
     };
     if batch > 1 {
         out.outer_iter_mut()
@@ -91,9 +99,10 @@ impl<T: Float> Tape<T> {
             false => std::sync::Arc::new(v.value().as_standard_layout().into_owned()),
         };
         let (a_saved, b_saved) = (standard(a), standard(b));
-        let y = batched_product(&a_saved, false, &b_saved, false);
+        let precision = self.precision();
+        let y = batched_product(precision, &a_saved, false, &b_saved, false);
         self.record("matmul", y, &[a, b], move |dy| {
-            let da = batched_product(dy, false, &b_saved, true);
+            let da = batched_product(precision, dy, false, &b_saved, true);
             let db = if b_saved.ndim() == 2 && a_saved.ndim() > 2 {
                 // Shared b: db = sum over the batch of a_i^T @ dy_i = A^T @ DY
                 // with the batch folded into the rows.
@@ -102,10 +111,10 @@ impl<T: Float> Tape<T> {
                 let n = dy.shape()[dy.ndim() - 1];
                 let dy2 = dy.view().into_shape_with_order((rows, n)).unwrap();
                 let mut db = Array2::zeros((k, n));
-                gemm(T::one(), a2.t(), dy2, T::zero(), db.view_mut());
+                gemm_with(precision, T::one(), a2.t(), dy2, T::zero(), db.view_mut());
                 db.into_dyn()
             } else {
-                batched_product(&a_saved, true, dy, false)
+                batched_product(precision, &a_saved, true, dy, false)
             };
             vec![Some(da), Some(db)]
         })
@@ -116,7 +125,9 @@ impl<T: Float> Tape<T> {
     /// dx = dy @ W          dW = dy^T @ x          db = sum over rows of dy
     ///
     /// The rows of every leading axis are folded into one GEMM, and the two
-    /// backward GEMMs (dx and dW) run side by side on the thread pool.
+    /// backward GEMMs (dx and dW) run side by side on the thread pool. In a
+    /// [`crate::Precision::Bf16`] tape the three GEMMs take bf16-rounded
+    /// inputs and sum in f32; the bias and db stay f32.
     pub fn linear(&self, x: &Var<T>, w: &Var<T>, b: Option<&Var<T>>) -> Var<T> {
         let (sx, sw) = (x.shape().to_vec(), w.shape().to_vec());
         assert!(
@@ -147,7 +158,15 @@ impl<T: Float> Tape<T> {
             }
             None => T::zero(),
         };
-        gemm(T::one(), x2, view2(w.value()).t(), beta, y.view_mut());
+        let precision = self.precision();
+        gemm_with(
+            precision,
+            T::one(),
+            x2,
+            view2(w.value()).t(),
+            beta,
+            y.view_mut(),
+        );
         let mut out_shape = sx.clone();
         *out_shape.last_mut().unwrap() = n_out;
         let y = y.into_shape_with_order(IxDyn(&out_shape)).unwrap();
@@ -170,14 +189,15 @@ impl<T: Float> Tape<T> {
                 || {
                     need_x.then(|| {
                         let mut dx = Array2::<T>::zeros((rows, n_in));
-                        gemm(T::one(), dy2, view2(&w_saved), T::zero(), dx.view_mut());
+                        let w = view2(&w_saved);
+                        gemm_with(precision, T::one(), dy2, w, T::zero(), dx.view_mut());
                         dx.into_shape_with_order(IxDyn(x_saved.shape())).unwrap()
                     })
                 },
                 || {
                     need_w.then(|| {
                         let mut dw = Array2::<T>::zeros((n_out, n_in));
-                        gemm(T::one(), dy2.t(), x2, T::zero(), dw.view_mut());
+                        gemm_with(precision, T::one(), dy2.t(), x2, T::zero(), dw.view_mut());
                         dw.into_dyn()
                     })
                 },

@@ -37,8 +37,8 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use autograd::kernels::gemm::gemm;
-use autograd::{Float, Tape, Tensor, Var, IGNORE_INDEX};
+use autograd::kernels::gemm::gemm_with;
+use autograd::{Float, Precision, Tape, Tensor, Var, IGNORE_INDEX};
 use ndarray::{s, ArrayView2, ArrayViewMut2, IxDyn};
 use rayon::prelude::*;
 
@@ -59,7 +59,7 @@ impl Default for LmHeadLogprobs {
     }
 }
 
-/// The sizes of one LM-head call.
+/// The sizes of one LM-head call, and the arithmetic of its GEMMs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LmHeadDims {
     /// Scored rows R.
@@ -70,6 +70,9 @@ pub struct LmHeadDims {
     pub v: usize,
     /// Vocabulary rows per chunk VC (`>= 1`; the last chunk may be shorter).
     pub vc: usize,
+    /// The GEMMs' precision (the logits, dh, dwte); the log-softmax, its
+    /// gradient and the sums stay f32 either way.
+    pub precision: Precision,
 }
 
 impl LmHeadDims {
@@ -101,11 +104,15 @@ impl LmHeadDims {
 }
 
 /// `z = h @ w_chunk^T`      h: (R, C), w_chunk: (VC, C) -> z: (R, VC)
-fn chunk_logits<T: Float>(h: ArrayView2<'_, T>, w_chunk: ArrayView2<'_, T>) -> Vec<T> {
+fn chunk_logits<T: Float>(
+    precision: Precision,
+    h: ArrayView2<'_, T>,
+    w_chunk: ArrayView2<'_, T>,
+) -> Vec<T> {
     let (rows, vc) = (h.nrows(), w_chunk.nrows());
     let mut z = vec![T::zero(); rows * vc];
     let z_view = ArrayViewMut2::from_shape((rows, vc), &mut z).unwrap();
-    gemm(T::one(), h, w_chunk.t(), T::zero(), z_view);
+    gemm_with(precision, T::one(), h, w_chunk.t(), T::zero(), z_view);
     z
 }
 
@@ -143,7 +150,7 @@ pub fn lm_head_logprobs_forward<T: Float>(
     let mut target_logit = vec![T::zero(); rows];
     let mut kept_logits = None;
     for (v0, v1) in dims.chunks() {
-        let z = chunk_logits(h, wte.slice(s![v0..v1, ..])); // (R, VC)
+        let z = chunk_logits(dims.precision, h, wte.slice(s![v0..v1, ..])); // (R, VC)
         z.par_chunks(v1 - v0)
             .zip(running_max.par_iter_mut())
             .zip(running_sum.par_iter_mut())
@@ -213,7 +220,9 @@ pub fn lm_head_logprobs_backward<T: Float>(
     for (v0, v1) in dims.chunks() {
         let w_chunk = wte.slice(s![v0..v1, ..]);
         // dz = g * ([v == y] - softmax), in place over the chunk's logits: (R, VC)
-        let mut dz = logits.take().unwrap_or_else(|| chunk_logits(h, w_chunk));
+        let mut dz = logits
+            .take()
+            .unwrap_or_else(|| chunk_logits(dims.precision, h, w_chunk));
         dz.par_chunks_mut(v1 - v0)
             .zip(dlogp.par_iter())
             .zip(lse.par_iter())
@@ -230,8 +239,8 @@ pub fn lm_head_logprobs_backward<T: Float>(
             ArrayViewMut2::from_shape((v1 - v0, c), &mut dwte[v0 * c..v1 * c]).unwrap();
         let dh_view = dh.view_mut();
         rayon::join(
-            || gemm(T::one(), dz, w_chunk, T::one(), dh_view),
-            || gemm(T::one(), dz.t(), h, T::zero(), dwte_chunk),
+            || gemm_with(dims.precision, T::one(), dz, w_chunk, T::one(), dh_view),
+            || gemm_with(dims.precision, T::one(), dz.t(), h, T::zero(), dwte_chunk),
         );
     }
 }
@@ -281,6 +290,8 @@ impl LmHeadLogprobs {
     /// Differentiable per-sequence log-probs straight from the final hidden states.
     ///
     /// hidden: (S, T, C), wte: (V, C), targets: S*T (label of position t+1 or -100) -> (S)
+    ///
+    /// The GEMMs run in the tape's [`Tape::precision`].
     pub fn apply<T: Float>(
         &self,
         tape: &Tape<T>,
@@ -303,6 +314,7 @@ impl LmHeadLogprobs {
             c: channels,
             v: vocab,
             vc: self.chunk_size(n_rows, vocab),
+            precision: tape.precision(),
         };
 
         // Gather the scored rows of h: (R, C).

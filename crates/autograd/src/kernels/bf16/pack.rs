@@ -1,0 +1,301 @@
+//! The operands of the bf16 GEMM, rounded and laid out the way `vdpbf16ps`
+//! reads them.
+//!
+//! `vdpbf16ps acc, x, y` multiplies, in each of its 16 f32 lanes, a *pair*
+//! of bf16 values of `x` by the pair in the same 32-bit slot of `y` and adds
+//! both products to the lane. So both operands are packed as 32-bit words
+//! holding two consecutive `k`: `(v[k = 2p], v[k = 2p + 1])`, low half first
+//! ([`pair`]). An odd `K` gets a zero in the last word's high half (it adds
+//! `0 * 0`).
+//!
+//! **B** (K x N) is cut into panels of [`NR`] columns (three registers of 16
+//! lanes); panel `q` stores, for each pair `p` in order, the `NR` words of
+//! columns `q NR .. q NR + NR`:
+//!
+//! ```text
+//! b_packed[q][p][j] = pair(B[2p, qNR + j], B[2p + 1, qNR + j])      [N/NR][K/2][NR]
+//! ```
+//!
+//! i.e. the `[k/2][n][2]` interleave, one panel at a time, so the
+//! microkernel streams one contiguous panel. **A** (M x K) is cut into panels
+//! of [`MR`] rows, the words of each pair `p` side by side; the microkernel
+//! broadcasts one word (row `i`, pair `p`) to all 16 lanes:
+//!
+//! ```text
+//! a_packed[q][p][i] = pair(A[qMR + i, 2p], A[qMR + i, 2p + 1])      [M/MR][K/2][MR]
+//! ```
+//!
+//! Rows and columns past the edge of the last panel are zeros. Operands are
+//! ndarray views with any strides (a transposed weight is a view), read once.
+
+use ndarray::ArrayView2;
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use super::convert::pair;
+
+/// Rows of A per panel (and per microkernel tile).
+pub const MR: usize = 8;
+
+/// Columns of B per panel (and per microkernel tile): three 16-lane registers.
+pub const NR: usize = 48;
+
+/// Pairs per block of the along-`k` packing loop (`width` x 64 words: 12 KiB for B).
+const PAIR_BLOCK: usize = 64;
+
+/// Panels of at least this many words are packed in parallel.
+const PAR_MIN_WORDS: usize = 1 << 16;
+
+/// Freed packing buffers kept for reuse.
+const POOL_BUFFERS: usize = 4;
+
+/// Freed packing buffers, reused by the next packs. A weight of GPT-2's
+/// size packs into 77 MB; a fresh buffer that large comes from `mmap`, and
+/// every step would pay the page faults and the zeroing of its pages again.
+static POOL: Mutex<Vec<Vec<u32>>> = Mutex::new(Vec::new());
+
+/// A buffer of `len` words from the pool (the smallest one that fits), or a
+/// new one. Its contents are arbitrary: [`pack`] writes every word.
+fn take_buffer(len: usize) -> Vec<u32> {
+    let mut pool = POOL.lock().unwrap();
+    let best = (0..pool.len())
+        .filter(|&i| pool[i].capacity() >= len)
+        .min_by_key(|&i| pool[i].capacity());
+    match best {
+        Some(i) => {
+            let mut buffer = pool.swap_remove(i);
+            // SAFETY: u32 has no invalid bit patterns, and the capacity
+            // suffices; every word is written before it is read.
+            unsafe { buffer.set_len(len) };
+            buffer
+        }
+        None => vec![0; len],
+    }
+}
+
+/// A matrix rounded to bf16 in panels of pair words (see the module docs).
+/// Its buffer goes back to a pool when it is dropped.
+#[derive(Debug)]
+pub struct Packed {
+    /// `panels * pairs * width` words.
+    pub words: Vec<u32>,
+    /// Rows (for A) or columns (for B) of the unpacked matrix.
+    pub len: usize,
+    /// K, the inner dimension.
+    pub k: usize,
+    /// Rows (A) or columns (B) per panel: [`MR`] or [`NR`].
+    pub width: usize,
+}
+
+impl Drop for Packed {
+    fn drop(&mut self) {
+        let words = std::mem::take(&mut self.words);
+        if words.capacity() >= PAR_MIN_WORDS {
+            let mut pool = POOL.lock().unwrap();
+            pool.push(words);
+            if pool.len() > POOL_BUFFERS {
+                // keep the largest ones
+                let smallest = (0..pool.len()).min_by_key(|&i| pool[i].capacity()).unwrap();
+                pool.swap_remove(smallest);
+            }
+        }
+    }
+}
+
+impl Packed {
+    /// Pairs of `k` per panel: `ceil(K / 2)`.
+    pub fn pairs(&self) -> usize {
+        self.k.div_ceil(2)
+    }
+
+    /// Number of panels.
+    pub fn panels(&self) -> usize {
+        self.len.div_ceil(self.width)
+    }
+
+    /// The words of panel `q`: `pairs * width` of them.
+    pub fn panel(&self, q: usize) -> &[u32] {
+        let size = self.pairs() * self.width;
+        &self.words[q * size..(q + 1) * size]
+    }
+}
+
+/// Packs `a` (M x K) in row panels of [`MR`].
+pub fn pack_a(a: ArrayView2<'_, f32>) -> Packed {
+    let (m, k) = a.dim();
+    let [rs, cs] = [a.strides()[0], a.strides()[1]];
+    // SAFETY: the view guarantees that (i, kk) with i < m, kk < k is in its buffer.
+    unsafe { pack(Strided::new(a.as_ptr(), rs, cs), m, k, MR) }
+}
+
+/// Packs `b` (K x N) in column panels of [`NR`].
+pub fn pack_b(b: ArrayView2<'_, f32>) -> Packed {
+    let (k, n) = b.dim();
+    let [rs, cs] = [b.strides()[0], b.strides()[1]];
+    // SAFETY: as in `pack_a`, with the roles of the strides swapped.
+    unsafe { pack(Strided::new(b.as_ptr(), cs, rs), n, k, NR) }
+}
+
+/// A read-only strided matrix `(index, kk)`: index is a row of A or a column
+/// of B, kk the inner dimension.
+#[derive(Clone, Copy)]
+struct Strided {
+    ptr: *const f32,
+    index_stride: isize,
+    k_stride: isize,
+}
+
+// SAFETY: only read, by tasks that pack disjoint panels.
+unsafe impl Send for Strided {}
+unsafe impl Sync for Strided {}
+
+impl Strided {
+    fn new(ptr: *const f32, index_stride: isize, k_stride: isize) -> Self {
+        Strided {
+            ptr,
+            index_stride,
+            k_stride,
+        }
+    }
+
+    /// The element (index, kk).
+    ///
+    /// # Safety
+    /// (index, kk) must be inside the matrix.
+    #[inline(always)]
+    unsafe fn at(self, index: usize, kk: usize) -> f32 {
+        *self
+            .ptr
+            .offset(index as isize * self.index_stride + kk as isize * self.k_stride)
+    }
+
+    /// `count` values of `k` from `kk0` at `index` (needs `k_stride == 1`).
+    ///
+    /// # Safety
+    /// They must be inside the matrix.
+    unsafe fn line<'a>(self, index: usize, kk0: usize, count: usize) -> &'a [f32] {
+        debug_assert_eq!(self.k_stride, 1);
+        let start = index as isize * self.index_stride + kk0 as isize;
+        std::slice::from_raw_parts(self.ptr.offset(start), count)
+    }
+
+    /// `count` indices from `index0` at `kk` (needs `index_stride == 1`).
+    ///
+    /// # Safety
+    /// They must be inside the matrix.
+    unsafe fn slice_along_index<'a>(self, index0: usize, kk: usize, count: usize) -> &'a [f32] {
+        debug_assert_eq!(self.index_stride, 1);
+        std::slice::from_raw_parts(
+            self.ptr
+                .offset(index0 as isize + kk as isize * self.k_stride),
+            count,
+        )
+    }
+}
+
+/// `dst[j] = pair(lo[j], hi[j])` for `j < W`.
+#[inline(always)]
+fn pair_slices<const W: usize>(dst: &mut [u32], lo: &[f32], hi: &[f32]) {
+    let (dst, lo, hi) = (&mut dst[..W], &lo[..W], &hi[..W]);
+    for j in 0..W {
+        dst[j] = pair(lo[j], hi[j]);
+    }
+}
+
+/// Packs the `len x k` matrix `m` in panels of `width`, in parallel over
+/// panels when it is large. Two loop orders, chosen by the strides so that
+/// reads are sequential: along `k` when `k` is contiguous (a row of A, a
+/// column of a transposed weight), along the index otherwise (two rows of
+/// a row-major B at a time).
+///
+/// # Safety
+/// `m` must describe a valid `len x k` matrix.
+unsafe fn pack(m: Strided, len: usize, k: usize, width: usize) -> Packed {
+    let pairs = k.div_ceil(2);
+    let panels = len.div_ceil(width);
+    let mut words = take_buffer(panels * pairs * width);
+    let along_k = m.k_stride.unsigned_abs() <= m.index_stride.unsigned_abs();
+    let fill = |q: usize, panel: &mut [u32]| {
+        let rows = width.min(len - q * width);
+        let full_pairs = k / 2;
+        if along_k && m.k_stride == 1 {
+            // Each index's k values are a contiguous line. Blocks of
+            // `PAIR_BLOCK` pairs keep the words written (strided by `width`)
+            // in L1 while every line of the panel passes over them.
+            // Each block of a line is converted into contiguous words
+            // first (a loop that vectorizes), then spread out.
+            let mut block = [0u32; PAIR_BLOCK];
+            for p0 in (0..full_pairs).step_by(PAIR_BLOCK) {
+                let p1 = (p0 + PAIR_BLOCK).min(full_pairs);
+                let block = &mut block[..p1 - p0];
+                for i in 0..rows {
+                    let line = m.line(q * width + i, 2 * p0, 2 * (p1 - p0));
+                    for (word, two) in block.iter_mut().zip(line.chunks_exact(2)) {
+                        *word = pair(two[0], two[1]);
+                    }
+                    for (p, &word) in (p0..p1).zip(block.iter()) {
+                        panel[p * width + i] = word;
+                    }
+                }
+            }
+        } else if !along_k && m.index_stride == 1 {
+            // the panel's indices are contiguous for each kk: two slices per pair
+            for p in 0..full_pairs {
+                let lo = m.slice_along_index(q * width, 2 * p, rows);
+                let hi = m.slice_along_index(q * width, 2 * p + 1, rows);
+                let dst = &mut panel[p * width..p * width + rows];
+                match rows {
+                    // fixed lengths, so that the loop is whole vectors
+                    MR => pair_slices::<MR>(dst, lo, hi),
+                    NR => pair_slices::<NR>(dst, lo, hi),
+                    _ => {
+                        for ((word, &x0), &x1) in dst.iter_mut().zip(lo).zip(hi) {
+                            *word = pair(x0, x1);
+                        }
+                    }
+                }
+            }
+        } else {
+            for p in 0..full_pairs {
+                for i in 0..rows {
+                    let index = q * width + i;
+                    panel[p * width + i] = pair(m.at(index, 2 * p), m.at(index, 2 * p + 1));
+                }
+            }
+        }
+        if k % 2 == 1 {
+            // the last k alone, with a zero partner
+            let p = full_pairs;
+            for i in 0..rows {
+                panel[p * width + i] = pair(m.at(q * width + i, 2 * p), 0.0);
+            }
+        }
+        if rows < width {
+            // the indices past the edge of the last panel are zeros
+            for p in 0..pairs {
+                panel[p * width + rows..(p + 1) * width].fill(0);
+            }
+        }
+    };
+    let size = pairs * width;
+    if size > 0 {
+        if words.len() >= PAR_MIN_WORDS {
+            words
+                .par_chunks_mut(size)
+                .enumerate()
+                .for_each(|(q, panel)| fill(q, panel));
+        } else {
+            words
+                .chunks_mut(size)
+                .enumerate()
+                .for_each(|(q, panel)| fill(q, panel));
+        }
+    }
+    Packed {
+        words,
+        len,
+        k,
+        width,
+    }
+}

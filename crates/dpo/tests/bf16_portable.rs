@@ -1,0 +1,61 @@
+//! A bf16 SFT step gives the same bits on the `vdpbf16ps` microkernel and on
+//! the portable one: CPUs without AVX512_BF16 train to the same weights.
+//!
+//! One test in its own file (its own process), as it switches the
+//! process-wide microkernel ([`force_portable`]).
+
+use autograd::kernels::bf16::{avx512, force_portable, Microkernel};
+use autograd::{Precision, Tape, Tensor};
+use dpo::data::SftRow;
+use dpo::objective::sft_batch_loss;
+use transformer::{Gpt, GptConfig};
+
+/// The loss and the gradients of one bf16 SFT step, as bits.
+fn step_bits(model: &Gpt<f32>, rows: &[SftRow]) -> (u32, Vec<Tensor<f32>>) {
+    let tape = Tape::<f32>::new().with_precision(Precision::Bf16);
+    let params = model.bind(&tape);
+    let (loss, _) = sft_batch_loss(model, &tape, &params, rows);
+    let bits = loss.item().to_bits();
+    let mut store = tape.backward(&loss);
+    (
+        bits,
+        params.iter().map(|p| store.take_or_zeros(p)).collect(),
+    )
+}
+
+#[test]
+fn avx512_and_portable_bf16_steps_are_bitwise_equal() {
+    if !avx512::available() {
+        eprintln!("this CPU has no AVX512_BF16: the portable microkernel is the only one");
+        return;
+    }
+    let config = GptConfig {
+        vocab_size: 300,
+        block_size: 64,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 64,
+        bias: true,
+    };
+    let model = Gpt::<f32>::new(config, 9);
+    let rows: Vec<SftRow> = (0..6u32)
+        .map(|i| SftRow {
+            prompt: (0..3 + i).map(|t| (t * 31 + i * 7) % 300).collect(),
+            completion: (0..20 + 5 * i).map(|t| (t * 17 + i) % 300).collect(),
+            line: i as usize + 1,
+        })
+        .collect();
+    let (loss_avx, grads_avx) = step_bits(&model, &rows);
+    assert_eq!(Microkernel::detect(), Microkernel::Avx512Bf16);
+    force_portable(true);
+    assert_eq!(Microkernel::detect(), Microkernel::Portable);
+    let (loss_portable, grads_portable) = step_bits(&model, &rows);
+    force_portable(false);
+    assert_eq!(loss_avx, loss_portable, "loss");
+    for (i, (a, p)) in grads_avx.iter().zip(&grads_portable).enumerate() {
+        assert!(
+            a.iter().zip(p).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "gradient {i} differs"
+        );
+    }
+}
