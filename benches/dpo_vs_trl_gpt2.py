@@ -59,13 +59,13 @@ def make_fixture(root):
     return model_dir, data, rows
 
 
-def time_dpo(binary, model_dir, data, threads, steps, root):
-    out = os.path.join(root, f"dpo-out-{threads}")
-    metrics = os.path.join(root, f"dpo-metrics-{threads}.jsonl")
+def time_dpo(binary, model_dir, data, threads, steps, root, precision="f32"):
+    out = os.path.join(root, f"dpo-out-{threads}-{precision}")
+    metrics = os.path.join(root, f"dpo-metrics-{threads}-{precision}.jsonl")
     cmd = [binary, "--threads", str(threads), "train", "--policy", model_dir, "--ref", model_dir,
            "--data", data, "--out", out, "--steps", str(steps), "--batch-size", str(PAIRS),
            "--lr", "1e-6", "--max-prompt-length", str(PROMPT_TOKENS), "--metrics", metrics,
-           "--no-progress"]
+           "--no-progress"] + ([] if precision == "f32" else ["--precision", precision])
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     with open(metrics) as f:
         records = [json.loads(line) for line in f]
@@ -117,6 +117,8 @@ def main():
     parser.add_argument("binary")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also time `dpo train --precision bf16` (reported apart: TRL stays f32)")
     a = parser.parse_args()
     import torch
     import transformers
@@ -133,7 +135,7 @@ def main():
             dpo_ms = time_dpo(a.binary, model_dir, data, threads, a.steps, root)
             trl_off = time_trl(model_dir, data, threads, a.steps, False, root)
             trl_on = time_trl(model_dir, data, threads, a.steps, True, root)
-            results["by_threads"][threads] = {
+            row = results["by_threads"][threads] = {
                 "dpo_step_ms": round(dpo_ms, 1),
                 "trl_step_ms_precompute_off": round(trl_off, 1),
                 "trl_step_ms_precompute_on": round(trl_on, 1),
@@ -141,6 +143,10 @@ def main():
                 "speedup_vs_trl_precompute_on": round(trl_on / dpo_ms, 2),
                 "wall_s": round(time.time() - t0, 1),
             }
+            if a.bf16:
+                bf16_ms = time_dpo(a.binary, model_dir, data, threads, a.steps, root, "bf16")
+                row["dpo_bf16_step_ms"] = round(bf16_ms, 1)
+                row["bf16_speedup_vs_trl_f32_precompute_on"] = round(trl_on / bf16_ms, 2)
             print(json.dumps(results["by_threads"][threads]), file=sys.stderr)
         print(json.dumps(results))
 

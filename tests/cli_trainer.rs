@@ -152,6 +152,53 @@ fn resume_refuses_another_objective_or_optimizer() {
     assert_eq!(trainer_step(&out), 2);
 }
 
+/// In bf16 the reference runs in bf16 too, so a policy that is its own
+/// reference starts at rewards of exactly 0 and a loss of exactly ln 2, as in
+/// f32, although its bf16 log-probs differ from the f32 ones.
+#[test]
+fn a_bf16_policy_that_is_its_own_reference_starts_at_ln_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first_record = |precision: &str| {
+        let (out, log) = (
+            tmp.path().join(format!("out-{precision}")),
+            tmp.path().join(format!("metrics-{precision}.jsonl")),
+        );
+        dpo(&[
+            "train",
+            "--policy",
+            "ids/policy",
+            "--ref",
+            "ids/policy",
+            "--data",
+            "ids/prefs.jsonl",
+            "--out",
+            out.to_str().unwrap(),
+            "--steps",
+            "1",
+            "--batch-size",
+            "3",
+            "--no-progress",
+            "--precision",
+            precision,
+            "--metrics",
+            log.to_str().unwrap(),
+        ])
+        .assert_ok();
+        records(&log).remove(0)
+    };
+    let (f32_record, bf16_record) = (first_record("f32"), first_record("bf16"));
+    let value = |record: &serde_json::Map<String, Value>, key: &str| record[key].as_f64().unwrap();
+    assert_ne!(
+        value(&f32_record, "logps/chosen"),
+        value(&bf16_record, "logps/chosen"),
+        "bf16 changed nothing: the test would prove nothing"
+    );
+    for record in [&f32_record, &bf16_record] {
+        assert_eq!(value(record, "loss"), std::f64::consts::LN_2, "{record:?}");
+        assert_eq!(value(record, "rewards/margins"), 0.0, "{record:?}");
+    }
+}
+
 #[test]
 fn loss_dpo_is_the_sigmoid_loss() {
     let eval = |loss: &str| {

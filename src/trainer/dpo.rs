@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
+use autograd::Precision;
 use dpo::data::{PairLayout, PreferenceRow};
-use dpo::logps::pair_logps_no_grad;
+use dpo::logps::pair_logps_no_grad_in;
 use dpo::loss::DpoLossConfig;
 use dpo::objective::{DpoObjective, Objective};
 use transformer::Gpt;
@@ -51,15 +52,17 @@ fn shared_reference_logps(
     rows: &[PreferenceRow],
     batch_size: usize,
     layout: PairLayout,
+    precision: Precision,
     comm: &dyn Collective,
 ) -> Vec<(f64, f64)> {
     let batches = share(rows.len().div_ceil(batch_size), comm.rank(), comm.ranks());
     let mine =
         (batches.start * batch_size).min(rows.len())..(batches.end * batch_size).min(rows.len());
-    let local: Vec<f64> = pair_logps_no_grad(reference, &rows[mine], batch_size, layout)
-        .into_iter()
-        .flat_map(|(chosen, rejected)| [chosen, rejected])
-        .collect();
+    let local: Vec<f64> =
+        pair_logps_no_grad_in(reference, &rows[mine], batch_size, layout, precision)
+            .into_iter()
+            .flat_map(|(chosen, rejected)| [chosen, rejected])
+            .collect();
     all_gather_f64(comm, &local)
         .chunks_exact(2)
         .map(|pair| (pair[0], pair[1]))
@@ -117,7 +120,9 @@ pub fn train_dpo(args: &DpoTrainArgs, comm: &dyn Collective) -> Result<TrainSumm
         // every rank holds the same values whatever rows its batches get.
         let started = Instant::now();
         let cached = |rows: &[PreferenceRow]| match &reference {
-            Some(model) => shared_reference_logps(model, rows, batch_size, args.layout, comm),
+            Some(model) => {
+                shared_reference_logps(model, rows, batch_size, args.layout, run.precision, comm)
+            }
             None => vec![(0.0, 0.0); rows.len()], // reference-free
         };
         let (train_reference, held_out_reference) = (cached(&data.train), cached(&data.held_out));

@@ -1,6 +1,6 @@
 //! From a batch of token sequences to summed response log-probs.
 
-use autograd::{Float, Tape, Var};
+use autograd::{Float, Precision, Tape, Var};
 use transformer::{Gpt, GptParams};
 
 use crate::data::{PairBatch, PairInputs, PairLayout, PreferenceRow, SharedPairBatch};
@@ -179,10 +179,23 @@ pub fn pair_logps_no_grad<T: Float>(
     batch_size: usize,
     layout: PairLayout,
 ) -> Vec<(f64, f64)> {
+    pair_logps_no_grad_in(model, rows, batch_size, layout, Precision::F32)
+}
+
+/// [`pair_logps_no_grad`] with the GEMMs in `precision` (the reference of a
+/// bf16 run is run in bf16, as the policy, so that a policy equal to its
+/// reference has rewards of exactly 0; f64 ignores it).
+pub fn pair_logps_no_grad_in<T: Float>(
+    model: &Gpt<T>,
+    rows: &[PreferenceRow],
+    batch_size: usize,
+    layout: PairLayout,
+    precision: Precision,
+) -> Vec<(f64, f64)> {
     let mut out = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(batch_size.max(1)) {
         let inputs = PairInputs::collate(chunk, layout);
-        let tape = Tape::<T>::no_grad();
+        let tape = Tape::<T>::no_grad().with_precision(precision);
         let params = model.bind(&tape);
         let logps = pair_inputs_logps(model, &tape, &params, &inputs);
         let v: Vec<f64> = logps.value().iter().map(|x| x.as_f64()).collect();

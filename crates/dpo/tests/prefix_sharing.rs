@@ -5,7 +5,7 @@
 
 use autograd::gradcheck::{gradcheck_with, random_inputs, GradcheckOptions};
 use autograd::kernels::attention::KeyGap;
-use autograd::{Tape, Tensor};
+use autograd::{Precision, Tape, Tensor};
 use dpo::data::{
     collate_pairs, collate_shared_pairs, PairInputs, PairLayout, PreferenceRow, IGNORE_INDEX,
 };
@@ -350,7 +350,7 @@ fn the_reference_cache_fills_lazily_and_resumes_to_the_bit() {
     assert_eq!(straight.num_cached_reference_rows(), 3);
     let direct: Vec<PreferenceRow> = [4, 1, 2].iter().map(|&i| rows[i].clone()).collect();
     assert_eq!(
-        straight.train_reference_logps(&[4, 1, 2]),
+        straight.train_reference_logps(&[4, 1, 2], Precision::F32),
         pair_logps_no_grad(&reference, &direct, 3, PairLayout::SharedPrefix)
     );
     let saved = straight.state().unwrap();

@@ -10,7 +10,7 @@
 //! row ([`ReferenceCache`]), and looked up afterwards. Without a reference
 //! they are taken as 0.
 
-use autograd::{Float, Tape, Var};
+use autograd::{Float, Precision, Tape, Var};
 use serde_json::{json, Value};
 use transformer::{Gpt, GptParams};
 
@@ -200,10 +200,15 @@ impl DpoObjective {
     }
 
     /// The reference's `(chosen, rejected)` log-probs of the training rows
-    /// `batch`, computing the ones not cached yet in one no-grad pass.
-    pub fn train_reference_logps(&mut self, batch: &[usize]) -> Vec<(f64, f64)> {
+    /// `batch`, computing the ones not cached yet in one no-grad pass with
+    /// its GEMMs in `precision` (the training tape's).
+    pub fn train_reference_logps(
+        &mut self,
+        batch: &[usize],
+        precision: Precision,
+    ) -> Vec<(f64, f64)> {
         self.train_reference
-            .get(&self.train, batch, batch.len().max(1))
+            .get(&self.train, batch, batch.len().max(1), precision)
     }
 
     /// Training rows whose reference log-probs are cached so far.
@@ -292,7 +297,7 @@ impl Objective for DpoObjective {
         batch: &[usize],
     ) -> BatchLoss {
         let rows: Vec<PreferenceRow> = batch.iter().map(|&i| self.train[i].clone()).collect();
-        let reference = self.train_reference_logps(batch);
+        let reference = self.train_reference_logps(batch, tape.precision());
         let pairs = PairInputs::collate(&rows, self.layout);
         let b = pairs.num_pairs();
 
@@ -352,9 +357,9 @@ impl Objective for DpoObjective {
             self.layout,
         );
         let all: Vec<usize> = (0..self.held_out.len()).collect();
-        let reference = self
-            .held_out_reference
-            .get(&self.held_out, &all, self.eval_batch_size);
+        let reference =
+            self.held_out_reference
+                .get(&self.held_out, &all, self.eval_batch_size, Precision::F32);
         let logps = pair_logps_of(&self.held_out, &policy, &reference, prompt.as_deref());
         // Before the first training step there is no running mean yet: the
         // held-out rows' own mean reward stands in for it.

@@ -9,11 +9,12 @@
 //! of the objective's saved state ([`ReferenceCache::state`]), so a resumed
 //! run uses the very values an uninterrupted one would have.
 
+use autograd::Precision;
 use serde_json::{json, Value};
 use transformer::Gpt;
 
 use crate::data::{PairLayout, PreferenceRow};
-use crate::logps::pair_logps_no_grad;
+use crate::logps::pair_logps_no_grad_in;
 
 /// Per-row reference log-probs, filled on demand.
 pub struct ReferenceCache {
@@ -49,12 +50,14 @@ impl ReferenceCache {
 
     /// The reference's `(chosen, rejected)` log-probs of `rows[i]` for each
     /// `i` in `indices`, computing the missing ones first (`chunk` pairs per
-    /// no-grad forward pass, in the order of `indices`).
+    /// no-grad forward pass, in the order of `indices`, its GEMMs in
+    /// `precision`: that of the policy's pass the values are compared with).
     pub fn get(
         &mut self,
         rows: &[PreferenceRow],
         indices: &[usize],
         chunk: usize,
+        precision: Precision,
     ) -> Vec<(f64, f64)> {
         let mut missing: Vec<usize> = indices
             .iter()
@@ -69,7 +72,8 @@ impl ReferenceCache {
             };
             let missing_rows: Vec<PreferenceRow> =
                 missing.iter().map(|&i| rows[i].clone()).collect();
-            let computed = pair_logps_no_grad(model, &missing_rows, chunk, self.layout);
+            let computed =
+                pair_logps_no_grad_in(model, &missing_rows, chunk, self.layout, precision);
             for (&i, logps) in missing.iter().zip(computed) {
                 self.logps[i] = Some(logps);
             }
