@@ -365,4 +365,25 @@ fn the_reference_cache_fills_lazily_and_resumes_to_the_bit() {
     assert_eq!(resumed.state(), straight.state());
     // evaluation fills the held-out cache on its own
     assert!(resumed.evaluate(&policy).is_some());
+
+    // Asked for in another precision (a run resumed with another
+    // --precision), the cached rows are computed again in that precision.
+    let bf16 = resumed.train_reference_logps(&[4, 1, 2], Precision::Bf16);
+    assert_eq!(resumed.num_cached_reference_rows(), 3);
+    assert_eq!(
+        bf16,
+        new().train_reference_logps(&[4, 1, 2], Precision::Bf16)
+    );
+    assert_ne!(
+        bf16,
+        straight.train_reference_logps(&[4, 1, 2], Precision::F32)
+    );
+    let mut resumed_bf16 = new();
+    resumed_bf16
+        .restore_state(&resumed.state().unwrap())
+        .unwrap();
+    assert_eq!(
+        resumed_bf16.train_reference_logps(&[4, 1, 2], Precision::Bf16),
+        bf16
+    );
 }

@@ -402,6 +402,10 @@ impl Objective for DpoObjective {
         }
         if self.train_reference.is_lazy() {
             state.insert("reference_logps".into(), self.train_reference.state());
+            state.insert(
+                "reference_precision".into(),
+                json!(self.train_reference.precision().name()),
+            );
         }
         (!state.is_empty()).then_some(Value::Object(state))
     }
@@ -416,7 +420,15 @@ impl Objective for DpoObjective {
         }
         if let Some(cached) = state.get("reference_logps") {
             if self.train_reference.is_lazy() {
-                self.train_reference.restore(cached)?;
+                // States saved before bf16 existed hold f32 values.
+                let precision = match state.get("reference_precision") {
+                    Some(name) => name
+                        .as_str()
+                        .ok_or("reference_precision: not a string")?
+                        .parse()?,
+                    None => Precision::F32,
+                };
+                self.train_reference.restore(cached, precision)?;
             }
         }
         Ok(())

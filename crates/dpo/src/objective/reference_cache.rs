@@ -24,6 +24,10 @@ pub struct ReferenceCache {
     layout: PairLayout,
     /// `(chosen, rejected)` of each row once computed.
     logps: Vec<Option<(f64, f64)>>,
+    /// The precision the cached values were computed in: asked for in
+    /// another (a run resumed with another `--precision`), they are all
+    /// computed again.
+    precision: Precision,
 }
 
 impl ReferenceCache {
@@ -33,6 +37,7 @@ impl ReferenceCache {
             model,
             layout,
             logps: vec![None; num_rows],
+            precision: Precision::F32,
         }
     }
 
@@ -45,6 +50,7 @@ impl ReferenceCache {
             model: None,
             layout: PairLayout::default(),
             logps: logps.into_iter().map(Some).collect(),
+            precision: Precision::F32,
         }
     }
 
@@ -59,6 +65,10 @@ impl ReferenceCache {
         chunk: usize,
         precision: Precision,
     ) -> Vec<(f64, f64)> {
+        if self.is_lazy() && precision != self.precision {
+            self.logps.iter_mut().for_each(|l| *l = None);
+            self.precision = precision;
+        }
         let mut missing: Vec<usize> = indices
             .iter()
             .copied()
@@ -90,6 +100,11 @@ impl ReferenceCache {
         self.model.is_some()
     }
 
+    /// The precision of the cached values.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
     /// Rows whose log-probs are cached.
     pub fn num_cached(&self) -> usize {
         self.logps.iter().filter(|l| l.is_some()).count()
@@ -107,8 +122,10 @@ impl ReferenceCache {
         Value::Array(entries)
     }
 
-    /// Restores what [`ReferenceCache::state`] saved.
-    pub fn restore(&mut self, state: &Value) -> Result<(), String> {
+    /// Restores what [`ReferenceCache::state`] saved, values computed in
+    /// `precision`.
+    pub fn restore(&mut self, state: &Value, precision: Precision) -> Result<(), String> {
+        self.precision = precision;
         let entries = state.as_array().ok_or("reference_logps: not a list")?;
         for entry in entries {
             let numbers: Vec<u64> = entry
