@@ -12,7 +12,10 @@
 //!
 //! (to first order; the test allows 1% on top).
 
-use autograd::kernels::bf16::{avx512, gemm_bf16, gemm_bf16_with, round_to_bf16, Microkernel};
+use autograd::kernels::bf16::{
+    avx512, gemm_bf16, gemm_bf16_with, pack_a, pack_a_scalar, pack_b, pack_b_scalar, round_to_bf16,
+    Microkernel,
+};
 use ndarray::{s, Array2, ArrayView2};
 use rand::{Rng, SeedableRng};
 
@@ -162,6 +165,72 @@ fn avx512_and_portable_agree_bitwise() {
             for (x, y) in c_avx.iter().zip(&c_portable) {
                 assert_eq!(x.to_bits(), y.to_bits(), "({m}x{k} @ {k}x{n}): {x} != {y}");
             }
+        }
+    }
+}
+
+/// The AVX-512 packing loops write the same words as the scalar ones: both
+/// layouts of each operand (k contiguous, index contiguous, and a strided
+/// view that neither covers), shapes around the blocks of 16 pairs and the
+/// panel widths, and values that exercise the rounding (ties, NaN,
+/// infinities, denormals, signed zeros).
+#[test]
+fn avx512_and_scalar_packing_agree_bitwise() {
+    if !autograd::kernels::bf16::pack_avx512::available() {
+        eprintln!("this CPU has no AVX-512 BF16: only the scalar packing runs here");
+        return;
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let specials = [
+        f32::NAN,
+        -f32::NAN,
+        f32::from_bits(0x7F80_0001), // signalling NaN
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MAX,
+        f32::MIN_POSITIVE,
+        f32::from_bits(1),            // the smallest denormal
+        -f32::from_bits(0x007F_FFFF), // the largest negative denormal
+        0.0,
+        -0.0,
+        f32::from_bits(0x3F80_8000), // a tie, rounds down to even
+        f32::from_bits(0x3F81_8000), // a tie, rounds up to even
+        f32::from_bits(0x7F7F_FFFF), // rounds up to infinity
+    ];
+    let mut matrix = |rows: usize, cols: usize| {
+        Array2::from_shape_fn((rows, cols), |_| {
+            if rng.gen_range(0..8) == 0 {
+                specials[rng.gen_range(0..specials.len())]
+            } else {
+                f32::from_bits(rng.gen::<u32>() & 0xBFFF_FFFF) // any sign, mantissa, most exponents
+            }
+        })
+    };
+    let same =
+        |x: &autograd::kernels::bf16::Packed, y: &autograd::kernels::bf16::Packed, what: &str| {
+            assert_eq!(x.words.len(), y.words.len(), "{what}");
+            for (i, (a, b)) in x.words.iter().zip(&y.words).enumerate() {
+                assert_eq!(a, b, "{what}: word {i}: {a:#010x} != {b:#010x}");
+            }
+        };
+    for (rows, cols) in [
+        (1, 1),
+        (8, 32),
+        (7, 33),
+        (48, 64),
+        (47, 31),
+        (49, 97),
+        (97, 130),
+        (16, 300),
+        (300, 16),
+    ] {
+        let stored = matrix(rows, cols);
+        let strided = matrix(rows, 2 * cols);
+        let strided = strided.slice(s![.., ..;2]);
+        for view in [stored.view(), stored.t(), strided, strided.t()] {
+            let what = format!("{:?} strides {:?}", view.dim(), view.strides());
+            same(&pack_a(view), &pack_a_scalar(view), &format!("A {what}"));
+            same(&pack_b(view), &pack_b_scalar(view), &format!("B {what}"));
         }
     }
 }

@@ -29,6 +29,7 @@
 pub mod avx512;
 pub mod convert;
 pub mod pack;
+pub mod pack_avx512;
 pub mod portable;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +38,7 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 pub use convert::{bf16_to_f32, f32_to_bf16, round_to_bf16, Bf16};
-pub use pack::{pack_a, pack_b, Packed, MR, NR};
+pub use pack::{pack_a, pack_a_scalar, pack_b, pack_b_scalar, Packed, MR, NR};
 
 /// Pairs of `k` per block of the K loop (768 values of `k`).
 pub const KC_PAIRS: usize = 384;

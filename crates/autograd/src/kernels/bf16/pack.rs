@@ -34,6 +34,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use super::convert::pair;
+use super::pack_avx512;
 
 /// Rows of A per panel (and per microkernel tile).
 pub const MR: usize = 8;
@@ -46,6 +47,10 @@ const PAIR_BLOCK: usize = 64;
 
 /// Panels of at least this many words are packed in parallel.
 const PAR_MIN_WORDS: usize = 1 << 16;
+
+/// Panels of 8 indices packed together from a row-major matrix (64 indices:
+/// four cache lines of each row).
+const PANEL_GROUP: usize = 8;
 
 /// Freed packing buffers kept for reuse.
 const POOL_BUFFERS: usize = 4;
@@ -123,18 +128,37 @@ impl Packed {
 
 /// Packs `a` (M x K) in row panels of [`MR`].
 pub fn pack_a(a: ArrayView2<'_, f32>) -> Packed {
-    let (m, k) = a.dim();
-    let [rs, cs] = [a.strides()[0], a.strides()[1]];
-    // SAFETY: the view guarantees that (i, kk) with i < m, kk < k is in its buffer.
-    unsafe { pack(Strided::new(a.as_ptr(), rs, cs), m, k, MR) }
+    pack_a_with(a, avx512_packing())
 }
 
 /// Packs `b` (K x N) in column panels of [`NR`].
 pub fn pack_b(b: ArrayView2<'_, f32>) -> Packed {
+    pack_b_with(b, avx512_packing())
+}
+
+/// [`pack_a`] on the scalar loops alone, on any CPU: the same words (the
+/// tests compare the two).
+pub fn pack_a_scalar(a: ArrayView2<'_, f32>) -> Packed {
+    pack_a_with(a, false)
+}
+
+/// [`pack_b`] on the scalar loops alone, on any CPU.
+pub fn pack_b_scalar(b: ArrayView2<'_, f32>) -> Packed {
+    pack_b_with(b, false)
+}
+
+fn pack_a_with(a: ArrayView2<'_, f32>, simd: bool) -> Packed {
+    let (m, k) = a.dim();
+    let [rs, cs] = [a.strides()[0], a.strides()[1]];
+    // SAFETY: the view guarantees that (i, kk) with i < m, kk < k is in its buffer.
+    unsafe { pack(Strided::new(a.as_ptr(), rs, cs), m, k, MR, simd) }
+}
+
+fn pack_b_with(b: ArrayView2<'_, f32>, simd: bool) -> Packed {
     let (k, n) = b.dim();
     let [rs, cs] = [b.strides()[0], b.strides()[1]];
-    // SAFETY: as in `pack_a`, with the roles of the strides swapped.
-    unsafe { pack(Strided::new(b.as_ptr(), cs, rs), n, k, NR) }
+    // SAFETY: as in `pack_a_with`, with the roles of the strides swapped.
+    unsafe { pack(Strided::new(b.as_ptr(), cs, rs), n, k, NR, simd) }
 }
 
 /// A read-only strided matrix `(index, kk)`: index is a row of A or a column
@@ -170,6 +194,12 @@ impl Strided {
             .offset(index as isize * self.index_stride + kk as isize * self.k_stride)
     }
 
+    /// A pointer to the element (index, kk) (for the AVX-512 loops).
+    fn ptr(self, index: usize, kk: usize) -> *const f32 {
+        self.ptr
+            .wrapping_offset(index as isize * self.index_stride + kk as isize * self.k_stride)
+    }
+
     /// `count` values of `k` from `kk0` at `index` (needs `k_stride == 1`).
     ///
     /// # Safety
@@ -203,15 +233,25 @@ fn pair_slices<const W: usize>(dst: &mut [u32], lo: &[f32], hi: &[f32]) {
     }
 }
 
+/// Whether [`pack`] runs its AVX-512 loops: where the CPU has them, unless
+/// [`super::force_portable`] asked for the portable path (which then covers
+/// the packing too).
+fn avx512_packing() -> bool {
+    pack_avx512::available() && super::Microkernel::detect() == super::Microkernel::Avx512Bf16
+}
+
 /// Packs the `len x k` matrix `m` in panels of `width`, in parallel over
 /// panels when it is large. Two loop orders, chosen by the strides so that
 /// reads are sequential: along `k` when `k` is contiguous (a row of A, a
 /// column of a transposed weight), along the index otherwise (two rows of
 /// a row-major B at a time).
 ///
+/// `simd` runs the AVX-512 loops ([`pack_avx512`]) on the blocks they
+/// cover; the caller checks that the CPU has them.
+///
 /// # Safety
 /// `m` must describe a valid `len x k` matrix.
-unsafe fn pack(m: Strided, len: usize, k: usize, width: usize) -> Packed {
+unsafe fn pack(m: Strided, len: usize, k: usize, width: usize, simd: bool) -> Packed {
     let pairs = k.div_ceil(2);
     let panels = len.div_ceil(width);
     let mut words = take_buffer(panels * pairs * width);
@@ -220,13 +260,24 @@ unsafe fn pack(m: Strided, len: usize, k: usize, width: usize) -> Packed {
         let rows = width.min(len - q * width);
         let full_pairs = k / 2;
         if along_k && m.k_stride == 1 {
-            // Each index's k values are a contiguous line. Blocks of
-            // `PAIR_BLOCK` pairs keep the words written (strided by `width`)
-            // in L1 while every line of the panel passes over them.
-            // Each block of a line is converted into contiguous words
+            // Each index's k values are a contiguous line. The AVX-512 loop
+            // packs whole blocks of 16 pairs; the scalar one the rest.
+            #[cfg(target_arch = "x86_64")]
+            let first_pair = if simd {
+                // SAFETY: the CPU has the features (`avx512_packing`); each
+                // line holds `k` values; the panel holds `pairs * width` words.
+                pack_avx512::pack_lines(|i| m.ptr(q * width + i, 0), rows, full_pairs, width, panel)
+            } else {
+                0
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let first_pair = 0;
+            // Blocks of `PAIR_BLOCK` pairs keep the words written (strided
+            // by `width`) in L1 while every line of the panel passes over
+            // them. Each block of a line is converted into contiguous words
             // first (a loop that vectorizes), then spread out.
             let mut block = [0u32; PAIR_BLOCK];
-            for p0 in (0..full_pairs).step_by(PAIR_BLOCK) {
+            for p0 in (first_pair..full_pairs).step_by(PAIR_BLOCK) {
                 let p1 = (p0 + PAIR_BLOCK).min(full_pairs);
                 let block = &mut block[..p1 - p0];
                 for i in 0..rows {
@@ -240,12 +291,24 @@ unsafe fn pack(m: Strided, len: usize, k: usize, width: usize) -> Packed {
                 }
             }
         } else if !along_k && m.index_stride == 1 {
-            // the panel's indices are contiguous for each kk: two slices per pair
-            for p in 0..full_pairs {
-                let lo = m.slice_along_index(q * width, 2 * p, rows);
-                let hi = m.slice_along_index(q * width, 2 * p + 1, rows);
-                let dst = &mut panel[p * width..p * width + rows];
-                match rows {
+            // the panel's indices are contiguous for each kk: two slices per
+            // pair; the AVX-512 loop packs whole groups of 16 (or all 8)
+            // indices, the scalar one the rest
+            #[cfg(target_arch = "x86_64")]
+            let first = if simd {
+                // SAFETY: the CPU has the features; each kk's row holds the
+                // panel's `rows` indices; the panel holds `pairs * width` words.
+                pack_avx512::pack_rows(|kk| m.ptr(q * width, kk), rows, full_pairs, width, panel)
+            } else {
+                0
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let first = 0;
+            for p in (0..full_pairs).filter(|_| first < rows) {
+                let lo = m.slice_along_index(q * width + first, 2 * p, rows - first);
+                let hi = m.slice_along_index(q * width + first, 2 * p + 1, rows - first);
+                let dst = &mut panel[p * width + first..p * width + rows];
+                match rows - first {
                     // fixed lengths, so that the loop is whole vectors
                     MR => pair_slices::<MR>(dst, lo, hi),
                     NR => pair_slices::<NR>(dst, lo, hi),
@@ -279,17 +342,57 @@ unsafe fn pack(m: Strided, len: usize, k: usize, width: usize) -> Packed {
         }
     };
     let size = pairs * width;
+    // Narrow panels of a row-major matrix (A = dy^T, 8 indices a panel) read
+    // only 32 bytes of each row per panel, rows that are often a multiple of
+    // 4 KiB apart and so fight over the same L1 set: the AVX-512 loop packs
+    // `PANEL_GROUP` panels at once, whole cache lines of each row.
+    let grouped = simd && !along_k && m.index_stride == 1 && width == MR;
+    let group = if grouped { PANEL_GROUP } else { 1 };
+    let fill_group = |g: usize, chunk: &mut [u32]| {
+        let panels = chunk.len() / size;
+        #[cfg(target_arch = "x86_64")]
+        let first = if grouped {
+            // the group's full panels (the last panel of the matrix may be narrower)
+            let full = panels.min((len - g * group * width) / width);
+            // SAFETY: the CPU has the features; each kk's row holds the
+            // group's `full * width` indices; the chunk holds `full` panels.
+            pack_avx512::pack_row_panels(
+                |kk| m.ptr(g * group * width, kk),
+                full,
+                k / 2,
+                size,
+                chunk,
+            )
+        } else {
+            0
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let first = 0;
+        for q in 0..panels {
+            if q < first {
+                if k % 2 == 1 {
+                    // the odd last k of a grouped panel, with a zero partner
+                    let (panel, p) = (&mut chunk[q * size..(q + 1) * size], k / 2);
+                    for i in 0..width {
+                        panel[p * width + i] = pair(m.at((g * group + q) * width + i, 2 * p), 0.0);
+                    }
+                }
+            } else {
+                fill(g * group + q, &mut chunk[q * size..(q + 1) * size]);
+            }
+        }
+    };
     if size > 0 {
         if words.len() >= PAR_MIN_WORDS {
             words
-                .par_chunks_mut(size)
+                .par_chunks_mut(size * group)
                 .enumerate()
-                .for_each(|(q, panel)| fill(q, panel));
+                .for_each(|(g, chunk)| fill_group(g, chunk));
         } else {
             words
-                .chunks_mut(size)
+                .chunks_mut(size * group)
                 .enumerate()
-                .for_each(|(q, panel)| fill(q, panel));
+                .for_each(|(g, chunk)| fill_group(g, chunk));
         }
     }
     Packed {
