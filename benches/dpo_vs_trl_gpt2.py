@@ -7,8 +7,9 @@ temporary directory: `dpo` reads that directory as it is (docs/spec.md section 2
 directory is TRL's policy and reference. The batch is 4 pairs of 128 prompt + 128 response tokens
 (random ids, `_ids` rows, so no tokenizer is involved), AdamW, lr 1e-6, no truncation.
 
-  - `dpo train --policy DIR --ref DIR`: the reference log-probs are computed once, before the first
-    step (always); the step time is `step_ms` of its metrics log.
+  - `dpo train --policy DIR --ref DIR`: the reference log-probs of a batch are computed the first
+    time the batch is seen and cached (docs/dpo.md section 10); the step time is `step_ms` of its
+    metrics log. With `--bf16`, `dpo train --precision bf16` is timed too (docs/bf16.md).
   - TRL 1.16 `DPOTrainer` on CPU, float32 (`bf16=False`), the same batch, with
     `precompute_ref_log_probs` off (the reference runs in every step) and on (once, before
     training); the step time is measured around each `training_step` by a callback.
@@ -17,17 +18,16 @@ For each thread count (torch.set_num_threads / `dpo --threads`), the median step
 2..N (step 1 warms up) is reported, with TRL's step time over `dpo`'s (the speed-up of `dpo`).
 Prints one JSON object. Needs torch, transformers, datasets and trl==1.16 in this Python.
 
-Run:  VENV/bin/python benches/dpo_vs_trl_gpt2.py target/release/dpo --steps 4
+Run:  VENV/bin/python benches/dpo_vs_trl_gpt2.py target/release/dpo --steps 4 --bf16
 
-One run (2-core AMD EPYC shared with other jobs, load average 2.4-3 throughout, so the numbers
-are noisy; --steps 3; torch 2.15.0, transformers 5.24.0, trl 1.16.0), ms per step:
+One run on an idle 2-core AMD EPYC (torch 2.15.0, transformers 5.24.0, trl 1.16.0), ms per step
+(before the bf16 packing and allocator work of issue 11's second pass, so `dpo` is faster today):
 
-  threads | dpo   | TRL, precompute off | TRL, precompute on | speed-up (off / on)
-  1       | 13909 | 37406               | 18619              | 2.69x / 1.34x
-  2       | 12719 | 30709               | 32335              | 2.41x / 2.54x
+  threads | dpo f32 | TRL, precompute off | TRL, precompute on | speed-up (off / on) | dpo bf16 (vs TRL on)
+  1       |  9203   | 42084               | 33025              | 4.57x / 3.59x       | 5044 (6.55x)
+  2       |  4871   | 23748               | 18668              | 4.88x / 3.83x       | 3568 (5.23x)
 
-The 2-thread row gained little over the 1-thread one on either side, a sign that the second core
-was busy; rerun on an idle machine before quoting it.
+An earlier run with another job on the second core gave 4.40x / 3.21x at one thread.
 """
 import argparse
 import json
