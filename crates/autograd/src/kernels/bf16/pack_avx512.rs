@@ -105,6 +105,30 @@ unsafe fn pair_words(x: *const f32) -> __m512i {
     std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo))
 }
 
+/// The `vpermw` index that interleaves the halves of a rounding of two
+/// rows: word `j` of `vcvtne2ps2bf16(hi, lo)` is `lo[j]` (j < 16) or `hi[j -
+/// 16]`, and word `2j` of the result takes `lo[j]`, word `2j + 1` `hi[j]`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn halves_to_pairs() -> __m512i {
+    let mut index = [0i16; 32];
+    for (w, x) in index.iter_mut().enumerate() {
+        *x = (w / 2 + 16 * (w % 2)) as i16;
+    }
+    _mm512_loadu_si512(index.as_ptr() as *const __m512i)
+}
+
+/// The 16 pair words `(lo[j], hi[j])`, j < 16, of two rows.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn pair_rows(lo: *const f32, hi: *const f32, halves_to_pairs: __m512i) -> __m512i {
+    let halves = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(hi), _mm512_loadu_ps(lo));
+    _mm512_permutexvar_epi16(
+        halves_to_pairs,
+        std::mem::transmute::<__m512bh, __m512i>(halves),
+    )
+}
+
 /// Packs the pairs `0 .. 16 * (full_pairs / 16)` of one panel whose
 /// indices are lines of contiguous `k`: `line(i)` points at index `i`'s
 /// `k = 0`, for `i < rows`. `width` is 48 (B) or 8 (A); indices `rows ..
@@ -181,22 +205,12 @@ pub unsafe fn pack_rows(
     let out = panel.as_mut_ptr();
     match width {
         48 => {
-            // bf16 word j of (lo, hi) rounded together is lo[j] (j < 16) or
-            // hi[j - 16]; word 2j of the result takes lo[j], word 2j + 1 hi[j].
-            let mut index = [0i16; 32];
-            for (w, x) in index.iter_mut().enumerate() {
-                *x = (w / 2 + 16 * (w % 2)) as i16;
-            }
-            let index = _mm512_loadu_si512(index.as_ptr() as *const __m512i);
+            let index = halves_to_pairs();
             let groups = rows / 16;
             for p in 0..full_pairs {
                 let (lo_row, hi_row) = (row(2 * p), row(2 * p + 1));
                 for g in 0..groups {
-                    let lo = _mm512_loadu_ps(lo_row.add(16 * g));
-                    let hi = _mm512_loadu_ps(hi_row.add(16 * g));
-                    let halves =
-                        std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
-                    let words = _mm512_permutexvar_epi16(index, halves);
+                    let words = pair_rows(lo_row.add(16 * g), hi_row.add(16 * g), index);
                     _mm512_storeu_si512(out.add(p * 48 + 16 * g) as *mut __m512i, words);
                 }
             }
@@ -244,19 +258,12 @@ pub unsafe fn pack_row_panels(
     assert!(chunk.len() >= panels * panel_words && panel_words >= 8 * full_pairs);
     let size = panel_words;
     let out = chunk.as_mut_ptr();
-    // words 0..8 of the result: indices 0..8 (the first panel), 8..16 the second
-    let mut index = [0i16; 32];
-    for (w, x) in index.iter_mut().enumerate() {
-        *x = (w / 2 + 16 * (w % 2)) as i16;
-    }
-    let index = _mm512_loadu_si512(index.as_ptr() as *const __m512i);
+    let index = halves_to_pairs();
     for p in 0..full_pairs {
         let (lo_row, hi_row) = (row(2 * p), row(2 * p + 1));
         for t in 0..two_panels {
-            let lo = _mm512_loadu_ps(lo_row.add(16 * t));
-            let hi = _mm512_loadu_ps(hi_row.add(16 * t));
-            let halves = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
-            let words = _mm512_permutexvar_epi16(index, halves);
+            // words 0..8: the indices of the first panel, 8..16 the second's
+            let words = pair_rows(lo_row.add(16 * t), hi_row.add(16 * t), index);
             let first = out.add(2 * t * size + p * 8);
             _mm256_storeu_si256(first as *mut __m256i, _mm512_castsi512_si256(words));
             _mm256_storeu_si256(
