@@ -19,7 +19,8 @@
 //!   64-byte rows of the panel.
 //! - **Two rows per pair** ([`pack_rows`], `W` and `dy^T`): the rows `2p`
 //!   and `2p + 1` are rounded together and their halves interleaved by one
-//!   `vpermw`.
+//!   `vpermw`. The 8-wide panels of A (`dy^T`) are packed eight at a time
+//!   ([`pack_row_panels`]), so each row is read in whole cache lines.
 //!
 //! Only whole blocks are done here (16 pairs of a line, 16 or 8 indices of
 //! a row pair); the caller finishes the edges with the scalar loops.
