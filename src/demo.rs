@@ -333,6 +333,7 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary> {
         &ByteTokenizer,
         None,
         false,
+        true,
     )?
     .rows;
     let after_metrics = evaluate_pairs(

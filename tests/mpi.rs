@@ -234,3 +234,20 @@ fn a_failing_rank_ends_the_job_with_one_error_line() {
     assert!(matches!(run.code, Some(c) if c != 0), "{run}");
     assert!(run.stderr.contains("one rank"), "{run}");
 }
+
+#[test]
+fn skipped_rows_are_reported_once_not_once_a_rank() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = eight_pairs(tmp.path());
+    let mut text = std::fs::read_to_string(&data).unwrap();
+    text.push_str("{\"prompt\": \"a row with no responses\"}\n");
+    std::fs::write(&data, text).unwrap();
+    let run = dpo_sgd(
+        2,
+        &data,
+        &tmp.path().join("out"),
+        &["--steps", "1", "--skip-invalid"],
+    );
+    run.assert_ok();
+    assert_eq!(run.stderr.matches("bad rows skipped").count(), 1, "{run}");
+}

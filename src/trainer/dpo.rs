@@ -99,6 +99,7 @@ pub fn train_dpo(args: &DpoTrainArgs, comm: &dyn Collective) -> Result<TrainSumm
         policy.config(),
         loaded.tokenizer.as_ref(),
         run.hyper.seed,
+        comm.is_root(),
     )?;
 
     let batch_size = eval_batch_size(run.hyper.batch_size);

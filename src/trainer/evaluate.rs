@@ -57,6 +57,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<EvalReport> {
         loaded.tokenizer.as_ref(),
         args.max_prompt_length,
         args.skip_invalid,
+        true,
     )?;
     let metrics = evaluate_pairs(
         &policy.to_f64(),

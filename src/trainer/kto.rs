@@ -98,6 +98,7 @@ pub fn train_kto(args: &KtoTrainArgs, comm: &dyn Collective) -> Result<TrainSumm
         policy.config(),
         loaded.tokenizer.as_ref(),
         run.hyper.seed,
+        comm.is_root(),
     )?;
     if let Some(advice) = weight_advice(&data.train, &args.config) {
         eprintln!("warning: {advice}");
@@ -171,6 +172,7 @@ pub fn run_kto_eval(args: &KtoEvalArgs) -> Result<KtoEvalReport> {
         loaded.tokenizer.as_ref(),
         args.max_prompt_length,
         args.skip_invalid,
+        true,
     )?;
     let metrics = evaluate_unpaired(
         &policy.to_f64(),

@@ -136,13 +136,15 @@ pub fn prompt_budget(max_prompt_length: Option<usize>, block_size: usize) -> Res
 
 /// The rows of one file for a model of `config`, text tokenized by
 /// `tokenizer`: loaded, validated and truncated by the data layer, with
-/// skipped rows reported on stderr.
+/// skipped rows reported on stderr when `report_skips` (one rank of a
+/// data-parallel run reports for all: they read the same file).
 pub fn load_rows<R: TrainingRow>(
     path: &Path,
     config: &GptConfig,
     tokenizer: &dyn Tokenizer,
     max_prompt_length: Option<usize>,
     skip_invalid: bool,
+    report_skips: bool,
 ) -> Result<PreparedRows<R>> {
     let budget = prompt_budget(max_prompt_length, config.block_size)?;
     let prepared = prepare_rows::<R>(
@@ -158,10 +160,10 @@ pub fn load_rows<R: TrainingRow>(
         DataError::NoScoredTokenAfterTruncation { .. } => anyhow!("{}: {e}", path.display()),
         e => e.into(),
     })?;
-    if prepared.load.skipped > 0 {
+    if report_skips && prepared.load.skipped > 0 {
         eprintln!("{}: {}", path.display(), prepared.load);
     }
-    if prepared.truncation.skipped > 0 {
+    if report_skips && prepared.truncation.skipped > 0 {
         eprintln!("{}: {}", path.display(), prepared.truncation);
     }
     Ok(prepared)
@@ -195,11 +197,13 @@ pub struct TrainData<R> {
 /// Loads the training rows and the held-out rows (a file of their own, or a
 /// seeded `eval_fraction` of the training file: the same split in every
 /// stage run with the same seed). A run left with no training row is refused.
+/// Skipped rows are reported when `report_skips` (on the root rank).
 pub fn load_train_data<R: TrainingRow>(
     args: &DataArgs,
     config: &GptConfig,
     tokenizer: &dyn Tokenizer,
     seed: u64,
+    report_skips: bool,
 ) -> Result<TrainData<R>> {
     ensure!(
         (0.0..1.0).contains(&args.eval_fraction),
@@ -213,6 +217,7 @@ pub fn load_train_data<R: TrainingRow>(
             tokenizer,
             args.max_prompt_length,
             args.skip_invalid,
+            report_skips,
         )
     };
     let prepared = load(&args.data)?;

@@ -75,6 +75,7 @@ pub fn train_sft(args: &SftTrainArgs, comm: &dyn Collective) -> Result<TrainSumm
         model.config(),
         loaded.tokenizer.as_ref(),
         run.hyper.seed,
+        comm.is_root(),
     )?;
     let mut objective = SftObjective::new(data.train, data.held_out, run.hyper.batch_size);
     train(
