@@ -20,12 +20,18 @@ Prints one JSON object. Needs torch, transformers, datasets and trl==1.16 in thi
 
 Run:  VENV/bin/python benches/dpo_vs_trl_gpt2.py target/release/dpo --steps 4 --bf16
 
-One run on an idle 2-core AMD EPYC (torch 2.15.0, transformers 5.24.0, trl 1.16.0), ms per step
-(before the bf16 packing and allocator work of issue 11's second pass, so `dpo` is faster today):
+Two runs on a 2-core AMD EPYC (torch 2.15.0, transformers 5.24.0, trl 1.16.0), ms per step.
+Run A, idle machine, with `dpo` before the bf16 packing and allocator work of issue 11's second pass:
 
   threads | dpo f32 | TRL, precompute off | TRL, precompute on | speed-up (off / on) | dpo bf16 (vs TRL on)
   1       |  9203   | 42084               | 33025              | 4.57x / 3.59x       | 5044 (6.55x)
   2       |  4871   | 23748               | 18668              | 4.88x / 3.83x       | 3568 (5.23x)
+
+Run B, with that work (the 2-thread row gained nothing over 1 thread on either side: the second
+core was taken by other work, so only the 1-thread row is a fair measure):
+
+  1       |  6906   | 39569               | 31661              | 5.73x / 4.58x       | 3726 (8.50x)
+  2       |  6370   | 38909               | 32083              | 6.11x / 5.04x       | 4182 (7.67x)
 
 An earlier run with another job on the second core gave 4.40x / 3.21x at one thread.
 """
