@@ -256,6 +256,15 @@ unsafe fn pack(m: Strided, len: usize, k: usize, width: usize, simd: bool) -> Pa
     let panels = len.div_ceil(width);
     let mut words = take_buffer(panels * pairs * width);
     let along_k = m.k_stride.unsigned_abs() <= m.index_stride.unsigned_abs();
+    // An odd K: the last k of panel q's `rows` indices alone, with a zero partner.
+    let last_odd_k = |q: usize, rows: usize, panel: &mut [u32]| {
+        if k % 2 == 1 {
+            let p = k / 2;
+            for i in 0..rows {
+                panel[p * width + i] = pair(m.at(q * width + i, 2 * p), 0.0);
+            }
+        }
+    };
     let fill = |q: usize, panel: &mut [u32]| {
         let rows = width.min(len - q * width);
         let full_pairs = k / 2;
@@ -292,8 +301,9 @@ unsafe fn pack(m: Strided, len: usize, k: usize, width: usize, simd: bool) -> Pa
             }
         } else if !along_k && m.index_stride == 1 {
             // the panel's indices are contiguous for each kk: two slices per
-            // pair; the AVX-512 loop packs whole groups of 16 (or all 8)
-            // indices, the scalar one the rest
+            // pair; the AVX-512 loop packs whole groups of 16 indices of a
+            // 48-wide panel (8-wide ones come grouped, `fill_group`), the
+            // scalar one the rest
             #[cfg(target_arch = "x86_64")]
             let first = if simd {
                 // SAFETY: the CPU has the features; each kk's row holds the
@@ -327,13 +337,7 @@ unsafe fn pack(m: Strided, len: usize, k: usize, width: usize, simd: bool) -> Pa
                 }
             }
         }
-        if k % 2 == 1 {
-            // the last k alone, with a zero partner
-            let p = full_pairs;
-            for i in 0..rows {
-                panel[p * width + i] = pair(m.at(q * width + i, 2 * p), 0.0);
-            }
-        }
+        last_odd_k(q, rows, panel);
         if rows < width {
             // the indices past the edge of the last panel are zeros
             for p in 0..pairs {
@@ -369,16 +373,12 @@ unsafe fn pack(m: Strided, len: usize, k: usize, width: usize, simd: bool) -> Pa
         #[cfg(not(target_arch = "x86_64"))]
         let first = 0;
         for q in 0..panels {
+            let panel = &mut chunk[q * size..(q + 1) * size];
             if q < first {
-                if k % 2 == 1 {
-                    // the odd last k of a grouped panel, with a zero partner
-                    let (panel, p) = (&mut chunk[q * size..(q + 1) * size], k / 2);
-                    for i in 0..width {
-                        panel[p * width + i] = pair(m.at((g * group + q) * width + i, 2 * p), 0.0);
-                    }
-                }
+                // a full panel, packed but for an odd last k
+                last_odd_k(g * group + q, width, panel);
             } else {
-                fill(g * group + q, &mut chunk[q * size..(q + 1) * size]);
+                fill(g * group + q, panel);
             }
         }
     };

@@ -22,8 +22,9 @@
 //!   `vpermw`. The 8-wide panels of A (`dy^T`) are packed eight at a time
 //!   ([`pack_row_panels`]), so each row is read in whole cache lines.
 //!
-//! Only whole blocks are done here (16 pairs of a line, 16 or 8 indices of
-//! a row pair); the caller finishes the edges with the scalar loops.
+//! Only whole blocks are done here (16 pairs of a line, 16 indices of a row
+//! pair, pairs of full 8-wide panels); the caller finishes the edges with the
+//! scalar loops.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -186,10 +187,11 @@ pub unsafe fn pack_lines(
     16 * blocks
 }
 
-/// Packs the indices `0 .. 16 * (rows / 16)` (width 48) or all 8 (width 8,
-/// when `rows == 8`) of every full pair of one panel whose pairs come from
-/// two rows of contiguous indices: `row(kk)` points at `k = kk` of the
-/// panel's first index. Returns the number of indices packed.
+/// Packs the indices `0 .. 16 * (rows / 16)` of every full pair of one
+/// 48-wide panel whose pairs come from two rows of contiguous indices:
+/// `row(kk)` points at `k = kk` of the panel's first index. Returns the
+/// number of indices packed (0 for another width: 8-wide panels go through
+/// [`pack_row_panels`]).
 ///
 /// # Safety
 /// [`available`]; `row(kk)` valid for `rows` floats for `kk < 2 *
@@ -203,37 +205,20 @@ pub unsafe fn pack_rows(
     width: usize,
     panel: &mut [u32],
 ) -> usize {
-    let out = panel.as_mut_ptr();
-    match width {
-        48 => {
-            let index = halves_to_pairs();
-            let groups = rows / 16;
-            for p in 0..full_pairs {
-                let (lo_row, hi_row) = (row(2 * p), row(2 * p + 1));
-                for g in 0..groups {
-                    let words = pair_rows(lo_row.add(16 * g), hi_row.add(16 * g), index);
-                    _mm512_storeu_si512(out.add(p * 48 + 16 * g) as *mut __m512i, words);
-                }
-            }
-            16 * groups
-        }
-        8 if rows == 8 => {
-            let mut index = [0i16; 16];
-            for (w, x) in index.iter_mut().enumerate() {
-                *x = (w / 2 + 8 * (w % 2)) as i16;
-            }
-            let index = _mm256_loadu_si256(index.as_ptr() as *const __m256i);
-            for p in 0..full_pairs {
-                let lo = _mm256_loadu_ps(row(2 * p));
-                let hi = _mm256_loadu_ps(row(2 * p + 1));
-                let halves = std::mem::transmute::<__m256bh, __m256i>(_mm256_cvtne2ps_pbh(hi, lo));
-                let words = _mm256_permutexvar_epi16(index, halves);
-                _mm256_storeu_si256(out.add(p * 8) as *mut __m256i, words);
-            }
-            8
-        }
-        _ => 0,
+    if width != 48 {
+        return 0;
     }
+    let out = panel.as_mut_ptr();
+    let index = halves_to_pairs();
+    let groups = rows / 16;
+    for p in 0..full_pairs {
+        let (lo_row, hi_row) = (row(2 * p), row(2 * p + 1));
+        for g in 0..groups {
+            let words = pair_rows(lo_row.add(16 * g), hi_row.add(16 * g), index);
+            _mm512_storeu_si512(out.add(p * 48 + 16 * g) as *mut __m512i, words);
+        }
+    }
+    16 * groups
 }
 
 /// [`pack_rows`] for `panels` consecutive full panels of width 8 at once:
