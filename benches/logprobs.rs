@@ -1,4 +1,4 @@
-//! The fused sequence log-prob kernel on logits [16, 128, 32000], forward +
+//! The log-prob kernel (`autograd::kernels::logprobs`) on logits [16, 128, 32000], forward +
 //! backward, at 1 and 2 threads: the case of `../shared/refs/bench_torch_logprobs.py`.
 //!
 //! Bytes: the logits are 16*128*32000*4 = 262 MB. The forward reads them
@@ -10,10 +10,8 @@
 //! Run: `cargo bench --bench logprobs`. Before criterion starts, the bench
 //! prints the peak-RSS growth of one forward + backward on top of the logits.
 
+use autograd::kernels::logprobs::{logprobs_backward, logprobs_forward, IGNORE_INDEX};
 use criterion::{criterion_group, criterion_main, Criterion};
-use dpo::kernels::sequence_logprobs::{
-    sequence_logprobs_backward, sequence_logprobs_forward, IGNORE_INDEX,
-};
 use rand::{Rng, SeedableRng};
 
 const B: usize = 16;
@@ -43,10 +41,11 @@ fn inputs() -> (Vec<f32>, Vec<i64>) {
 
 /// One forward + backward; the gradient overwrites `logits`.
 fn forward_backward(logits: &mut [f32], targets: &[i64]) -> f32 {
-    let (row_logp, row_lse) = sequence_logprobs_forward(logits, targets, V);
+    let (mut row_logp, mut row_lse) = (vec![0.0; B * T], vec![0.0; B * T]);
+    logprobs_forward(&mut row_logp, &mut row_lse, logits, targets, V);
     let total: f32 = row_logp.iter().sum();
     // d(sum of sequence log-probs)/d logp = 1 for every sequence.
-    sequence_logprobs_backward(logits, targets, &row_lse, |_| 1.0, V);
+    logprobs_backward(logits, &row_lse, targets, |_| 1.0, V);
     total
 }
 

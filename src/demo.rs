@@ -27,10 +27,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use autograd::Precision;
 use dpo::data::{PairLayout, PreferenceRow};
-use dpo::logps::pair_logps_no_grad;
 use dpo::loss::{DpoLossConfig, DpoMetrics, LossType};
 use dpo::objective::evaluate_pairs;
+use dpo::scoring::score_pairs;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -39,8 +40,8 @@ use transformer::{ByteTokenizer, Gpt, GptConfig, Tokenizer};
 
 use crate::trainer::setup::{load_model, load_rows};
 use crate::trainer::{
-    train_dpo, train_sft, DataArgs, DpoTrainArgs, OptimizerKind, RunSettings, ScheduleKind,
-    SftInit, SftTrainArgs, SingleProcess, TrainHyper,
+    train_dpo, train_sft, DataArgs, DpoTrainArgs, InitialModel, OptimizerKind, RunSettings,
+    ScheduleKind, SftTrainArgs, SingleProcess, TrainHyper,
 };
 
 /// Letters the words are made of.
@@ -216,7 +217,14 @@ fn success_rate(model: &Gpt<f32>, words: &[String]) -> f64 {
 }
 
 fn pair_accuracy(model: &Gpt<f32>, rows: &[PreferenceRow]) -> f64 {
-    let logps = pair_logps_no_grad(model, rows, 64, PairLayout::default());
+    let (logps, _) = score_pairs(
+        model,
+        rows,
+        64,
+        PairLayout::default(),
+        Precision::F32,
+        false,
+    );
     logps.iter().filter(|(c, r)| c > r).count() as f64 / rows.len() as f64
 }
 
@@ -273,7 +281,7 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary> {
     );
     let sft = train_sft(
         &SftTrainArgs {
-            init: SftInit::Config(demo_config()),
+            init: InitialModel::Config(demo_config()),
             data: sft_data,
             run: sft_run,
         },

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use autograd::Precision;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use dpo::loss::{DpoLossConfig, LossType};
+use dpo::loss::LossType;
 use transformer::CheckpointFormat;
 
 use crate::trainer::{OptimizerKind, ScheduleKind};
@@ -35,9 +35,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Supervised fine-tuning on prompt/completion (or preference) data.
     Sft(SftArgs),
-    /// DPO training of a policy against a frozen reference; SimPO and ORPO reference-free (KTO on unpaired data: `dpo train --loss kto --help`).
+    /// DPO training of a policy against a frozen reference; SimPO and ORPO reference-free; KTO on unpaired data (`--loss kto`).
     Train(TrainArgs),
-    /// DPO (SimPO, ORPO) metrics of a policy over a preference file, JSON on stdout (KTO: `dpo eval --loss kto --help`).
+    /// DPO (SimPO, ORPO, KTO) metrics of a policy over a preference (or, with `--loss kto`, unpaired) file, JSON on stdout.
     Eval(EvalCliArgs),
     /// Sample a continuation of a prompt.
     Generate(GenerateArgs),
@@ -187,65 +187,71 @@ pub struct SftArgs {
     pub optim: OptimArgs,
 }
 
-/// Loss flags shared by `train` and `eval`.
+/// One name given to `--loss`: a pair loss, or KTO on unpaired rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossName {
+    /// A loss on preference pairs (DPO and its family, SimPO, ORPO).
+    Pair(LossType),
+    /// KTO, on unpaired rows labelled desirable or undesirable.
+    Kto,
+}
+
+/// The names `--loss` accepts: every [`LossType`], `dpo` (= sigmoid) and `kto`.
+fn loss_names() -> impl Iterator<Item = &'static str> {
+    LossType::ALL
+        .iter()
+        .map(|(name, _)| *name)
+        .chain(["dpo", "kto"])
+}
+
+/// Loss flags shared by `train` and `eval`. Pair-loss flags are refused with
+/// `--loss kto`, and KTO's with a pair loss.
 #[derive(Debug, Args, Clone)]
 pub struct LossArgs {
     /// KL-penalty strength: the temperature of the implicit reward beta * log(pi/ref); ORPO's lambda.
     #[arg(long, default_value_t = 0.1)]
     pub beta: f64,
-    /// Loss, or several joined by commas and summed (`sigmoid,sft`): sigmoid (the DPO paper's; `dpo`
-    /// is the same), ipo, hinge, robust, exo_pair, nca_pair, bco_pair, sppo_hard, aot, aot_unpaired,
-    /// apo_zero, apo_down, discopop, sigmoid_norm, sft (NLL of the chosen response); simpo and orpo
-    /// (reference-free: no --ref). KTO, on unpaired data, alone: `--loss kto --help`.
+    /// Loss, or several pair losses joined by commas and summed (`sigmoid,sft`): sigmoid (the DPO
+    /// paper's; `dpo` is the same), ipo, hinge, robust, exo_pair, nca_pair, bco_pair, sppo_hard, aot,
+    /// aot_unpaired, apo_zero, apo_down, discopop, sigmoid_norm, sft (NLL of the chosen response);
+    /// simpo and orpo (reference-free: no --ref). Or `--loss kto`, alone: Kahneman-Tversky
+    /// Optimization on unpaired rows ({"prompt","completion","label"} in --data), with
+    /// --desirable-weight and --undesirable-weight.
     #[arg(
         long,
         default_value = "sigmoid",
         value_delimiter = ',',
-        value_parser = PossibleValuesParser::new(LOSS_NAMES)
-            .map(|name| name.parse::<LossType>().expect("a listed loss name"))
+        value_parser = PossibleValuesParser::new(loss_names()).map(|name| match name.as_str() {
+            "kto" => LossName::Kto,
+            name => LossName::Pair(name.parse().expect("a listed loss name")),
+        })
     )]
-    pub loss: Vec<LossType>,
+    pub loss: Vec<LossName>,
     /// Weights of the losses of --loss, in order (default: 1 each), e.g. `--loss sigmoid,sft --loss-weights 1,0.5`.
     #[arg(long, value_delimiter = ',', value_name = "W,...")]
     pub loss_weights: Vec<f64>,
     /// RPO: add the NLL of the chosen responses (mean over their tokens) times this weight (`sft` term).
     #[arg(long, value_name = "F")]
     pub rpo_alpha: Option<f64>,
-    /// Label smoothing e in [0, 0.5): assumed share of flipped labels (cDPO for sigmoid, robust, exo_pair's epsilon, aot, simpo).
-    #[arg(long, default_value_t = 0.0)]
-    pub label_smoothing: f64,
-    /// DiscoPOP's temperature tau (--loss discopop).
-    #[arg(long, default_value_t = DpoLossConfig::DISCOPOP_TAU, value_name = "F")]
-    pub discopop_tau: f64,
-    /// SimPO's target reward margin gamma (--loss simpo).
-    #[arg(long, default_value_t = DpoLossConfig::SIMPO_GAMMA, value_name = "F")]
-    pub simpo_gamma: f64,
+    /// Label smoothing e in [0, 0.5): assumed share of flipped labels (cDPO for sigmoid, robust, exo_pair's epsilon, aot, simpo). Default 0.
+    #[arg(long, value_name = "F")]
+    pub label_smoothing: Option<f64>,
+    /// DiscoPOP's temperature tau (--loss discopop). Default 0.05.
+    #[arg(long, value_name = "F")]
+    pub discopop_tau: Option<f64>,
+    /// SimPO's target reward margin gamma (--loss simpo). Default 0.5.
+    #[arg(long, value_name = "F")]
+    pub simpo_gamma: Option<f64>,
     /// bco_pair without its running-mean reward shift (delta = 0, as TRL 1.x's bco_pair).
     #[arg(long)]
     pub bco_no_running_mean: bool,
+    /// KTO (--loss kto): weight of the loss of desirable rows (label true). With unbalanced data, aim for desirable-weight * desirable rows / (undesirable-weight * undesirable rows) in [1, 4/3]. Default 1.
+    #[arg(long, value_name = "F")]
+    pub desirable_weight: Option<f64>,
+    /// KTO (--loss kto): weight of the loss of undesirable rows (label false). Default 1.
+    #[arg(long, value_name = "F")]
+    pub undesirable_weight: Option<f64>,
 }
-
-/// The names `--loss` accepts.
-const LOSS_NAMES: [&str; 18] = [
-    "sigmoid",
-    "dpo",
-    "ipo",
-    "hinge",
-    "robust",
-    "exo_pair",
-    "nca_pair",
-    "bco_pair",
-    "sppo_hard",
-    "aot",
-    "aot_unpaired",
-    "apo_zero",
-    "apo_down",
-    "discopop",
-    "sigmoid_norm",
-    "sft",
-    "simpo",
-    "orpo",
-];
 
 /// The policy, its reference and the preference data of `train` and `eval`.
 #[derive(Debug, Args, Clone)]
@@ -260,13 +266,15 @@ pub struct PairArgs {
     /// Reference-free DPO: reference log-probs are taken as 0.
     #[arg(long, conflicts_with = "reference")]
     pub reference_free: bool,
-    /// Preference data: {"prompt","chosen","rejected"}, {"chosen","rejected"} or `_ids` forms; .gz accepted.
+    /// Preference data: {"prompt","chosen","rejected"}, {"chosen","rejected"} or `_ids` forms; with
+    /// --loss kto, unpaired {"prompt","completion","label": true|false} rows; .gz accepted.
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
-    /// on: each pair is one sequence [prompt | chosen | rejected], the prompt run once (rejected
-    /// tokens never see chosen ones); off: the prompt runs before each response. Same log-probs.
-    #[arg(long, value_enum, default_value_t = OnOff::On, value_name = "on|off")]
-    pub prefix_sharing: OnOff,
+    /// on (default): each pair is one sequence [prompt | chosen | rejected], the prompt run once
+    /// (rejected tokens never see chosen ones); off: the prompt runs before each response. Same
+    /// log-probs. Pair losses only.
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub prefix_sharing: Option<OnOff>,
 }
 
 /// A switch given as `on` or `off`.
@@ -303,7 +311,8 @@ pub struct EvalCliArgs {
     /// Tokens kept of a long prompt when a row is truncated (default: block_size / 2).
     #[arg(long, value_name = "N")]
     pub max_prompt_length: Option<usize>,
-    /// Pairs per forward pass.
+    /// Pairs per forward pass; with --loss kto, rows per batch, in file order (each batch pairs
+    /// its KL sequences and has its own KL estimate).
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
     /// Skip bad rows instead of refusing the file.

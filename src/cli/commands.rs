@@ -1,23 +1,24 @@
 //! What each subcommand does: turn arguments into library and trainer calls,
 //! print one JSON object on stdout.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use dpo::data::PairLayout;
+use dpo::loss::kto::KtoConfig;
 use dpo::loss::{DpoLossConfig, LossType, WeightedLoss};
 use serde::Serialize;
 use transformer::sampling::{generate_until, SamplingOptions};
 use transformer::GptConfig;
 
 use super::args::{
-    Cli, Command, EvalCliArgs, GenerateArgs, LossArgs, OnOff, OptimArgs, PairArgs, SaveFormat,
-    SftArgs, TrainArgs,
+    Cli, Command, EvalCliArgs, GenerateArgs, LossArgs, LossName, OnOff, OptimArgs, PairArgs,
+    SaveFormat, SftArgs, TrainArgs,
 };
 use crate::trainer::setup::load_checkpoint;
 use crate::trainer::{
-    on_every_rank, run_eval, train_dpo, train_sft, DataArgs, DpoTrainArgs, EvalArgs, RunSettings,
-    SftInit, SftTrainArgs, TrainHyper,
+    on_every_rank, run_eval, run_kto_eval, train_dpo, train_kto, train_sft, DataArgs, DpoTrainArgs,
+    EvalArgs, InitialModel, KtoEvalArgs, KtoTrainArgs, RunSettings, SftTrainArgs, TrainHyper,
 };
 
 /// Runs one parsed command line.
@@ -28,11 +29,34 @@ pub fn run(cli: Cli) -> Result<()> {
             let args = sft_args(a)?;
             print_on_root(on_every_rank(|comm| train_sft(&args, comm))?)
         }
-        Command::Train(a) => {
-            let args = train_args(a)?;
-            print_on_root(on_every_rank(|comm| train_dpo(&args, comm))?)
-        }
-        Command::Eval(a) => print_json(&run_eval(&eval_args(a)?)?),
+        Command::Train(a) => match objective(&a.loss, &a.pairs, "train")? {
+            LossChoice::Pairs(loss) => {
+                let args = train_args(a, loss);
+                print_on_root(on_every_rank(|comm| train_dpo(&args, comm))?)
+            }
+            LossChoice::Kto(config, reference) => {
+                let args = KtoTrainArgs {
+                    reference,
+                    config,
+                    data: data_args(&a.pairs.data, &a.optim),
+                    run: run_settings(&a.out, &a.optim, a.lr),
+                    policy: a.pairs.policy,
+                };
+                print_on_root(on_every_rank(|comm| train_kto(&args, comm))?)
+            }
+        },
+        Command::Eval(a) => match objective(&a.loss, &a.pairs, "eval")? {
+            LossChoice::Pairs(loss) => print_json(&run_eval(&eval_args(a, loss))?),
+            LossChoice::Kto(config, reference) => print_json(&run_kto_eval(&KtoEvalArgs {
+                policy: a.pairs.policy,
+                reference,
+                data: a.pairs.data,
+                config,
+                max_prompt_length: a.max_prompt_length,
+                batch_size: a.batch_size,
+                skip_invalid: a.skip_invalid,
+            })?),
+        },
         Command::Generate(a) => print_json(&run_generate(&a)?),
         Command::Convert(a) => print_json(&super::convert::run_convert(&a)?),
         Command::Plot(a) => print_json(
@@ -41,21 +65,21 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-pub(super) fn print_json<S: Serialize>(value: &S) -> Result<()> {
+fn print_json<S: Serialize>(value: &S) -> Result<()> {
     println!("{}", serde_json::to_string(value)?);
     Ok(())
 }
 
 /// Prints the result of a command run on every rank: rank 0's (`Some`), once.
-pub(super) fn print_on_root<S: Serialize>(value: Option<S>) -> Result<()> {
+fn print_on_root<S: Serialize>(value: Option<S>) -> Result<()> {
     value.map_or(Ok(()), |value| print_json(&value))
 }
 
 fn sft_args(a: SftArgs) -> Result<SftTrainArgs> {
     let init = match (&a.init, &a.config) {
-        (Some(dir), _) => SftInit::Checkpoint(dir.clone()),
-        (None, Some(name)) => SftInit::Config(parse_config(name)?),
-        (None, None) if a.optim.resume => SftInit::Checkpoint(a.out.clone()),
+        (Some(dir), _) => InitialModel::Checkpoint(dir.clone()),
+        (None, Some(name)) => InitialModel::Config(parse_config(name)?),
+        (None, None) if a.optim.resume => InitialModel::Checkpoint(a.out.clone()),
         (None, None) => bail!(
             "dpo sft needs a starting model: one of --init DIR (a checkpoint) or --config NAME|FILE (a fresh model)"
         ),
@@ -67,22 +91,71 @@ fn sft_args(a: SftArgs) -> Result<SftTrainArgs> {
     })
 }
 
-fn train_args(a: TrainArgs) -> Result<DpoTrainArgs> {
-    let loss = loss_config(&a.loss)?;
-    Ok(DpoTrainArgs {
-        reference: reference(&a.pairs, "train", &loss)?,
+/// What `train` and `eval` optimise or measure: pair losses with their
+/// reference (`None`: reference-free), or KTO with its reference.
+enum LossChoice {
+    Pairs((DpoLossConfig, Option<PathBuf>)),
+    Kto(KtoConfig, PathBuf),
+}
+
+/// The loss of `--loss` and the flags that go with it; a flag of the other
+/// kind is refused with one line.
+fn objective(loss: &LossArgs, pairs: &PairArgs, command: &str) -> Result<LossChoice> {
+    if !loss.loss.contains(&LossName::Kto) {
+        for (flag, given) in [
+            ("--desirable-weight", loss.desirable_weight.is_some()),
+            ("--undesirable-weight", loss.undesirable_weight.is_some()),
+        ] {
+            ensure!(!given, "{flag} applies to --loss kto only");
+        }
+        let config = loss_config(loss)?;
+        let reference = reference(pairs, command, &config)?;
+        return Ok(LossChoice::Pairs((config, reference)));
+    }
+    ensure!(
+        loss.loss.len() == 1,
+        "--loss kto is trained alone: it cannot be summed with pair losses"
+    );
+    for (flag, given) in [
+        ("--loss-weights", !loss.loss_weights.is_empty()),
+        ("--rpo-alpha", loss.rpo_alpha.is_some()),
+        ("--label-smoothing", loss.label_smoothing.is_some()),
+        ("--discopop-tau", loss.discopop_tau.is_some()),
+        ("--simpo-gamma", loss.simpo_gamma.is_some()),
+        ("--bco-no-running-mean", loss.bco_no_running_mean),
+        ("--reference-free", pairs.reference_free),
+        ("--prefix-sharing", pairs.prefix_sharing.is_some()),
+    ] {
+        ensure!(
+            !given,
+            "{flag} does not apply to --loss kto (unpaired rows)"
+        );
+    }
+    let reference = pairs.reference.clone().ok_or_else(|| {
+        anyhow!("dpo {command} --loss kto needs a frozen reference: --ref DIR (usually the SFT checkpoint the policy starts from)")
+    })?;
+    let config = KtoConfig {
+        beta: loss.beta,
+        desirable_weight: loss.desirable_weight.unwrap_or(1.0),
+        undesirable_weight: loss.undesirable_weight.unwrap_or(1.0),
+    };
+    Ok(LossChoice::Kto(config, reference))
+}
+
+fn train_args(a: TrainArgs, (loss, reference): (DpoLossConfig, Option<PathBuf>)) -> DpoTrainArgs {
+    DpoTrainArgs {
+        reference,
         layout: pair_layout(a.pairs.prefix_sharing),
         loss,
         data: data_args(&a.pairs.data, &a.optim),
         run: run_settings(&a.out, &a.optim, a.lr),
         policy: a.pairs.policy,
-    })
+    }
 }
 
-fn eval_args(a: EvalCliArgs) -> Result<EvalArgs> {
-    let loss = loss_config(&a.loss)?;
-    Ok(EvalArgs {
-        reference: reference(&a.pairs, "eval", &loss)?,
+fn eval_args(a: EvalCliArgs, (loss, reference): (DpoLossConfig, Option<PathBuf>)) -> EvalArgs {
+    EvalArgs {
+        reference,
         layout: pair_layout(a.pairs.prefix_sharing),
         policy: a.pairs.policy,
         data: a.pairs.data,
@@ -90,12 +163,12 @@ fn eval_args(a: EvalCliArgs) -> Result<EvalArgs> {
         max_prompt_length: a.max_prompt_length,
         batch_size: a.batch_size.max(1),
         skip_invalid: a.skip_invalid,
-    })
+    }
 }
 
-/// `--prefix-sharing on|off` as the layout of the pairs.
-fn pair_layout(prefix_sharing: OnOff) -> PairLayout {
-    match prefix_sharing {
+/// `--prefix-sharing on|off` (default on) as the layout of the pairs.
+fn pair_layout(prefix_sharing: Option<OnOff>) -> PairLayout {
+    match prefix_sharing.unwrap_or(OnOff::On) {
         OnOff::On => PairLayout::SharedPrefix,
         OnOff::Off => PairLayout::Separate,
     }
@@ -103,11 +176,7 @@ fn pair_layout(prefix_sharing: OnOff) -> PairLayout {
 
 /// `--ref DIR`, or none with `--reference-free`; one of them is needed,
 /// except by SimPO and ORPO, which use no reference and refuse one.
-fn reference(
-    a: &PairArgs,
-    command: &str,
-    loss: &DpoLossConfig,
-) -> Result<Option<std::path::PathBuf>> {
+fn reference(a: &PairArgs, command: &str, loss: &DpoLossConfig) -> Result<Option<PathBuf>> {
     if loss.is_reference_free() {
         ensure!(
             a.reference.is_none(),
@@ -126,7 +195,7 @@ fn reference(
     }
 }
 
-pub(super) fn data_args(data: &Path, a: &OptimArgs) -> DataArgs {
+fn data_args(data: &Path, a: &OptimArgs) -> DataArgs {
     DataArgs {
         data: data.to_path_buf(),
         eval_data: a.eval_data.clone(),
@@ -136,7 +205,7 @@ pub(super) fn data_args(data: &Path, a: &OptimArgs) -> DataArgs {
     }
 }
 
-pub(super) fn run_settings(out: &Path, a: &OptimArgs, lr: f64) -> RunSettings {
+fn run_settings(out: &Path, a: &OptimArgs, lr: f64) -> RunSettings {
     RunSettings {
         out: out.to_path_buf(),
         hyper: TrainHyper {
@@ -174,14 +243,17 @@ fn loss_config(a: &LossArgs) -> Result<DpoLossConfig> {
         .loss
         .iter()
         .enumerate()
-        .map(|(i, &loss_type)| WeightedLoss {
-            loss_type,
-            weight: a.loss_weights.get(i).copied().unwrap_or(1.0),
+        .filter_map(|(i, name)| match name {
+            LossName::Pair(loss_type) => Some(WeightedLoss {
+                loss_type: *loss_type,
+                weight: a.loss_weights.get(i).copied().unwrap_or(1.0),
+            }),
+            LossName::Kto => None,
         })
         .collect();
     if let Some(alpha) = a.rpo_alpha {
         ensure!(
-            !a.loss.contains(&LossType::Sft),
+            !a.loss.contains(&LossName::Pair(LossType::Sft)),
             "--rpo-alpha adds the sft term, which --loss already has: give its weight in --loss-weights instead"
         );
         losses.push(WeightedLoss {
@@ -192,9 +264,9 @@ fn loss_config(a: &LossArgs) -> Result<DpoLossConfig> {
     Ok(DpoLossConfig {
         losses,
         beta: a.beta,
-        label_smoothing: a.label_smoothing,
-        discopop_tau: a.discopop_tau,
-        simpo_gamma: a.simpo_gamma,
+        label_smoothing: a.label_smoothing.unwrap_or(0.0),
+        discopop_tau: a.discopop_tau.unwrap_or(DpoLossConfig::DISCOPOP_TAU),
+        simpo_gamma: a.simpo_gamma.unwrap_or(DpoLossConfig::SIMPO_GAMMA),
         bco_running_mean: !a.bco_no_running_mean,
     })
 }

@@ -6,7 +6,6 @@
 mod args;
 mod commands;
 mod convert;
-mod kto;
 
 pub use args::Cli;
 
@@ -19,15 +18,9 @@ pub const MAX_THREADS_PER_CORE: usize = 4;
 /// A parsed command line: its `--threads` and what runs it.
 type Parsed = (Option<usize>, Box<dyn FnOnce() -> anyhow::Result<()>>);
 
-/// Parses the command line: `train`/`eval` with `--loss kto` by the KTO
-/// parser (unpaired data, flags of its own), everything else by [`Cli`].
+/// Parses the command line.
 fn parse() -> Result<Parsed, clap::Error> {
-    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if kto::asks_for_kto(&argv) {
-        let cli = kto::KtoCli::try_parse_from(argv)?;
-        return Ok((cli.threads, Box::new(move || kto::run(cli))));
-    }
-    let cli = Cli::try_parse_from(argv)?;
+    let cli = Cli::try_parse()?;
     Ok((cli.threads, Box::new(move || commands::run(cli))))
 }
 

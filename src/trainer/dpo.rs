@@ -7,18 +7,14 @@ use std::time::Instant;
 use anyhow::Result;
 use autograd::Precision;
 use dpo::data::{PairLayout, PreferenceRow};
-use dpo::logps::pair_logps_no_grad_in;
 use dpo::loss::DpoLossConfig;
 use dpo::objective::{DpoObjective, Objective};
+use dpo::scoring::score_pairs;
 use transformer::Gpt;
 
-use super::checkpoint::open_run_dir;
 use super::distributed::{all_gather_f64, Collective};
-use super::setup::{
-    check_training_memory, load_checkpoint, load_reference, load_train_data, DataArgs,
-};
+use super::setup::{load_reference, prepare_run, DataArgs, InitialModel, RunSetup};
 use super::split::share;
-use super::step::check_split;
 use super::train_loop::{train, RunSettings, TrainSummary};
 
 /// Everything `dpo train` needs.
@@ -58,11 +54,11 @@ fn shared_reference_logps(
     let batches = share(rows.len().div_ceil(batch_size), comm.rank(), comm.ranks());
     let mine =
         (batches.start * batch_size).min(rows.len())..(batches.end * batch_size).min(rows.len());
-    let local: Vec<f64> =
-        pair_logps_no_grad_in(reference, &rows[mine], batch_size, layout, precision)
-            .into_iter()
-            .flat_map(|(chosen, rejected)| [chosen, rejected])
-            .collect();
+    let local: Vec<f64> = score_pairs(reference, &rows[mine], batch_size, layout, precision, false)
+        .0
+        .into_iter()
+        .flat_map(|(chosen, rejected)| [chosen, rejected])
+        .collect();
     all_gather_f64(comm, &local)
         .chunks_exact(2)
         .map(|pair| (pair[0], pair[1]))
@@ -74,33 +70,17 @@ fn shared_reference_logps(
 pub fn train_dpo(args: &DpoTrainArgs, comm: &dyn Collective) -> Result<TrainSummary> {
     let run = &args.run;
     args.loss.validate()?;
-    run.hyper.validate()?;
-    let refusal = DpoObjective::split_refusal_of(&args.loss);
-    check_split(refusal, &run.hyper, comm)?;
-    if comm.is_root() {
-        open_run_dir(
-            &run.out,
-            run.resume.then_some((DpoObjective::STAGE, &run.hyper)),
-        )?;
-    }
-    // The other ranks read --out (to resume) once rank 0 has made it whole.
-    comm.barrier();
-    let loaded = if run.resume {
-        load_checkpoint(&run.out, "--resume: the checkpoint in --out")?
-    } else {
-        load_checkpoint(&args.policy, "policy")?
+    let setup = RunSetup {
+        stage: DpoObjective::STAGE,
+        init: (&InitialModel::Checkpoint(args.policy.clone()), "policy"),
+        data: &args.data,
+        run,
+        split_refusal: DpoObjective::split_refusal_of(&args.loss),
+        with_reference: args.reference.is_some(),
     };
-    let model_files = loaded.model_files(run.save_format);
-    let mut policy = loaded.model;
-    check_training_memory(policy.config(), &run.hyper, args.reference.is_some())?;
+    let prepared = prepare_run::<PreferenceRow>(&setup, comm)?;
+    let (mut policy, data) = (prepared.policy, prepared.data);
     let reference = load_reference(args.reference.as_deref(), &policy)?;
-    let data = load_train_data::<PreferenceRow>(
-        &args.data,
-        policy.config(),
-        loaded.tokenizer.as_ref(),
-        run.hyper.seed,
-        comm.is_root(),
-    )?;
 
     let batch_size = eval_batch_size(run.hyper.batch_size);
     let mut objective = if comm.ranks() == 1 {
@@ -147,7 +127,7 @@ pub fn train_dpo(args: &DpoTrainArgs, comm: &dyn Collective) -> Result<TrainSumm
     train(
         &mut objective,
         &mut policy,
-        &model_files,
+        &prepared.model_files,
         run,
         data.counts,
         comm,

@@ -7,17 +7,15 @@ use std::time::Instant;
 
 use anyhow::{anyhow, ensure, Result};
 use dpo::data::UnpairedRow;
-use dpo::kto::{KtoConfig, KtoMetrics};
+use dpo::loss::kto::{KtoConfig, KtoMetrics};
 use dpo::objective::{evaluate_unpaired, KtoObjective, Objective};
 use serde::Serialize;
 
-use super::checkpoint::open_run_dir;
 use super::distributed::Collective;
 use super::dpo::eval_batch_size;
 use super::setup::{
-    check_training_memory, load_checkpoint, load_reference, load_rows, load_train_data, DataArgs,
+    load_checkpoint, load_reference, load_rows, prepare_run, DataArgs, InitialModel, RunSetup,
 };
-use super::step::check_split;
 use super::train_loop::{train, RunSettings, TrainSummary};
 
 /// Everything `dpo train --loss kto` needs.
@@ -70,36 +68,25 @@ fn weight_advice(rows: &[UnpairedRow], config: &KtoConfig) -> Option<String> {
     })
 }
 
-/// Runs `dpo train --loss kto`, on one rank only (see
-/// [`check_split`]). Nothing new is written to `--out` before the inputs are validated.
+/// Runs `dpo train --loss kto`, on one rank only (KTO's batch KL estimate
+/// cannot be split). Nothing new is written to `--out` before the inputs are
+/// validated.
 pub fn train_kto(args: &KtoTrainArgs, comm: &dyn Collective) -> Result<TrainSummary> {
     let run = &args.run;
     args.config.validate()?;
-    run.hyper.validate()?;
     check_kl_batch_size(run.hyper.batch_size)?;
-    let refusal = Some(KtoObjective::SPLIT_REFUSAL.into());
-    check_split(refusal, &run.hyper, comm)?;
-    open_run_dir(
-        &run.out,
-        run.resume.then_some((KtoObjective::STAGE, &run.hyper)),
-    )?;
-    let loaded = if run.resume {
-        load_checkpoint(&run.out, "--resume: the checkpoint in --out")?
-    } else {
-        load_checkpoint(&args.policy, "policy")?
+    let setup = RunSetup {
+        stage: KtoObjective::STAGE,
+        init: (&InitialModel::Checkpoint(args.policy.clone()), "policy"),
+        data: &args.data,
+        run,
+        split_refusal: Some(KtoObjective::SPLIT_REFUSAL.into()),
+        with_reference: true,
     };
-    let model_files = loaded.model_files(run.save_format);
-    let mut policy = loaded.model;
-    check_training_memory(policy.config(), &run.hyper, true)?;
+    let prepared = prepare_run::<UnpairedRow>(&setup, comm)?;
+    let (mut policy, data) = (prepared.policy, prepared.data);
     let reference = load_reference(Some(&args.reference), &policy)?
         .ok_or_else(|| anyhow!("KTO needs a reference model"))?;
-    let data = load_train_data::<UnpairedRow>(
-        &args.data,
-        policy.config(),
-        loaded.tokenizer.as_ref(),
-        run.hyper.seed,
-        comm.is_root(),
-    )?;
     if let Some(advice) = weight_advice(&data.train, &args.config) {
         eprintln!("warning: {advice}");
     }
@@ -122,7 +109,7 @@ pub fn train_kto(args: &KtoTrainArgs, comm: &dyn Collective) -> Result<TrainSumm
     train(
         &mut objective,
         &mut policy,
-        &model_files,
+        &prepared.model_files,
         run,
         data.counts,
         comm,

@@ -23,6 +23,6 @@ pub use distributed::{on_every_rank, Collective, SingleProcess};
 pub use evaluate::{run_eval, EvalArgs, EvalReport};
 pub use kto::{run_kto_eval, train_kto, KtoEvalArgs, KtoEvalReport, KtoTrainArgs};
 pub use settings::{AnyOptimizer, OptimizerKind, ScheduleKind, TrainHyper};
-pub use setup::DataArgs;
-pub use sft::{train_sft, SftInit, SftTrainArgs};
+pub use setup::{DataArgs, InitialModel};
+pub use sft::{train_sft, SftTrainArgs};
 pub use train_loop::{train, RunSettings, TrainSummary};

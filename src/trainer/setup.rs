@@ -7,12 +7,15 @@ use anyhow::{anyhow, ensure, Context, Result};
 use dpo::data::{self, prepare_rows, DataError, PreparedRows, TrainingRow};
 use transformer::hf_tokenizer::TOKENIZER_FILE;
 use transformer::{
-    detect_format, load_tokenizer, tokenizer_files, CheckpointFormat, Gpt, GptConfig, Tokenizer,
+    detect_format, load_tokenizer, tokenizer_files, ByteTokenizer, CheckpointFormat, Gpt,
+    GptConfig, Tokenizer,
 };
 
-use super::checkpoint::ModelFiles;
+use super::checkpoint::{open_run_dir, ModelFiles};
+use super::distributed::Collective;
 use super::settings::TrainHyper;
-use super::train_loop::DataCounts;
+use super::step::check_split;
+use super::train_loop::{DataCounts, RunSettings};
 
 /// Loads a checkpoint (nanoGPT or Hugging Face); errors name `what` it is
 /// (e.g. `policy`) and where.
@@ -239,5 +242,92 @@ pub fn load_train_data<R: TrainingRow>(
         },
         train,
         held_out,
+    })
+}
+
+/// Where a run's initial model comes from.
+#[derive(Debug, Clone)]
+pub enum InitialModel {
+    /// An existing checkpoint.
+    Checkpoint(PathBuf),
+    /// A fresh nanoGPT-initialised model of this config (seeded), reading bytes.
+    Config(GptConfig),
+}
+
+/// What a training command needs besides its objective's own settings.
+pub struct RunSetup<'a> {
+    /// The stage saved with each checkpoint (`Objective::STAGE`).
+    pub stage: &'static str,
+    /// The initial model, and the name errors give it (`policy`, `--init`).
+    pub init: (&'a InitialModel, &'static str),
+    /// The rows.
+    pub data: &'a DataArgs,
+    /// How to train.
+    pub run: &'a RunSettings,
+    /// Why a batch of this objective cannot be split over ranks, if it cannot.
+    pub split_refusal: Option<String>,
+    /// Whether a reference model is held in memory beside the policy.
+    pub with_reference: bool,
+}
+
+/// A training run set up, whatever its objective.
+pub struct PreparedRun<R> {
+    /// The model to train: the initial one, or the checkpoint in `--out` when resuming.
+    pub policy: Gpt<f32>,
+    /// How its checkpoints are written.
+    pub model_files: ModelFiles,
+    /// Its training and held-out rows.
+    pub data: TrainData<R>,
+}
+
+/// What every training command does before it builds its objective, in an
+/// order that writes nothing new to `--out` before the inputs are validated:
+///
+/// 1. the hyper-parameters, and whether a batch may be split over the ranks;
+/// 2. `--out` opened by the root rank (checked against the run to resume),
+///    then a barrier, so that the other ranks read it whole;
+/// 3. the initial model (the checkpoint in `--out` when resuming), and
+///    whether training it fits in memory;
+/// 4. the training and held-out rows, tokenized by the model's tokenizer.
+pub fn prepare_run<R: TrainingRow>(
+    setup: &RunSetup<'_>,
+    comm: &dyn Collective,
+) -> Result<PreparedRun<R>> {
+    let run = setup.run;
+    run.hyper.validate()?;
+    check_split(setup.split_refusal.clone(), &run.hyper, comm)?;
+    if comm.is_root() {
+        open_run_dir(&run.out, run.resume.then_some((setup.stage, &run.hyper)))?;
+    }
+    comm.barrier();
+    let loaded = match setup.init {
+        _ if run.resume => load_checkpoint(&run.out, "--resume: the checkpoint in --out")?,
+        (InitialModel::Checkpoint(dir), what) => load_checkpoint(dir, what)?,
+        (InitialModel::Config(config), _) => {
+            config.validate().map_err(|e| anyhow!("--config: {e}"))?;
+            // Before the weights are allocated.
+            check_training_memory(config, &run.hyper, setup.with_reference)?;
+            // A fresh model reads bytes and is saved as nanoGPT by default.
+            LoadedModel {
+                model: Gpt::<f32>::new(*config, run.hyper.seed),
+                tokenizer: Box::new(ByteTokenizer),
+                format: CheckpointFormat::NanoGpt,
+                tokenizer_files: Vec::new(),
+            }
+        }
+    };
+    let model_files = loaded.model_files(run.save_format);
+    check_training_memory(loaded.model.config(), &run.hyper, setup.with_reference)?;
+    let data = load_train_data::<R>(
+        setup.data,
+        loaded.model.config(),
+        loaded.tokenizer.as_ref(),
+        run.hyper.seed,
+        comm.is_root(),
+    )?;
+    Ok(PreparedRun {
+        policy: loaded.model,
+        model_files,
+        data,
     })
 }

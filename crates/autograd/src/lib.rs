@@ -38,7 +38,8 @@ pub mod precision;
 pub mod tape;
 
 pub use float::Float;
-pub use kernels::crossentropy::IGNORE_INDEX;
+pub use kernels::logprobs::IGNORE_INDEX;
+pub use ops::logprobs::LmHeadLogprobs;
 pub use precision::Precision;
 pub use tape::{Gradients, Tape, Tensor, Var};
 

@@ -4,9 +4,11 @@
 
 use autograd::gradcheck::{gradcheck_with, random_inputs, GradcheckOptions};
 use autograd::Tensor;
-use dpo::data::{chosen_prompt_targets, collate_pairs, PreferenceRow};
-use dpo::logps::{pair_and_prompt_logps, pair_logps};
-use dpo::loss::{dpo_loss, preference_loss, DpoLossConfig, LossType, PairLogps, WeightedLoss};
+use dpo::data::{chosen_prompt_targets, collate_pairs, PairLayout, PreferenceRow};
+use dpo::loss::{
+    dpo_loss, preference_loss, BcoShift, DpoLossConfig, LossType, PairContext, WeightedLoss,
+};
+use dpo::scoring::{score, ScoringBatch};
 use transformer::{param_specs, Gpt, GptConfig, GptParams};
 
 fn row(prompt: &[u32], chosen: &[u32], rejected: &[u32]) -> PreferenceRow {
@@ -47,11 +49,13 @@ fn dpo_loss_gradients_of_every_parameter_for_every_loss() {
     };
     let model = Gpt::<f64>::new(config, 0);
     // An empty prompt, a length-1 response, responses of different lengths.
-    let batch = collate_pairs(&[
+    let rows = [
         row(&[1, 2, 3], &[4, 5], &[6, 7, 8, 9]),
         row(&[], &[10, 11, 12], &[0, 3]),
         row(&[5, 5], &[1], &[2]),
-    ]);
+    ];
+    let batch = collate_pairs(&rows);
+    let scoring = ScoringBatch::pairs(&rows, PairLayout::Separate, false);
     let reference: Vec<f64> = (0..2 * batch.num_pairs)
         .map(|i| -3.0 - 0.7 * i as f64)
         .collect();
@@ -75,7 +79,7 @@ fn dpo_loss_gradients_of_every_parameter_for_every_loss() {
             },
             |tape, params| {
                 let params = GptParams::from_vec(&config, params.to_vec());
-                let logps = pair_logps(&model, tape, &params, &batch);
+                let logps = score(&model, tape, &params, &scoring).responses;
                 dpo_loss(tape, &logps, &reference, &batch.scored_tokens, &loss)
             },
         );
@@ -104,7 +108,7 @@ fn reference_free_and_combined_losses_gradients_of_every_parameter() {
         row(&[5, 5], &[1], &[2]),
     ];
     let batch = collate_pairs(&rows);
-    let (prompt_targets, prompt_scored) = chosen_prompt_targets(&batch, &rows);
+    let (_, prompt_scored) = chosen_prompt_targets(&batch, &rows);
     assert_eq!(prompt_scored, vec![2, 0, 1]);
     let reference: Vec<f64> = (0..2 * batch.num_pairs)
         .map(|i| -3.0 - 0.7 * i as f64)
@@ -132,20 +136,23 @@ fn reference_free_and_combined_losses_gradients_of_every_parameter() {
             },
             |tape, params| {
                 let params = GptParams::from_vec(&config, params.to_vec());
-                let (logps, prompt) = if loss.needs_prompt_logps() {
-                    let (logps, prompt) =
-                        pair_and_prompt_logps(&model, tape, &params, &batch, &prompt_targets);
-                    (logps, Some(prompt))
-                } else {
-                    (pair_logps(&model, tape, &params, &batch), None)
-                };
-                let policy: Vec<f64> = logps.value().iter().copied().collect();
-                let mut values = PairLogps::from_flat(&policy, &reference, &batch.scored_tokens);
-                if let Some(prompt) = &prompt {
-                    values.prompt_chosen = prompt.value().iter().copied().collect();
-                    values.n_prompt = prompt_scored.clone();
+                let with_prompts = loss.needs_prompt_logps();
+                let scoring = ScoringBatch::pairs(&rows, PairLayout::Separate, with_prompts);
+                let scores = score(&model, tape, &params, &scoring);
+                let mut context = PairContext::from_flat(&reference, &batch.scored_tokens);
+                if with_prompts {
+                    context.n_prompt = prompt_scored.clone();
                 }
-                preference_loss(tape, &logps, prompt.as_ref(), &values, 0.0, &loss).0
+                let prompts = scores.prompts.as_ref();
+                preference_loss(
+                    tape,
+                    &scores.responses,
+                    prompts,
+                    &context,
+                    BcoShift::Fixed(0.0),
+                    &loss,
+                )
+                .0
             },
         );
         assert_eq!(report.checked, model.num_params());

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use autograd::gradcheck::{gradcheck_with, random_inputs, GradcheckOptions};
 use autograd::{Tape, Var};
 use dpo::data::kl_partners;
-use dpo::kto::{batch_kl, kto_loss, KtoConfig, KtoMetricSums, UnpairedLogps};
+use dpo::loss::kto::{batch_kl, kto_loss, KtoConfig, KtoMetricSums, UnpairedLogps};
 use serde_json::Value;
 
 fn config(beta: f64, desirable_weight: f64, undesirable_weight: f64) -> KtoConfig {

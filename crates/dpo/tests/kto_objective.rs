@@ -3,11 +3,11 @@
 //! against the same computation written out from the lower-level functions.
 
 use autograd::gradcheck::{gradcheck_with, random_inputs, GradcheckOptions};
-use autograd::{Tape, Tensor};
-use dpo::data::{collate_sft, kl_sequences, SftRow, UnpairedRow};
-use dpo::kto::{batch_kl, kto_loss, KtoConfig, KtoMetricSums, UnpairedLogps};
-use dpo::logps::sequence_logps;
-use dpo::objective::{evaluate_unpaired, metric, sequence_logps_no_grad, KtoObjective, Objective};
+use autograd::{Precision, Tape, Tensor};
+use dpo::data::{kl_sequences, SftRow, UnpairedRow};
+use dpo::loss::kto::{batch_kl, kto_loss, KtoConfig, KtoMetricSums, UnpairedLogps};
+use dpo::objective::{evaluate_unpaired, metric, KtoObjective, Objective};
+use dpo::scoring::{score, score_sequences, ScoringBatch};
 use transformer::{param_specs, Gpt, GptConfig, GptParams};
 
 fn row(prompt: &[u32], completion: &[u32], desirable: bool) -> UnpairedRow {
@@ -49,7 +49,7 @@ fn kto_loss_gradients_of_every_parameter() {
     let model = Gpt::<f64>::new(config, 0);
     let rows = rows();
     let sequences: Vec<SftRow> = rows.iter().map(UnpairedRow::to_sequence).collect();
-    let batch = collate_sft(&sequences);
+    let batch = ScoringBatch::sequences(&sequences);
     let reference: Vec<f64> = (0..rows.len()).map(|i| -6.0 - 0.9 * i as f64).collect();
     let desirable: Vec<bool> = rows.iter().map(|r| r.desirable).collect();
     let specs = param_specs(&config);
@@ -74,15 +74,7 @@ fn kto_loss_gradients_of_every_parameter() {
         },
         |tape, params| {
             let params = GptParams::from_vec(&config, params.to_vec());
-            let logps = sequence_logps(
-                &model,
-                tape,
-                &params,
-                &batch.ids,
-                &batch.targets,
-                batch.batch,
-                batch.seq_len,
-            );
+            let logps = score(&model, tape, &params, &batch).responses;
             kto_loss(tape, &logps, &reference, &desirable, 0.7, &CONFIG)
         },
     );
@@ -124,21 +116,18 @@ fn kto_objective_batch_loss_uses_the_cached_reference_and_the_kl_pairs() {
     assert_eq!(kl[1].completion, rows[1].completion); // row 0's partner is row 1
     assert_eq!(kl[2].completion, rows[4].completion); // row 4 is a chunk of one
     let estimate = batch_kl(
-        &sequence_logps_no_grad(&policy, &kl, 8),
-        &sequence_logps_no_grad(&reference, &kl, 8),
+        &score_sequences(&policy, &kl, 8, Precision::F32),
+        &score_sequences(&reference, &kl, 8, Precision::F32),
     );
-    let reference_logps = sequence_logps_no_grad(&reference, &sequences, 8);
+    let reference_logps = score_sequences(&reference, &sequences, 8, Precision::F32);
     let desirable: Vec<bool> = batch.iter().map(|&i| rows[i].desirable).collect();
-    let tokens = collate_sft(&sequences);
-    let logps = sequence_logps(
+    let logps = score(
         &policy,
         &tape,
         &params,
-        &tokens.ids,
-        &tokens.targets,
-        3,
-        tokens.seq_len,
-    );
+        &ScoringBatch::sequences(&sequences),
+    )
+    .responses;
     let expected = kto_loss(
         &tape,
         &logps,
@@ -187,7 +176,7 @@ fn evaluation_has_one_kl_estimate_per_chunk() {
     let metrics = evaluate_unpaired(&policy, &reference, &rows, &CONFIG, 2);
     let kl_all = kl_sequences(&rows, 2, tiny_config().block_size);
     let sequences: Vec<SftRow> = rows.iter().map(UnpairedRow::to_sequence).collect();
-    let logps = |model: &Gpt<f64>, s: &[SftRow]| sequence_logps_no_grad(model, s, 3);
+    let logps = |model: &Gpt<f64>, s: &[SftRow]| score_sequences(model, s, 3, Precision::F32);
     let (pi, pi_kl) = (logps(&policy, &sequences), logps(&policy, &kl_all));
     let (re, re_kl) = (logps(&reference, &sequences), logps(&reference, &kl_all));
     let mut sums = KtoMetricSums::default();

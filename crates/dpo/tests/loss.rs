@@ -5,8 +5,8 @@ use autograd::gradcheck::{gradcheck_with, random_inputs, GradcheckOptions};
 use autograd::{Tape, Var};
 use dpo::loss::margin::sigmoid_loss;
 use dpo::loss::{
-    dpo_loss, preference_loss, DpoLossConfig, LossType, Pair, PairLogps, PairLoss, RunningMean,
-    WeightedLoss,
+    dpo_loss, preference_loss, BcoShift, DpoLossConfig, LossType, Pair, PairContext, PairLoss,
+    RunningMean, WeightedLoss,
 };
 
 const ALL: [LossType; 4] = [
@@ -197,13 +197,11 @@ fn preference_loss_gradcheck_every_loss() {
             .take(if orpo { 2 } else { 1 })
             .collect();
         let report = gradcheck_with(inputs, &GradcheckOptions::default(), |tape, x| {
-            let policy: Vec<f64> = x[0].value().iter().copied().collect();
-            let mut logps = PairLogps::from_flat(&policy, &reference, &scored);
+            let mut context = PairContext::from_flat(&reference, &scored);
             if orpo {
-                logps.prompt_chosen = x[1].value().iter().copied().collect();
-                logps.n_prompt = prompt_scored.clone();
+                context.n_prompt = prompt_scored.clone();
             }
-            preference_loss(tape, &x[0], x.get(1), &logps, 0.3, &cfg).0
+            preference_loss(tape, &x[0], x.get(1), &context, BcoShift::Fixed(0.3), &cfg).0
         });
         assert_eq!(report.checked, if orpo { 3 * pairs } else { 2 * pairs });
         assert!(

@@ -5,14 +5,14 @@
 
 use std::io::Write;
 
-use autograd::Tape;
+use autograd::{Precision, Tape};
 use dpo::data::{
     collate_pairs, epoch_batches, load_preferences, padding_share, prepare_rows,
     truncate_preferences, DataError, PairLayout, PreferenceRow, SftRow,
 };
-use dpo::logps::{pair_logps, pair_logps_no_grad};
 use dpo::loss::{dpo_loss, DpoLossConfig, LossType};
 use dpo::objective::{metric, sft_batch_loss, DpoObjective, Objective, SftObjective};
+use dpo::scoring::{score, score_pairs, ScoringBatch};
 use rand::{Rng, SeedableRng};
 use transformer::{ByteTokenizer, Gpt, GptConfig};
 
@@ -180,14 +180,22 @@ fn dpo_objective_batch_loss_uses_the_cached_reference_log_probs() {
 
     // The same loss written out: reference log-probs computed directly.
     let batch_rows: Vec<PreferenceRow> = batch.iter().map(|&i| rows[i].clone()).collect();
-    let reference_logps = pair_logps_no_grad(&reference, &batch_rows, 8, PairLayout::Separate);
+    let (reference_logps, _) = score_pairs(
+        &reference,
+        &batch_rows,
+        8,
+        PairLayout::Separate,
+        Precision::F32,
+        false,
+    );
     let flat: Vec<f64> = reference_logps
         .iter()
         .map(|r| r.0)
         .chain(reference_logps.iter().map(|r| r.1))
         .collect();
     let pairs_batch = collate_pairs(&batch_rows);
-    let logps = pair_logps(&policy, &tape, &params, &pairs_batch);
+    let scoring = ScoringBatch::pairs(&batch_rows, PairLayout::Separate, false);
+    let logps = score(&policy, &tape, &params, &scoring).responses;
     let expected = dpo_loss(&tape, &logps, &flat, &pairs_batch.scored_tokens, &sigmoid());
     assert_eq!(out.loss.item(), expected.item());
     assert!((metric(&out.metrics, "loss") - expected.item() as f64).abs() < 1e-6);
@@ -209,7 +217,14 @@ fn dpo_objective_evaluates_rewards_and_the_policy_pair_accuracy() {
     let eval = objective.evaluate(&policy).unwrap();
     let mut no_held_out = DpoObjective::new(sigmoid(), rows.clone(), Vec::new(), None, 3);
     assert!(no_held_out.evaluate(&policy).is_none());
-    let logps = pair_logps_no_grad(&policy, &rows, 3, PairLayout::default());
+    let (logps, _) = score_pairs(
+        &policy,
+        &rows,
+        3,
+        PairLayout::default(),
+        Precision::F32,
+        false,
+    );
     let n = rows.len() as f64;
     let mean_chosen = logps.iter().map(|l| l.0).sum::<f64>() / n;
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * (1.0 + b.abs());

@@ -6,15 +6,10 @@
 use autograd::gradcheck::{gradcheck_with, random_inputs, GradcheckOptions};
 use autograd::kernels::attention::KeyGap;
 use autograd::{Precision, Tape, Tensor};
-use dpo::data::{
-    collate_pairs, collate_shared_pairs, PairInputs, PairLayout, PreferenceRow, IGNORE_INDEX,
-};
-use dpo::logps::{
-    pair_inputs_and_prompt_logps, pair_inputs_logps, pair_logps, pair_logps_no_grad,
-    shared_pair_logps,
-};
+use dpo::data::{collate_pairs, collate_shared_pairs, PairLayout, PreferenceRow, IGNORE_INDEX};
 use dpo::loss::{dpo_loss, DpoLossConfig, LossType};
 use dpo::objective::{metric, DpoObjective, Objective};
+use dpo::scoring::{score, score_pairs, ScoringBatch};
 use rand::{Rng, SeedableRng};
 use transformer::{param_specs, Gpt, GptConfig, GptParams};
 
@@ -103,8 +98,16 @@ fn shared_log_probs_equal_the_separate_ones_in_f32() {
     ));
     let tape = Tape::<f32>::no_grad();
     let params = model.bind(&tape);
-    let shared = shared_pair_logps(&model, &tape, &params, &collate_shared_pairs(&rows));
-    let separate = pair_logps(&model, &tape, &params, &collate_pairs(&rows));
+    let scores = |layout| {
+        score(
+            &model,
+            &tape,
+            &params,
+            &ScoringBatch::pairs(&rows, layout, false),
+        )
+    };
+    let shared = scores(PairLayout::SharedPrefix).responses;
+    let separate = scores(PairLayout::Separate).responses;
     assert!(collate_shared_pairs(&rows).seq_len > config.block_size);
     for (s, u) in shared.value().iter().zip(separate.value().iter()) {
         let rel = ((s - u) / u).abs();
@@ -130,8 +133,16 @@ fn shared_log_probs_without_padding_equal_the_separate_ones() {
     ];
     let tape = Tape::<f64>::no_grad();
     let params = model.bind(&tape);
-    let shared = shared_pair_logps(&model, &tape, &params, &collate_shared_pairs(&rows));
-    let separate = pair_logps(&model, &tape, &params, &collate_pairs(&rows));
+    let scores = |layout| {
+        score(
+            &model,
+            &tape,
+            &params,
+            &ScoringBatch::pairs(&rows, layout, false),
+        )
+    };
+    let shared = scores(PairLayout::SharedPrefix).responses;
+    let separate = scores(PairLayout::Separate).responses;
     for (s, u) in shared.value().iter().zip(separate.value().iter()) {
         assert!((s - u).abs() < 1e-12 * u.abs(), "{s} vs {u}");
     }
@@ -174,7 +185,7 @@ fn shared_dpo_loss_gradients_of_every_parameter() {
         row(&[], &[10, 11, 12], &[0, 3]),
         row(&[5, 5], &[1], &[2]),
     ];
-    let shared = PairInputs::collate(&rows, PairLayout::SharedPrefix);
+    let shared = ScoringBatch::pairs(&rows, PairLayout::SharedPrefix, false);
     let separate = collate_pairs(&rows);
     let reference: Vec<f64> = (0..6).map(|i| -3.0 - 0.7 * i as f64).collect();
     let loss = DpoLossConfig::new(LossType::Sigmoid, 0.5, 0.0);
@@ -184,7 +195,7 @@ fn shared_dpo_loss_gradients_of_every_parameter() {
     };
     let report = gradcheck_with(random_params(&config, 3), &options, |tape, params| {
         let params = GptParams::from_vec(&config, params.to_vec());
-        let logps = pair_inputs_logps(&model, tape, &params, &shared);
+        let logps = score(&model, tape, &params, &shared).responses;
         dpo_loss(tape, &logps, &reference, &separate.scored_tokens, &loss)
     });
     assert_eq!(report.checked, model.num_params());
@@ -198,8 +209,8 @@ fn shared_dpo_loss_gradients_of_every_parameter() {
             .map(|p| tape.leaf(p))
             .collect();
         let params = GptParams::from_vec(&config, leaves.clone());
-        let inputs = PairInputs::collate(&rows, layout);
-        let logps = pair_inputs_logps(&model, &tape, &params, &inputs);
+        let batch = ScoringBatch::pairs(&rows, layout, false);
+        let logps = score(&model, &tape, &params, &batch).responses;
         let l = dpo_loss(&tape, &logps, &reference, &separate.scored_tokens, &loss);
         let g = tape.backward(&l);
         leaves
@@ -236,9 +247,14 @@ fn shared_prompt_log_probs_equal_the_separate_ones() {
     let tape = Tape::<f64>::no_grad();
     let params = model.bind(&tape);
     let run = |layout| {
-        let inputs = PairInputs::collate(&rows, layout);
-        let (r, p) = pair_inputs_and_prompt_logps(&model, &tape, &params, &inputs, &rows);
-        (r.value().clone(), p.value().clone())
+        let scores = score(
+            &model,
+            &tape,
+            &params,
+            &ScoringBatch::pairs(&rows, layout, true),
+        );
+        let prompts = scores.prompts.expect("prompts asked for");
+        (scores.responses.value().clone(), prompts.value().clone())
     };
     let (shared, separate) = (run(PairLayout::SharedPrefix), run(PairLayout::Separate));
     let close = |a: &Tensor<f64>, b: &Tensor<f64>| {
@@ -351,7 +367,15 @@ fn the_reference_cache_fills_lazily_and_resumes_to_the_bit() {
     let direct: Vec<PreferenceRow> = [4, 1, 2].iter().map(|&i| rows[i].clone()).collect();
     assert_eq!(
         straight.train_reference_logps(&[4, 1, 2], Precision::F32),
-        pair_logps_no_grad(&reference, &direct, 3, PairLayout::SharedPrefix)
+        score_pairs(
+            &reference,
+            &direct,
+            3,
+            PairLayout::SharedPrefix,
+            Precision::F32,
+            false
+        )
+        .0
     );
     let saved = straight.state().unwrap();
     // a row cached in an earlier batch keeps its value in a later one

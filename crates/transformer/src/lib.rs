@@ -9,7 +9,6 @@
 //! - [`kv_cache`]: [`KvCache`], the keys and values of generation, and its attention;
 //! - [`checkpoint`]: `config.json` + `model.safetensors`, strict and atomic;
 //! - [`hf`]: the same model in Hugging Face GPT-2 files (read and written);
-//! - [`sft`]: supervised batches and the token cross-entropy loss;
 //! - [`sampling`]: greedy / temperature / top-k generation with a KV cache;
 //! - [`tokenizer`]: text to ids (bytes by default);
 //! - [`hf_tokenizer`]: a checkpoint's `tokenizer.json` (Hugging Face BPE and others).
@@ -33,7 +32,6 @@ pub mod kv_cache;
 pub mod model;
 pub mod params;
 pub mod sampling;
-pub mod sft;
 pub mod tokenizer;
 
 pub use checkpoint::{
@@ -46,5 +44,4 @@ pub use kv_cache::KvCache;
 pub use model::{AttentionMode, Gpt, UnpaddedRows};
 pub use params::{param_specs, GptParams};
 pub use sampling::{generate, SamplingOptions};
-pub use sft::{sft_loss, SftBatch};
 pub use tokenizer::{ByteTokenizer, Tokenizer};

@@ -4,7 +4,10 @@
 use autograd::gradcheck::{gradcheck_with, random_inputs, GradcheckOptions};
 use autograd::Tensor;
 use transformer::params::Init;
-use transformer::{sft_loss, Gpt, GptConfig, GptParams, SftBatch};
+use transformer::{Gpt, GptConfig, GptParams};
+
+mod oracle;
+use oracle::{sft_loss, SftBatch};
 
 /// Random parameters of a non-trivial size (the 0.02 init would make every
 /// gradient tiny), in the canonical order; LayerNorm weights around 1.

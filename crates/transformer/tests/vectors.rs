@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 
 use autograd::{Float, Tape};
 use serde_json::Value;
-use transformer::{sft_loss, Gpt, SftBatch};
+use transformer::Gpt;
+
+mod oracle;
+use oracle::{sft_loss, SftBatch};
 
 /// `../shared/vectors` (or `$DPO_SHARED_DIR/vectors`); fails loudly where it
 /// is absent, so that no test passes by checking nothing.

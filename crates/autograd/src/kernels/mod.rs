@@ -17,15 +17,17 @@
 //! | [`layernorm`] | `layernorm_forward/backward` | `layer_norm` |
 //! | [`attention`] | `attention_forward/backward` (causal or with a key gap per sequence, multi-head) | `causal_attention`, `segment_attention` |
 //! | [`embedding`] | `embedding_forward/backward` (gather, scatter-add) | `embedding` |
-//! | [`crossentropy`] | `crossentropy_forward/backward`, [`IGNORE_INDEX`](crossentropy::IGNORE_INDEX) | `cross_entropy` |
+//! | [`logprobs`] | `logprobs_forward/backward`: log-softmax and the target's gather, one row at a time; [`IGNORE_INDEX`](logprobs::IGNORE_INDEX) | `sequence_logprobs`, `cross_entropy` |
+//! | [`lm_head_logprobs`] | the same with the LM head (`h @ wte^T`) fused in, one vocabulary chunk at a time | `lm_head_logprobs` |
 
 pub mod attention;
 pub mod bf16;
-pub mod crossentropy;
 pub mod elementwise;
 pub mod embedding;
 pub mod gemm;
 pub mod layernorm;
+pub mod lm_head_logprobs;
+pub mod logprobs;
 pub mod simd;
 pub mod softmax;
 

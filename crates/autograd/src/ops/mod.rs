@@ -3,6 +3,7 @@
 //! backward closure that captures exactly what it needs.
 
 pub mod elementwise;
+pub mod logprobs;
 pub mod matmul;
 pub mod nn;
 pub mod reduce;

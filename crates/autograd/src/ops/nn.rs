@@ -1,19 +1,17 @@
-//! Fused neural-network ops: embedding, LayerNorm, causal self-attention, cross-entropy.
+//! Fused neural-network ops: embedding, LayerNorm, causal self-attention
+//! (cross-entropy is in [`super::logprobs`]).
 //!
 //! Each is one node on the tape with a hand-written backward, instead of a
 //! chain of primitive ops: less memory (one saved buffer per op instead of
 //! one per step) and one pass over the data each way. The loops live in
-//! [`crate::kernels`] (`embedding`, `layernorm`, `attention`, `crossentropy`):
+//! [`crate::kernels`] (`embedding`, `layernorm`, `attention`):
 //! an op here checks the shapes, runs the forward kernel and records a
 //! backward closure that runs the backward kernel.
-
-use std::sync::Arc;
 
 use ndarray::IxDyn;
 
 use crate::float::Float;
 use crate::kernels::attention::{attention_backward, attention_forward, AttentionDims, KeyGap};
-use crate::kernels::crossentropy::{crossentropy_backward, crossentropy_forward, IGNORE_INDEX};
 use crate::kernels::embedding::{embedding_backward, embedding_forward};
 use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
 use crate::tape::{Tape, Tensor, Var};
@@ -224,85 +222,5 @@ impl<T: Float> Tape<T> {
                 Tensor::from_shape_vec(IxDyn(&[b, t, 3 * c]), dqkv).unwrap(),
             )]
         })
-    }
-
-    /// Mean cross-entropy over the rows whose target is not [`IGNORE_INDEX`]:
-    /// logits: (..., V), targets: one per row -> a scalar.
-    ///
-    /// ```text
-    /// loss = (1/n_valid) sum over valid rows i of (logsumexp(logits[i]) - logits[i, targets[i]])
-    /// dlogits[i] = (softmax(logits[i]) - onehot(targets[i])) / n_valid,   0 for ignored rows
-    /// ```
-    /// PyTorch's `F.cross_entropy(logits, targets, ignore_index=-100)`. Fused and
-    /// stable (row max, then log-sum-exp); the log-softmax is never stored.
-    /// If every row is ignored the loss is 0 and so is its gradient (PyTorch
-    /// gives NaN there).
-    ///
-    /// # Panics
-    /// If the number of targets is not the number of rows, or a target is
-    /// neither in `0..V` nor `-100`.
-    pub fn cross_entropy(&self, logits: &Var<T>, targets: &[i64]) -> Var<T> {
-        self.cross_entropy_sum(logits, targets, true).0
-    }
-
-    /// Like [`Tape::cross_entropy`], but with `mean = false` the SUM over the
-    /// valid rows instead of the mean. Also returns the number of valid rows.
-    pub fn cross_entropy_sum(
-        &self,
-        logits: &Var<T>,
-        targets: &[i64],
-        mean: bool,
-    ) -> (Var<T>, usize) {
-        let s = logits.shape().to_vec();
-        let v = *s.last().unwrap_or(&0);
-        assert!(
-            v > 0,
-            "cross_entropy: logits must be (..., V) with V > 0, got {s:?}"
-        );
-        let n = logits.value().len() / v;
-        assert!(
-            targets.len() == n,
-            "cross_entropy: {} targets for {n} rows of logits {s:?}",
-            targets.len()
-        );
-        if let Some(&bad) = targets
-            .iter()
-            .find(|&&y| y != IGNORE_INDEX && !(0..v as i64).contains(&y))
-        {
-            panic!("cross_entropy: target {bad} is out of range for {v} classes (logits {s:?})");
-        }
-        let n_valid = targets.iter().filter(|&&y| y != IGNORE_INDEX).count();
-        let scale = if mean && n_valid > 0 {
-            T::one() / T::cast(n_valid as f64)
-        } else {
-            T::one()
-        };
-        let inp = data(logits.value());
-        let mut lse = vec![T::zero(); n];
-        let mut losses = vec![T::zero(); n];
-        crossentropy_forward(&mut losses, &mut lse, &inp, targets, v);
-        drop(inp);
-        // Sum in row order (f64): the same result for any thread count.
-        let total: f64 = losses.iter().map(|l| l.as_f64()).sum();
-        let loss = T::cast(total) * scale;
-        let y = Tensor::from_elem(IxDyn(&[]), loss);
-        if !self.needs_grad(&[logits]) {
-            return (
-                self.record("cross_entropy", y, &[logits], |_| vec![None]),
-                n_valid,
-            );
-        }
-        let logits_saved = logits.value_arc();
-        let targets = Arc::new(targets.to_vec());
-        let var = self.record("cross_entropy", y, &[logits], move |dy| {
-            let dloss = *dy.iter().next().unwrap() * scale;
-            let inp = data(&logits_saved);
-            let mut dinp = vec![T::zero(); n * v];
-            crossentropy_backward(&mut dinp, &inp, &lse, &targets, dloss, v);
-            vec![Some(
-                Tensor::from_shape_vec(IxDyn(logits_saved.shape()), dinp).unwrap(),
-            )]
-        });
-        (var, n_valid)
     }
 }

@@ -21,6 +21,7 @@ use super::reference_free::{orpo_log_odds, orpo_odds_ratio_loss, simpo_loss};
 use super::separate::{apo_down_loss, apo_zero_loss, bco_pair_loss, nca_pair_loss, sppo_hard_loss};
 use super::sorted::{aot_losses, aot_unpaired_losses};
 use super::{DpoLossConfig, LossType, Pair, PairLoss};
+use crate::data::{scored_tokens, PreferenceRow};
 
 /// The log-probs of one batch of pairs, in f64.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -44,30 +45,90 @@ pub struct PairLogps {
     pub n_prompt: Vec<usize>,
 }
 
-impl PairLogps {
-    /// From the batch layout `[chosen..., rejected...]` of the policy and
-    /// reference log-probs and the scored-token counts (2B each); no prompt log-probs.
-    pub fn from_flat(policy: &[f64], reference: &[f64], scored: &[usize]) -> Self {
-        let n = policy.len();
-        assert!(
-            n.is_multiple_of(2) && reference.len() == n && scored.len() == n,
-            "PairLogps: {n} policy log-probs, {} reference log-probs and {} counts do not match (expected 2B each)",
+/// What the loss of a batch of pairs needs besides the policy's log-probs:
+/// the reference's log-probs and the scored-token counts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PairContext {
+    /// Reference log-probs `(chosen, rejected)` of each pair (B); zeros when reference-free.
+    pub reference: Vec<(f64, f64)>,
+    /// Scored tokens of each chosen response (B).
+    pub n_chosen: Vec<usize>,
+    /// Scored tokens of each rejected response (B).
+    pub n_rejected: Vec<usize>,
+    /// ORPO only (else empty): prompt tokens scored in each chosen sequence,
+    /// every one but the first (B).
+    pub n_prompt: Vec<usize>,
+}
+
+impl PairContext {
+    /// The context of `rows` with their reference log-probs; the prompt
+    /// counts when `with_prompts` (ORPO).
+    pub fn of_rows(rows: &[PreferenceRow], reference: &[(f64, f64)], with_prompts: bool) -> Self {
+        assert_eq!(
+            rows.len(),
             reference.len(),
+            "PairContext: one reference pair per row"
+        );
+        PairContext {
+            reference: reference.to_vec(),
+            n_chosen: rows
+                .iter()
+                .map(|r| scored_tokens(&r.prompt, &r.chosen))
+                .collect(),
+            n_rejected: rows
+                .iter()
+                .map(|r| scored_tokens(&r.prompt, &r.rejected))
+                .collect(),
+            n_prompt: if with_prompts {
+                rows.iter()
+                    .map(|r| r.prompt.len().saturating_sub(1))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// From the batch layout `[chosen..., rejected...]` of the reference
+    /// log-probs and the scored-token counts (2B each); no prompts.
+    pub fn from_flat(reference: &[f64], scored: &[usize]) -> Self {
+        let n = reference.len();
+        assert!(
+            n.is_multiple_of(2) && scored.len() == n,
+            "PairContext: {n} reference log-probs and {} counts do not match (expected 2B each)",
             scored.len()
         );
         let b = n / 2;
-        PairLogps {
-            policy_chosen: policy[..b].to_vec(),
-            policy_rejected: policy[b..].to_vec(),
-            ref_chosen: reference[..b].to_vec(),
-            ref_rejected: reference[b..].to_vec(),
+        PairContext {
+            reference: (0..b).map(|i| (reference[i], reference[b + i])).collect(),
             n_chosen: scored[..b].to_vec(),
             n_rejected: scored[b..].to_vec(),
-            prompt_chosen: Vec::new(),
             n_prompt: Vec::new(),
         }
     }
 
+    /// The full log-probs of the batch: this context with the policy's
+    /// `(chosen, rejected)` log-probs and, for ORPO, its prompts' (else empty).
+    pub fn with_policy(&self, policy: &[(f64, f64)], prompts: &[f64]) -> PairLogps {
+        assert_eq!(
+            policy.len(),
+            self.reference.len(),
+            "PairContext: one policy pair per reference pair"
+        );
+        PairLogps {
+            policy_chosen: policy.iter().map(|p| p.0).collect(),
+            policy_rejected: policy.iter().map(|p| p.1).collect(),
+            ref_chosen: self.reference.iter().map(|r| r.0).collect(),
+            ref_rejected: self.reference.iter().map(|r| r.1).collect(),
+            n_chosen: self.n_chosen.clone(),
+            n_rejected: self.n_rejected.clone(),
+            prompt_chosen: prompts.to_vec(),
+            n_prompt: self.n_prompt.clone(),
+        }
+    }
+}
+
+impl PairLogps {
     /// B: the number of pairs.
     pub fn num_pairs(&self) -> usize {
         self.policy_chosen.len()
@@ -117,6 +178,30 @@ impl RunningMean {
         self.count += 1;
         self.mean += (batch_mean - self.mean) / self.count as f64;
         self.mean
+    }
+}
+
+/// Where bco_pair's reward shift `delta` of a batch comes from.
+#[derive(Debug)]
+pub enum BcoShift<'a> {
+    /// The batch's own mean reward (`dpo eval`, a run's first batch).
+    BatchMean,
+    /// The running mean of training, after this batch's mean reward is
+    /// added (TRL updates before it reads).
+    Running(&'a mut RunningMean),
+    /// A given value (the held-out metrics read training's running mean).
+    Fixed(f64),
+}
+
+/// bco_pair's reward shift for a batch with log-probs `logps`; 0 when the
+/// loss does not shift (no bco_pair, or `bco_running_mean` off), except a
+/// [`BcoShift::Fixed`] value, which is taken as it is.
+pub fn bco_shift(config: &DpoLossConfig, logps: &PairLogps, shift: BcoShift<'_>) -> f64 {
+    match shift {
+        BcoShift::Fixed(delta) => delta,
+        _ if !config.shifts_bco() => 0.0,
+        BcoShift::BatchMean => logps.mean_reward(config.beta),
+        BcoShift::Running(running) => running.update(logps.mean_reward(config.beta)),
     }
 }
 
@@ -218,21 +303,25 @@ pub fn loss_values(config: &DpoLossConfig, logps: &PairLogps, bco_delta: f64) ->
     out
 }
 
-/// The batch loss as one op on the tape.
+/// The loss of a batch of pairs as one op on the tape. It reads the policy's
+/// log-probs off the tape itself: `policy_logps` (2B) =
+/// `[chosen..., rejected...]`, and ORPO's chosen prompts `prompt_logps` (B);
+/// `context` has the rest. bco_pair's shift is [`bco_shift`] of `shift`. Returns the loss, the batch's log-probs in f64 (for the
+/// metrics) and the loss values.
 ///
-/// policy_logps: (2B) = [chosen..., rejected...] summed response log-probs;
-/// prompt_logps: (B), ORPO only, the chosen sequences' prompt log-probs;
-/// `logps` their values (with the reference log-probs and the counts).
-/// Returns the scalar loss and what [`loss_values`] computed.
+/// ```text
+/// forward:  loss = sum_k w_k L_k(policy, context)           (loss_values)
+/// backward: dpolicy_i = dloss * dL/dpi_i,  dprompt_i = dloss * dL/dp_i
+/// ```
 pub fn preference_loss<T: Float>(
     tape: &Tape<T>,
     policy_logps: &Var<T>,
     prompt_logps: Option<&Var<T>>,
-    logps: &PairLogps,
-    bco_delta: f64,
+    context: &PairContext,
+    shift: BcoShift<'_>,
     config: &DpoLossConfig,
-) -> (Var<T>, LossValues) {
-    let b = logps.num_pairs();
+) -> (Var<T>, PairLogps, LossValues) {
+    let b = context.reference.len();
     assert_eq!(
         policy_logps.value().len(),
         2 * b,
@@ -244,7 +333,13 @@ pub fn preference_loss<T: Float>(
         config.needs_prompt_logps(),
         "preference_loss: the prompt log-probs are needed by orpo and only by it"
     );
-    let values = loss_values(config, logps, bco_delta);
+    let values_of = |v: &Var<T>| v.value().iter().map(|x| x.as_f64()).collect::<Vec<f64>>();
+    let flat = values_of(policy_logps);
+    let policy: Vec<(f64, f64)> = (0..b).map(|i| (flat[i], flat[b + i])).collect();
+    let prompts = prompt_logps.map(values_of).unwrap_or_default();
+    let logps = context.with_policy(&policy, &prompts);
+    let delta = bco_shift(config, &logps, shift);
+    let values = loss_values(config, &logps, delta);
     let loss = Tensor::from_elem(IxDyn(&[]), T::cast(values.loss));
     let (dpolicy, dprompt) = (values.dpolicy.clone(), values.dprompt.clone());
     let scaled = move |g: f64, d: &[f64]| {
@@ -260,14 +355,12 @@ pub fn preference_loss<T: Float>(
         }
         grads
     });
-    (var, values)
+    (var, logps, values)
 }
 
-/// The loss of a batch of pairs as one op on the tape, for the losses that
-/// need no prompt log-probs (all but orpo): policy_logps (2B) =
-/// [chosen..., rejected...]; `reference` has the same layout (all zeros
-/// reference-free); `scored` the scored tokens per sequence (2B).
-/// bco_pair's shift is this batch's mean reward (a run's first batch).
+/// [`preference_loss`] of a batch given flat: `reference` and `scored` in the
+/// layout `[chosen..., rejected...]` (2B each), no prompts, bco_pair's shift
+/// the batch's own mean reward. The form the tests and gradient checks use.
 pub fn dpo_loss<T: Float>(
     tape: &Tape<T>,
     policy_logps: &Var<T>,
@@ -275,12 +368,14 @@ pub fn dpo_loss<T: Float>(
     scored: &[usize],
     config: &DpoLossConfig,
 ) -> Var<T> {
-    let policy: Vec<f64> = policy_logps.value().iter().map(|v| v.as_f64()).collect();
-    let logps = PairLogps::from_flat(&policy, reference, scored);
-    let delta = if config.bco_running_mean {
-        logps.mean_reward(config.beta)
-    } else {
-        0.0
-    };
-    preference_loss(tape, policy_logps, None, &logps, delta, config).0
+    let context = PairContext::from_flat(reference, scored);
+    preference_loss(
+        tape,
+        policy_logps,
+        None,
+        &context,
+        BcoShift::BatchMean,
+        config,
+    )
+    .0
 }

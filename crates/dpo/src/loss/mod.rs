@@ -20,6 +20,7 @@
 //! | [`sorted`] | aot, aot_unpaired | the sorted margins of the whole batch |
 //! | [`reference_free`] | simpo, orpo (odds ratio) | per-token mean policy log-probs, no reference |
 //! | [`nll`] | sft, orpo (NLL) | the chosen tokens of the whole batch |
+//! | [`kto`] | kto (unpaired rows, `dpo train --loss kto`) | each row's log-ratio and the batch's KL estimate |
 //!
 //! The batch loss is `sum_k w_k * mean_pairs(loss_k)` over the requested
 //! losses (`--loss sigmoid,sft --loss-weights 1,0.5`, TRL's MPO style);
@@ -28,6 +29,7 @@
 //! backward `dloss/dpi` written out. `docs/dpo.md` derives every formula.
 
 pub mod batch;
+pub mod kto;
 pub mod margin;
 mod metrics;
 pub mod nll;
@@ -35,7 +37,10 @@ pub mod reference_free;
 pub mod separate;
 pub mod sorted;
 
-pub use batch::{dpo_loss, loss_values, preference_loss, LossValues, PairLogps, RunningMean};
+pub use batch::{
+    bco_shift, dpo_loss, loss_values, preference_loss, BcoShift, LossValues, PairContext,
+    PairLogps, RunningMean,
+};
 pub use metrics::{pair_rewards, reported_logps, DpoMetrics, MetricSums};
 
 use serde::Serialize;
@@ -132,7 +137,7 @@ impl std::str::FromStr for LossType {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LossConfigError {
     /// A loss name that is none of [`LossType::ALL`].
-    #[error("unknown loss '{0}' (expected one of sigmoid (or dpo), ipo, hinge, robust, exo_pair, nca_pair, bco_pair, sppo_hard, aot, aot_unpaired, apo_zero, apo_down, discopop, sigmoid_norm, sft, simpo, orpo)")]
+    #[error("unknown loss '{0}' (expected one of {names}; dpo is sigmoid)", names = LossType::ALL.map(|(name, _)| name).join(", "))]
     UnknownLoss(String),
     /// No loss at all.
     #[error("no loss given")]
@@ -236,6 +241,11 @@ impl DpoLossConfig {
     /// ORPO's NLL counts the prompt tokens of the chosen sequences too.
     pub fn needs_prompt_logps(&self) -> bool {
         self.uses(LossType::Orpo)
+    }
+
+    /// Whether the loss is bco_pair with its running-mean shift of the rewards.
+    pub fn shifts_bco(&self) -> bool {
+        self.uses(LossType::BcoPair) && self.bco_running_mean
     }
 
     /// The losses as `--loss` spells them, e.g. `sigmoid,sft`.

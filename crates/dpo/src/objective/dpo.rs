@@ -16,98 +16,12 @@ use transformer::{Gpt, GptParams};
 
 use super::reference_cache::ReferenceCache;
 use super::{metric, BatchLoss, Metrics, Objective};
-use crate::data::{scored_tokens, PairInputs, PairLayout, PreferenceRow, TrainingRow};
-use crate::logps::{
-    pair_and_prompt_logps_no_grad, pair_inputs_and_prompt_logps, pair_inputs_logps,
-    pair_logps_no_grad,
-};
+use crate::data::{PairLayout, PreferenceRow, TrainingRow};
 use crate::loss::{
-    loss_values, preference_loss, DpoLossConfig, DpoMetrics, LossType, MetricSums, PairLogps,
-    RunningMean,
+    bco_shift, loss_values, preference_loss, BcoShift, DpoLossConfig, DpoMetrics, LossType,
+    MetricSums, PairContext, RunningMean,
 };
-
-/// Assembles [`PairLogps`] from per-row `(chosen, rejected)` log-probs, and
-/// the chosen prompts' log-probs when the loss needs them (ORPO).
-fn pair_logps_of(
-    rows: &[PreferenceRow],
-    policy: &[(f64, f64)],
-    reference: &[(f64, f64)],
-    prompt: Option<&[f64]>,
-) -> PairLogps {
-    PairLogps {
-        policy_chosen: policy.iter().map(|p| p.0).collect(),
-        policy_rejected: policy.iter().map(|p| p.1).collect(),
-        ref_chosen: reference.iter().map(|r| r.0).collect(),
-        ref_rejected: reference.iter().map(|r| r.1).collect(),
-        n_chosen: rows
-            .iter()
-            .map(|r| scored_tokens(&r.prompt, &r.chosen))
-            .collect(),
-        n_rejected: rows
-            .iter()
-            .map(|r| scored_tokens(&r.prompt, &r.rejected))
-            .collect(),
-        prompt_chosen: prompt.map(<[f64]>::to_vec).unwrap_or_default(),
-        n_prompt: match prompt {
-            Some(_) => rows
-                .iter()
-                .map(|r| r.prompt.len().saturating_sub(1))
-                .collect(),
-            None => Vec::new(),
-        },
-    }
-}
-
-/// The reference log-probs of `rows`, `(chosen, rejected)` per row: zeros
-/// without a reference (reference-free DPO, SimPO, ORPO).
-fn reference_logps<T: Float>(
-    reference: Option<&Gpt<T>>,
-    rows: &[PreferenceRow],
-    batch_size: usize,
-    layout: PairLayout,
-) -> Vec<(f64, f64)> {
-    match reference {
-        Some(model) => pair_logps_no_grad(model, rows, batch_size, layout),
-        None => vec![(0.0, 0.0); rows.len()],
-    }
-}
-
-/// The policy's log-probs of `rows` in no-grad mode, `(chosen, rejected)`
-/// per row, with the chosen prompts' log-probs when the loss needs them.
-fn policy_logps<T: Float>(
-    policy: &Gpt<T>,
-    rows: &[PreferenceRow],
-    loss: &DpoLossConfig,
-    batch_size: usize,
-    layout: PairLayout,
-) -> (Vec<(f64, f64)>, Option<Vec<f64>>) {
-    if loss.needs_prompt_logps() {
-        let (pairs, prompts) = pair_and_prompt_logps_no_grad(policy, rows, batch_size, layout);
-        (pairs, Some(prompts))
-    } else {
-        (pair_logps_no_grad(policy, rows, batch_size, layout), None)
-    }
-}
-
-/// Whether the loss is bco_pair with its running-mean shift.
-fn shifts_bco(loss: &DpoLossConfig) -> bool {
-    loss.uses(LossType::BcoPair) && loss.bco_running_mean
-}
-
-/// bco_pair's reward shift for a batch: its running mean after this
-/// batch's mean reward is added (`running`, while training), or this
-/// batch's mean reward alone (`None`, e.g. `dpo eval`); 0 when the
-/// loss does not use it.
-fn bco_delta(loss: &DpoLossConfig, logps: &PairLogps, running: Option<&mut RunningMean>) -> f64 {
-    if !shifts_bco(loss) {
-        return 0.0;
-    }
-    let batch_mean = logps.mean_reward(loss.beta);
-    match running {
-        Some(running) => running.update(batch_mean),
-        None => batch_mean,
-    }
-}
+use crate::scoring::{score, score_pairs, ScoringBatch};
 
 /// The metrics of every pair of `rows` under `policy` against `reference`
 /// (no tape), `batch_size` pairs per forward pass; the loss is that of all
@@ -123,15 +37,22 @@ pub fn evaluate_pairs<T: Float>(
     batch_size: usize,
     layout: PairLayout,
 ) -> DpoMetrics {
-    let (policy_logps, prompt_logps) = policy_logps(policy, rows, loss, batch_size, layout);
-    let reference_logps = reference_logps(reference, rows, batch_size, layout);
-    let logps = pair_logps_of(
+    let with_prompts = loss.needs_prompt_logps();
+    let (policy_logps, prompt_logps) = score_pairs(
+        policy,
         rows,
-        &policy_logps,
-        &reference_logps,
-        prompt_logps.as_deref(),
+        batch_size,
+        layout,
+        Precision::F32,
+        with_prompts,
     );
-    let values = loss_values(loss, &logps, bco_delta(loss, &logps, None));
+    let reference_logps = match reference {
+        Some(model) => score_pairs(model, rows, batch_size, layout, Precision::F32, false).0,
+        None => vec![(0.0, 0.0); rows.len()],
+    };
+    let context = PairContext::of_rows(rows, &reference_logps, with_prompts);
+    let logps = context.with_policy(&policy_logps, &prompt_logps);
+    let values = loss_values(loss, &logps, bco_shift(loss, &logps, BcoShift::BatchMean));
     let mut sums = MetricSums::default();
     sums.add(&logps, &values, loss);
     sums.metrics()
@@ -298,28 +219,17 @@ impl Objective for DpoObjective {
     ) -> BatchLoss {
         let rows: Vec<PreferenceRow> = batch.iter().map(|&i| self.train[i].clone()).collect();
         let reference = self.train_reference_logps(batch, tape.precision());
-        let pairs = PairInputs::collate(&rows, self.layout);
-        let b = pairs.num_pairs();
-
+        let with_prompts = self.loss.needs_prompt_logps();
+        let scoring = ScoringBatch::pairs(&rows, self.layout, with_prompts);
         // Policy log-probs: (2B) = [chosen..., rejected...]; ORPO also the chosen prompts' (B).
-        let (logps, prompt_logps) = if self.loss.needs_prompt_logps() {
-            let (logps, prompt) = pair_inputs_and_prompt_logps(model, tape, params, &pairs, &rows);
-            (logps, Some(prompt))
-        } else {
-            (pair_inputs_logps(model, tape, params, &pairs), None)
-        };
-        let values = |v: &Var<f32>| -> Vec<f64> { v.value().iter().map(|&x| x as f64).collect() };
-        let flat = values(&logps);
-        let policy: Vec<(f64, f64)> = (0..b).map(|i| (flat[i], flat[b + i])).collect();
-        let prompt = prompt_logps.as_ref().map(values);
-        let batch_logps = pair_logps_of(&rows, &policy, &reference, prompt.as_deref());
-        let delta = bco_delta(&self.loss, &batch_logps, Some(&mut self.bco_running_mean));
-        let (loss, loss_values) = preference_loss(
+        let scores = score(model, tape, params, &scoring);
+        let context = PairContext::of_rows(&rows, &reference, with_prompts);
+        let (loss, batch_logps, loss_values) = preference_loss(
             tape,
-            &logps,
-            prompt_logps.as_ref(),
-            &batch_logps,
-            delta,
+            &scores.responses,
+            scores.prompts.as_ref(),
+            &context,
+            BcoShift::Running(&mut self.bco_running_mean),
             &self.loss,
         );
         let mut sums = MetricSums::default();
@@ -337,7 +247,7 @@ impl Objective for DpoObjective {
                     prompt_runs * r.prompt.len() + r.chosen.len() + r.rejected.len()
                 })
                 .sum(),
-            padded_tokens: pairs.padded_tokens(),
+            padded_tokens: scoring.padded_tokens(),
         }
     }
 
@@ -349,25 +259,29 @@ impl Objective for DpoObjective {
         if self.held_out.is_empty() {
             return None;
         }
-        let (policy, prompt) = policy_logps(
+        let with_prompts = self.loss.needs_prompt_logps();
+        let (policy, prompts) = score_pairs(
             model,
             &self.held_out,
-            &self.loss,
             self.eval_batch_size,
             self.layout,
+            Precision::F32,
+            with_prompts,
         );
         let all: Vec<usize> = (0..self.held_out.len()).collect();
         let reference =
             self.held_out_reference
                 .get(&self.held_out, &all, self.eval_batch_size, Precision::F32);
-        let logps = pair_logps_of(&self.held_out, &policy, &reference, prompt.as_deref());
+        let logps = PairContext::of_rows(&self.held_out, &reference, with_prompts)
+            .with_policy(&policy, &prompts);
         // Before the first training step there is no running mean yet: the
         // held-out rows' own mean reward stands in for it.
-        let delta = if shifts_bco(&self.loss) && self.bco_running_mean.count > 0 {
-            self.bco_running_mean.mean
+        let shift = if self.loss.shifts_bco() && self.bco_running_mean.count > 0 {
+            BcoShift::Fixed(self.bco_running_mean.mean)
         } else {
-            bco_delta(&self.loss, &logps, None)
+            BcoShift::BatchMean
         };
+        let delta = bco_shift(&self.loss, &logps, shift);
         let values = loss_values(&self.loss, &logps, delta);
         let mut sums = MetricSums::default();
         sums.add(&logps, &values, &self.loss);
@@ -397,7 +311,7 @@ impl Objective for DpoObjective {
     /// log-probs cached so far, when there is a reference.
     fn state(&self) -> Option<Value> {
         let mut state = serde_json::Map::new();
-        if shifts_bco(&self.loss) {
+        if self.loss.shifts_bco() {
             state.insert("bco_running_mean".into(), json!(self.bco_running_mean));
         }
         if self.train_reference.is_lazy() {
@@ -411,7 +325,7 @@ impl Objective for DpoObjective {
     }
 
     fn restore_state(&mut self, state: &Value) -> Result<(), String> {
-        if shifts_bco(&self.loss) {
+        if self.loss.shifts_bco() {
             let running = state
                 .get("bco_running_mean")
                 .ok_or("the saved objective state has no bco_running_mean")?;

@@ -1,5 +1,5 @@
 //! KTO: a policy trained on unpaired, labelled completions against a frozen
-//! reference ([`crate::kto`]).
+//! reference ([`crate::loss::kto`]).
 //!
 //! Every row comes with a KL sequence: its prompt followed by another row's
 //! completion, the pairing TRL builds ([`crate::data::kl_partners`]: the
@@ -9,39 +9,13 @@
 //! built. A training step runs the policy on the batch's completions (on the
 //! tape) and on their KL sequences (no tape: the KL estimate is a constant).
 
-use autograd::{Float, Tape, Var};
+use autograd::{Float, Precision, Tape, Var};
 use transformer::{Gpt, GptParams};
 
 use super::{metric, BatchLoss, Metrics, Objective};
-use crate::data::{collate_sft, kl_sequences, SftRow, UnpairedRow};
-use crate::kto::{batch_kl, kto_loss, KtoConfig, KtoMetricSums, KtoMetrics, UnpairedLogps};
-use crate::logps::sequence_logps;
-
-/// Summed log-prob of the completion of each sequence, in no-grad mode,
-/// `batch_size` sequences per forward pass, in f64.
-pub fn sequence_logps_no_grad<T: Float>(
-    model: &Gpt<T>,
-    sequences: &[SftRow],
-    batch_size: usize,
-) -> Vec<f64> {
-    let mut out = Vec::with_capacity(sequences.len());
-    for chunk in sequences.chunks(batch_size.max(1)) {
-        let batch = collate_sft(chunk);
-        let tape = Tape::<T>::no_grad();
-        let params = model.bind(&tape);
-        let logps = sequence_logps(
-            model,
-            &tape,
-            &params,
-            &batch.ids,
-            &batch.targets,
-            batch.batch,
-            batch.seq_len,
-        ); // (B)
-        out.extend(logps.value().iter().map(|v| v.as_f64()));
-    }
-    out
-}
+use crate::data::{kl_sequences, SftRow, UnpairedRow};
+use crate::loss::kto::{batch_kl, kto_loss, KtoConfig, KtoMetricSums, KtoMetrics, UnpairedLogps};
+use crate::scoring::{score, score_sequences, ScoringBatch};
 
 /// Unpaired rows laid out for KTO: the two sequences of each row, its label,
 /// and (once computed) the reference's log-probs of both.
@@ -72,8 +46,13 @@ impl KtoRows {
         let sequences: Vec<SftRow> = rows.iter().map(UnpairedRow::to_sequence).collect();
         let kl_sequences = kl_sequences(rows, kl_batch_size, block_size);
         KtoRows {
-            reference: sequence_logps_no_grad(reference, &sequences, eval_batch_size),
-            reference_kl: sequence_logps_no_grad(reference, &kl_sequences, eval_batch_size),
+            reference: score_sequences(reference, &sequences, eval_batch_size, Precision::F32),
+            reference_kl: score_sequences(
+                reference,
+                &kl_sequences,
+                eval_batch_size,
+                Precision::F32,
+            ),
             desirable: rows.iter().map(|r| r.desirable).collect(),
             sequences,
             kl_sequences,
@@ -93,8 +72,10 @@ impl KtoRows {
         kl_batch_size: usize,
         eval_batch_size: usize,
     ) -> KtoMetrics {
-        let policy_logps = sequence_logps_no_grad(policy, &self.sequences, eval_batch_size);
-        let policy_kl = sequence_logps_no_grad(policy, &self.kl_sequences, eval_batch_size);
+        let policy_logps =
+            score_sequences(policy, &self.sequences, eval_batch_size, Precision::F32);
+        let policy_kl =
+            score_sequences(policy, &self.kl_sequences, eval_batch_size, Precision::F32);
         let mut sums = KtoMetricSums::default();
         for start in (0..self.len()).step_by(kl_batch_size.max(1)) {
             let chunk = start..(start + kl_batch_size.max(1)).min(self.len());
@@ -206,19 +187,11 @@ impl Objective for KtoObjective {
         let (reference, reference_kl) = (pick(&rows.reference), pick(&rows.reference_kl));
 
         // The KL sequences: policy log-probs without a tape (the estimate is detached).
-        let policy_kl = sequence_logps_no_grad(model, &kl_sequences, batch.len());
+        let policy_kl = score_sequences(model, &kl_sequences, batch.len(), tape.precision());
         let kl = batch_kl(&policy_kl, &reference_kl);
 
-        let tokens = collate_sft(&sequences);
-        let logps = sequence_logps(
-            model,
-            tape,
-            params,
-            &tokens.ids,
-            &tokens.targets,
-            tokens.batch,
-            tokens.seq_len,
-        ); // (B)
+        let scoring = ScoringBatch::sequences(&sequences);
+        let logps = score(model, tape, params, &scoring).responses; // (B)
         let loss = kto_loss(tape, &logps, &reference, &desirable, kl, &self.config);
 
         let policy: Vec<f64> = logps.value().iter().map(|&v| v as f64).collect();
@@ -246,7 +219,7 @@ impl Objective for KtoObjective {
                 .chain(&kl_sequences)
                 .map(SftRow::sequence_len)
                 .sum(),
-            padded_tokens: batch.len() * (tokens.seq_len + longest_kl),
+            padded_tokens: scoring.padded_tokens() + batch.len() * longest_kl,
         }
     }
 

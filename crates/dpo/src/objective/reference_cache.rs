@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use transformer::Gpt;
 
 use crate::data::{PairLayout, PreferenceRow};
-use crate::logps::pair_logps_no_grad_in;
+use crate::scoring::score_pairs;
 
 /// Per-row reference log-probs, filled on demand.
 pub struct ReferenceCache {
@@ -82,8 +82,8 @@ impl ReferenceCache {
             };
             let missing_rows: Vec<PreferenceRow> =
                 missing.iter().map(|&i| rows[i].clone()).collect();
-            let computed =
-                pair_logps_no_grad_in(model, &missing_rows, chunk, self.layout, precision);
+            let (computed, _) =
+                score_pairs(model, &missing_rows, chunk, self.layout, precision, false);
             for (&i, logps) in missing.iter().zip(computed) {
                 self.logps[i] = Some(logps);
             }

@@ -7,16 +7,17 @@
 //! loss = -(1/N) sum_{scored (s,t)} log softmax(logits[s,t])[y_{s,t}]  =  -(1/N) sum_s logp[s]
 //! ```
 //!
-//! so it reuses the fused LM-head log-prob kernel of DPO: the summed log-prob
-//! of each sequence, added up and divided by the number of scored tokens.
+//! so it is [`crate::scoring::score`] of the completions, as for DPO: the
+//! summed log-prob of each sequence, added up and divided by the number of
+//! scored tokens.
 
 use autograd::{Float, Tape, Var};
 use serde_json::json;
 use transformer::{Gpt, GptParams};
 
 use super::{BatchLoss, Metrics, Objective};
-use crate::data::{self, scored_tokens, SftRow, TrainingRow};
-use crate::logps::sequence_logps;
+use crate::data::{scored_tokens, SftRow, TrainingRow};
+use crate::scoring::{score, ScoringBatch};
 
 /// The SFT loss of a batch of rows on `tape`, and its number of scored tokens.
 pub fn sft_batch_loss<T: Float>(
@@ -25,17 +26,11 @@ pub fn sft_batch_loss<T: Float>(
     params: &GptParams<Var<T>>,
     rows: &[SftRow],
 ) -> (Var<T>, usize) {
-    let batch = data::collate_sft(rows);
-    let scored: usize = batch.scored_tokens.iter().sum();
-    let logps = sequence_logps(
-        model,
-        tape,
-        params,
-        &batch.ids,
-        &batch.targets,
-        batch.batch,
-        batch.seq_len,
-    ); // (B)
+    let scored: usize = rows
+        .iter()
+        .map(|r| scored_tokens(&r.prompt, &r.completion))
+        .sum();
+    let logps = score(model, tape, params, &ScoringBatch::sequences(rows)).responses; // (B)
     let total = tape.sum_all(&logps);
     let loss = tape.mul_scalar(&total, T::cast(-1.0 / scored.max(1) as f64));
     (loss, scored)

@@ -31,33 +31,16 @@
 //!
 //! The loops are two slice-level kernels on the scored rows,
 //! [`lm_head_logprobs_forward`] and [`lm_head_logprobs_backward`]; the op
-//! [`LmHeadLogprobs::apply`] gathers the scored rows of `h`, sums each
+//! [`crate::ops::logprobs::LmHeadLogprobs::apply`] gathers the scored rows of `h`, sums each
 //! sequence's log-probs, and scatters `dh` back to the positions.
 
-use std::borrow::Cow;
-use std::sync::Arc;
-
-use autograd::kernels::gemm::gemm_with;
-use autograd::{Float, Precision, Tape, Tensor, Var, IGNORE_INDEX};
-use ndarray::{s, ArrayView2, ArrayViewMut2, IxDyn};
+use ndarray::{s, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
-use super::sequence_logprobs::{check_targets, row_max, row_sum_exp};
-
-/// Options of the fused LM-head log-prob op.
-#[derive(Debug, Clone, Copy)]
-pub struct LmHeadLogprobs {
-    /// Upper bound on the elements of one logits chunk (`R x VC`).
-    pub chunk_elements: usize,
-}
-
-impl Default for LmHeadLogprobs {
-    fn default() -> Self {
-        LmHeadLogprobs {
-            chunk_elements: 1 << 24,
-        }
-    }
-}
+use super::gemm::gemm_with;
+use super::logprobs::{row_max, row_sum_exp};
+use crate::float::Float;
+use crate::precision::Precision;
 
 /// The sizes of one LM-head call, and the arithmetic of its GEMMs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +60,7 @@ pub struct LmHeadDims {
 
 impl LmHeadDims {
     /// The vocabulary chunks `[v0, v1)`, in order.
-    fn chunks(&self) -> impl Iterator<Item = (usize, usize)> {
+    pub fn chunks(&self) -> impl Iterator<Item = (usize, usize)> {
         let (v, vc) = (self.v, self.vc);
         (0..v).step_by(vc).map(move |v0| (v0, (v0 + vc).min(v)))
     }
@@ -242,139 +225,5 @@ pub fn lm_head_logprobs_backward<T: Float>(
             || gemm_with(dims.precision, T::one(), dz, w_chunk, T::one(), dh_view),
             || gemm_with(dims.precision, T::one(), dz.t(), h, T::zero(), dwte_chunk),
         );
-    }
-}
-
-/// The scored rows of a batch: where they are, what they score, whose they are.
-struct ScoredRows {
-    /// Flat row index `s*T + t` of each scored row.
-    rows: Vec<usize>,
-    /// Target id of each scored row.
-    targets: Vec<usize>,
-    /// Sequence of each scored row.
-    seqs: Vec<usize>,
-}
-
-impl ScoredRows {
-    fn new(targets: &[i64], seq_len: usize) -> Self {
-        let mut scored = ScoredRows {
-            rows: Vec::new(),
-            targets: Vec::new(),
-            seqs: Vec::new(),
-        };
-        for (r, &y) in targets.iter().enumerate() {
-            if y != IGNORE_INDEX {
-                scored.rows.push(r);
-                scored.targets.push(y as usize);
-                scored.seqs.push(r / seq_len);
-            }
-        }
-        scored
-    }
-}
-
-/// The contiguous data of a tensor (a copy only if it is not in standard layout).
-fn contiguous<T: Float>(t: &Tensor<T>) -> Cow<'_, [T]> {
-    match t.as_slice() {
-        Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(t.iter().copied().collect()),
-    }
-}
-
-impl LmHeadLogprobs {
-    /// Vocabulary rows per chunk for `rows` scored rows.
-    fn chunk_size(&self, rows: usize, vocab: usize) -> usize {
-        (self.chunk_elements / rows.max(1)).clamp(256.min(vocab), vocab.max(1))
-    }
-
-    /// Differentiable per-sequence log-probs straight from the final hidden states.
-    ///
-    /// hidden: (S, T, C), wte: (V, C), targets: S*T (label of position t+1 or -100) -> (S)
-    ///
-    /// The GEMMs run in the tape's [`Tape::precision`].
-    pub fn apply<T: Float>(
-        &self,
-        tape: &Tape<T>,
-        hidden: &Var<T>,
-        wte: &Var<T>,
-        targets: &[i64],
-    ) -> Var<T> {
-        let (hs, ws) = (hidden.shape().to_vec(), wte.shape().to_vec());
-        assert!(
-            hs.len() == 3 && ws.len() == 2 && hs[2] == ws[1] && targets.len() == hs[0] * hs[1],
-            "lm_head_logprobs: hidden {hs:?}, wte {ws:?} and {} targets do not match (expected (S, T, C), (V, C), S*T)",
-            targets.len()
-        );
-        let (seqs, seq_len, channels, vocab) = (hs[0], hs[1], hs[2], ws[0]);
-        check_targets("lm_head_logprobs", targets, vocab);
-        let scored = ScoredRows::new(targets, seq_len);
-        let n_rows = scored.rows.len();
-        let dims = LmHeadDims {
-            r: n_rows,
-            c: channels,
-            v: vocab,
-            vc: self.chunk_size(n_rows, vocab),
-            precision: tape.precision(),
-        };
-
-        // Gather the scored rows of h: (R, C).
-        let hidden_data = contiguous(hidden.value());
-        let mut h = vec![T::zero(); n_rows * channels];
-        if channels > 0 {
-            h.par_chunks_mut(channels)
-                .zip(scored.rows.par_iter())
-                .for_each(|(dst, &r)| {
-                    dst.copy_from_slice(&hidden_data[r * channels..(r + 1) * channels]);
-                });
-        }
-        drop(hidden_data);
-
-        let w = contiguous(wte.value());
-        let mut row_logp = vec![T::zero(); n_rows];
-        let mut lse = vec![T::zero(); n_rows];
-        let logits =
-            lm_head_logprobs_forward(&mut row_logp, &mut lse, &h, &w, &scored.targets, dims);
-        drop(w);
-        // Each sequence's log-prob: the sum of its scored rows', in row order.
-        let mut seq_logp = vec![T::zero(); seqs];
-        for (&s, &logp) in scored.seqs.iter().zip(&row_logp) {
-            seq_logp[s] += logp;
-        }
-        let out = Tensor::from_shape_vec(IxDyn(&[seqs]), seq_logp).unwrap();
-        if !tape.needs_grad(&[hidden, wte]) {
-            return tape.record("lm_head_logprobs", out, &[hidden, wte], |_| {
-                vec![None, None]
-            });
-        }
-
-        let w_saved: Arc<Tensor<T>> = wte.value_arc();
-        tape.record("lm_head_logprobs", out, &[hidden, wte], move |dlogp| {
-            let dlogp = dlogp.as_slice().unwrap();
-            let drow_logp: Vec<T> = scored.seqs.iter().map(|&s| dlogp[s]).collect(); // (R)
-            let w = contiguous(&w_saved);
-            let mut dh = vec![T::zero(); n_rows * channels];
-            let mut dwte = vec![T::zero(); vocab * channels];
-            lm_head_logprobs_backward(
-                &mut dh,
-                &mut dwte,
-                &drow_logp,
-                &h,
-                &w,
-                &scored.targets,
-                &lse,
-                logits,
-                dims,
-            );
-            // Scatter the scored rows' gradient back to (S, T, C).
-            let mut dhidden = vec![T::zero(); seqs * seq_len * channels];
-            for (i, &r) in scored.rows.iter().enumerate() {
-                dhidden[r * channels..(r + 1) * channels]
-                    .copy_from_slice(&dh[i * channels..(i + 1) * channels]);
-            }
-            vec![
-                Some(Tensor::from_shape_vec(IxDyn(&[seqs, seq_len, channels]), dhidden).unwrap()),
-                Some(Tensor::from_shape_vec(IxDyn(&[vocab, channels]), dwte).unwrap()),
-            ]
-        })
     }
 }

@@ -1,12 +1,12 @@
-//! The fused DPO kernels against finite differences (f64) and against the
-//! same computation built from primitive autograd ops.
+//! The log-prob ops and the fused LM-head kernel against finite differences
+//! (f64) and against the same computation built from primitive autograd ops.
 
 use autograd::gradcheck::{gradcheck, gradcheck_with, random_inputs, GradcheckOptions};
-use autograd::{Precision, Tape, Tensor, Var};
-use dpo::kernels::sequence_logprobs::{sequence_logprobs, IGNORE_INDEX};
-use dpo::kernels::{
-    lm_head_logprobs_backward, lm_head_logprobs_forward, LmHeadDims, LmHeadLogprobs,
+use autograd::kernels::lm_head_logprobs::{
+    lm_head_logprobs_backward, lm_head_logprobs_forward, LmHeadDims,
 };
+use autograd::{LmHeadLogprobs, IGNORE_INDEX};
+use autograd::{Precision, Tape, Tensor, Var};
 use ndarray::IxDyn;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -58,14 +58,14 @@ fn sequence_logprobs_gradcheck() {
     for (i, &(s, t, v)) in SHAPES.iter().enumerate() {
         let targets = random_targets(s, t, v, &[], i as u64);
         gradcheck(&[&[s, t, v]], |tape, x| {
-            sequence_logprobs(tape, &x[0], &targets)
+            tape.sequence_logprobs(&x[0], &targets)
         });
     }
     // A fully masked sequence and a length-1 response.
     let mut targets = random_targets(3, 4, 6, &[1], 9);
     targets[8..12].copy_from_slice(&[IGNORE_INDEX, 2, IGNORE_INDEX, IGNORE_INDEX]);
     gradcheck(&[&[3, 4, 6]], |tape, x| {
-        sequence_logprobs(tape, &x[0], &targets)
+        tape.sequence_logprobs(&x[0], &targets)
     });
 }
 
@@ -77,7 +77,7 @@ fn sequence_logprobs_matches_composition() {
         let logits = random_inputs(&[&[s, t, v]], i as u64).remove(0) * 3.0;
         compare_values_and_grads(
             &logits,
-            |tape, x| sequence_logprobs(tape, x, &targets),
+            |tape, x| tape.sequence_logprobs(x, &targets),
             |tape, x| composed_logprobs(tape, x, &mask),
         );
     }
@@ -98,17 +98,17 @@ fn sequence_logprobs_is_stable_for_extreme_logits() {
     });
     let tape = Tape::<f64>::new();
     let x = tape.leaf(logits.clone());
-    let y = sequence_logprobs(&tape, &x, &targets);
+    let y = tape.sequence_logprobs(&x, &targets);
     assert!(y.value().iter().all(|v| v.is_finite()));
     compare_values_and_grads(
         &logits,
-        |tape, x| sequence_logprobs(tape, x, &targets),
+        |tape, x| tape.sequence_logprobs(x, &targets),
         |tape, x| composed_logprobs(tape, x, &mask),
     );
     // And in f32, where a naive exp would overflow.
     let tape = Tape::<f32>::new();
     let x = tape.leaf(logits.mapv(|v| v as f32));
-    let y = sequence_logprobs(&tape, &x, &targets);
+    let y = tape.sequence_logprobs(&x, &targets);
     assert!(y.value().iter().all(|v| v.is_finite()));
     let total = tape.sum_all(&y);
     let g = tape.backward(&total);

@@ -1,5 +1,7 @@
-//! Supervised fine-tuning: batches of (prompt, completion) sequences and the
-//! token cross-entropy loss on the completions.
+//! The test oracle of the model's loss: supervised fine-tuning the plain
+//! way, the full logits `(B, T, V)` then [`autograd::Tape::cross_entropy`].
+//! The trainer scores the same tokens with the fused LM-head op
+//! (`dpo::scoring::score`); tests check the model and that path against this.
 //!
 //! A sequence is `prompt + completion`. Its labels are -100 on the prompt and
 //! the completion's own ids on the completion; the logits at position `t`
@@ -11,11 +13,12 @@
 
 use autograd::{Float, Tape, Var};
 
-use crate::model::Gpt;
-use crate::params::GptParams;
+use transformer::{Gpt, GptParams};
 
 /// The target of a position that is not scored: [`autograd::IGNORE_INDEX`].
 pub use autograd::IGNORE_INDEX as IGNORE;
+
+#[allow(dead_code)] // each test file uses part of it
 
 /// A right-padded batch of sequences with shifted targets.
 #[derive(Debug, Clone, PartialEq, Eq)]
