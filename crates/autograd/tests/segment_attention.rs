@@ -4,7 +4,8 @@
 //! plain causal attention over `prompt + chosen` and `prompt + rejected`.
 
 use autograd::gradcheck::{gradcheck_at, gradcheck_with, random_inputs, GradcheckOptions};
-use autograd::kernels::attention::{attention_macs, KeyGap};
+use autograd::kernels::attention::blocked::attention_macs;
+use autograd::kernels::attention::KeyGap;
 use autograd::{Tape, Tensor};
 use ndarray::{s, Axis};
 

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use ndarray::IxDyn;
 
 use crate::float::Float;
-use crate::kernels::attention::{attention_backward, attention_forward, AttentionDims, KeyGap};
+use crate::kernels::attention::blocked::{attention_backward, attention_forward};
+use crate::kernels::attention::{AttentionDims, KeyGap};
 use crate::kernels::crossentropy::{crossentropy_backward, crossentropy_forward, IGNORE_INDEX};
 use crate::kernels::embedding::{embedding_backward, embedding_forward};
 use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
@@ -163,7 +164,7 @@ impl<T: Float> Tape<T> {
     /// y   = att @ v                               heads concatenated back to (B, T, C)
     /// ```
     /// The forward saves the probabilities `att` (B, NH, T, T); the backward
-    /// (see [`crate::kernels::attention::attention_backward`]) needs nothing else.
+    /// (see [`attention_backward`]) needs nothing else.
     pub fn causal_attention(&self, qkv: &Var<T>, n_head: usize) -> Var<T> {
         let b = qkv.shape().first().copied().unwrap_or(0);
         self.attention_op("causal_attention", qkv, n_head, &vec![KeyGap::NONE; b])
