@@ -15,7 +15,7 @@
 //! | [`bf16`] | the same GEMM with bf16 inputs and f32 sums (`vdpbf16ps`, or portable) | [`gemm::gemm_with`] in [`crate::Precision::Bf16`] |
 //! | [`softmax`] | `softmax_forward/backward` along any axis | `softmax`, `log_softmax` |
 //! | [`layernorm`] | `layernorm_forward/backward` | `layer_norm` |
-//! | [`attention`] | [`attention::blocked`]: `attention_forward/backward` (causal or with a key gap per sequence, multi-head); [`attention::cached`]: the generation kernel (forward only) | `causal_attention`, `segment_attention`; `transformer::KvCache` |
+//! | [`attention`] | causal multi-head attention three ways, to read in order: [`attention::plain`] (scalar loops, the definition), [`attention::blocked`] (GEMMs over row blocks, optionally a key gap per sequence), [`attention::cached`] (generation, forward only) | `plain_causal_attention`; `causal_attention`, `segment_attention`; `transformer::KvCache` |
 //! | [`embedding`] | `embedding_forward/backward` (gather, scatter-add) | `embedding` |
 //! | [`crossentropy`] | `crossentropy_forward/backward`, [`IGNORE_INDEX`](crossentropy::IGNORE_INDEX) | `cross_entropy` |
 

@@ -1,6 +1,6 @@
 //! The fast causal multi-head attention the model runs, optionally with a
-//! gap of hidden keys per sequence (prefix sharing). On the qkv layout of
-//! the module root, [`super`].
+//! gap of hidden keys per sequence (prefix sharing). It computes what
+//! [`super::plain`] computes; read that one first.
 //!
 //! Every (b, h) pair is independent and runs as one parallel task; its two
 //! products (`q @ k^T` and `att @ v`) are GEMMs on strided views of `qkv`,

@@ -2,8 +2,8 @@
 //! positions so far, forward only: the kernel of generation with a key/value
 //! cache (`transformer::KvCache` keeps the keys and values and calls it).
 //!
-//! It is causal attention restricted to the last `T_new` query rows of a
-//! sequence of `L`: the keys and values of the `P = L - T_new` earlier
+//! It is [`super::plain`]'s forward restricted to the last `T_new` query rows
+//! of a sequence of `L`: the keys and values of the `P = L - T_new` earlier
 //! positions come from the cache instead of from `qkv`, and the rows before
 //! `P` are not computed. Like [`super::blocked`] it runs the two products as
 //! GEMMs per head and takes the softmax of a row with the same steps
@@ -85,8 +85,7 @@ pub fn attention_cached_forward<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::attention::blocked::{attention_forward, KeyGap};
-    use crate::kernels::attention::AttentionDims;
+    use crate::kernels::attention::{plain, AttentionDims};
 
     /// Deterministic values in [-2, 2).
     fn values(n: usize, seed: usize) -> Vec<f64> {
@@ -95,36 +94,45 @@ mod tests {
             .collect()
     }
 
-    /// Every split into cached and new positions gives the rows of full causal attention.
+    /// Every split of a sequence into cached and new positions gives the rows
+    /// of the plain causal attention over the whole sequence.
     #[test]
-    fn cached_rows_equal_full_causal_attention() {
-        let (t, c, nh) = (9, 12, 3);
-        let qkv = values(t * 3 * c, 1); // (T, 3C)
-        let mut full = vec![0.0; t * c];
-        let mut att = vec![0.0; nh * t * t];
-        let dims = AttentionDims { b: 1, t, c, nh };
-        attention_forward(&mut full, &mut att, &qkv, dims, &[KeyGap::NONE]);
-        let keys: Vec<f64> = qkv
-            .chunks(3 * c)
-            .flat_map(|r| r[c..2 * c].to_vec())
-            .collect();
-        let vals: Vec<f64> = qkv
-            .chunks(3 * c)
-            .flat_map(|r| r[2 * c..].to_vec())
-            .collect();
-        for l in 1..=t {
-            for t_new in 1..=l {
-                let past = l - t_new;
-                let mut out = vec![0.0; t_new * c];
-                let new_qkv = &qkv[past * 3 * c..l * 3 * c];
-                attention_cached_forward(&mut out, new_qkv, &keys[..l * c], &vals[..l * c], c, nh);
-                let expected = &full[past * c..l * c];
-                let err = out
-                    .iter()
-                    .zip(expected)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0, f64::max);
-                assert!(err < 1e-14, "L {l}, T_new {t_new}: error {err}");
+    fn cached_rows_equal_plain_causal_attention() {
+        for (t, c, nh) in [(9, 12, 3), (1, 1, 1), (7, 5, 1), (40, 16, 4)] {
+            let qkv = values(t * 3 * c, 1); // (T, 3C)
+            let mut full = vec![0.0; t * c];
+            let mut att = vec![0.0; nh * t * t];
+            let dims = AttentionDims { b: 1, t, c, nh };
+            plain::attention_forward(&mut full, &mut att, &qkv, dims);
+            let keys: Vec<f64> = qkv
+                .chunks(3 * c)
+                .flat_map(|r| r[c..2 * c].to_vec())
+                .collect();
+            let vals: Vec<f64> = qkv
+                .chunks(3 * c)
+                .flat_map(|r| r[2 * c..].to_vec())
+                .collect();
+            for l in 1..=t {
+                for t_new in 1..=l {
+                    let past = l - t_new;
+                    let mut out = vec![0.0; t_new * c];
+                    let new_qkv = &qkv[past * 3 * c..l * 3 * c];
+                    attention_cached_forward(
+                        &mut out,
+                        new_qkv,
+                        &keys[..l * c],
+                        &vals[..l * c],
+                        c,
+                        nh,
+                    );
+                    let expected = &full[past * c..l * c];
+                    let err = out
+                        .iter()
+                        .zip(expected)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0, f64::max);
+                    assert!(err < 1e-13, "T {t}, L {l}, T_new {t_new}: error {err}");
+                }
             }
         }
     }
