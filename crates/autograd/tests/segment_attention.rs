@@ -1,10 +1,12 @@
 //! The segment-masked attention of prefix sharing (`Tape::segment_attention`):
-//! f64 gradient checks on the awkward layouts, values against scalar loops,
-//! and the rows of a shared `[prompt | chosen | rejected]` sequence against
-//! plain causal attention over `prompt + chosen` and `prompt + rejected`.
+//! f64 gradient checks on the awkward layouts, values against the plain
+//! causal kernel run on the sequences each row stands for, and the rows of a
+//! shared `[prompt | chosen | rejected]` sequence against causal attention
+//! over `prompt + chosen` and `prompt + rejected`.
 
 use autograd::gradcheck::{gradcheck_at, gradcheck_with, random_inputs, GradcheckOptions};
-use autograd::kernels::attention::{attention_macs, KeyGap};
+use autograd::kernels::attention::blocked::attention_macs;
+use autograd::kernels::attention::KeyGap;
 use autograd::{Tape, Tensor};
 use ndarray::{s, Axis};
 
@@ -13,38 +15,36 @@ fn pair_gap(prompt: usize, chosen: usize) -> KeyGap {
     KeyGap::new(prompt, prompt + chosen, usize::MAX)
 }
 
-/// Attention written with scalar loops straight from the definition of the mask.
-fn reference_attention(qkv: &Tensor<f64>, nh: usize, gaps: &[KeyGap]) -> Tensor<f64> {
-    let (b, t, c3) = (qkv.shape()[0], qkv.shape()[1], qkv.shape()[2]);
-    let c = c3 / 3;
-    let hs = c / nh;
+/// What the gaps mean, computed with the plain causal kernel: in sequence
+/// `b`, the queries before the gap's end are causal attention over the
+/// positions `0..end`, the later ones causal attention over the positions
+/// `0..start` followed by `end..len` (the gap cut out), and the padding
+/// queries from `len` on are 0.
+fn attention_by_plain_sequences(qkv: &Tensor<f64>, nh: usize, gaps: &[KeyGap]) -> Tensor<f64> {
+    let (b, t, c) = (qkv.shape()[0], qkv.shape()[1], qkv.shape()[2] / 3);
+    let tape = Tape::<f64>::no_grad();
+    // causal attention over the given positions of sequence bi: (len, C)
+    let causal = |bi: usize, positions: Vec<usize>| {
+        let seq = qkv.slice(s![bi..=bi, .., ..]).select(Axis(1), &positions); // (1, len, 3C)
+        let y = tape.plain_causal_attention(&tape.constant(seq.into_dyn()), nh);
+        y.value().index_axis(Axis(0), 0).to_owned()
+    };
     let mut out = Tensor::zeros(ndarray::IxDyn(&[b, t, c]));
-    for bi in 0..b {
-        let gap = gaps[bi];
-        let sees = |i: usize, j: usize| j <= i && !(i >= gap.end && gap.start <= j && j < gap.end);
-        for h in 0..nh {
-            // padding queries (from gap.len on) are not computed: zero
-            for i in 0..t.min(gap.len) {
-                let keys: Vec<usize> = (0..t).filter(|&j| sees(i, j)).collect();
-                let scores: Vec<f64> = keys
-                    .iter()
-                    .map(|&j| {
-                        (0..hs)
-                            .map(|d| qkv[[bi, i, h * hs + d]] * qkv[[bi, j, c + h * hs + d]])
-                            .sum::<f64>()
-                            / (hs as f64).sqrt()
-                    })
-                    .collect();
-                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let z: f64 = scores.iter().map(|s| (s - max).exp()).sum();
-                for d in 0..hs {
-                    out[[bi, i, h * hs + d]] = keys
-                        .iter()
-                        .zip(&scores)
-                        .map(|(&j, s)| (s - max).exp() / z * qkv[[bi, j, 2 * c + h * hs + d]])
-                        .sum();
-                }
-            }
+    for (bi, gap) in gaps.iter().enumerate() {
+        let live = gap.len.min(t);
+        let (start, end) = if gap.is_empty() {
+            (live, live)
+        } else {
+            (gap.start, gap.end.min(live))
+        };
+        // queries 0..end see the keys 0..=i
+        let before = causal(bi, (0..end).collect());
+        out.slice_mut(s![bi, ..end, ..]).assign(&before);
+        // queries end..live see the keys 0..start and end..=i
+        if end < live {
+            let after = causal(bi, (0..start).chain(end..live).collect());
+            out.slice_mut(s![bi, end..live, ..])
+                .assign(&after.slice(s![start.., ..]));
         }
     }
     out
@@ -80,18 +80,18 @@ fn layouts() -> Vec<(usize, usize, usize, usize, Vec<KeyGap>)> {
 }
 
 #[test]
-fn segment_attention_forward_matches_reference_loops() {
+fn segment_attention_forward_matches_plain_attention_on_the_sequences_of_each_row() {
     for (b, t, c, nh, gaps) in layouts() {
         let qkv = random_inputs(&[&[b, t, 3 * c]], 11).remove(0);
         let tape = Tape::<f64>::no_grad();
         let y = tape.segment_attention(&tape.constant(qkv.clone()), nh, &gaps);
-        let expected = reference_attention(&qkv, nh, &gaps);
+        let expected = attention_by_plain_sequences(&qkv, nh, &gaps);
         let err = (y.value() - &expected)
             .mapv(f64::abs)
             .fold(0.0, |a: f64, &b| a.max(b));
         assert!(
             err < 1e-12,
-            "{gaps:?}: attention differs from the loops by {err}"
+            "{gaps:?}: attention differs from the plain kernel by {err}"
         );
     }
 }

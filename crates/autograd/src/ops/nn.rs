@@ -11,7 +11,7 @@
 use ndarray::IxDyn;
 
 use crate::float::Float;
-use crate::kernels::attention::{attention_backward, attention_forward, AttentionDims, KeyGap};
+use crate::kernels::attention::{blocked, plain, AttentionDims, KeyGap};
 use crate::kernels::embedding::{embedding_backward, embedding_forward};
 use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
 use crate::tape::{Tape, Tensor, Var};
@@ -22,6 +22,14 @@ fn data<T: Float>(t: &Tensor<T>) -> std::borrow::Cow<'_, [T]> {
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => std::borrow::Cow::Owned(t.iter().copied().collect()),
     }
+}
+
+/// Which attention kernel an attention op runs.
+enum AttentionKernel {
+    /// [`plain`]: scalar loops, causal only.
+    Plain,
+    /// [`blocked`], with one [`KeyGap`] per sequence ([`KeyGap::NONE`]: causal).
+    Blocked(Vec<KeyGap>),
 }
 
 impl<T: Float> Tape<T> {
@@ -161,10 +169,24 @@ impl<T: Float> Tape<T> {
     /// y   = att @ v                               heads concatenated back to (B, T, C)
     /// ```
     /// The forward saves the probabilities `att` (B, NH, T, T); the backward
-    /// (see [`crate::kernels::attention::attention_backward`]) needs nothing else.
+    /// (see [`blocked::attention_backward`]) needs nothing else. Runs the
+    /// fast kernel, [`crate::kernels::attention::blocked`].
     pub fn causal_attention(&self, qkv: &Var<T>, n_head: usize) -> Var<T> {
         let b = qkv.shape().first().copied().unwrap_or(0);
-        self.attention_op("causal_attention", qkv, n_head, &vec![KeyGap::NONE; b])
+        let kernel = AttentionKernel::Blocked(vec![KeyGap::NONE; b]);
+        self.attention_op("causal_attention", qkv, n_head, kernel)
+    }
+
+    /// [`Tape::causal_attention`] on the plain loops of
+    /// [`crate::kernels::attention::plain`]: the same values to float
+    /// rounding, much slower. For reading, and for checking the fast kernel.
+    pub fn plain_causal_attention(&self, qkv: &Var<T>, n_head: usize) -> Var<T> {
+        self.attention_op(
+            "plain_causal_attention",
+            qkv,
+            n_head,
+            AttentionKernel::Plain,
+        )
     }
 
     /// [`Tape::causal_attention`] where, in sequence `b`, the queries from
@@ -176,13 +198,21 @@ impl<T: Float> Tape<T> {
     /// mask[i, j] = j <= i  and  not (i >= end and start <= j < end)
     /// ```
     /// Blocks of queries and keys that the mask hides wholly are skipped,
-    /// not multiplied (`kernels::attention`).
+    /// not multiplied (`kernels::attention::blocked`).
     pub fn segment_attention(&self, qkv: &Var<T>, n_head: usize, gaps: &[KeyGap]) -> Var<T> {
-        self.attention_op("segment_attention", qkv, n_head, gaps)
+        let kernel = AttentionKernel::Blocked(gaps.to_vec());
+        self.attention_op("segment_attention", qkv, n_head, kernel)
     }
 
-    /// The attention op of both masks: shape checks, forward kernel, backward closure.
-    fn attention_op(&self, name: &str, qkv: &Var<T>, n_head: usize, gaps: &[KeyGap]) -> Var<T> {
+    /// The attention op of every kernel and mask: shape checks, forward
+    /// kernel, backward closure.
+    fn attention_op(
+        &self,
+        name: &str,
+        qkv: &Var<T>,
+        n_head: usize,
+        kernel: AttentionKernel,
+    ) -> Var<T> {
         let s = qkv.shape().to_vec();
         assert!(
             s.len() == 3 && s[2].is_multiple_of(3),
@@ -193,21 +223,27 @@ impl<T: Float> Tape<T> {
             n_head > 0 && c.is_multiple_of(n_head),
             "{name}: {c} channels (qkv {s:?}) do not split into {n_head} heads"
         );
-        assert!(
-            gaps.len() == b && gaps.iter().all(|g| g.is_empty() || g.end <= t),
-            "{name}: key gaps {gaps:?} do not fit qkv {s:?}"
-        );
+        if let AttentionKernel::Blocked(gaps) = &kernel {
+            assert!(
+                gaps.len() == b && gaps.iter().all(|g| g.is_empty() || g.end <= t),
+                "{name}: key gaps {gaps:?} do not fit qkv {s:?}"
+            );
+        }
         let dims = AttentionDims {
             b,
             t,
             c,
             nh: n_head,
         };
-        let gaps = gaps.to_vec();
         let qkv_data = data(qkv.value());
         let mut out = vec![T::zero(); b * t * c];
         let mut att = vec![T::zero(); b * n_head * t * t];
-        attention_forward(&mut out, &mut att, &qkv_data, dims, &gaps);
+        match &kernel {
+            AttentionKernel::Plain => plain::attention_forward(&mut out, &mut att, &qkv_data, dims),
+            AttentionKernel::Blocked(gaps) => {
+                blocked::attention_forward(&mut out, &mut att, &qkv_data, dims, gaps)
+            }
+        }
         drop(qkv_data);
         let y = Tensor::from_shape_vec(IxDyn(&[b, t, c]), out).unwrap();
         if !self.needs_grad(&[qkv]) {
@@ -217,7 +253,14 @@ impl<T: Float> Tape<T> {
         self.record(name, y, &[qkv], move |dy| {
             let (dout, qkv) = (data(dy), data(&qkv_saved));
             let mut dqkv = vec![T::zero(); b * t * 3 * c];
-            attention_backward(&mut dqkv, &dout, &qkv, &att, dims, &gaps);
+            match &kernel {
+                AttentionKernel::Plain => {
+                    plain::attention_backward(&mut dqkv, &dout, &qkv, &att, dims)
+                }
+                AttentionKernel::Blocked(gaps) => {
+                    blocked::attention_backward(&mut dqkv, &dout, &qkv, &att, dims, gaps)
+                }
+            }
             vec![Some(
                 Tensor::from_shape_vec(IxDyn(&[b, t, 3 * c]), dqkv).unwrap(),
             )]

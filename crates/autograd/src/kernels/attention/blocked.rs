@@ -1,12 +1,10 @@
-//! Causal multi-head self-attention forward and backward loops, optionally
-//! with a gap of hidden keys per sequence (prefix sharing).
+//! The fast causal multi-head attention the model runs, optionally with a
+//! gap of hidden keys per sequence (prefix sharing). It computes what
+//! [`super::plain`] computes; read that one first.
 //!
-//! The input is the output of the `c_attn` projection, `qkv: (B, T, 3C)`,
-//! holding q, k and v in that order along the last axis; head `h` of q is the
-//! column block `h*hs .. (h+1)*hs` (hs = C / NH), of k the same block shifted
-//! by C, of v shifted by 2C. Every (b, h) pair is independent and runs as one
-//! parallel task; its two products (`q @ k^T` and `att @ v`) are GEMMs on
-//! strided views of `qkv`, so no head is ever copied out.
+//! Every (b, h) pair is independent and runs as one parallel task; its two
+//! products (`q @ k^T` and `att @ v`) are GEMMs on strided views of `qkv`,
+//! so no head is ever copied out.
 //!
 //! **The mask.** Query `i` sees key `j` when `j <= i` (causal) and `j` is not
 //! in the row's [`KeyGap`] `start..end` while `i >= end`. A DPO pair laid out
@@ -32,29 +30,10 @@ use std::ops::Range;
 use ndarray::{s, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis};
 use rayon::prelude::*;
 
-use super::gemm::gemm_serial;
-use super::simd::{max_lanes, sum_lanes};
+use super::AttentionDims;
 use crate::float::Float;
-
-/// The sizes of one attention call.
-#[derive(Debug, Clone, Copy)]
-pub struct AttentionDims {
-    /// Batch size B.
-    pub b: usize,
-    /// Sequence length T.
-    pub t: usize,
-    /// Channels C (= NH * hs).
-    pub c: usize,
-    /// Number of heads NH.
-    pub nh: usize,
-}
-
-impl AttentionDims {
-    /// Head size hs = C / NH.
-    pub fn hs(&self) -> usize {
-        self.c / self.nh
-    }
-}
+use crate::kernels::gemm::gemm_serial;
+use crate::kernels::simd::{max_lanes, sum_lanes};
 
 /// Keys `start..end` of one sequence, hidden from the queries at `end` and
 /// after (earlier queries see them causally). Prefix sharing of a pair
@@ -279,7 +258,7 @@ pub fn attention_forward<T: Float>(
 }
 
 /// In place: `row[..=last]` becomes its softmax, `row[last+1..]` zero (also
-/// the generation kernel's, `transformer::kv_cache`).
+/// the generation kernel's, [`super::cached`], so that its rows equal these).
 pub fn causal_softmax_row<T: Float>(row: &mut [T], last: usize) {
     masked_softmax_row(row, [0..last + 1, 0..0]);
 }
