@@ -69,12 +69,12 @@ pub fn num_threads() -> usize {
 /// mmap threshold to its maximum (32 MiB) and never trimming the heap keeps
 /// freed buffers for the next step.
 ///
-/// Buffers above 32 MiB are still `mmap`ed at that threshold, and a GPT-2
-/// step has several (its logits, 4 x 64 x 50257 f32 = 51 MB; the `wte`
-/// gradient, 154 MB; the packed bf16 `wte`, 77 MB): their page faults took
-/// 20% of a bf16 GPT-2 SFT step (920 -> 770 ms on one thread). So `mmap` is
-/// turned off altogether (`M_MMAP_MAX = 0`): every buffer comes from the heap,
-/// and a freed one is reused by the next step, already faulted in.
+/// Buffers above 32 MiB would still be `mmap`ed at that threshold, and a
+/// GPT-2 step has several (its logits, 4 x 64 x 50257 f32 = 51 MB; the `wte`
+/// gradient, 154 MB; the packed bf16 `wte`, 77 MB), whose page faults cost
+/// 150 ms of a 920 ms bf16 GPT-2 SFT step on one thread. So `mmap` is turned
+/// off altogether (`M_MMAP_MAX = 0`): every buffer comes from the heap, and a
+/// freed one is reused by the next step, already faulted in.
 ///
 /// The rayon workers allocate from their own arenas, heaps of at most 64 MiB
 /// that glibc unmaps, or shrinks with `MADV_DONTNEED`, as soon as they are

@@ -3,12 +3,13 @@
 //!
 //! The scalar loops round one value at a time and, for a transposed
 //! operand, store one word at a time `width` words apart; packing GPT-2's
-//! `wte^T` ran at 1.6 G values/s, a sixth of what memory allows. Here:
+//! `wte^T` that way runs at 1.6 G values/s, a sixth of what memory allows.
+//! Here:
 //!
 //! - **Rounding**: `vcvtne2ps2bf16` rounds 32 f32 to bf16 in one
 //!   instruction, with the rounding of [`super::convert::f32_to_bf16`]
 //!   (nearest even, NaN quieted, denormals to signed zero: that function
-//!   was written after this instruction's pseudo-code). Its result puts the
+//!   follows this instruction's pseudo-code). Its result puts the
 //!   second operand's 16 values in the low half, so `cvt(x[16..32], x[0..16])`
 //!   is the 16 pair words `(x[2p], x[2p+1])`, low half first: a contiguous
 //!   line of `k` is paired by the rounding itself.
