@@ -40,7 +40,7 @@ pub mod tape;
 pub use float::Float;
 pub use kernels::crossentropy::IGNORE_INDEX;
 pub use precision::Precision;
-pub use tape::{Gradients, Tape, Tensor, Var};
+pub use tape::{contiguous, Gradients, Tape, Tensor, Var};
 
 /// The ndarray crate (0.16) that [`Tensor`] is built on.
 pub use ndarray;

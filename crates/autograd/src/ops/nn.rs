@@ -16,15 +16,7 @@ use crate::kernels::attention::{attention_backward, attention_forward, Attention
 use crate::kernels::crossentropy::{crossentropy_backward, crossentropy_forward, IGNORE_INDEX};
 use crate::kernels::embedding::{embedding_backward, embedding_forward};
 use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
-use crate::tape::{Tape, Tensor, Var};
-
-/// The contiguous data of a tensor (a copy only if it is not in standard layout).
-fn data<T: Float>(t: &Tensor<T>) -> std::borrow::Cow<'_, [T]> {
-    match t.as_slice() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.iter().copied().collect()),
-    }
-}
+use crate::tape::{contiguous, Tape, Tensor, Var};
 
 impl<T: Float> Tape<T> {
     /// Rows of `table` picked by `ids`:  table: (V, C), ids: `shape` -> y: shape + (C)
@@ -53,7 +45,7 @@ impl<T: Float> Tape<T> {
         if let Some((pos, &id)) = ids.iter().enumerate().find(|(_, &id)| id >= v) {
             panic!("embedding: id {id} at position {pos} is out of range for a table of {v} rows (shape {:?})", table.shape());
         }
-        let table_data = data(table.value());
+        let table_data = contiguous(table.value());
         let mut out = vec![T::zero(); n * c];
         embedding_forward(&mut out, &table_data, ids, c);
         drop(table_data);
@@ -66,7 +58,7 @@ impl<T: Float> Tape<T> {
             Vec::new()
         };
         self.record("embedding", y, &[table], move |dy| {
-            let dout = data(dy);
+            let dout = contiguous(dy);
             let mut dtable = vec![T::zero(); v * c];
             embedding_backward(&mut dtable, &dout, &ids, c);
             vec![Some(
@@ -105,9 +97,9 @@ impl<T: Float> Tape<T> {
             );
         }
         let n = x.value().len() / c;
-        let inp = data(x.value());
-        let w = data(weight.value());
-        let b = bias.map(|b| data(b.value()));
+        let inp = contiguous(x.value());
+        let w = contiguous(weight.value());
+        let b = bias.map(|b| contiguous(b.value()));
         let mut out = vec![T::zero(); n * c];
         let mut mean = vec![T::zero(); n];
         let mut rstd = vec![T::zero(); n];
@@ -129,7 +121,7 @@ impl<T: Float> Tape<T> {
         inputs.extend(bias);
         let has_bias = bias.is_some();
         self.record("layer_norm", y, &inputs, move |dy| {
-            let (dout, inp, w) = (data(dy), data(&x_saved), data(&w_saved));
+            let (dout, inp, w) = (contiguous(dy), contiguous(&x_saved), contiguous(&w_saved));
             let mut dinp = vec![T::zero(); n * c];
             let mut dweight = vec![T::zero(); c];
             let mut dbias = vec![T::zero(); if has_bias { c } else { 0 }];
@@ -206,7 +198,7 @@ impl<T: Float> Tape<T> {
             nh: n_head,
         };
         let gaps = gaps.to_vec();
-        let qkv_data = data(qkv.value());
+        let qkv_data = contiguous(qkv.value());
         let mut out = vec![T::zero(); b * t * c];
         let mut att = vec![T::zero(); b * n_head * t * t];
         attention_forward(&mut out, &mut att, &qkv_data, dims, &gaps);
@@ -217,7 +209,7 @@ impl<T: Float> Tape<T> {
         }
         let qkv_saved = qkv.value_arc();
         self.record(name, y, &[qkv], move |dy| {
-            let (dout, qkv) = (data(dy), data(&qkv_saved));
+            let (dout, qkv) = (contiguous(dy), contiguous(&qkv_saved));
             let mut dqkv = vec![T::zero(); b * t * 3 * c];
             attention_backward(&mut dqkv, &dout, &qkv, &att, dims, &gaps);
             vec![Some(
@@ -277,7 +269,7 @@ impl<T: Float> Tape<T> {
         } else {
             T::one()
         };
-        let inp = data(logits.value());
+        let inp = contiguous(logits.value());
         let mut lse = vec![T::zero(); n];
         let mut losses = vec![T::zero(); n];
         crossentropy_forward(&mut losses, &mut lse, &inp, targets, v);
@@ -296,7 +288,7 @@ impl<T: Float> Tape<T> {
         let targets = Arc::new(targets.to_vec());
         let var = self.record("cross_entropy", y, &[logits], move |dy| {
             let dloss = *dy.iter().next().unwrap() * scale;
-            let inp = data(&logits_saved);
+            let inp = contiguous(&logits_saved);
             let mut dinp = vec![T::zero(); n * v];
             crossentropy_backward(&mut dinp, &inp, &lse, &targets, dloss, v);
             vec![Some(
