@@ -21,7 +21,8 @@
 //! - [`ops`]: every differentiable op, forward and backward side by side;
 //! - [`kernels`]: the loops on plain slices that the ops call;
 //! - [`optim`]: SGD, AdamW, gradient clipping, learning-rate schedules;
-//! - [`gradcheck`]: finite-difference checking of any op or model.
+//! - [`gradcheck`]: finite-difference checking of any op or model;
+//! - [`testing`]: a skip that shows, for tests that need certain hardware.
 //!
 //! Tensors are [ndarray](https://docs.rs/ndarray/0.16) 0.16 arrays
 //! ([`Tensor<T>`](Tensor) = `ndarray::ArrayD<T>`). The crate re-exports the
@@ -36,6 +37,7 @@ pub mod ops;
 pub mod optim;
 pub mod precision;
 pub mod tape;
+pub mod testing;
 
 pub use float::Float;
 pub use kernels::crossentropy::IGNORE_INDEX;
