@@ -68,7 +68,7 @@ const SQUARES_LANES: usize = 32;
 /// Sum of squares of all elements, accumulated in f64.
 ///
 /// A single running sum is one chain of dependent adds (4 cycles each), so
-/// each chunk is summed in [`SQUARES_LANES`] independent partial sums (lane
+/// each chunk is summed in `SQUARES_LANES` (32) independent partial sums (lane
 /// `j` takes the elements `j, j + 32, j + 64, ...`), which vectorize and
 /// overlap; the lanes are added at the end of the chunk. That makes it
 /// memory-bound: GPT-2's 124M gradients in 15 ms, where one running sum

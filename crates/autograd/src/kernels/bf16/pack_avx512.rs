@@ -16,7 +16,7 @@
 //! - **Lines of `k`** ([`pack_lines`], A's rows and `W^T`'s columns): 16
 //!   lines give 16 registers of 16 pairs each, and a panel wants the
 //!   transpose (for each pair, the 16 lines side by side), so the 16 x 16
-//!   words are transposed in registers ([`transpose`]) and stored as whole
+//!   words are transposed in registers (`transpose`) and stored as whole
 //!   64-byte rows of the panel.
 //! - **Two rows per pair** ([`pack_rows`], `W` and `dy^T`): the rows `2p`
 //!   and `2p + 1` are rounded together and their halves interleaved by one
