@@ -9,23 +9,12 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{copy_checkpoint, dpo, dpo_in, golden_dir, load_weights, metric_close, train_ids};
+use common::{
+    assert_resumes_bitwise, copy_checkpoint, dpo, dpo_in, golden_dir, load_weights, metric_close,
+    read, set_flag, train_ids, train_ids_args, EVAL_IDS, IDS_NO_REF,
+};
 use serde_json::Value;
 use transformer::Gpt;
-
-const EVAL_IDS: [&str; 7] = [
-    "eval",
-    "--policy",
-    "ids/policy",
-    "--ref",
-    "ids/ref",
-    "--data",
-    "ids/prefs.jsonl",
-];
-
-fn read(path: &Path) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 #[test]
 fn help_of_every_subcommand() {
@@ -70,22 +59,7 @@ fn threads_is_accepted_before_and_after_the_subcommand() {
     let tmp = tempfile::tempdir().unwrap();
     let (one, many) = (tmp.path().join("one"), tmp.path().join("many"));
     let flags = ["--steps", "2", "--batch-size", "4", "--lr", "1e-2"];
-    let run1 = dpo(&[
-        &["--threads", "1"][..],
-        &[
-            "train",
-            "--policy",
-            "ids/policy",
-            "--ref",
-            "ids/ref",
-            "--data",
-            "ids/prefs.jsonl",
-            "--out",
-            one.to_str().unwrap(),
-        ],
-        &flags,
-    ]
-    .concat());
+    let run1 = dpo(&[&["--threads", "1"][..], &train_ids_args(&one), &flags].concat());
     run1.assert_ok();
     train_ids(&many, &[&flags[..], &["--threads", "2"]].concat()).assert_ok();
     assert_eq!(
@@ -184,15 +158,7 @@ fn missing_checkpoint_is_one_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("no-such-checkpoint");
     let missing = missing.to_str().unwrap();
-    let run = dpo(&[
-        "eval",
-        "--policy",
-        missing,
-        "--ref",
-        "ids/ref",
-        "--data",
-        "ids/prefs.jsonl",
-    ]);
+    let run = dpo(&set_flag(&EVAL_IDS, "--policy", missing));
     run.assert_one_line_error();
     assert!(
         run.stderr.contains(missing),
@@ -204,15 +170,7 @@ fn missing_checkpoint_is_one_clear_error() {
         "the OS error is said more than once:\n{run}"
     );
     dpo(&["generate", "--model", missing, "--prompt", "Hi"]).assert_one_line_error();
-    let run = dpo(&[
-        "eval",
-        "--policy",
-        "ids/policy",
-        "--ref",
-        "ids/ref",
-        "--data",
-        missing,
-    ]);
+    let run = dpo(&set_flag(&EVAL_IDS, "--data", missing));
     run.assert_one_line_error();
     assert_eq!(
         run.stderr.matches("os error").count(),
@@ -221,17 +179,7 @@ fn missing_checkpoint_is_one_clear_error() {
     );
 
     let out = tmp.path().join("out");
-    let run = dpo(&[
-        "train",
-        "--policy",
-        missing,
-        "--ref",
-        "ids/ref",
-        "--data",
-        "ids/prefs.jsonl",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let run = dpo(&set_flag(&train_ids_args(&out), "--policy", missing));
     run.assert_one_line_error();
     assert!(!out.exists(), "--out written for a failed run");
 }
@@ -277,41 +225,30 @@ fn resume_continues_the_run_bitwise() {
     // The data order is seeded by the step, and AdamW's moments and step are
     // saved: 1 step + resume to 2 must equal 2 straight steps, to the bit.
     let tmp = tempfile::tempdir().unwrap();
-    let (straight, resumed) = (tmp.path().join("straight"), tmp.path().join("resumed"));
-    let flags = |steps: &'static str| {
-        vec![
-            "--steps",
-            steps,
-            "--batch-size",
-            "3",
-            "--lr",
-            "1e-2",
-            "--optimizer",
-            "adamw",
-            "--weight-decay",
-            "0.1",
-            "--seed",
-            "5",
-        ]
-    };
-    let run = train_ids(&straight, &flags("2"));
-    run.assert_ok();
-    assert_eq!(run.json()["steps"].as_u64(), Some(2));
-    train_ids(&resumed, &flags("1")).assert_ok();
-    assert_ne!(
-        read(&straight.join("model.safetensors")),
-        read(&resumed.join("model.safetensors")),
-        "one step and two steps wrote the same weights"
+    let runs = assert_resumes_bitwise(
+        tmp.path(),
+        &["model.safetensors", "optimizer.safetensors"],
+        "1",
+        "2",
+        |out, steps, resume| {
+            let mut flags = vec!["--steps", steps, "--batch-size", "3", "--lr", "1e-2"];
+            flags.extend([
+                "--optimizer",
+                "adamw",
+                "--weight-decay",
+                "0.1",
+                "--seed",
+                "5",
+            ]);
+            if resume {
+                flags.push("--resume");
+            }
+            train_ids(out, &flags)
+        },
     );
-    let run = train_ids(&resumed, &[&flags("2")[..], &["--resume"]].concat());
-    run.assert_ok();
+    assert_eq!(runs.straight.json()["steps"].as_u64(), Some(2));
+    let run = runs.resumed;
     assert_eq!(run.json()["steps"].as_u64(), Some(1), "{run}");
-    for file in ["model.safetensors", "optimizer.safetensors"] {
-        assert!(
-            read(&straight.join(file)) == read(&resumed.join(file)),
-            "{file} after 1 step + --resume differs from 2 straight steps"
-        );
-    }
 }
 
 #[test]
@@ -357,19 +294,9 @@ fn non_finite_weights_stop_training_at_the_first_step() {
     let poisoned = tmp.path().join("poisoned");
     model.save(&poisoned).unwrap();
     let out = tmp.path().join("out");
-    let run = dpo(&[
-        "train",
-        "--policy",
-        poisoned.to_str().unwrap(),
-        "--ref",
-        "ids/ref",
-        "--data",
-        "ids/prefs.jsonl",
-        "--out",
-        out.to_str().unwrap(),
-        "--steps",
-        "3",
-    ]);
+    let poisoned_str = poisoned.to_str().unwrap();
+    let train = set_flag(&train_ids_args(&out), "--policy", poisoned_str);
+    let run = dpo(&[&train[..], &["--steps", "3"]].concat());
     assert!(matches!(run.code, Some(c) if c != 0), "{run}");
     assert!(!run.stderr.contains("panicked at"), "{run}");
     assert!(
@@ -379,15 +306,7 @@ fn non_finite_weights_stop_training_at_the_first_step() {
     assert!(!out.exists(), "a checkpoint was written for a NaN run");
 
     // Evaluating the same poisoned policy is an error too, not `"loss": null`.
-    let run = dpo(&[
-        "eval",
-        "--policy",
-        poisoned.to_str().unwrap(),
-        "--ref",
-        "ids/ref",
-        "--data",
-        "ids/prefs.jsonl",
-    ]);
+    let run = dpo(&set_flag(&EVAL_IDS, "--policy", poisoned_str));
     assert!(matches!(run.code, Some(c) if c != 0), "{run}");
     assert!(run.stderr.contains("not finite"), "{run}");
     assert!(!run.stdout.contains("null"), "{run}");
@@ -421,21 +340,12 @@ fn reference_free_training_and_eval_run() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let run = dpo(&[
-        "train",
-        "--policy",
-        "ids/policy",
-        "--reference-free",
-        "--data",
-        "ids/prefs.jsonl",
-        "--out",
-        out.to_str().unwrap(),
-        "--steps",
-        "2",
-        "--batch-size",
-        "4",
-        "--lr",
-        "1e-2",
-    ]);
+        &["train", "--reference-free"][..],
+        &IDS_NO_REF,
+        &["--out", out.to_str().unwrap()],
+        &["--steps", "2", "--batch-size", "4", "--lr", "1e-2"],
+    ]
+    .concat());
     run.assert_ok();
     let summary = run.json();
     assert_eq!(summary["steps"].as_u64(), Some(2));
@@ -445,15 +355,11 @@ fn reference_free_training_and_eval_run() {
 
     // Without a reference the rewards are beta times the policy's log-probs.
     let free = dpo(&[
-        "eval",
-        "--policy",
-        "ids/policy",
-        "--reference-free",
-        "--data",
-        "ids/prefs.jsonl",
-        "--beta",
-        "0.5",
-    ]);
+        &["eval", "--reference-free"][..],
+        &IDS_NO_REF,
+        &["--beta", "0.5"],
+    ]
+    .concat());
     free.assert_ok();
     let free = free.json();
     let with_ref = dpo(&EVAL_IDS);
@@ -518,8 +424,7 @@ fn train_writes_per_step_metrics() {
 #[test]
 fn sft_resume_continues_the_run_bitwise() {
     let tmp = tempfile::tempdir().unwrap();
-    let (straight, resumed) = (tmp.path().join("straight"), tmp.path().join("resumed"));
-    let sft = |out: &Path, steps: &str, init: bool| {
+    let sft = |out: &Path, steps: &str, resume: bool| {
         let mut args = vec![
             "sft",
             "--data",
@@ -527,23 +432,16 @@ fn sft_resume_continues_the_run_bitwise() {
             "--out",
             out.to_str().unwrap(),
         ];
-        args.extend(if init {
-            ["--init", "sft/init"]
-        } else {
+        args.extend(if resume {
             ["--resume", "--no-progress"]
+        } else {
+            ["--init", "sft/init"]
         });
         args.extend(["--steps", steps, "--batch-size", "3", "--lr", "1e-2"]);
         dpo(&args)
     };
-    sft(&straight, "2", true).assert_ok();
-    sft(&resumed, "1", true).assert_ok();
-    let run = sft(&resumed, "2", false);
-    run.assert_ok();
+    let run = assert_resumes_bitwise(tmp.path(), &["model.safetensors"], "1", "2", sft).resumed;
     assert_eq!(run.json()["steps"].as_u64(), Some(1), "{run}");
-    assert!(
-        read(&straight.join("model.safetensors")) == read(&resumed.join("model.safetensors")),
-        "dpo sft: 1 step + --resume differs from 2 straight steps"
-    );
 }
 
 #[test]
@@ -562,9 +460,7 @@ fn save_every_does_not_change_the_run() {
 fn gzip_data_reads_like_plain_data() {
     // ids/prefs.jsonl.gz is ids/prefs.jsonl gzipped by make_golden.py.
     let plain = dpo(&EVAL_IDS);
-    let mut args = EVAL_IDS.to_vec();
-    args[6] = "ids/prefs.jsonl.gz";
-    let zipped = dpo(&args);
+    let zipped = dpo(&set_flag(&EVAL_IDS, "--data", "ids/prefs.jsonl.gz"));
     zipped.assert_ok();
     assert_eq!(plain.stdout, zipped.stdout);
 }

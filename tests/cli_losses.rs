@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{dpo, train_ids};
+use common::{assert_resumes_bitwise, dpo, eval_ids, read, train_ids, IDS_NO_REF};
 use serde_json::Value;
 
 /// Flags that make a loss valid on its own (exo_pair needs label smoothing).
@@ -25,13 +23,7 @@ fn reference_free(loss: &str) -> bool {
 
 /// `dpo eval` of the golden ids/ policy with `extra` flags (a reference unless SimPO/ORPO).
 fn eval(loss: &str, extra: &[&str]) -> common::Run {
-    let mut args = vec![
-        "eval",
-        "--policy",
-        "ids/policy",
-        "--data",
-        "ids/prefs.jsonl",
-    ];
+    let mut args = [&["eval"][..], &IDS_NO_REF].concat();
     if !reference_free(loss) {
         args.extend(["--ref", "ids/ref"]);
     }
@@ -66,20 +58,13 @@ fn every_loss_trains_and_evaluates_with_trls_metric_names() {
     let tmp = tempfile::tempdir().unwrap();
     for loss in LOSSES {
         let out = tmp.path().join(loss.replace(',', "+"));
-        let mut args = vec![
-            "train",
-            "--policy",
-            "ids/policy",
-            "--data",
-            "ids/prefs.jsonl",
-            "--out",
-            out.to_str().unwrap(),
-            "--steps",
-            "2",
-            "--batch-size",
-            "4",
-            "--no-progress",
-        ];
+        let mut args = [
+            &["train"][..],
+            &IDS_NO_REF,
+            &["--out", out.to_str().unwrap()],
+            &["--steps", "2", "--batch-size", "4", "--no-progress"],
+        ]
+        .concat();
         if !reference_free(loss) {
             args.extend(["--ref", "ids/ref"]);
         }
@@ -124,17 +109,7 @@ fn every_loss_trains_and_evaluates_with_trls_metric_names() {
 #[test]
 fn simpo_and_orpo_refuse_a_reference() {
     for loss in ["simpo", "orpo"] {
-        let run = dpo(&[
-            "eval",
-            "--policy",
-            "ids/policy",
-            "--ref",
-            "ids/ref",
-            "--data",
-            "ids/prefs.jsonl",
-            "--loss",
-            loss,
-        ]);
+        let run = eval_ids(&["--loss", loss]);
         run.assert_one_line_error();
         assert!(run.stderr.contains("reference-free: drop --ref"), "{run}");
     }
@@ -168,60 +143,39 @@ fn loss_weights_and_rpo_alpha() {
     let run = eval("sigmoid,sft", &["--rpo-alpha", "1"]);
     run.assert_one_line_error();
     assert!(run.stderr.contains("--rpo-alpha"), "{run}");
-    let run = dpo(&[
-        "eval",
-        "--policy",
-        "ids/policy",
-        "--ref",
-        "ids/ref",
-        "--data",
-        "ids/prefs.jsonl",
-        "--loss",
-        "exo_pair",
-    ]);
+    let run = eval_ids(&["--loss", "exo_pair"]);
     run.assert_one_line_error();
     assert!(run.stderr.contains("exo_pair"), "{run}");
-}
-
-fn read(path: &Path) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 #[test]
 fn bco_pair_running_mean_resumes_bitwise() {
     let tmp = tempfile::tempdir().unwrap();
-    let (straight, resumed) = (tmp.path().join("straight"), tmp.path().join("resumed"));
-    let flags = |steps: &'static str| {
-        vec![
-            "--steps",
-            steps,
-            "--batch-size",
-            "3",
-            "--lr",
-            "1e-2",
-            "--seed",
-            "5",
-            "--loss",
-            "bco_pair",
-            "--no-progress",
-        ]
-    };
-    train_ids(&straight, &flags("3")).assert_ok();
-    train_ids(&resumed, &flags("2")).assert_ok();
-    let state: Value = serde_json::from_slice(&read(&resumed.join("trainer_state.json"))).unwrap();
-    assert_eq!(
-        state["objective_state"]["bco_running_mean"]["count"], 2,
-        "{state}"
-    );
-    train_ids(&resumed, &[&flags("3")[..], &["--resume"]].concat()).assert_ok();
-    assert!(
-        read(&straight.join("model.safetensors")) == read(&resumed.join("model.safetensors")),
-        "bco_pair: 2 steps + --resume differ from 3 straight steps"
+    let runs = assert_resumes_bitwise(
+        tmp.path(),
+        &["model.safetensors"],
+        "2",
+        "3",
+        |out, steps, resume| {
+            let mut flags = vec!["--steps", steps, "--batch-size", "3", "--lr", "1e-2"];
+            flags.extend(["--seed", "5", "--loss", "bco_pair", "--no-progress"]);
+            if resume {
+                // The checkpoint resumed from holds the mean of its 2 steps.
+                let state: Value =
+                    serde_json::from_slice(&read(&out.join("trainer_state.json"))).unwrap();
+                assert_eq!(
+                    state["objective_state"]["bco_running_mean"]["count"], 2,
+                    "{state}"
+                );
+                flags.push("--resume");
+            }
+            train_ids(out, &flags)
+        },
     );
     let straight_state: Value =
-        serde_json::from_slice(&read(&straight.join("trainer_state.json"))).unwrap();
+        serde_json::from_slice(&read(&runs.straight_dir.join("trainer_state.json"))).unwrap();
     let resumed_state: Value =
-        serde_json::from_slice(&read(&resumed.join("trainer_state.json"))).unwrap();
+        serde_json::from_slice(&read(&runs.resumed_dir.join("trainer_state.json"))).unwrap();
     assert_eq!(
         straight_state["objective_state"],
         resumed_state["objective_state"]

@@ -7,27 +7,16 @@ mod common;
 
 use std::path::Path;
 
-use common::dpo;
+use common::{
+    dpo, eval_ids, set_flag, sft_golden_args, train_ids_args, worst_relative_diff, EVAL_IDS,
+    IDS_NO_REF,
+};
 use serde_json::Value;
 
 /// `dpo sft` from the golden sft/ case into `out`, with `extra` flags.
 fn sft(out: &Path, extra: &[&str]) -> common::Run {
-    let mut args = vec![
-        "sft",
-        "--data",
-        "sft/sft.jsonl",
-        "--init",
-        "sft/init",
-        "--out",
-        out.to_str().unwrap(),
-        "--batch-size",
-        "3",
-        "--lr",
-        "1e-2",
-        "--no-progress",
-    ];
-    args.extend_from_slice(extra);
-    dpo(&args)
+    let flags = ["--batch-size", "3", "--lr", "1e-2", "--no-progress"];
+    dpo(&[&sft_golden_args(out)[..], &flags, extra].concat())
 }
 
 /// `dpo train` on the golden ids/ case into `out`, with `extra` flags.
@@ -115,18 +104,12 @@ fn eval_fraction_holds_out_rows_for_sft_too() {
     run.assert_ok();
     let summary = run.json();
     assert!(summary["eval_loss"].as_f64().unwrap().is_finite(), "{run}");
+    let all_out = tmp.path().join("all");
     let all = dpo(&[
-        "sft",
-        "--data",
-        "sft/sft.jsonl",
-        "--init",
-        "sft/init",
-        "--out",
-        tmp.path().join("all").to_str().unwrap(),
-        "--steps",
-        "1",
-        "--no-progress",
-    ]);
+        &sft_golden_args(&all_out)[..],
+        &["--steps", "1", "--no-progress"],
+    ]
+    .concat());
     all.assert_ok();
     assert!(
         summary["train_rows"].as_u64() < all.json()["train_rows"].as_u64(),
@@ -163,26 +146,13 @@ fn a_bf16_policy_that_is_its_own_reference_starts_at_ln_2() {
             tmp.path().join(format!("out-{precision}")),
             tmp.path().join(format!("metrics-{precision}.jsonl")),
         );
+        let own_reference = set_flag(&train_ids_args(&out), "--ref", "ids/policy");
         dpo(&[
-            "train",
-            "--policy",
-            "ids/policy",
-            "--ref",
-            "ids/policy",
-            "--data",
-            "ids/prefs.jsonl",
-            "--out",
-            out.to_str().unwrap(),
-            "--steps",
-            "1",
-            "--batch-size",
-            "3",
-            "--no-progress",
-            "--precision",
-            precision,
-            "--metrics",
-            log.to_str().unwrap(),
-        ])
+            &own_reference[..],
+            &["--steps", "1", "--batch-size", "3", "--no-progress"],
+            &["--precision", precision, "--metrics", log.to_str().unwrap()],
+        ]
+        .concat())
         .assert_ok();
         records(&log).remove(0)
     };
@@ -201,19 +171,7 @@ fn a_bf16_policy_that_is_its_own_reference_starts_at_ln_2() {
 
 #[test]
 fn loss_dpo_is_the_sigmoid_loss() {
-    let eval = |loss: &str| {
-        dpo(&[
-            "eval",
-            "--policy",
-            "ids/policy",
-            "--ref",
-            "ids/ref",
-            "--data",
-            "ids/prefs.jsonl",
-            "--loss",
-            loss,
-        ])
-    };
+    let eval = |loss: &str| eval_ids(&["--loss", loss]);
     let (dpo_run, sigmoid_run) = (eval("dpo"), eval("sigmoid"));
     sigmoid_run.assert_ok();
     assert_eq!(dpo_run.assert_ok().stdout, sigmoid_run.stdout);
@@ -225,13 +183,7 @@ fn loss_dpo_is_the_sigmoid_loss() {
 #[test]
 fn a_missing_reference_names_reference_free() {
     for command in ["train", "eval"] {
-        let mut args = vec![
-            command,
-            "--policy",
-            "ids/policy",
-            "--data",
-            "ids/prefs.jsonl",
-        ];
+        let mut args = [&[command][..], &IDS_NO_REF].concat();
         if command == "train" {
             args.extend(["--out", "unused-out"]);
         }
@@ -307,19 +259,8 @@ fn a_row_emptied_by_truncation_is_refused_or_skipped() {
     )
     .unwrap();
     let eval = |extra: &[&str]| {
-        let mut args = vec![
-            "eval",
-            "--policy",
-            "ids/policy",
-            "--ref",
-            "ids/ref",
-            "--data",
-            data.to_str().unwrap(),
-            "--max-prompt-length",
-            "0",
-        ];
-        args.extend_from_slice(extra);
-        dpo(&args)
+        let eval = set_flag(&EVAL_IDS, "--data", data.to_str().unwrap());
+        dpo(&[&eval[..], &["--max-prompt-length", "0"], extra].concat())
     };
     let refused = eval(&[]);
     refused.assert_one_line_error();
@@ -333,20 +274,6 @@ fn a_row_emptied_by_truncation_is_refused_or_skipped() {
     skipped.assert_ok();
     assert_eq!(skipped.json()["num_pairs"].as_u64(), Some(1), "{skipped}");
     assert!(skipped.stderr.contains("skipped"), "{skipped}");
-}
-
-/// The worst per-tensor relative difference `||a - b|| / ||b||` of two checkpoints.
-fn worst_relative_diff(a: &Path, b: &Path) -> f64 {
-    let (_, a) = common::load_weights(a);
-    let (_, b) = common::load_weights(b);
-    a.iter()
-        .zip(&b)
-        .map(|((_, x), (_, y))| {
-            let diff: f64 = x.iter().zip(y).map(|(p, q)| ((p - q) as f64).powi(2)).sum();
-            let norm: f64 = y.iter().map(|q| (*q as f64).powi(2)).sum();
-            (diff / norm.max(1e-30)).sqrt()
-        })
-        .fold(0.0, f64::max)
 }
 
 /// `sft` or `train` above.

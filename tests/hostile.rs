@@ -18,12 +18,10 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{copy_checkpoint, dpo, dpo_in, golden_dir, train_ids};
+use common::{
+    assert_same_files, copy_checkpoint, dpo, dpo_in, eval_ids, golden_dir, read, train_ids,
+};
 use transformer::Gpt;
-
-fn read(path: &Path) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 /// The absolute path of a golden file, for runs in another directory.
 fn golden(path: &str) -> String {
@@ -39,49 +37,17 @@ fn a_label_smoothing_of_one_half_or_more_is_refused() {
         run.assert_one_line_error();
         assert!(run.stderr.contains("label smoothing"), "{run}");
         assert!(!tmp.path().join("out").exists(), "{run}");
-        let run = dpo(&[
-            "eval",
-            "--policy",
-            "ids/policy",
-            "--ref",
-            "ids/ref",
-            "--data",
-            "ids/prefs.jsonl",
-            "--loss",
-            "sigmoid",
-            &flag,
-        ]);
+        let run = eval_ids(&["--loss", "sigmoid", &flag]);
         run.assert_one_line_error();
         assert!(run.stderr.contains("[0, 0.5)"), "{run}");
     }
     // Just below one half is a valid (if extreme) cDPO.
-    dpo(&[
-        "eval",
-        "--policy",
-        "ids/policy",
-        "--ref",
-        "ids/ref",
-        "--data",
-        "ids/prefs.jsonl",
-        "--label-smoothing",
-        "0.49",
-    ])
-    .assert_ok();
+    eval_ids(&["--label-smoothing", "0.49"]).assert_ok();
 }
 
 #[test]
 fn thousands_of_threads_are_refused() {
-    let run = dpo(&[
-        "--threads",
-        "10000",
-        "eval",
-        "--policy",
-        "ids/policy",
-        "--ref",
-        "ids/ref",
-        "--data",
-        "ids/prefs.jsonl",
-    ]);
+    let run = dpo(&[&["--threads", "10000"][..], &common::EVAL_IDS].concat());
     run.assert_one_line_error();
     assert!(run.stderr.contains("per core"), "{run}");
 }
@@ -327,12 +293,12 @@ fn a_save_interrupted_after_its_commit_point_is_finished_by_the_next_run() {
         Some(1),
         "resumed at step 2: {run}"
     );
-    for file in ["model.safetensors", "optimizer.safetensors"] {
-        assert!(
-            read(&straight.join(file)) == read(&crashed.join(file)),
-            "{file} differs from the uninterrupted run"
-        );
-    }
+    assert_same_files(
+        &straight,
+        &crashed,
+        &["model.safetensors", "optimizer.safetensors"],
+        "a run finished after a crash against the uninterrupted run",
+    );
     let left: Vec<String> = std::fs::read_dir(&crashed)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

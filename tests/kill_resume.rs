@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::golden_dir;
+use common::{assert_same_files, golden_dir, IDS};
 use rand::{Rng, SeedableRng};
 use transformer::Gpt;
 
@@ -29,8 +29,8 @@ fn train_command(out: &Path, resume: bool) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dpo"));
     command
         .current_dir(golden_dir())
-        .args(["--threads", "1", "train", "--policy", "ids/policy"])
-        .args(["--ref", "ids/ref", "--data", "ids/prefs.jsonl"])
+        .args(["--threads", "1", "train"])
+        .args(IDS)
         .args(["--steps", STEPS, "--save-every", "1", "--batch-size", "3"])
         .args(["--optimizer", "adamw", "--lr", "1e-2", "--seed", "3"])
         .arg("--out")
@@ -41,10 +41,6 @@ fn train_command(out: &Path, resume: bool) -> Command {
         command.arg("--resume");
     }
     command
-}
-
-fn read(path: &Path) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Whether `out` holds a checkpoint, published or staged.
@@ -65,10 +61,6 @@ fn killed_runs_resume_bitwise_equal_to_an_uninterrupted_run() {
     let output = train_command(&straight, false).output().unwrap();
     let run_time = started.elapsed();
     assert!(output.status.success(), "{output:?}");
-    let expected: Vec<Vec<u8>> = ["model.safetensors", "optimizer.safetensors"]
-        .iter()
-        .map(|f| read(&straight.join(f)))
-        .collect();
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
     // How long a run lasts varies with the machine's load (fsync above all):
@@ -132,15 +124,12 @@ fn killed_runs_resume_bitwise_equal_to_an_uninterrupted_run() {
             resumed.status.success() || finished,
             "kill {killed} at {at:?}: --resume failed: {stderr}"
         );
-        for (file, expected) in ["model.safetensors", "optimizer.safetensors"]
-            .iter()
-            .zip(&expected)
-        {
-            assert!(
-                read(&out.join(file)) == *expected,
-                "kill {killed} at {at:?}: {file} after --resume differs from the uninterrupted run"
-            );
-        }
+        assert_same_files(
+            &straight,
+            &out,
+            &["model.safetensors", "optimizer.safetensors"],
+            &format!("kill {killed} at {at:?}: --resume against the uninterrupted run"),
+        );
         let left: Vec<_> = std::fs::read_dir(&out)
             .unwrap()
             .map(|e| e.unwrap().file_name())

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{golden_dir, load_weights, Run};
+use common::{assert_same_files, golden_dir, set_flag, train_ids_args, worst_relative_diff, Run};
 
 /// No run of these tests takes this long; past it a rank is waiting forever.
 const HANG: Duration = Duration::from_secs(120);
@@ -56,28 +56,10 @@ fn launch(ranks: usize, args: &[&str]) -> Run {
 /// 4 SGD steps of DPO on the first 8 pairs of the golden ids/ case, the
 /// whole file each step, on `ranks` ranks (0: the plain binary).
 fn dpo_sgd(ranks: usize, data: &Path, out: &Path, extra: &[&str]) -> Run {
-    let mut args = vec![
-        "train",
-        "--policy",
-        "ids/policy",
-        "--ref",
-        "ids/ref",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--optimizer",
-        "sgd",
-        "--lr",
-        "0.5",
-        "--max-grad-norm",
-        "0",
-        "--batch-size",
-        "8",
-        "--no-progress",
-    ];
-    args.extend_from_slice(extra);
-    launch(ranks, &args)
+    let train = set_flag(&train_ids_args(out), "--data", data.to_str().unwrap());
+    let sgd = ["--optimizer", "sgd", "--lr", "0.5", "--max-grad-norm", "0"];
+    let batch = ["--batch-size", "8", "--no-progress"];
+    launch(ranks, &[&train[..], &sgd, &batch, extra].concat())
 }
 
 /// The first 8 pairs of ids/prefs.jsonl, in `dir`.
@@ -87,24 +69,6 @@ fn eight_pairs(dir: &Path) -> std::path::PathBuf {
     let lines: Vec<&str> = text.lines().take(8).collect();
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     path
-}
-
-/// The worst relative difference `||a - b|| / ||b||` over the tensors.
-fn worst_relative_diff(a: &Path, b: &Path) -> f64 {
-    let (_, a) = load_weights(a);
-    let (_, b) = load_weights(b);
-    a.iter()
-        .zip(&b)
-        .map(|((_, x), (_, y))| {
-            let diff: f64 = x.iter().zip(y).map(|(p, q)| ((p - q) as f64).powi(2)).sum();
-            let norm: f64 = y.iter().map(|q| (*q as f64).powi(2)).sum();
-            (diff / norm.max(1e-30)).sqrt()
-        })
-        .fold(0.0, f64::max)
-}
-
-fn weights_file(dir: &Path) -> Vec<u8> {
-    std::fs::read(dir.join("model.safetensors")).unwrap()
 }
 
 #[test]
@@ -136,9 +100,11 @@ fn two_ranks_train_the_single_process_weights_and_repeat_bit_for_bit() {
         diff <= 1e-5,
         "2 ranks vs 1 process: worst tensor off by {diff:e}"
     );
-    assert!(
-        weights_file(&two_a) == weights_file(&two_b),
-        "two runs on 2 ranks differ"
+    assert_same_files(
+        &two_a,
+        &two_b,
+        &["model.safetensors"],
+        "two runs on 2 ranks",
     );
 }
 
@@ -215,22 +181,9 @@ fn a_failing_rank_ends_the_job_with_one_error_line() {
     assert!(!run.stderr.contains("panicked"), "{run}");
 
     // An objective whose batch cannot be split is refused, not trained.
-    let run = launch(
-        2,
-        &[
-            "train",
-            "--loss",
-            "kto",
-            "--policy",
-            "ids/policy",
-            "--ref",
-            "ids/ref",
-            "--data",
-            "ids/prefs.jsonl",
-            "--out",
-            tmp.path().join("kto").to_str().unwrap(),
-        ],
-    );
+    let kto_out = tmp.path().join("kto");
+    let args = [&train_ids_args(&kto_out)[..], &["--loss", "kto"]].concat();
+    let run = launch(2, &args);
     assert!(matches!(run.code, Some(c) if c != 0), "{run}");
     assert!(run.stderr.contains("one rank"), "{run}");
 }

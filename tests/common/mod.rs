@@ -1,6 +1,7 @@
-//! Helpers shared by the end-to-end tests of the `dpo` binary: running it,
-//! reading its JSON output, and comparing checkpoints and metrics with the
-//! tolerances of tests/golden/MANIFEST.json.
+//! Helpers shared by the end-to-end tests of the `dpo` binary: running it
+//! on the golden cases, reading its JSON output, comparing checkpoints and
+//! metrics with the tolerances of tests/golden/MANIFEST.json, and checking
+//! that a resumed run ends bitwise equal to an uninterrupted one.
 
 #![allow(dead_code)] // each test file uses a different subset
 
@@ -87,21 +88,81 @@ pub fn dpo<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Run {
     dpo_in(&golden_dir(), args)
 }
 
+/// The golden ids/ case (tests/golden/ids: a 40-token vocabulary, 10
+/// pairs): policy, reference and preference data, as `eval` and `train`
+/// take them.
+pub const IDS: [&str; 6] = [
+    "--policy",
+    "ids/policy",
+    "--ref",
+    "ids/ref",
+    "--data",
+    "ids/prefs.jsonl",
+];
+
+/// [`IDS`] without the reference, for the reference-free losses.
+pub const IDS_NO_REF: [&str; 4] = ["--policy", "ids/policy", "--data", "ids/prefs.jsonl"];
+
+/// `dpo eval` on the golden ids/ case.
+pub const EVAL_IDS: [&str; 7] = [
+    "eval",
+    "--policy",
+    "ids/policy",
+    "--ref",
+    "ids/ref",
+    "--data",
+    "ids/prefs.jsonl",
+];
+
+/// `dpo eval` on the golden ids/ case, with `extra` flags.
+pub fn eval_ids(extra: &[&str]) -> Run {
+    dpo(&[&EVAL_IDS[..], extra].concat())
+}
+
+/// The arguments of `dpo train` on the golden ids/ case, writing to `out`.
+pub fn train_ids_args(out: &Path) -> Vec<&str> {
+    [&["train"][..], &IDS, &["--out", out.to_str().unwrap()]].concat()
+}
+
 /// `dpo train` on the golden ids/ case, with `extra` flags, writing to `out`.
 pub fn train_ids(out: &Path, extra: &[&str]) -> Run {
-    let mut args = vec![
-        "train",
-        "--policy",
-        "ids/policy",
-        "--ref",
-        "ids/ref",
+    dpo(&[&train_ids_args(out)[..], extra].concat())
+}
+
+/// The arguments of `dpo sft` on the golden sft/ case (its data, from its
+/// initial model), writing to `out`.
+pub fn sft_golden_args(out: &Path) -> Vec<&str> {
+    let out = out.to_str().unwrap();
+    vec![
+        "sft",
         "--data",
-        "ids/prefs.jsonl",
+        "sft/sft.jsonl",
+        "--init",
+        "sft/init",
         "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    dpo(&args)
+        out,
+    ]
+}
+
+/// `args` with the value that follows `flag` replaced by `value` (a missing
+/// or broken input in place of a golden one).
+///
+/// # Panics
+/// If `flag` is not followed by a value in `args`.
+pub fn set_flag<'a>(args: &[&'a str], flag: &str, value: &'a str) -> Vec<&'a str> {
+    let mut args = args.to_vec();
+    let at = args
+        .iter()
+        .position(|a| *a == flag)
+        .filter(|&i| i + 1 < args.len())
+        .unwrap_or_else(|| panic!("no {flag} VALUE in {args:?}"));
+    args[at + 1] = value;
+    args
+}
+
+/// The bytes of a file, or a panic that names it.
+pub fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Metrics tolerance: `|a - e| <= 2e-6 + 2e-5 |e|`.
@@ -186,5 +247,89 @@ pub fn copy_checkpoint(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for file in ["config.json", "model.safetensors"] {
         std::fs::copy(from.join(file), to.join(file)).unwrap();
+    }
+}
+
+/// The worst per-tensor relative difference `||a - b|| / ||b||` of two checkpoints.
+pub fn worst_relative_diff(a: &Path, b: &Path) -> f64 {
+    let (_, a) = load_weights(a);
+    let (_, b) = load_weights(b);
+    a.iter()
+        .zip(&b)
+        .map(|((_, x), (_, y))| {
+            let diff: f64 = x.iter().zip(y).map(|(p, q)| ((p - q) as f64).powi(2)).sum();
+            let norm: f64 = y.iter().map(|q| (*q as f64).powi(2)).sum();
+            (diff / norm.max(1e-30)).sqrt()
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Panics unless each of `files` is byte for byte the same in `actual` as in
+/// `expected`; `what` says which two runs are compared.
+pub fn assert_same_files(expected: &Path, actual: &Path, files: &[&str], what: &str) {
+    for file in files {
+        // assert!, not assert_eq!: a diff of two weight files is unreadable
+        assert!(
+            read(&expected.join(file)) == read(&actual.join(file)),
+            "{what}: {file} differs"
+        );
+    }
+}
+
+/// The three runs of [`assert_resumes_bitwise`], for the checks a test adds.
+pub struct Resumed {
+    /// The uninterrupted run, in `straight_dir`.
+    pub straight: Run,
+    /// The run stopped early, in `resumed_dir`.
+    pub first: Run,
+    /// Its `--resume` to the end, in `resumed_dir`.
+    pub resumed: Run,
+    /// `DIR/straight`.
+    pub straight_dir: PathBuf,
+    /// `DIR/resumed`.
+    pub resumed_dir: PathBuf,
+}
+
+/// The resume guarantee: `first` steps, then `--resume` to `total`, end with
+/// the very bytes of `total` straight steps.
+///
+/// `train(out, steps, resume)` runs the trainer into `out` for `steps` steps
+/// (passing `--resume` when `resume`); it runs `total` steps into
+/// `dir/straight`, `first` steps into `dir/resumed`, then resumes there to
+/// `total`. Each run must succeed, and each of `files` must differ after
+/// `first` steps (or the comparison would prove nothing) and be the same,
+/// byte for byte, at the end.
+pub fn assert_resumes_bitwise(
+    dir: &Path,
+    files: &[&str],
+    first: &str,
+    total: &str,
+    mut train: impl FnMut(&Path, &str, bool) -> Run,
+) -> Resumed {
+    let (straight_dir, resumed_dir) = (dir.join("straight"), dir.join("resumed"));
+    let straight = train(&straight_dir, total, false);
+    straight.assert_ok();
+    let first_run = train(&resumed_dir, first, false);
+    first_run.assert_ok();
+    for file in files {
+        assert!(
+            read(&straight_dir.join(file)) != read(&resumed_dir.join(file)),
+            "{first} and {total} steps wrote the same {file}"
+        );
+    }
+    let resumed = train(&resumed_dir, total, true);
+    resumed.assert_ok();
+    assert_same_files(
+        &straight_dir,
+        &resumed_dir,
+        files,
+        &format!("{first} steps + --resume to {total} against {total} straight steps"),
+    );
+    Resumed {
+        straight,
+        first: first_run,
+        resumed,
+        straight_dir,
+        resumed_dir,
     }
 }

@@ -127,7 +127,11 @@ impl Float for f32 {
         rsc: isize,
         csc: isize,
     ) {
-        matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+        // SAFETY: matrixmultiply's contract is this function's (`# Safety` of
+        // `Float::gemm`), which the caller keeps.
+        unsafe {
+            matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+        }
     }
     fn gemm_bf16(
         alpha: f32,
@@ -172,7 +176,11 @@ impl Float for f64 {
         rsc: isize,
         csc: isize,
     ) {
-        matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+        // SAFETY: matrixmultiply's contract is this function's (`# Safety` of
+        // `Float::gemm`), which the caller keeps.
+        unsafe {
+            matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+        }
     }
     fn gemm_bf16(
         alpha: f64,

@@ -21,7 +21,8 @@
 //! - [`ops`]: every differentiable op, forward and backward side by side;
 //! - [`kernels`]: the loops on plain slices that the ops call;
 //! - [`optim`]: SGD, AdamW, gradient clipping, learning-rate schedules;
-//! - [`gradcheck`]: finite-difference checking of any op or model.
+//! - [`gradcheck`]: finite-difference checking of any op or model;
+//! - [`testing`]: a skip that shows, for tests that need certain hardware.
 //!
 //! Tensors are [ndarray](https://docs.rs/ndarray/0.16) 0.16 arrays
 //! ([`Tensor<T>`](Tensor) = `ndarray::ArrayD<T>`). The crate re-exports the
@@ -36,12 +37,13 @@ pub mod ops;
 pub mod optim;
 pub mod precision;
 pub mod tape;
+pub mod testing;
 
 pub use float::Float;
 pub use kernels::logprobs::IGNORE_INDEX;
 pub use ops::logprobs::LmHeadLogprobs;
 pub use precision::Precision;
-pub use tape::{Gradients, Tape, Tensor, Var};
+pub use tape::{contiguous, Gradients, Tape, Tensor, Var};
 
 /// The ndarray crate (0.16) that [`Tensor`] is built on.
 pub use ndarray;
@@ -70,12 +72,12 @@ pub fn num_threads() -> usize {
 /// mmap threshold to its maximum (32 MiB) and never trimming the heap keeps
 /// freed buffers for the next step.
 ///
-/// Buffers above 32 MiB are still `mmap`ed at that threshold, and a GPT-2
-/// step has several (its logits, 4 x 64 x 50257 f32 = 51 MB; the `wte`
-/// gradient, 154 MB; the packed bf16 `wte`, 77 MB): their page faults took
-/// 20% of a bf16 GPT-2 SFT step (920 -> 770 ms on one thread). So `mmap` is
-/// turned off altogether (`M_MMAP_MAX = 0`): every buffer comes from the heap,
-/// and a freed one is reused by the next step, already faulted in.
+/// Buffers above 32 MiB would still be `mmap`ed at that threshold, and a
+/// GPT-2 step has several (its logits, 4 x 64 x 50257 f32 = 51 MB; the `wte`
+/// gradient, 154 MB; the packed bf16 `wte`, 77 MB), whose page faults cost
+/// 150 ms of a 920 ms bf16 GPT-2 SFT step on one thread. So `mmap` is turned
+/// off altogether (`M_MMAP_MAX = 0`): every buffer comes from the heap, and a
+/// freed one is reused by the next step, already faulted in.
 ///
 /// The rayon workers allocate from their own arenas, heaps of at most 64 MiB
 /// that glibc unmaps, or shrinks with `MADV_DONTNEED`, as soon as they are

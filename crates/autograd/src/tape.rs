@@ -13,6 +13,7 @@
 //! value, and an activation is freed as soon as the last `Var` pointing at it
 //! is dropped. The frozen DPO reference model runs this way.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,6 +25,16 @@ use crate::precision::Precision;
 
 /// An n-dimensional, row-major array of `T`: the data of every value.
 pub type Tensor<T> = ArrayD<T>;
+
+/// The elements of `t` in row-major order as one slice, for the kernels
+/// (which take plain slices): borrowed when `t` is in standard layout, a
+/// copy only when it is not (a transposed, broadcast or strided view).
+pub fn contiguous<T: Copy>(t: &Tensor<T>) -> Cow<'_, [T]> {
+    match t.as_slice() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(t.iter().copied().collect()),
+    }
+}
 
 /// The backward of one op: from the gradient of its output to the gradients
 /// of its inputs (in the order the inputs were passed to [`Tape::record`];

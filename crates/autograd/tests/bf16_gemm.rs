@@ -16,6 +16,7 @@ use autograd::kernels::bf16::{
     avx512, gemm_bf16, gemm_bf16_with, pack_a, pack_a_scalar, pack_b, pack_b_scalar, round_to_bf16,
     Microkernel,
 };
+use autograd::testing::skip;
 use ndarray::{s, Array2, ArrayView2};
 use rand::{Rng, SeedableRng};
 
@@ -119,10 +120,19 @@ fn each_pair_adds_its_odd_k_first() {
     }
 }
 
+/// The `vdpbf16ps` microkernel gives the bits of the portable one, on random
+/// and on wide-range inputs (sums that round, cancel and tie).
+///
+/// On a CPU without the instructions there is nothing to compare: the test
+/// writes a `SKIPPED` line to the terminal ([`skip`]) and passes, and
+/// `.ci/run` lists the AVX-512 BF16 tests as skipped in its summary.
 #[test]
 fn avx512_and_portable_agree_bitwise() {
     if !avx512::available() {
-        eprintln!("this CPU has no AVX512_BF16: only the portable microkernel runs here");
+        skip(
+            "avx512_and_portable_agree_bitwise",
+            "this CPU has no AVX512_BF16: only the portable microkernel runs here",
+        );
         return;
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -174,10 +184,17 @@ fn avx512_and_portable_agree_bitwise() {
 /// view that neither covers), shapes around the blocks of 16 pairs and the
 /// panel widths, and values that exercise the rounding (ties, NaN,
 /// infinities, denormals, signed zeros).
+///
+/// On a CPU without the instructions there is nothing to compare: the test
+/// writes a `SKIPPED` line to the terminal ([`skip`]) and passes, and
+/// `.ci/run` lists the AVX-512 BF16 tests as skipped in its summary.
 #[test]
 fn avx512_and_scalar_packing_agree_bitwise() {
     if !autograd::kernels::bf16::pack_avx512::available() {
-        eprintln!("this CPU has no AVX-512 BF16: only the scalar packing runs here");
+        skip(
+            "avx512_and_scalar_packing_agree_bitwise",
+            "this CPU has no AVX-512 BF16: only the scalar packing runs here",
+        );
         return;
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);

@@ -50,7 +50,9 @@ fn attention_by_plain_sequences(qkv: &Tensor<f64>, nh: usize, gaps: &[KeyGap]) -
     out
 }
 
-/// (B, T, C, NH, gaps): the layouts the issue asks for, and more.
+/// (B, T, C, NH, gaps): the edge cases of shared-prefix batches (empty
+/// prompt, length-1 responses, several pairs per batch, gaps across 32-row
+/// blocks, padding).
 fn layouts() -> Vec<(usize, usize, usize, usize, Vec<KeyGap>)> {
     vec![
         // one pair, short

@@ -15,8 +15,8 @@
 //!   fixed order, usually a more accurate one).
 //!
 //! **Why branch-free `exp` and `tanh`.** libm's `expf`/`tanhf` are calls
-//! with branches, so a loop over them stays scalar, and in f32 they were the
-//! whole cost of a softmax or a GELU. [`exp_f32`] and [`tanh_f32`] are
+//! with branches, so a loop over them stays scalar, and in f32 they would be
+//! the whole cost of a softmax or a GELU. [`exp_f32`] and [`tanh_f32`] are
 //! straight-line polynomials with clamps (min/max and selects), which the
 //! compiler inlines and vectorizes. The kernels do not call them directly:
 //! they call [`Float::exp_fast`] and [`Float::tanh_fast`], which are these

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::{broadcast_shape, sum_to_shape};
 use crate::float::Float;
 use crate::kernels::elementwise as k;
-use crate::tape::{Tape, Tensor, Var};
+use crate::tape::{contiguous, Tape, Tensor, Var};
 
 /// How a unary op's derivative is expressed. `D` is the function `df`
 /// (a function item or closure, so that the loops inline and vectorize it).
@@ -19,13 +19,6 @@ pub enum Derivative<D> {
     OfInput(D),
     /// `dy/dx = df(y)`: the backward keeps the output.
     OfOutput(D),
-}
-
-fn contiguous<T: Float>(t: &Tensor<T>) -> std::borrow::Cow<'_, [T]> {
-    match t.as_slice() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.iter().copied().collect()),
-    }
 }
 
 /// `out = f(inp)` elementwise, as a new standard-layout tensor.

@@ -8,7 +8,6 @@
 //! [`crate::kernels::lm_head_logprobs`] (the same, online, one vocabulary
 //! chunk at a time).
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use ndarray::IxDyn;
@@ -19,15 +18,7 @@ use crate::kernels::lm_head_logprobs::{
     lm_head_logprobs_backward, lm_head_logprobs_forward, LmHeadDims,
 };
 use crate::kernels::logprobs::{check_targets, logprobs_backward, logprobs_forward, IGNORE_INDEX};
-use crate::tape::{Tape, Tensor, Var};
-
-/// The contiguous data of a tensor (a copy only if it is not in standard layout).
-fn data<T: Float>(t: &Tensor<T>) -> Cow<'_, [T]> {
-    match t.as_slice() {
-        Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(t.iter().copied().collect()),
-    }
-}
+use crate::tape::{contiguous, Tape, Tensor, Var};
 
 impl<T: Float> Tape<T> {
     /// Summed log-prob of the scored targets of each sequence:
@@ -57,7 +48,7 @@ impl<T: Float> Tape<T> {
         logprobs_forward(
             &mut row_logp,
             &mut row_lse,
-            &data(logits.value()),
+            &contiguous(logits.value()),
             targets,
             vocab,
         );
@@ -78,7 +69,7 @@ impl<T: Float> Tape<T> {
             // Reuse the logits buffer for the gradient if this is its last owner.
             let mut dlogits =
                 Arc::try_unwrap(saved_logits).unwrap_or_else(|shared| (*shared).clone());
-            let dlogp = data(dlogp);
+            let dlogp = contiguous(dlogp);
             let grad = dlogits
                 .as_slice_mut()
                 .expect("sequence_logprobs: saved logits are contiguous");
@@ -237,7 +228,7 @@ impl LmHeadLogprobs {
         };
 
         // Gather the scored rows of h: (R, C).
-        let hidden_data = data(hidden.value());
+        let hidden_data = contiguous(hidden.value());
         let mut h = vec![T::zero(); n_rows * channels];
         if channels > 0 {
             h.par_chunks_mut(channels)
@@ -248,7 +239,7 @@ impl LmHeadLogprobs {
         }
         drop(hidden_data);
 
-        let w = data(wte.value());
+        let w = contiguous(wte.value());
         let mut row_logp = vec![T::zero(); n_rows];
         let mut lse = vec![T::zero(); n_rows];
         let logits =
@@ -270,7 +261,7 @@ impl LmHeadLogprobs {
         tape.record("lm_head_logprobs", out, &[hidden, wte], move |dlogp| {
             let dlogp = dlogp.as_slice().unwrap();
             let drow_logp: Vec<T> = scored.seqs.iter().map(|&s| dlogp[s]).collect(); // (R)
-            let w = data(&w_saved);
+            let w = contiguous(&w_saved);
             let mut dh = vec![T::zero(); n_rows * channels];
             let mut dwte = vec![T::zero(); vocab * channels];
             lm_head_logprobs_backward(

@@ -14,15 +14,7 @@ use crate::float::Float;
 use crate::kernels::attention::{blocked, plain, AttentionDims, KeyGap};
 use crate::kernels::embedding::{embedding_backward, embedding_forward};
 use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
-use crate::tape::{Tape, Tensor, Var};
-
-/// The contiguous data of a tensor (a copy only if it is not in standard layout).
-fn data<T: Float>(t: &Tensor<T>) -> std::borrow::Cow<'_, [T]> {
-    match t.as_slice() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.iter().copied().collect()),
-    }
-}
+use crate::tape::{contiguous, Tape, Tensor, Var};
 
 /// Which attention kernel an attention op runs.
 enum AttentionKernel {
@@ -59,7 +51,7 @@ impl<T: Float> Tape<T> {
         if let Some((pos, &id)) = ids.iter().enumerate().find(|(_, &id)| id >= v) {
             panic!("embedding: id {id} at position {pos} is out of range for a table of {v} rows (shape {:?})", table.shape());
         }
-        let table_data = data(table.value());
+        let table_data = contiguous(table.value());
         let mut out = vec![T::zero(); n * c];
         embedding_forward(&mut out, &table_data, ids, c);
         drop(table_data);
@@ -72,7 +64,7 @@ impl<T: Float> Tape<T> {
             Vec::new()
         };
         self.record("embedding", y, &[table], move |dy| {
-            let dout = data(dy);
+            let dout = contiguous(dy);
             let mut dtable = vec![T::zero(); v * c];
             embedding_backward(&mut dtable, &dout, &ids, c);
             vec![Some(
@@ -111,9 +103,9 @@ impl<T: Float> Tape<T> {
             );
         }
         let n = x.value().len() / c;
-        let inp = data(x.value());
-        let w = data(weight.value());
-        let b = bias.map(|b| data(b.value()));
+        let inp = contiguous(x.value());
+        let w = contiguous(weight.value());
+        let b = bias.map(|b| contiguous(b.value()));
         let mut out = vec![T::zero(); n * c];
         let mut mean = vec![T::zero(); n];
         let mut rstd = vec![T::zero(); n];
@@ -135,7 +127,7 @@ impl<T: Float> Tape<T> {
         inputs.extend(bias);
         let has_bias = bias.is_some();
         self.record("layer_norm", y, &inputs, move |dy| {
-            let (dout, inp, w) = (data(dy), data(&x_saved), data(&w_saved));
+            let (dout, inp, w) = (contiguous(dy), contiguous(&x_saved), contiguous(&w_saved));
             let mut dinp = vec![T::zero(); n * c];
             let mut dweight = vec![T::zero(); c];
             let mut dbias = vec![T::zero(); if has_bias { c } else { 0 }];
@@ -235,7 +227,7 @@ impl<T: Float> Tape<T> {
             c,
             nh: n_head,
         };
-        let qkv_data = data(qkv.value());
+        let qkv_data = contiguous(qkv.value());
         let mut out = vec![T::zero(); b * t * c];
         let mut att = vec![T::zero(); b * n_head * t * t];
         match &kernel {
@@ -251,7 +243,7 @@ impl<T: Float> Tape<T> {
         }
         let qkv_saved = qkv.value_arc();
         self.record(name, y, &[qkv], move |dy| {
-            let (dout, qkv) = (data(dy), data(&qkv_saved));
+            let (dout, qkv) = (contiguous(dy), contiguous(&qkv_saved));
             let mut dqkv = vec![T::zero(); b * t * 3 * c];
             match &kernel {
                 AttentionKernel::Plain => {

@@ -2,9 +2,9 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::{grad_slice, paired_with, param_slice, Optimizer};
+use super::{paired_with, param_slice, Optimizer};
 use crate::float::Float;
-use crate::tape::Tensor;
+use crate::tape::{contiguous, Tensor};
 
 /// AdamW exactly as PyTorch's `torch.optim.AdamW` (default, non-amsgrad):
 ///
@@ -92,7 +92,7 @@ impl<T: Float> Optimizer<T> for AdamW<T> {
             .zip(self.exp_avg.iter_mut().zip(self.exp_avg_sq.iter_mut()))
         {
             assert_eq!(p.shape(), g.shape(), "adamw: param and grad shapes differ");
-            let g = grad_slice(g);
+            let g = contiguous(g);
             let w = param_slice(p);
             let (m, v) = (m.as_slice_mut().unwrap(), v.as_slice_mut().unwrap());
             if w.len() < 2 * CHUNK {

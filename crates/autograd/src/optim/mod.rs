@@ -71,11 +71,3 @@ pub(crate) fn param_slice<T: Float>(p: &mut Arc<Tensor<T>>) -> &mut [T] {
     }
     t.as_slice_mut().unwrap()
 }
-
-/// The data of a gradient in row-major order.
-pub(crate) fn grad_slice<T: Float>(g: &Tensor<T>) -> std::borrow::Cow<'_, [T]> {
-    match g.as_slice() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(g.iter().copied().collect()),
-    }
-}

@@ -1,8 +1,8 @@
 use std::sync::Arc;
 
-use super::{grad_slice, paired_with, param_slice, Optimizer};
+use super::{paired_with, param_slice, Optimizer};
 use crate::float::Float;
-use crate::tape::Tensor;
+use crate::tape::{contiguous, Tensor};
 
 /// Plain stochastic gradient descent with decoupled weight decay:
 ///
@@ -45,7 +45,7 @@ impl<T: Float> Optimizer<T> for Sgd {
         let decay = T::cast(1.0 - lr * self.weight_decay);
         for (p, g) in params.into_iter().zip(grads) {
             assert_eq!(p.shape(), g.shape(), "sgd: param and grad shapes differ");
-            let g = grad_slice(g);
+            let g = contiguous(g);
             let w = param_slice(p);
             if self.weight_decay == 0.0 {
                 w.iter_mut()

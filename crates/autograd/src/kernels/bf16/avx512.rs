@@ -42,29 +42,35 @@ pub fn available() -> bool {
 #[target_feature(enable = "avx512f,avx512bf16")]
 pub unsafe fn microkernel(a: &[u32], b: &[u32], acc: &mut [f32; MR * NR]) {
     let pairs = (a.len() / MR).min(b.len() / NR);
-    let mut c = [[_mm512_setzero_ps(); VECS]; MR];
-    for (i, row) in c.iter_mut().enumerate() {
-        for (v, reg) in row.iter_mut().enumerate() {
-            *reg = _mm512_loadu_ps(acc.as_ptr().add(i * NR + 16 * v));
-        }
-    }
-    let (a_ptr, b_ptr) = (a.as_ptr(), b.as_ptr());
-    for p in 0..pairs {
-        let b_p = b_ptr.add(p * NR);
-        let mut bv = [_mm512_setzero_si512(); VECS];
-        for (v, reg) in bv.iter_mut().enumerate() {
-            *reg = _mm512_loadu_si512(b_p.add(16 * v) as *const __m512i);
-        }
+    // SAFETY: the CPU has the instructions (this function's contract). Every
+    // pointer stays inside its slice: `acc` holds MR rows of NR = 16 VECS
+    // floats; the B panel holds NR words per pair and the A panel MR, for
+    // each of the `pairs` pairs, which is at most what both slices hold.
+    unsafe {
+        let mut c = [[_mm512_setzero_ps(); VECS]; MR];
         for (i, row) in c.iter_mut().enumerate() {
-            let a_word = _mm512_set1_epi32(*a_ptr.add(p * MR + i) as i32);
-            for (reg, b_reg) in row.iter_mut().zip(&bv) {
-                *reg = _mm512_dpbf16_ps(*reg, as_bh(a_word), as_bh(*b_reg));
+            for (v, reg) in row.iter_mut().enumerate() {
+                *reg = _mm512_loadu_ps(acc.as_ptr().add(i * NR + 16 * v));
             }
         }
-    }
-    for (i, row) in c.iter().enumerate() {
-        for (v, reg) in row.iter().enumerate() {
-            _mm512_storeu_ps(acc.as_mut_ptr().add(i * NR + 16 * v), *reg);
+        let (a_ptr, b_ptr) = (a.as_ptr(), b.as_ptr());
+        for p in 0..pairs {
+            let b_p = b_ptr.add(p * NR);
+            let mut bv = [_mm512_setzero_si512(); VECS];
+            for (v, reg) in bv.iter_mut().enumerate() {
+                *reg = _mm512_loadu_si512(b_p.add(16 * v) as *const __m512i);
+            }
+            for (i, row) in c.iter_mut().enumerate() {
+                let a_word = _mm512_set1_epi32(*a_ptr.add(p * MR + i) as i32);
+                for (reg, b_reg) in row.iter_mut().zip(&bv) {
+                    *reg = _mm512_dpbf16_ps(*reg, as_bh(a_word), as_bh(*b_reg));
+                }
+            }
+        }
+        for (i, row) in c.iter().enumerate() {
+            for (v, reg) in row.iter().enumerate() {
+                _mm512_storeu_ps(acc.as_mut_ptr().add(i * NR + 16 * v), *reg);
+            }
         }
     }
 }
@@ -73,6 +79,7 @@ pub unsafe fn microkernel(a: &[u32], b: &[u32], acc: &mut [f32; MR * NR]) {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn as_bh(x: __m512i) -> __m512bh {
-    // SAFETY: both are plain 512-bit vectors.
+    // SAFETY: both are plain 512-bit vectors, and every bit pattern is a
+    // valid value of either.
     unsafe { std::mem::transmute::<__m512i, __m512bh>(x) }
 }

@@ -147,8 +147,10 @@ pub fn gemm_bf16_with(
 /// A raw pointer to C shared by the tile tasks, which write disjoint tiles.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
-// SAFETY: every task writes only the elements of its own tile.
+// SAFETY: every task writes only the elements of its own tile, and C
+// outlives the tasks (the GEMM returns after they end).
 unsafe impl Send for OutPtr {}
+// SAFETY: as for `Send`: no two tasks touch the same element.
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
@@ -158,7 +160,8 @@ impl OutPtr {
     /// # Safety
     /// `offset` must be inside C.
     unsafe fn at(self, offset: isize) -> *mut f32 {
-        self.0.offset(offset)
+        // SAFETY: `offset` is inside C (this function's contract).
+        unsafe { self.0.offset(offset) }
     }
 }
 

@@ -150,7 +150,9 @@ pub fn pack_b_scalar(b: ArrayView2<'_, f32>) -> Packed {
 fn pack_a_with(a: ArrayView2<'_, f32>, simd: bool) -> Packed {
     let (m, k) = a.dim();
     let [rs, cs] = [a.strides()[0], a.strides()[1]];
-    // SAFETY: the view guarantees that (i, kk) with i < m, kk < k is in its buffer.
+    // SAFETY: the view guarantees that (i, kk) with i < m, kk < k is in its
+    // buffer; `simd` is true only where the CPU has the AVX-512 loops' features
+    // (the callers pass `avx512_packing()` or false).
     unsafe { pack(Strided::new(a.as_ptr(), rs, cs), m, k, MR, simd) }
 }
 
@@ -170,8 +172,10 @@ struct Strided {
     k_stride: isize,
 }
 
-// SAFETY: only read, by tasks that pack disjoint panels.
+// SAFETY: the matrix behind the pointer is only read, by tasks that pack
+// disjoint panels, and outlives them (`pack` returns after they end).
 unsafe impl Send for Strided {}
+// SAFETY: as for `Send`: shared use only reads.
 unsafe impl Sync for Strided {}
 
 impl Strided {
@@ -189,9 +193,13 @@ impl Strided {
     /// (index, kk) must be inside the matrix.
     #[inline(always)]
     unsafe fn at(self, index: usize, kk: usize) -> f32 {
-        *self
-            .ptr
-            .offset(index as isize * self.index_stride + kk as isize * self.k_stride)
+        // SAFETY: (index, kk) is inside the matrix (this function's contract),
+        // so its offset is inside the buffer `ptr` points into.
+        unsafe {
+            *self
+                .ptr
+                .offset(index as isize * self.index_stride + kk as isize * self.k_stride)
+        }
     }
 
     /// A pointer to the element (index, kk) (for the AVX-512 loops).
@@ -207,7 +215,9 @@ impl Strided {
     unsafe fn line<'a>(self, index: usize, kk0: usize, count: usize) -> &'a [f32] {
         debug_assert_eq!(self.k_stride, 1);
         let start = index as isize * self.index_stride + kk0 as isize;
-        std::slice::from_raw_parts(self.ptr.offset(start), count)
+        // SAFETY: the `count` values are inside the matrix (this function's
+        // contract) and contiguous (`k_stride == 1`); the matrix is only read.
+        unsafe { std::slice::from_raw_parts(self.ptr.offset(start), count) }
     }
 
     /// `count` indices from `index0` at `kk` (needs `index_stride == 1`).
@@ -216,11 +226,15 @@ impl Strided {
     /// They must be inside the matrix.
     unsafe fn slice_along_index<'a>(self, index0: usize, kk: usize, count: usize) -> &'a [f32] {
         debug_assert_eq!(self.index_stride, 1);
-        std::slice::from_raw_parts(
-            self.ptr
-                .offset(index0 as isize + kk as isize * self.k_stride),
-            count,
-        )
+        // SAFETY: the `count` values are inside the matrix (this function's
+        // contract) and contiguous (`index_stride == 1`); the matrix is only read.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.ptr
+                    .offset(index0 as isize + kk as isize * self.k_stride),
+                count,
+            )
+        }
     }
 }
 
@@ -250,7 +264,8 @@ fn avx512_packing() -> bool {
 /// cover; the caller checks that the CPU has them.
 ///
 /// # Safety
-/// `m` must describe a valid `len x k` matrix.
+/// `m` must describe a valid `len x k` matrix, and `simd` be true only where
+/// the CPU has the AVX-512 loops' features ([`pack_avx512::available`]).
 unsafe fn pack(m: Strided, len: usize, k: usize, width: usize, simd: bool) -> Packed {
     let pairs = k.div_ceil(2);
     let panels = len.div_ceil(width);
@@ -261,7 +276,9 @@ unsafe fn pack(m: Strided, len: usize, k: usize, width: usize, simd: bool) -> Pa
         if k % 2 == 1 {
             let p = k / 2;
             for i in 0..rows {
-                panel[p * width + i] = pair(m.at(q * width + i, 2 * p), 0.0);
+                // SAFETY: index q * width + i < len and k = 2p < K: inside `m`.
+                let x = unsafe { m.at(q * width + i, 2 * p) };
+                panel[p * width + i] = pair(x, 0.0);
             }
         }
     };
@@ -275,7 +292,15 @@ unsafe fn pack(m: Strided, len: usize, k: usize, width: usize, simd: bool) -> Pa
             let first_pair = if simd {
                 // SAFETY: the CPU has the features (`avx512_packing`); each
                 // line holds `k` values; the panel holds `pairs * width` words.
-                pack_avx512::pack_lines(|i| m.ptr(q * width + i, 0), rows, full_pairs, width, panel)
+                unsafe {
+                    pack_avx512::pack_lines(
+                        |i| m.ptr(q * width + i, 0),
+                        rows,
+                        full_pairs,
+                        width,
+                        panel,
+                    )
+                }
             } else {
                 0
             };
@@ -290,7 +315,9 @@ unsafe fn pack(m: Strided, len: usize, k: usize, width: usize, simd: bool) -> Pa
                 let p1 = (p0 + PAIR_BLOCK).min(full_pairs);
                 let block = &mut block[..p1 - p0];
                 for i in 0..rows {
-                    let line = m.line(q * width + i, 2 * p0, 2 * (p1 - p0));
+                    // SAFETY: index q * width + i < len, and k from 2 p0 to
+                    // 2 p1 <= K, contiguous (`k_stride == 1`).
+                    let line = unsafe { m.line(q * width + i, 2 * p0, 2 * (p1 - p0)) };
                     for (word, two) in block.iter_mut().zip(line.chunks_exact(2)) {
                         *word = pair(two[0], two[1]);
                     }
@@ -308,15 +335,29 @@ unsafe fn pack(m: Strided, len: usize, k: usize, width: usize, simd: bool) -> Pa
             let first = if simd {
                 // SAFETY: the CPU has the features; each kk's row holds the
                 // panel's `rows` indices; the panel holds `pairs * width` words.
-                pack_avx512::pack_rows(|kk| m.ptr(q * width, kk), rows, full_pairs, width, panel)
+                unsafe {
+                    pack_avx512::pack_rows(
+                        |kk| m.ptr(q * width, kk),
+                        rows,
+                        full_pairs,
+                        width,
+                        panel,
+                    )
+                }
             } else {
                 0
             };
             #[cfg(not(target_arch = "x86_64"))]
             let first = 0;
             for p in (0..full_pairs).filter(|_| first < rows) {
-                let lo = m.slice_along_index(q * width + first, 2 * p, rows - first);
-                let hi = m.slice_along_index(q * width + first, 2 * p + 1, rows - first);
+                // SAFETY: the indices q * width + first .. q * width + rows
+                // are < len and contiguous (`index_stride == 1`); k = 2p + 1 < K.
+                let (lo, hi) = unsafe {
+                    (
+                        m.slice_along_index(q * width + first, 2 * p, rows - first),
+                        m.slice_along_index(q * width + first, 2 * p + 1, rows - first),
+                    )
+                };
                 let dst = &mut panel[p * width + first..p * width + rows];
                 match rows - first {
                     // fixed lengths, so that the loop is whole vectors
@@ -333,7 +374,9 @@ unsafe fn pack(m: Strided, len: usize, k: usize, width: usize, simd: bool) -> Pa
             for p in 0..full_pairs {
                 for i in 0..rows {
                     let index = q * width + i;
-                    panel[p * width + i] = pair(m.at(index, 2 * p), m.at(index, 2 * p + 1));
+                    // SAFETY: index < len and k = 2p + 1 < K: inside `m`.
+                    let (x0, x1) = unsafe { (m.at(index, 2 * p), m.at(index, 2 * p + 1)) };
+                    panel[p * width + i] = pair(x0, x1);
                 }
             }
         }
@@ -360,13 +403,15 @@ unsafe fn pack(m: Strided, len: usize, k: usize, width: usize, simd: bool) -> Pa
             let full = panels.min((len - g * group * width) / width);
             // SAFETY: the CPU has the features; each kk's row holds the
             // group's `full * width` indices; the chunk holds `full` panels.
-            pack_avx512::pack_row_panels(
-                |kk| m.ptr(g * group * width, kk),
-                full,
-                k / 2,
-                size,
-                chunk,
-            )
+            unsafe {
+                pack_avx512::pack_row_panels(
+                    |kk| m.ptr(g * group * width, kk),
+                    full,
+                    k / 2,
+                    size,
+                    chunk,
+                )
+            }
         } else {
             0
         };

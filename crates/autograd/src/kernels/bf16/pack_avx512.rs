@@ -3,19 +3,20 @@
 //!
 //! The scalar loops round one value at a time and, for a transposed
 //! operand, store one word at a time `width` words apart; packing GPT-2's
-//! `wte^T` ran at 1.6 G values/s, a sixth of what memory allows. Here:
+//! `wte^T` that way runs at 1.6 G values/s, a sixth of what memory allows.
+//! Here:
 //!
 //! - **Rounding**: `vcvtne2ps2bf16` rounds 32 f32 to bf16 in one
 //!   instruction, with the rounding of [`super::convert::f32_to_bf16`]
 //!   (nearest even, NaN quieted, denormals to signed zero: that function
-//!   was written after this instruction's pseudo-code). Its result puts the
+//!   follows this instruction's pseudo-code). Its result puts the
 //!   second operand's 16 values in the low half, so `cvt(x[16..32], x[0..16])`
 //!   is the 16 pair words `(x[2p], x[2p+1])`, low half first: a contiguous
 //!   line of `k` is paired by the rounding itself.
 //! - **Lines of `k`** ([`pack_lines`], A's rows and `W^T`'s columns): 16
 //!   lines give 16 registers of 16 pairs each, and a panel wants the
 //!   transpose (for each pair, the 16 lines side by side), so the 16 x 16
-//!   words are transposed in registers ([`transpose`]) and stored as whole
+//!   words are transposed in registers (`transpose`) and stored as whole
 //!   64-byte rows of the panel.
 //! - **Two rows per pair** ([`pack_rows`], `W` and `dy^T`): the rows `2p`
 //!   and `2p + 1` are rounded together and their halves interleaved by one
@@ -48,6 +49,10 @@ pub fn available() -> bool {
 /// `(lo, hi)` interleaving of `a` and `b` in blocks of `S` words: `lo` is
 /// a's first block, b's first block, a's second, b's second, ... over the
 /// first halves of both, `hi` the same over the second halves.
+///
+/// # Safety
+/// The CPU must have AVX512F ([`available`]); the caller's
+/// `#[target_feature]` is this inlined helper's.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn interleave<const S: u32>(a: __m512i, b: __m512i) -> (__m512i, __m512i) {
@@ -62,12 +67,16 @@ unsafe fn interleave<const S: u32>(a: __m512i, b: __m512i) -> (__m512i, __m512i)
             let source = (block / 2 + half * (8 / S)) * S + within + 16 * (block % 2);
             *word = source as i32;
         }
-        _mm512_loadu_si512(words.as_ptr() as *const __m512i)
+        // SAFETY: AVX512F (this function's contract); `words` is 64 bytes.
+        unsafe { _mm512_loadu_si512(words.as_ptr() as *const __m512i) }
     };
-    (
-        _mm512_permutex2var_epi32(a, index(0), b),
-        _mm512_permutex2var_epi32(a, index(1), b),
-    )
+    // SAFETY: AVX512F (this function's contract).
+    unsafe {
+        (
+            _mm512_permutex2var_epi32(a, index(0), b),
+            _mm512_permutex2var_epi32(a, index(1), b),
+        )
+    }
 }
 
 /// Transposes `R` rows (16 or 8) of 16 words in four (or three) rounds of
@@ -79,37 +88,59 @@ unsafe fn interleave<const S: u32>(a: __m512i, b: __m512i) -> (__m512i, __m512i)
 /// lowest), all 16 rows in order. With 8 rows, register `i` holds the
 /// columns `2 bitrev3(i)` and `2 bitrev3(i) + 1`, 8 rows each: the layout of
 /// two consecutive pairs of an 8-wide panel.
+///
+/// # Safety
+/// The CPU must have AVX512F ([`available`]), as for [`interleave`].
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn transpose<const R: usize>(regs: &mut [__m512i; R]) {
+    /// One round: blocks of `S` words.
+    ///
+    /// # Safety
+    /// As for [`transpose`].
     unsafe fn round<const R: usize, const S: u32>(regs: &mut [__m512i; R]) {
         let mut next = *regs;
         for a in 0..R / 2 {
-            let (lo, hi) = interleave::<S>(regs[2 * a], regs[2 * a + 1]);
+            // SAFETY: AVX512F (this function's contract).
+            let (lo, hi) = unsafe { interleave::<S>(regs[2 * a], regs[2 * a + 1]) };
             next[a] = lo;
             next[R / 2 + a] = hi;
         }
         *regs = next;
     }
-    round::<R, 1>(regs);
-    round::<R, 2>(regs);
-    round::<R, 4>(regs);
-    if R == 16 {
-        round::<R, 8>(regs);
+    // SAFETY: AVX512F (this function's contract).
+    unsafe {
+        round::<R, 1>(regs);
+        round::<R, 2>(regs);
+        round::<R, 4>(regs);
+        if R == 16 {
+            round::<R, 8>(regs);
+        }
     }
 }
 
 /// The 16 pair words `(x[2p], x[2p + 1])`, p < 16, of the 32 f32 at `x`.
+///
+/// # Safety
+/// The CPU must have AVX512F and AVX512_BF16 ([`available`]); `x` must be
+/// valid for reading 32 floats.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn pair_words(x: *const f32) -> __m512i {
-    let (lo, hi) = (_mm512_loadu_ps(x), _mm512_loadu_ps(x.add(16)));
-    std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo))
+    // SAFETY: the features and the 32 floats at `x` are this function's
+    // contract; the transmute is between two 512-bit vectors.
+    unsafe {
+        let (lo, hi) = (_mm512_loadu_ps(x), _mm512_loadu_ps(x.add(16)));
+        std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo))
+    }
 }
 
 /// The `vpermw` index that interleaves the halves of a rounding of two
 /// rows: word `j` of `vcvtne2ps2bf16(hi, lo)` is `lo[j]` (j < 16) or `hi[j -
 /// 16]`, and word `2j` of the result takes `lo[j]`, word `2j + 1` `hi[j]`.
+///
+/// # Safety
+/// The CPU must have AVX512F ([`available`]).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn halves_to_pairs() -> __m512i {
@@ -117,18 +148,27 @@ unsafe fn halves_to_pairs() -> __m512i {
     for (w, x) in index.iter_mut().enumerate() {
         *x = (w / 2 + 16 * (w % 2)) as i16;
     }
-    _mm512_loadu_si512(index.as_ptr() as *const __m512i)
+    // SAFETY: AVX512F (this function's contract); `index` is 64 bytes.
+    unsafe { _mm512_loadu_si512(index.as_ptr() as *const __m512i) }
 }
 
 /// The 16 pair words `(lo[j], hi[j])`, j < 16, of two rows.
+///
+/// # Safety
+/// The CPU must have AVX512F, BW and BF16 ([`available`]); `lo` and `hi`
+/// must be valid for reading 16 floats each.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn pair_rows(lo: *const f32, hi: *const f32, halves_to_pairs: __m512i) -> __m512i {
-    let halves = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(hi), _mm512_loadu_ps(lo));
-    _mm512_permutexvar_epi16(
-        halves_to_pairs,
-        std::mem::transmute::<__m512bh, __m512i>(halves),
-    )
+    // SAFETY: the features and the 16 floats at `lo` and at `hi` are this
+    // function's contract; the transmute is between two 512-bit vectors.
+    unsafe {
+        let halves = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(hi), _mm512_loadu_ps(lo));
+        _mm512_permutexvar_epi16(
+            halves_to_pairs,
+            std::mem::transmute::<__m512bh, __m512i>(halves),
+        )
+    }
 }
 
 /// Packs the pairs `0 .. 16 * (full_pairs / 16)` of one panel whose
@@ -150,39 +190,48 @@ pub unsafe fn pack_lines(
 ) -> usize {
     let blocks = full_pairs / 16;
     let out = panel.as_mut_ptr();
-    match width {
-        48 => {
-            for group in 0..3 {
-                let lines = rows.saturating_sub(16 * group).min(16);
+    // SAFETY: the features are this function's contract. Reads: block
+    // `block` of line `r` is its floats 32 block .. 32 block + 32, inside the
+    // `2 * full_pairs` floats of a line `r < rows`. Writes: pair `pair <
+    // 16 blocks` of the panel is its words `pair * width ..`, which it holds.
+    unsafe {
+        match width {
+            48 => {
+                for group in 0..3 {
+                    let lines = rows.saturating_sub(16 * group).min(16);
+                    for block in 0..blocks {
+                        let mut regs = [_mm512_setzero_si512(); 16];
+                        for (r, reg) in regs.iter_mut().enumerate().take(lines) {
+                            *reg = pair_words(line(16 * group + r).add(32 * block));
+                        }
+                        transpose(&mut regs);
+                        for (i, reg) in regs.iter().enumerate() {
+                            let j = (i as u32).reverse_bits() >> 28;
+                            let pair = 16 * block + j as usize;
+                            _mm512_storeu_si512(
+                                out.add(pair * 48 + 16 * group) as *mut __m512i,
+                                *reg,
+                            );
+                        }
+                    }
+                }
+            }
+            8 => {
                 for block in 0..blocks {
-                    let mut regs = [_mm512_setzero_si512(); 16];
-                    for (r, reg) in regs.iter_mut().enumerate().take(lines) {
-                        *reg = pair_words(line(16 * group + r).add(32 * block));
+                    let mut regs = [_mm512_setzero_si512(); 8];
+                    for (r, reg) in regs.iter_mut().enumerate().take(rows.min(8)) {
+                        *reg = pair_words(line(r).add(32 * block));
                     }
                     transpose(&mut regs);
                     for (i, reg) in regs.iter().enumerate() {
-                        let j = (i as u32).reverse_bits() >> 28;
+                        let j = 2 * ((i as u32).reverse_bits() >> 29);
                         let pair = 16 * block + j as usize;
-                        _mm512_storeu_si512(out.add(pair * 48 + 16 * group) as *mut __m512i, *reg);
+                        _mm512_storeu_si512(out.add(pair * 8) as *mut __m512i, *reg);
                     }
                 }
             }
+            _ => return 0,
         }
-        8 => {
-            for block in 0..blocks {
-                let mut regs = [_mm512_setzero_si512(); 8];
-                for (r, reg) in regs.iter_mut().enumerate().take(rows.min(8)) {
-                    *reg = pair_words(line(r).add(32 * block));
-                }
-                transpose(&mut regs);
-                for (i, reg) in regs.iter().enumerate() {
-                    let j = 2 * ((i as u32).reverse_bits() >> 29);
-                    let pair = 16 * block + j as usize;
-                    _mm512_storeu_si512(out.add(pair * 8) as *mut __m512i, *reg);
-                }
-            }
-        }
-        _ => return 0,
     }
     16 * blocks
 }
@@ -209,13 +258,19 @@ pub unsafe fn pack_rows(
         return 0;
     }
     let out = panel.as_mut_ptr();
-    let index = halves_to_pairs();
     let groups = rows / 16;
-    for p in 0..full_pairs {
-        let (lo_row, hi_row) = (row(2 * p), row(2 * p + 1));
-        for g in 0..groups {
-            let words = pair_rows(lo_row.add(16 * g), hi_row.add(16 * g), index);
-            _mm512_storeu_si512(out.add(p * 48 + 16 * g) as *mut __m512i, words);
+    // SAFETY: the features are this function's contract. Reads: group `g`
+    // is the floats 16 g .. 16 g + 16 < `rows` of rows 2p and 2p + 1 < 2
+    // `full_pairs`. Writes: the 16 words of pair `p` at 16 g in the panel's
+    // 48, for a full pair.
+    unsafe {
+        let index = halves_to_pairs();
+        for p in 0..full_pairs {
+            let (lo_row, hi_row) = (row(2 * p), row(2 * p + 1));
+            for g in 0..groups {
+                let words = pair_rows(lo_row.add(16 * g), hi_row.add(16 * g), index);
+                _mm512_storeu_si512(out.add(p * 48 + 16 * g) as *mut __m512i, words);
+            }
         }
     }
     16 * groups
@@ -244,18 +299,24 @@ pub unsafe fn pack_row_panels(
     assert!(chunk.len() >= panels * panel_words && panel_words >= 8 * full_pairs);
     let size = panel_words;
     let out = chunk.as_mut_ptr();
-    let index = halves_to_pairs();
-    for p in 0..full_pairs {
-        let (lo_row, hi_row) = (row(2 * p), row(2 * p + 1));
-        for t in 0..two_panels {
-            // words 0..8: the indices of the first panel, 8..16 the second's
-            let words = pair_rows(lo_row.add(16 * t), hi_row.add(16 * t), index);
-            let first = out.add(2 * t * size + p * 8);
-            _mm256_storeu_si256(first as *mut __m256i, _mm512_castsi512_si256(words));
-            _mm256_storeu_si256(
-                first.add(size) as *mut __m256i,
-                _mm512_extracti64x4_epi64::<1>(words),
-            );
+    // SAFETY: the features are this function's contract. Reads: the floats
+    // 16 t .. 16 t + 16 < 8 `panels` of rows 2p and 2p + 1 < 2 `full_pairs`.
+    // Writes: 8 words at pair `p` of panels 2t and 2t + 1 < `panels`, inside
+    // their `panel_words` (asserted above).
+    unsafe {
+        let index = halves_to_pairs();
+        for p in 0..full_pairs {
+            let (lo_row, hi_row) = (row(2 * p), row(2 * p + 1));
+            for t in 0..two_panels {
+                // words 0..8: the indices of the first panel, 8..16 the second's
+                let words = pair_rows(lo_row.add(16 * t), hi_row.add(16 * t), index);
+                let first = out.add(2 * t * size + p * 8);
+                _mm256_storeu_si256(first as *mut __m256i, _mm512_castsi512_si256(words));
+                _mm256_storeu_si256(
+                    first.add(size) as *mut __m256i,
+                    _mm512_extracti64x4_epi64::<1>(words),
+                );
+            }
         }
     }
     2 * two_panels
