@@ -11,14 +11,13 @@
 //! `F.cross_entropy(logits[:, :-1], labels[:, 1:], ignore_index=-100)`:
 //! the mean over every scored token of the batch.
 
-use autograd::{Float, Tape, Var};
+#![allow(dead_code)] // each test file uses a part of it
 
+use autograd::{Float, Tape, Var};
 use transformer::{Gpt, GptParams};
 
 /// The target of a position that is not scored: [`autograd::IGNORE_INDEX`].
 pub use autograd::IGNORE_INDEX as IGNORE;
-
-#[allow(dead_code)] // each test file uses part of it
 
 /// A right-padded batch of sequences with shifted targets.
 #[derive(Debug, Clone, PartialEq, Eq)]
