@@ -7,7 +7,7 @@
 //! recursive-summation bound gives
 //!
 //! ```text
-//! |c - c_exact| <= (K + 2) u (sum_k |a_ik b_kj| + |beta c_ij|)      u = 2^-24
+//! |c - c_exact| <= (K + 2) u (|alpha| sum_k |a_ik b_kj| + |beta c_ij|)      u = 2^-24
 //! ```
 //!
 //! (to first order; the test allows 1% on top).
