@@ -12,8 +12,8 @@
 use dpo::data::{
     check_max_prompt_length, collate_pairs, collate_sft, default_max_prompt_length, eval_split,
     length_grouped_batches, load_preferences, load_sft, padding_share, scored_tokens,
-    shuffled_batches, truncate_pair, truncate_preferences, truncate_sft, truncate_sft_rows,
-    BadLine, DataError, LoadReport, PreferenceRow, SftRow, IGNORE_INDEX,
+    shuffled_batches, truncate_row, truncate_rows, BadLine, DataError, LoadReport, PreferenceRow,
+    SftRow, IGNORE_INDEX,
 };
 use serde_json::Value;
 use std::collections::HashSet;
@@ -800,7 +800,7 @@ fn shared_sft_file_truncates_and_scores_as_the_reference() {
     let block_size = case["config"]["block_size"].as_u64().unwrap() as usize;
     let (rows, _) = load_sft(&vectors.join("sft/sft.jsonl"), &ByteTokenizer, vocab, false).unwrap();
     assert_eq!(rows.len() as u64, expected["rows"].as_u64().unwrap());
-    let (rows, report) = truncate_sft_rows(
+    let (rows, report) = truncate_rows(
         &rows,
         block_size,
         default_max_prompt_length(block_size),
@@ -844,7 +844,7 @@ fn shared_truncate_case_matches_the_reference_row_by_row() {
     for (max_prompt_length, key, eval_file) in variants {
         for (row, expected) in rows.iter().zip(expected_rows.as_array().unwrap()) {
             let want = &expected[key];
-            let (cut, truncated) = truncate_pair(row, block_size, max_prompt_length);
+            let (cut, truncated) = truncate_row(row, block_size, max_prompt_length);
             let what = format!(
                 "row {} ({}), P = {max_prompt_length}",
                 expected["row"], expected["tests"]
@@ -856,7 +856,7 @@ fn shared_truncate_case_matches_the_reference_row_by_row() {
             assert_eq!(cut.line, row.line);
         }
         let (cut_rows, report) =
-            truncate_preferences(&rows, block_size, max_prompt_length, false).unwrap();
+            truncate_rows(&rows, block_size, max_prompt_length, false).unwrap();
         assert_eq!(cut_rows.len(), rows.len());
         let eval = read_json(&dir.join(eval_file));
         assert_eq!(
@@ -903,28 +903,28 @@ fn truncation_branches() {
     assert_eq!(p, 5);
     // Fits exactly: untouched even with a prompt longer than P.
     let row = pair(&seq(7, 0), &seq(3, 100), &seq(1, 200));
-    assert_eq!(truncate_pair(&row, block, p), (row.clone(), false));
+    assert_eq!(truncate_row(&row, block, p), (row.clone(), false));
     // Long prompt, short responses: the prompt keeps its last P tokens.
     let row = pair(&seq(9, 0), &seq(3, 100), &seq(2, 200));
-    let (cut, truncated) = truncate_pair(&row, block, p);
+    let (cut, truncated) = truncate_row(&row, block, p);
     assert!(truncated);
     assert_eq!(cut, pair(&seq(5, 4), &seq(3, 100), &seq(2, 200)));
     // Short prompt kept whole, the long response cut from the right.
     let row = pair(&seq(3, 0), &seq(20, 100), &seq(2, 200));
     assert_eq!(
-        truncate_pair(&row, block, p).0,
+        truncate_row(&row, block, p).0,
         pair(&seq(3, 0), &seq(7, 100), &seq(2, 200))
     );
     // Both cut, and both responses see the same prompt.
     let row = pair(&seq(8, 0), &seq(20, 100), &seq(30, 200));
     assert_eq!(
-        truncate_pair(&row, block, p).0,
+        truncate_row(&row, block, p).0,
         pair(&seq(5, 3), &seq(5, 100), &seq(5, 200))
     );
     // Empty prompt: a response cut to the block.
     let row = pair(&[], &seq(12, 100), &seq(3, 200));
     assert_eq!(
-        truncate_pair(&row, block, p).0,
+        truncate_row(&row, block, p).0,
         pair(&[], &seq(10, 100), &seq(3, 200))
     );
 
@@ -934,7 +934,7 @@ fn truncation_branches() {
         completion: seq(15, 0),
         line: 3,
     };
-    let (cut, truncated) = truncate_sft(&text, block, p);
+    let (cut, truncated) = truncate_row(&text, block, p);
     assert!(truncated);
     assert_eq!(
         cut,
@@ -950,7 +950,7 @@ fn truncation_branches() {
         line: 1,
     };
     assert_eq!(
-        truncate_sft(&row, block, p).0,
+        truncate_row(&row, block, p).0,
         SftRow {
             prompt: seq(5, 3),
             completion: seq(4, 100),
@@ -962,7 +962,7 @@ fn truncation_branches() {
         completion: seq(8, 100),
         line: 1,
     };
-    assert_eq!(truncate_sft(&row, block, p), (row.clone(), false));
+    assert_eq!(truncate_row(&row, block, p), (row.clone(), false));
 }
 
 #[test]
@@ -976,7 +976,7 @@ fn max_prompt_length_must_be_below_block_size() {
             block_size: 16
         }
     ));
-    assert!(truncate_preferences(&[pair(&[1], &[2], &[3])], 8, 8, false).is_err());
+    assert!(truncate_rows(&[pair(&[1], &[2], &[3])], 8, 8, false).is_err());
 }
 
 #[test]
@@ -986,7 +986,7 @@ fn a_row_left_without_a_scored_token_is_refused_or_skipped() {
     bad.line = 7;
     let good = pair(&[1; 2], &[2, 2], &[3; 3]);
     let rows = [good.clone(), bad];
-    let err = truncate_preferences(&rows, 8, 0, false).unwrap_err();
+    let err = truncate_rows(&rows, 8, 0, false).unwrap_err();
     assert_eq!(err.line(), Some(7));
     assert!(
         matches!(
@@ -998,7 +998,7 @@ fn a_row_left_without_a_scored_token_is_refused_or_skipped() {
         ),
         "{err}"
     );
-    let (kept, report) = truncate_preferences(&rows, 8, 0, true).unwrap();
+    let (kept, report) = truncate_rows(&rows, 8, 0, true).unwrap();
     assert_eq!(kept, vec![good]);
     assert_eq!(
         (
@@ -1009,16 +1009,14 @@ fn a_row_left_without_a_scored_token_is_refused_or_skipped() {
         (1, 1, vec![7])
     );
     // The same row with P >= 1 keeps one prompt token and is fine.
-    assert_eq!(truncate_preferences(&rows, 8, 1, false).unwrap().0.len(), 2);
+    assert_eq!(truncate_rows(&rows, 8, 1, false).unwrap().0.len(), 2);
     let sft_rows = [SftRow {
         prompt: vec![1; 9],
         completion: vec![5],
         line: 2,
     }];
     assert_eq!(
-        truncate_sft_rows(&sft_rows, 4, 0, false)
-            .unwrap_err()
-            .line(),
+        truncate_rows(&sft_rows, 4, 0, false).unwrap_err().line(),
         Some(2)
     );
 }

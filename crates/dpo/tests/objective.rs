@@ -7,8 +7,8 @@ use std::io::Write;
 
 use autograd::{Precision, Tape};
 use dpo::data::{
-    collate_pairs, epoch_batches, load_preferences, padding_share, prepare_rows,
-    truncate_preferences, DataError, PairLayout, PreferenceRow, SftRow,
+    collate_pairs, epoch_batches, load_preferences, padding_share, prepare_rows, truncate_rows,
+    DataError, PairLayout, PreferenceRow, SftRow,
 };
 use dpo::loss::{dpo_loss, DpoLossConfig, LossType};
 use dpo::objective::{metric, sft_batch_loss, DpoObjective, Objective, SftObjective};
@@ -96,7 +96,7 @@ fn prepare_rows_is_load_then_truncate() {
     let prepared =
         prepare_rows::<PreferenceRow>(file.path(), &ByteTokenizer, 256, 12, 6, false).unwrap();
     let (loaded, load) = load_preferences(file.path(), &ByteTokenizer, 256, false).unwrap();
-    let (truncated, report) = truncate_preferences(&loaded, 12, 6, false).unwrap();
+    let (truncated, report) = truncate_rows(&loaded, 12, 6, false).unwrap();
     assert_eq!(prepared.rows, truncated);
     assert_eq!(prepared.load, load);
     assert_eq!(prepared.truncation, report);

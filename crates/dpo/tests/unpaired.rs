@@ -6,8 +6,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use dpo::data::{
-    kl_partners, kl_sequences, load_unpaired, prepare_rows, truncate_unpaired_rows, BadLine,
-    DataError, UnpairedRow,
+    kl_partners, kl_sequences, load_unpaired, prepare_rows, truncate_rows, BadLine, DataError,
+    UnpairedRow,
 };
 use transformer::ByteTokenizer;
 
@@ -167,7 +167,7 @@ fn truncation_keeps_the_end_of_the_prompt_and_cuts_the_completion() {
         row(&[1, 2, 3, 4, 5, 6], &[7, 8, 9, 10, 11, 12, 13], false, 1),
         row(&[1, 2], &[3, 4, 5], true, 2),
     ];
-    let (cut, report) = truncate_unpaired_rows(&rows, 8, 3, false).unwrap();
+    let (cut, report) = truncate_rows(&rows, 8, 3, false).unwrap();
     assert_eq!(cut[0], row(&[4, 5, 6], &[7, 8, 9, 10, 11], false, 1));
     assert_eq!(cut[1], rows[1]);
     assert_eq!(report.truncated, 1);
@@ -177,10 +177,10 @@ fn truncation_keeps_the_end_of_the_prompt_and_cuts_the_completion() {
         rows[1].clone(),
     ];
     assert!(matches!(
-        truncate_unpaired_rows(&rows, 8, 0, false),
+        truncate_rows(&rows, 8, 0, false),
         Err(DataError::NoScoredTokenAfterTruncation { line: 4, .. })
     ));
-    let (kept, report) = truncate_unpaired_rows(&rows, 8, 0, true).unwrap();
+    let (kept, report) = truncate_rows(&rows, 8, 0, true).unwrap();
     assert_eq!((kept.len(), report.skipped), (1, 1));
 }
 

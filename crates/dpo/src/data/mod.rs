@@ -8,10 +8,10 @@
 //!    bad line with its 1-based line number before anything is trained
 //!    ([`DataError`] prints `path:LINE: message`). With `skip_invalid` the
 //!    bad rows are skipped and counted in a [`LoadReport`] instead.
-//! 2. [`truncate_preferences`] / [`truncate_sft_rows`] (per row:
-//!    [`truncate_pair`], [`truncate_sft`]) fit each row into the block with
-//!    the contract's keep-the-end-of-the-prompt rule.
-//!    [`prepare_rows`] runs steps 1 and 2 for either kind of row ([`TrainingRow`]).
+//! 2. [`truncate_rows`] (per row: [`truncate_row`]) fits each row into the
+//!    block with the contract's keep-the-end-of-the-prompt rule, through the
+//!    row trait [`TrainingRow`] (a prompt and the responses scored after it).
+//!    [`prepare_rows`] runs steps 1 and 2 for any kind of row.
 //! 3. [`eval_split`] holds rows out; [`epoch_batches`] ([`shuffled_batches`]
 //!    or [`length_grouped_batches`]) chooses which rows go together.
 //! 4. [`collate_pairs`] / [`collate_sft`] lay a batch out as right-padded ids
@@ -43,10 +43,10 @@ pub use split::{
     epoch_batches, eval_split, length_grouped_batches, padding_share, shuffled_batches,
 };
 pub use truncate::{
-    check_max_prompt_length, default_max_prompt_length, truncate_pair, truncate_preferences,
-    truncate_sft, truncate_sft_rows, TruncationReport,
+    check_max_prompt_length, default_max_prompt_length, truncate_row, truncate_rows,
+    TruncationReport,
 };
-pub use unpaired::{kl_partners, kl_sequences, load_unpaired, truncate_unpaired_rows, UnpairedRow};
+pub use unpaired::{kl_partners, kl_sequences, load_unpaired, UnpairedRow};
 
 use std::fmt;
 

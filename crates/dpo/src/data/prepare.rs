@@ -6,8 +6,8 @@ use std::path::Path;
 use transformer::Tokenizer;
 
 use super::{
-    load_preferences, load_sft, truncate_preferences, truncate_sft_rows, DataError, LoadReport,
-    PreferenceRow, SftRow, TruncationReport,
+    load_preferences, load_sft, truncate_rows, DataError, LoadReport, PreferenceRow, SftRow,
+    TruncationReport,
 };
 
 /// Reads and validates a file of rows: `(path, tokenizer, vocab_size,
@@ -15,40 +15,83 @@ use super::{
 pub type LoadFn<R> =
     fn(&Path, &dyn Tokenizer, usize, bool) -> Result<(Vec<R>, LoadReport), DataError>;
 
-/// Fits rows into the block: `(rows, block_size, max_prompt_length,
-/// skip_invalid)` -> the rows and what was cut or skipped.
-pub type TruncateFn<R> =
-    fn(&[R], usize, usize, bool) -> Result<(Vec<R>, TruncationReport), DataError>;
-
-/// A kind of row a data file holds: preference pairs or supervised rows.
+/// A kind of row a data file holds: preference pairs, supervised rows or
+/// unpaired (KTO) rows. Each is a prompt followed by one or more responses
+/// scored after it; loading, truncation and batching read them through this.
 pub trait TrainingRow: Clone + Send + Sync + Sized {
-    /// How a file of such rows is read ([`load_preferences`], [`load_sft`]).
+    /// How a file of such rows is read ([`load_preferences`], [`load_sft`],
+    /// [`super::load_unpaired`]).
     const LOAD: LoadFn<Self>;
 
-    /// How such rows are fitted into the block ([`truncate_preferences`],
-    /// [`truncate_sft_rows`]).
-    const TRUNCATE: TruncateFn<Self>;
+    /// The prompt's ids.
+    fn prompt(&self) -> &[u32];
 
-    /// The length of the row's longest sequence: what it adds to the padded
-    /// length of a batch (the key of length-grouped batching).
-    fn padded_len(&self) -> usize;
+    /// Each response scored after the prompt, under its field name
+    /// (`chosen` and `rejected`, or `completion`).
+    fn responses(&self) -> Vec<(&'static str, &[u32])>;
+
+    /// The row with its prompt from `prompt_start` on and each response cut
+    /// to its first `keep` tokens (truncation).
+    fn cut(&self, prompt_start: usize, keep: usize) -> Self;
+
+    /// 1-based line of the row in its file (for error messages).
+    fn line(&self) -> usize;
+
+    /// The length of the row's longest sequence, prompt + longest response:
+    /// what it adds to the padded length of a batch (the key of
+    /// length-grouped batching).
+    fn padded_len(&self) -> usize {
+        let longest = self.responses().iter().map(|(_, r)| r.len()).max();
+        self.prompt().len() + longest.unwrap_or(0)
+    }
 }
 
 impl TrainingRow for PreferenceRow {
     const LOAD: LoadFn<Self> = load_preferences;
-    const TRUNCATE: TruncateFn<Self> = truncate_preferences;
 
-    fn padded_len(&self) -> usize {
-        self.max_sequence_len()
+    fn prompt(&self) -> &[u32] {
+        &self.prompt
+    }
+
+    fn responses(&self) -> Vec<(&'static str, &[u32])> {
+        vec![("chosen", &self.chosen), ("rejected", &self.rejected)]
+    }
+
+    fn cut(&self, prompt_start: usize, keep: usize) -> Self {
+        PreferenceRow {
+            prompt: self.prompt[prompt_start..].to_vec(),
+            chosen: self.chosen[..keep.min(self.chosen.len())].to_vec(),
+            rejected: self.rejected[..keep.min(self.rejected.len())].to_vec(),
+            line: self.line,
+        }
+    }
+
+    fn line(&self) -> usize {
+        self.line
     }
 }
 
 impl TrainingRow for SftRow {
     const LOAD: LoadFn<Self> = load_sft;
-    const TRUNCATE: TruncateFn<Self> = truncate_sft_rows;
 
-    fn padded_len(&self) -> usize {
-        self.sequence_len()
+    fn prompt(&self) -> &[u32] {
+        &self.prompt
+    }
+
+    fn responses(&self) -> Vec<(&'static str, &[u32])> {
+        vec![("completion", &self.completion)]
+    }
+
+    fn cut(&self, prompt_start: usize, keep: usize) -> Self {
+        SftRow {
+            prompt: self.prompt[prompt_start..].to_vec(),
+            completion: self.completion[..keep.min(self.completion.len())].to_vec(),
+            line: self.line,
+        }
+    }
+
+    fn line(&self) -> usize {
+        self.line
     }
 }
 
@@ -65,7 +108,7 @@ pub struct PreparedRows<R> {
 
 /// Loads `path` ([`TrainingRow::LOAD`]), then truncates every row into
 /// `block_size` with a prompt budget of `max_prompt_length`
-/// ([`TrainingRow::TRUNCATE`]). A file left with no row is an error.
+/// ([`truncate_rows`]). A file left with no row is an error.
 pub fn prepare_rows<R: TrainingRow>(
     path: &Path,
     tokenizer: &dyn Tokenizer,
@@ -75,7 +118,7 @@ pub fn prepare_rows<R: TrainingRow>(
     skip_invalid: bool,
 ) -> Result<PreparedRows<R>, DataError> {
     let (rows, load) = R::LOAD(path, tokenizer, vocab_size, skip_invalid)?;
-    let (rows, truncation) = R::TRUNCATE(&rows, block_size, max_prompt_length, skip_invalid)?;
+    let (rows, truncation) = truncate_rows(&rows, block_size, max_prompt_length, skip_invalid)?;
     if rows.is_empty() {
         return Err(DataError::NoRows {
             path: path.display().to_string(),

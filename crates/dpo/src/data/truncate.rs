@@ -2,8 +2,9 @@
 //! reference's `truncate_row`), the behaviour of the original DPO code and of
 //! TRL's `DPOTrainer` up to 0.28 with `truncation_mode="keep_end"`.
 
+use super::prepare::TrainingRow;
 use super::rows::scored_tokens;
-use super::{write_lines, DataError, PreferenceRow, SftRow, MAX_REPORTED_LINES};
+use super::{write_lines, DataError, MAX_REPORTED_LINES};
 use std::fmt;
 
 /// The default prompt budget: `block_size / 2` (integer division).
@@ -50,53 +51,28 @@ fn plan_cut(
     Some((prompt_start, response_keep))
 }
 
-/// Fits a preference row into `block_size`. Chosen and rejected keep the same
-/// prompt (the partition function cancels only for the same prompt), so the
-/// row is cut as a whole when its longer sequence does not fit. Returns the
-/// row and whether anything was cut.
+/// Fits a row into `block_size` by the rule of [`plan_cut`], applied to its
+/// prompt and its longest response. A preference row is cut as a whole:
+/// chosen and rejected keep the same prompt (the partition function cancels
+/// only for the same prompt); an SFT or unpaired row's one response is its
+/// completion, so a `text` row (empty prompt) is cut from the right to
+/// `block_size`. Returns the row and whether anything was cut.
 ///
 /// Panics if `max_prompt_length >= block_size` (see [`check_max_prompt_length`]).
-pub fn truncate_pair(
-    row: &PreferenceRow,
+pub fn truncate_row<R: TrainingRow>(
+    row: &R,
     block_size: usize,
     max_prompt_length: usize,
-) -> (PreferenceRow, bool) {
-    let longest = row.chosen.len().max(row.rejected.len());
-    match plan_cut(row.prompt.len(), longest, block_size, max_prompt_length) {
+) -> (R, bool) {
+    let longest = row
+        .responses()
+        .iter()
+        .map(|(_, r)| r.len())
+        .max()
+        .unwrap_or(0);
+    match plan_cut(row.prompt().len(), longest, block_size, max_prompt_length) {
         None => (row.clone(), false),
-        Some((prompt_start, keep)) => {
-            let cut = PreferenceRow {
-                prompt: row.prompt[prompt_start..].to_vec(),
-                chosen: row.chosen[..keep.min(row.chosen.len())].to_vec(),
-                rejected: row.rejected[..keep.min(row.rejected.len())].to_vec(),
-                line: row.line,
-            };
-            (cut, true)
-        }
-    }
-}
-
-/// Fits an SFT row into `block_size` by the same rule, the completion being
-/// the one response; a `text` row (empty prompt) is thereby cut from the
-/// right to `block_size`. Returns the row and whether anything was cut.
-///
-/// Panics if `max_prompt_length >= block_size` (see [`check_max_prompt_length`]).
-pub fn truncate_sft(row: &SftRow, block_size: usize, max_prompt_length: usize) -> (SftRow, bool) {
-    match plan_cut(
-        row.prompt.len(),
-        row.completion.len(),
-        block_size,
-        max_prompt_length,
-    ) {
-        None => (row.clone(), false),
-        Some((prompt_start, keep)) => {
-            let cut = SftRow {
-                prompt: row.prompt[prompt_start..].to_vec(),
-                completion: row.completion[..keep.min(row.completion.len())].to_vec(),
-                line: row.line,
-            };
-            (cut, true)
-        }
+        Some((prompt_start, keep)) => (row.cut(prompt_start, keep), true),
     }
 }
 
@@ -161,49 +137,30 @@ pub(super) fn check_scored_after_truncation(
     Ok(())
 }
 
-/// Truncates every preference row ([`truncate_pair`]) and counts the cut rows.
-/// A row left with an unscored response is an error, or with `skip_invalid`
-/// is dropped and counted (so the result can be empty: the caller decides).
-pub fn truncate_preferences(
-    rows: &[PreferenceRow],
+/// Truncates every row ([`truncate_row`]) and counts the cut rows. A row
+/// left with an unscored response is an error, or with `skip_invalid` is
+/// dropped and counted (so the result can be empty: the caller decides).
+pub fn truncate_rows<R: TrainingRow>(
+    rows: &[R],
     block_size: usize,
     max_prompt_length: usize,
     skip_invalid: bool,
-) -> Result<(Vec<PreferenceRow>, TruncationReport), DataError> {
+) -> Result<(Vec<R>, TruncationReport), DataError> {
     check_max_prompt_length(block_size, max_prompt_length)?;
     let mut report = TruncationReport::default();
     let mut kept = Vec::with_capacity(rows.len());
     for row in rows {
-        let (row, truncated) = truncate_pair(row, block_size, max_prompt_length);
+        let (row, truncated) = truncate_row(row, block_size, max_prompt_length);
         report.truncated += usize::from(truncated);
-        let responses = [("chosen", &row.chosen[..]), ("rejected", &row.rejected[..])];
-        match check_scored_after_truncation(row.line, &row.prompt, &responses, max_prompt_length) {
+        let checked = check_scored_after_truncation(
+            row.line(),
+            row.prompt(),
+            &row.responses(),
+            max_prompt_length,
+        );
+        match checked {
             Ok(()) => kept.push(row),
-            Err(_) if skip_invalid => report.skip(row.line),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok((kept, report))
-}
-
-/// Truncates every SFT row ([`truncate_sft`]) and counts the cut rows; rows
-/// left with nothing to score as in [`truncate_preferences`].
-pub fn truncate_sft_rows(
-    rows: &[SftRow],
-    block_size: usize,
-    max_prompt_length: usize,
-    skip_invalid: bool,
-) -> Result<(Vec<SftRow>, TruncationReport), DataError> {
-    check_max_prompt_length(block_size, max_prompt_length)?;
-    let mut report = TruncationReport::default();
-    let mut kept = Vec::with_capacity(rows.len());
-    for row in rows {
-        let (row, truncated) = truncate_sft(row, block_size, max_prompt_length);
-        report.truncated += usize::from(truncated);
-        let responses = [("completion", &row.completion[..])];
-        match check_scored_after_truncation(row.line, &row.prompt, &responses, max_prompt_length) {
-            Ok(()) => kept.push(row),
-            Err(_) if skip_invalid => report.skip(row.line),
+            Err(_) if skip_invalid => report.skip(row.line()),
             Err(e) => return Err(e),
         }
     }

@@ -11,10 +11,9 @@
 //! response, truncated like an SFT completion.
 
 use super::jsonl::{read_rows, JsonRow};
-use super::prepare::{LoadFn, TrainingRow, TruncateFn};
+use super::prepare::{LoadFn, TrainingRow};
 use super::rows::{check_form, check_scored, prompt_and_completion};
-use super::truncate::{check_max_prompt_length, check_scored_after_truncation, truncate_sft};
-use super::{BadLine, DataError, LoadReport, SftRow, TruncationReport};
+use super::{BadLine, DataError, LoadReport, SftRow};
 use serde_json::Value;
 use std::path::Path;
 use transformer::Tokenizer;
@@ -93,42 +92,28 @@ pub fn load_unpaired(
     })
 }
 
-/// Truncates every unpaired row by the SFT rule ([`truncate_sft`]: the
-/// completion is the one response) and counts the cut rows; rows left with
-/// nothing to score as in [`super::truncate_preferences`].
-pub fn truncate_unpaired_rows(
-    rows: &[UnpairedRow],
-    block_size: usize,
-    max_prompt_length: usize,
-    skip_invalid: bool,
-) -> Result<(Vec<UnpairedRow>, TruncationReport), DataError> {
-    check_max_prompt_length(block_size, max_prompt_length)?;
-    let mut report = TruncationReport::default();
-    let mut kept = Vec::with_capacity(rows.len());
-    for row in rows {
-        let (cut, truncated) = truncate_sft(&row.to_sequence(), block_size, max_prompt_length);
-        report.truncated += usize::from(truncated);
-        let responses = [("completion", &cut.completion[..])];
-        match check_scored_after_truncation(row.line, &cut.prompt, &responses, max_prompt_length) {
-            Ok(()) => kept.push(UnpairedRow {
-                prompt: cut.prompt,
-                completion: cut.completion,
-                desirable: row.desirable,
-                line: row.line,
-            }),
-            Err(_) if skip_invalid => report.skip(row.line),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok((kept, report))
-}
-
 impl TrainingRow for UnpairedRow {
     const LOAD: LoadFn<Self> = load_unpaired;
-    const TRUNCATE: TruncateFn<Self> = truncate_unpaired_rows;
 
-    fn padded_len(&self) -> usize {
-        self.sequence_len()
+    fn prompt(&self) -> &[u32] {
+        &self.prompt
+    }
+
+    fn responses(&self) -> Vec<(&'static str, &[u32])> {
+        vec![("completion", &self.completion)]
+    }
+
+    fn cut(&self, prompt_start: usize, keep: usize) -> Self {
+        UnpairedRow {
+            prompt: self.prompt[prompt_start..].to_vec(),
+            completion: self.completion[..keep.min(self.completion.len())].to_vec(),
+            desirable: self.desirable,
+            line: self.line,
+        }
+    }
+
+    fn line(&self) -> usize {
+        self.line
     }
 }
 
@@ -155,7 +140,7 @@ pub fn kl_partners(rows: usize, batch_size: usize) -> Vec<usize> {
 /// prompt before a 1-token completion): it then adds 0 to both log-probs.
 ///
 /// Panics if `batch_size` is 0 or a prompt does not leave room in the block
-/// (rows come out of [`truncate_unpaired_rows`] with room for a completion).
+/// (rows come out of [`super::truncate_rows`] with room for a completion).
 pub fn kl_sequences(rows: &[UnpairedRow], batch_size: usize, block_size: usize) -> Vec<SftRow> {
     kl_partners(rows.len(), batch_size)
         .into_iter()
