@@ -19,8 +19,7 @@
 
 use std::ops::Range;
 
-use dpo::objective::Metrics;
-use serde_json::{json, Value};
+use dpo::objective::{MetricValue, Metrics};
 
 /// Part `part` of `parts` near-equal parts of `0..len`:
 /// `[part len / parts, (part+1) len / parts)`.
@@ -91,24 +90,24 @@ pub fn merge_parts(parts: &[PartRecord]) -> MergedStep {
         parts.iter().map(|p| p.share * value(p)).sum()
     };
     let mut metrics = Metrics::new();
-    for name in parts.iter().flat_map(|p| p.metrics.keys()) {
-        if metrics.contains_key(name) {
+    for (name, value) in parts.iter().flat_map(|p| p.metrics.iter()) {
+        if metrics.contains(name) {
             continue;
         }
-        let merged = if name.starts_with("num_") {
-            json!(parts
-                .iter()
-                .filter_map(|p| p.metrics.get(name).and_then(Value::as_u64))
-                .sum::<u64>())
-        } else {
-            // A missing or non-numeric (NaN, written as null) value makes NaN.
-            json!(weighted(&|p| p
-                .metrics
-                .get(name)
-                .and_then(Value::as_f64)
-                .unwrap_or(f64::NAN)))
+        let merged = match value {
+            MetricValue::Count(_) => MetricValue::Count(
+                parts
+                    .iter()
+                    .filter_map(|p| match p.metrics.value(name) {
+                        Some(MetricValue::Count(n)) => Some(n),
+                        _ => None,
+                    })
+                    .sum(),
+            ),
+            // A part without the metric makes NaN.
+            MetricValue::Mean(_) => MetricValue::Mean(weighted(&|p| p.metrics.get(name))),
         };
-        metrics.insert(name.clone(), merged);
+        metrics.set(name, merged);
     }
     MergedStep {
         loss: weighted(&|p| p.loss),
@@ -165,9 +164,9 @@ mod tests {
 
     fn part(weight: f64, total: f64, loss: f64, accuracy: f64, pairs: u64) -> PartRecord {
         let mut metrics = Metrics::new();
-        metrics.insert("loss".into(), json!(loss));
-        metrics.insert("rewards/accuracies".into(), json!(accuracy));
-        metrics.insert("num_pairs".into(), json!(pairs));
+        metrics.set_mean("loss", loss);
+        metrics.set_mean("rewards/accuracies", accuracy);
+        metrics.set("num_pairs", MetricValue::Count(pairs));
         PartRecord {
             share: weight / total,
             loss,
@@ -186,9 +185,12 @@ mod tests {
         ];
         let merged = merge_parts(&parts);
         assert!((merged.loss - 11.0 / 4.0).abs() < 1e-15);
-        let accuracy = merged.metrics["rewards/accuracies"].as_f64().unwrap();
+        let accuracy = merged.metrics.get("rewards/accuracies");
         assert!((accuracy - 0.5).abs() < 1e-15);
-        assert_eq!(merged.metrics["num_pairs"], json!(4));
+        assert_eq!(
+            merged.metrics.value("num_pairs"),
+            Some(MetricValue::Count(4))
+        );
         assert_eq!((merged.tokens, merged.padded_tokens), (40, 48));
     }
 

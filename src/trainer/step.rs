@@ -15,9 +15,9 @@
 
 use anyhow::{Context, Result};
 use autograd::{Precision, Tape, Tensor};
-use dpo::objective::Objective;
+use dpo::objective::{MetricValue, Metrics, Objective};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+
 use transformer::Gpt;
 
 use super::distributed::Collective;
@@ -147,9 +147,9 @@ struct WirePart {
 
 impl WirePart {
     fn from_part(part: &PartRecord) -> Self {
-        let value = |v: &Value| match v.as_u64() {
-            Some(count) => WireValue::Count(count),
-            None => WireValue::Bits(v.as_f64().unwrap_or(f64::NAN).to_bits()),
+        let value = |v: MetricValue| match v {
+            MetricValue::Count(count) => WireValue::Count(count),
+            MetricValue::Mean(mean) => WireValue::Bits(mean.to_bits()),
         };
         WirePart {
             share: part.share.to_bits(),
@@ -157,7 +157,7 @@ impl WirePart {
             metrics: part
                 .metrics
                 .iter()
-                .map(|(name, v)| (name.clone(), value(v)))
+                .map(|(name, v)| (name.to_string(), value(v)))
                 .collect(),
             tokens: part.tokens,
             padded_tokens: part.padded_tokens,
@@ -165,18 +165,18 @@ impl WirePart {
     }
 
     fn into_part(self) -> PartRecord {
-        let value = |v: WireValue| match v {
-            WireValue::Count(count) => json!(count),
-            WireValue::Bits(bits) => json!(f64::from_bits(bits)), // NaN: null, as before
-        };
+        let mut metrics = Metrics::new();
+        for (name, v) in self.metrics {
+            let value = match v {
+                WireValue::Count(count) => MetricValue::Count(count),
+                WireValue::Bits(bits) => MetricValue::Mean(f64::from_bits(bits)),
+            };
+            metrics.set(&name, value);
+        }
         PartRecord {
             share: f64::from_bits(self.share),
             loss: f64::from_bits(self.loss),
-            metrics: self
-                .metrics
-                .into_iter()
-                .map(|(name, v)| (name, value(v)))
-                .collect(),
+            metrics,
             tokens: self.tokens,
             padded_tokens: self.padded_tokens,
         }
@@ -286,7 +286,10 @@ mod tests {
         )
         .unwrap()
         .batch;
-        assert_eq!(merged.metrics["num_pairs"], serde_json::json!(5));
+        assert_eq!(
+            merged.metrics.value("num_pairs"),
+            Some(MetricValue::Count(5))
+        );
     }
 
     #[test]
@@ -332,10 +335,10 @@ mod tests {
 
     #[test]
     fn records_cross_between_ranks_exactly() {
-        let mut metrics = dpo::objective::Metrics::new();
-        metrics.insert("loss".into(), json!(0.1 + 0.2));
-        metrics.insert("num_pairs".into(), json!(3));
-        metrics.insert("rewards/margins".into(), json!(f64::NAN)); // null
+        let mut metrics = Metrics::new();
+        metrics.set_mean("loss", 0.1 + 0.2);
+        metrics.set("num_pairs", MetricValue::Count(3));
+        metrics.set_mean("rewards/margins", f64::NAN);
         let part = PartRecord {
             share: 1.0 / 3.0,
             loss: f64::NAN,
@@ -349,7 +352,12 @@ mod tests {
             .into_part();
         assert!(back.loss.is_nan());
         assert_eq!(back.share.to_bits(), part.share.to_bits());
-        assert_eq!(back.metrics, part.metrics);
+        let bits = |m: &Metrics| -> Vec<(String, u64)> {
+            m.iter()
+                .map(|(n, v)| (n.to_string(), v.as_f64().to_bits()))
+                .collect()
+        };
+        assert_eq!(bits(&back.metrics), bits(&part.metrics));
         assert_eq!((back.tokens, back.padded_tokens), (7, 9));
     }
 

@@ -26,7 +26,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Result};
 use autograd::Precision;
 use dpo::data::epoch_batches;
-use dpo::objective::{metric, Metrics, Objective};
+use dpo::objective::{Metrics, Objective};
 use indicatif::ProgressBar;
 use serde::Serialize;
 use serde_json::json;
@@ -153,12 +153,12 @@ fn evaluate<O: Objective>(
     let Some(metrics) = objective.evaluate(model) else {
         return Ok(None);
     };
-    if !metric(&metrics, "loss").is_finite() {
+    if !metrics.get("loss").is_finite() {
         bail!(
             "step {step}: the held-out loss is not finite; stopping (check the data and the checkpoints for inf/NaN)"
         );
     }
-    metrics_log.write(step, "eval", metrics.clone())?;
+    metrics_log.write(step, "eval", metrics.to_json())?;
     log_line(
         bar,
         format!("step {step}: eval {}", objective.describe(&metrics)),
@@ -273,7 +273,7 @@ pub fn train<O: Objective>(
             objective.describe(&batch_out.metrics)
         ));
         bar.inc(1);
-        let mut record = batch_out.metrics;
+        let mut record = batch_out.metrics.to_json();
         record.insert("lr".into(), json!(lr));
         record.insert("grad_norm".into(), json!(grad_norm));
         record.insert("tokens_per_second".into(), json!(tokens_per_second));
@@ -317,7 +317,7 @@ pub fn train<O: Objective>(
         train_rows: data.train_rows,
         truncated_rows: data.truncated_rows,
         padding_share: 1.0 - stats.tokens as f64 / stats.padded_tokens.max(1) as f64,
-        eval_loss: last_eval.as_ref().map(|m| metric(m, "loss")),
+        eval_loss: last_eval.as_ref().map(|m| m.get("loss")),
         eval: last_eval,
         out: settings.out.display().to_string(),
     })

@@ -11,7 +11,7 @@ use dpo::data::{
     DataError, PairLayout, PreferenceRow, SftRow,
 };
 use dpo::loss::{dpo_loss, DpoLossConfig, LossType};
-use dpo::objective::{metric, sft_batch_loss, DpoObjective, Objective, SftObjective};
+use dpo::objective::{sft_batch_loss, DpoObjective, Objective, SftObjective};
 use dpo::scoring::{score, score_pairs, ScoringBatch};
 use rand::{Rng, SeedableRng};
 use transformer::{ByteTokenizer, Gpt, GptConfig};
@@ -142,7 +142,7 @@ fn sft_objective_batch_loss_is_the_sft_loss_of_its_rows() {
     let (expected, scored) = sft_batch_loss(&model, &tape, &params, &chosen);
     assert_eq!(scored, 3 + 2 + 1);
     assert_eq!(out.loss.item(), expected.item());
-    assert_eq!(metric(&out.metrics, "loss"), expected.item() as f64);
+    assert_eq!(out.metrics.get("loss"), expected.item() as f64);
     assert_eq!(out.tokens, 5 + 5 + 2);
     assert_eq!(out.padded_tokens, 3 * 5);
 
@@ -151,7 +151,7 @@ fn sft_objective_batch_loss_is_the_sft_loss_of_its_rows() {
     let tape = Tape::<f32>::no_grad();
     let params = model.bind(&tape);
     let (all, _) = sft_batch_loss(&model, &tape, &params, &rows[..2]);
-    let held_out = metric(&eval, "loss");
+    let held_out = eval.get("loss");
     assert!(
         (held_out - all.item() as f64).abs() < 1e-6 * held_out.abs(),
         "{eval:?}"
@@ -198,8 +198,8 @@ fn dpo_objective_batch_loss_uses_the_cached_reference_log_probs() {
     let logps = score(&policy, &tape, &params, &scoring).responses;
     let expected = dpo_loss(&tape, &logps, &flat, &pairs_batch.scored_tokens, &sigmoid());
     assert_eq!(out.loss.item(), expected.item());
-    assert!((metric(&out.metrics, "loss") - expected.item() as f64).abs() < 1e-6);
-    assert_eq!(metric(&out.metrics, "num_pairs"), 3.0);
+    assert!((out.metrics.get("loss") - expected.item() as f64).abs() < 1e-6);
+    assert_eq!(out.metrics.get("num_pairs"), 3.0);
     let real: usize = batch_rows
         .iter()
         .map(|r| 2 * r.prompt.len() + r.chosen.len() + r.rejected.len())
@@ -228,19 +228,16 @@ fn dpo_objective_evaluates_rewards_and_the_policy_pair_accuracy() {
     let n = rows.len() as f64;
     let mean_chosen = logps.iter().map(|l| l.0).sum::<f64>() / n;
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * (1.0 + b.abs());
+    assert!(close(eval.get("logps/chosen"), mean_chosen), "{eval:?}");
     assert!(
-        close(metric(&eval, "logps/chosen"), mean_chosen),
-        "{eval:?}"
-    );
-    assert!(
-        close(metric(&eval, "rewards/chosen"), 0.1 * mean_chosen),
+        close(eval.get("rewards/chosen"), 0.1 * mean_chosen),
         "{eval:?}"
     );
     let preferred = logps.iter().filter(|(c, r)| c > r).count() as f64;
-    assert_eq!(metric(&eval, "pair_accuracy"), preferred / n);
+    assert_eq!(eval.get("pair_accuracy"), preferred / n);
     // Without a reference, the reward accuracy is the pair accuracy.
-    assert_eq!(metric(&eval, "rewards/accuracies"), preferred / n);
-    assert_eq!(metric(&eval, "num_pairs"), n);
+    assert_eq!(eval.get("rewards/accuracies"), preferred / n);
+    assert_eq!(eval.get("num_pairs"), n);
 }
 
 #[test]
@@ -266,21 +263,17 @@ fn orpo_nll_is_the_sft_loss_of_the_whole_chosen_sequences() {
     assert_eq!(scored, (3 + 2 - 1) + (3 - 1) + (2 + 3 - 1));
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * (1.0 + b.abs());
     assert!(
-        close(metric(&out.metrics, "nll_loss"), nll.item() as f64),
+        close(out.metrics.get("nll_loss"), nll.item() as f64),
         "{:?} vs {}",
         out.metrics,
         nll.item()
     );
     for key in ["log_odds_ratio", "log_odds_chosen", "rewards/chosen"] {
-        assert!(
-            metric(&out.metrics, key).is_finite(),
-            "{key}: {:?}",
-            out.metrics
-        );
+        assert!(out.metrics.get(key).is_finite(), "{key}: {:?}", out.metrics);
     }
     // Held out, the same metrics through the no-grad path.
     let eval = objective.evaluate(&policy).unwrap();
-    assert!(metric(&eval, "nll_loss").is_finite() && metric(&eval, "loss").is_finite());
+    assert!(eval.get("nll_loss").is_finite() && eval.get("loss").is_finite());
 }
 
 #[test]

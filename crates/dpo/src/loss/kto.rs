@@ -273,9 +273,6 @@ pub struct KtoMetrics {
 impl KtoMetrics {
     /// The metrics as one record of named values (the metrics log's form).
     pub fn to_record(&self) -> crate::objective::Metrics {
-        match serde_json::to_value(self) {
-            Ok(serde_json::Value::Object(record)) => record,
-            _ => unreachable!("KtoMetrics serializes to an object"),
-        }
+        crate::objective::Metrics::of(self)
     }
 }

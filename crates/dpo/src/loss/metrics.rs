@@ -109,10 +109,7 @@ impl MetricSums {
 impl DpoMetrics {
     /// The metrics as one record of named values (the metrics log's form).
     pub fn to_record(&self) -> crate::objective::Metrics {
-        match serde_json::to_value(self) {
-            Ok(serde_json::Value::Object(record)) => record,
-            _ => unreachable!("DpoMetrics serializes to an object"),
-        }
+        crate::objective::Metrics::of(self)
     }
 }
 

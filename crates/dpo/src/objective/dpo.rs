@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use transformer::{Gpt, GptParams};
 
 use super::reference_cache::ReferenceCache;
-use super::{metric, BatchLoss, Metrics, Objective};
+use super::{BatchLoss, Metrics, Objective};
 use crate::data::{PairLayout, PreferenceRow, TrainingRow};
 use crate::loss::{
     bco_shift, loss_values, preference_loss, BcoShift, DpoLossConfig, DpoMetrics, LossType,
@@ -287,9 +287,9 @@ impl Objective for DpoObjective {
         sums.add(&logps, &values, &self.loss);
         let preferred = policy.iter().filter(|(c, r)| c > r).count();
         let mut metrics = sums.metrics().to_record();
-        metrics.insert(
-            "pair_accuracy".into(),
-            json!(preferred as f64 / self.held_out.len() as f64),
+        metrics.set_mean(
+            "pair_accuracy",
+            preferred as f64 / self.held_out.len() as f64,
         );
         Some(metrics)
     }
@@ -297,12 +297,12 @@ impl Objective for DpoObjective {
     fn describe(&self, metrics: &Metrics) -> String {
         let mut line = format!(
             "loss {:.4}, rewards/accuracies {:.3}, rewards/margins {:.4}",
-            metric(metrics, "loss"),
-            metric(metrics, "rewards/accuracies"),
-            metric(metrics, "rewards/margins"),
+            metrics.get("loss"),
+            metrics.get("rewards/accuracies"),
+            metrics.get("rewards/margins"),
         );
-        if metrics.contains_key("pair_accuracy") {
-            line += &format!(", pair accuracy {:.3}", metric(metrics, "pair_accuracy"));
+        if metrics.contains("pair_accuracy") {
+            line += &format!(", pair accuracy {:.3}", metrics.get("pair_accuracy"));
         }
         line
     }

@@ -12,7 +12,7 @@
 use autograd::{Float, Precision, Tape, Var};
 use transformer::{Gpt, GptParams};
 
-use super::{metric, BatchLoss, Metrics, Objective};
+use super::{BatchLoss, Metrics, Objective};
 use crate::data::{kl_sequences, SftRow, UnpairedRow};
 use crate::loss::kto::{batch_kl, kto_loss, KtoConfig, KtoMetricSums, KtoMetrics, UnpairedLogps};
 use crate::scoring::{score, score_sequences, ScoringBatch};
@@ -239,14 +239,11 @@ impl Objective for KtoObjective {
     fn describe(&self, metrics: &Metrics) -> String {
         let mut line = format!(
             "loss {:.4}, kl {:.4}",
-            metric(metrics, "loss"),
-            metric(metrics, "kl")
+            metrics.get("loss"),
+            metrics.get("kl")
         );
-        if metrics.contains_key("rewards/margins") {
-            line += &format!(
-                ", rewards/margins {:.4}",
-                metric(metrics, "rewards/margins")
-            );
+        if metrics.contains("rewards/margins") {
+            line += &format!(", rewards/margins {:.4}", metrics.get("rewards/margins"));
         }
         line
     }

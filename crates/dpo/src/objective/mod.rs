@@ -15,6 +15,7 @@
 
 mod dpo;
 mod kto;
+mod metrics;
 mod reference_cache;
 mod sft;
 
@@ -23,21 +24,11 @@ pub use kto::{evaluate_unpaired, KtoObjective};
 pub use reference_cache::ReferenceCache;
 pub use sft::{sft_batch_loss, sft_eval_loss, SftObjective};
 
+pub use metrics::{MetricValue, Metrics};
+
 use autograd::{Tape, Var};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use transformer::{Gpt, GptParams};
-
-/// Named scalar metrics, under the names the wider ecosystem uses (`loss`,
-/// `rewards/chosen`, ...): one JSON object of the metrics log.
-pub type Metrics = Map<String, Value>;
-
-/// The value of metric `name` (NaN when it is absent or not a number).
-pub fn metric(metrics: &Metrics, name: &str) -> f64 {
-    metrics
-        .get(name)
-        .and_then(Value::as_f64)
-        .unwrap_or(f64::NAN)
-}
 
 /// The loss of one training batch, and what the loop logs about it.
 pub struct BatchLoss {
@@ -93,7 +84,7 @@ pub trait Objective {
 
     /// The few metrics worth a log line, e.g. `loss 0.6931 acc 0.50`.
     fn describe(&self, metrics: &Metrics) -> String {
-        format!("loss {:.4}", metric(metrics, "loss"))
+        format!("loss {:.4}", metrics.get("loss"))
     }
 
     /// What the objective carries from one step to the next (bco_pair's

@@ -12,7 +12,6 @@
 //! scored tokens.
 
 use autograd::{Float, Tape, Var};
-use serde_json::json;
 use transformer::{Gpt, GptParams};
 
 use super::{BatchLoss, Metrics, Objective};
@@ -93,7 +92,7 @@ impl Objective for SftObjective {
         let rows: Vec<SftRow> = batch.iter().map(|&i| self.train[i].clone()).collect();
         let (loss, _) = sft_batch_loss(model, tape, params, &rows);
         let mut metrics = Metrics::new();
-        metrics.insert("loss".into(), json!(loss.item() as f64));
+        metrics.set_mean("loss", loss.item() as f64);
         let longest = rows.iter().map(SftRow::sequence_len).max().unwrap_or(0);
         BatchLoss {
             loss,
@@ -109,7 +108,7 @@ impl Objective for SftObjective {
         }
         let loss = sft_eval_loss(model, &self.held_out, self.eval_batch_size);
         let mut metrics = Metrics::new();
-        metrics.insert("loss".into(), json!(loss));
+        metrics.set_mean("loss", loss);
         Some(metrics)
     }
 }
