@@ -229,8 +229,16 @@ fn help_names_the_kto_flags() {
     }
     let run = dpo(&["eval", "--loss", "kto", "--help"]);
     assert!(run.assert_ok().stdout.contains("--desirable-weight"));
+    // One parser: `dpo train --help` lists KTO's flags beside the pair losses'.
     let run = dpo(&["train", "--help"]);
-    assert!(run.assert_ok().stdout.contains("--loss kto"), "{run}");
+    let help = &run.assert_ok().stdout;
+    for flag in ["--loss kto", "--desirable-weight", "--label-smoothing"] {
+        assert!(
+            help.contains(flag),
+            "{flag}:
+{run}"
+        );
+    }
 }
 
 #[test]
@@ -290,4 +298,68 @@ fn kto_resume_continues_the_run_bitwise_and_refuses_other_stages() {
     let run = kto_train(&data, &dpo_out, &["--steps", "2", "--resume"]);
     run.assert_one_line_error();
     assert!(run.stderr.contains("is a dpo run, not kto"), "{run}");
+}
+
+/// One parser for every loss: a flag of the other kind of loss is refused
+/// with one line, and nothing is written.
+#[test]
+fn flags_of_the_other_kind_of_loss_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = unpaired_file(tmp.path());
+    let out = tmp.path().join("out");
+    for (extra, message) in [
+        (
+            vec!["--label-smoothing", "0.1"],
+            "--label-smoothing does not apply to --loss kto",
+        ),
+        (
+            vec!["--prefix-sharing", "off"],
+            "--prefix-sharing does not apply to --loss kto",
+        ),
+        (
+            vec!["--loss-weights", "1"],
+            "--loss-weights does not apply to --loss kto",
+        ),
+        (vec!["--loss", "kto,sigmoid"], "--loss kto is trained alone"),
+    ] {
+        let run = kto_train(&data, &out, &extra);
+        run.assert_one_line_error();
+        assert!(run.stderr.contains(message), "{extra:?}: {run}");
+        assert!(!out.exists());
+    }
+    let pairs = dpo(&[
+        "train",
+        "--policy",
+        &text_model("ref"),
+        "--ref",
+        &text_model("ref"),
+        "--data",
+        "text/prefs.jsonl",
+        "--out",
+        out.to_str().unwrap(),
+        "--desirable-weight",
+        "2",
+    ]);
+    pairs.assert_one_line_error();
+    assert!(
+        pairs
+            .stderr
+            .contains("--desirable-weight applies to --loss kto only"),
+        "{pairs}"
+    );
+    assert!(!out.exists());
+    let no_ref = dpo(&[
+        "eval",
+        "--loss",
+        "kto",
+        "--policy",
+        &text_model("ref"),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    no_ref.assert_one_line_error();
+    assert!(
+        no_ref.stderr.contains("needs a frozen reference"),
+        "{no_ref}"
+    );
 }
