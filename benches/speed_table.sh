@@ -83,34 +83,39 @@ echo "# threads: $THREADS"
 echo "# build: cargo build --release ($(rustc --version)), target-cpu=native (.cargo/config.toml)"
 echo "# python: $("${TORCH_ENV[@]}" "$PY" -c 'import sys, torch, transformers, trl; print(sys.version.split()[0], "torch", torch.__version__, "transformers", transformers.__version__, "trl", trl.__version__)')"
 
-section() { echo "# $(( ($(date +%s) - START) / 60 )) min: $*" >&2; }
-section "DPO steps against PyTorch"
-benches/dpo_vs_torch.sh "$PY" "small medium" "$THREADS" "$DPO_ROUNDS" "$DPO_STEPS" | tee -a "$ROWS" >&2
-section "SFT steps against PyTorch, f32"
-benches/sft_vs_torch.sh "$PY" "small gpt2" "$THREADS" "$SFT_ROUNDS" f32 "$SFT_STEPS" | tee -a "$ROWS" >&2
-section "log-probs kernel against PyTorch"
-benches/logprobs_vs_torch.sh "$PY" "$THREADS" "$LP_ROUNDS" "$LP_ITERS" "$LP_SECONDS" | tee -a "$ROWS" >&2
-section "GPT-2 SFT step, bf16 against torch.autocast"
-benches/sft_vs_torch.sh "$PY" gpt2 "$THREADS" "$SFT_ROUNDS" bf16 "$SFT_STEPS" | tee -a "$ROWS" >&2
-section "GPT-2 DPO step against TRL"
-"${TORCH_ENV[@]}" "$PY" benches/dpo_vs_trl_gpt2.py target/release/dpo --steps "$TRL_STEPS" \
-  --threads "$(echo $THREADS | tr ' ' ',')" --precompute on --bf16 2>/dev/null | tee -a "$ROWS" >&2
-section "done"
+# section NAME COMMAND...: runs one row script, its JSON lines into $ROWS (and
+# stderr, to follow along); a failing section is reported and its rows print n/a.
+section() {
+  local name=$1; shift
+  echo "# $(( ($(date +%s) - START) / 60 )) min: $name" >&2
+  "$@" | tee -a "$ROWS" >&2 || echo "# FAILED: $name ($*)" | tee -a "$ROWS" >&2
+}
+section "DPO steps against PyTorch" \
+  benches/dpo_vs_torch.sh "$PY" "small medium" "$THREADS" "$DPO_ROUNDS" "$DPO_STEPS"
+section "SFT steps against PyTorch, f32" \
+  benches/sft_vs_torch.sh "$PY" "small gpt2" "$THREADS" "$SFT_ROUNDS" f32 "$SFT_STEPS"
+section "log-probs kernel against PyTorch" \
+  benches/logprobs_vs_torch.sh "$PY" "$THREADS" "$LP_ROUNDS" "$LP_ITERS" "$LP_SECONDS"
+section "GPT-2 SFT step, bf16 against torch.autocast" \
+  benches/sft_vs_torch.sh "$PY" gpt2 "$THREADS" "$SFT_ROUNDS" bf16 "$SFT_STEPS"
+section "GPT-2 DPO step against TRL" \
+  "${TORCH_ENV[@]}" "$PY" benches/dpo_vs_trl_gpt2.py target/release/dpo --steps "$TRL_STEPS" \
+  --threads "$(echo $THREADS | tr ' ' ',')" --precompute on --bf16
+echo "# $(( ($(date +%s) - START) / 60 )) min: done" >&2
 
 python3 - "$ROWS" "$THREADS" "$(( $(date +%s) - START ))" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 threads = [int(t) for t in sys.argv[2].split()]
 wall_min = int(sys.argv[3]) / 60
-trl = [r for r in rows if "by_threads" in r][0]["by_threads"]
-for t in threads:
-    rows.append(dict(trl[str(t)], bench="trl"))
+for trl in [r["by_threads"] for r in rows if "by_threads" in r]:
+    rows += [dict(r, bench="trl") for r in trl.values()]
 
 
 def find(**kw):
-    """The result for each thread count of the rows that match kw, in THREADS order."""
+    """The result for each thread count of the rows that match kw, in THREADS order ({} if none)."""
     hits = {r["threads"]: r for r in rows if all(r.get(k) == v for k, v in kw.items())}
-    return [hits[t] for t in threads]
+    return [hits.get(t, {}) for t in threads]
 
 
 tn = " / ".join(map(str, threads)) + (" threads" if threads != [1] else " thread")
@@ -137,13 +142,16 @@ MEDIAN = {"torch_ms": ["torch_ms_per_step", "torch_ms"], "dpo_ms": ["dpo_ms_per_
 
 
 def get(r, key, fastest):
-    if fastest:
-        return r[key + "_fastest"]
-    return next(r[k] for k in MEDIAN.get(key, [key]) if k in r)
+    keys = [key + "_fastest"] if fastest else MEDIAN.get(key, [key])
+    return next((r[k] for k in keys if k in r), None)
 
 
 def ms(x):
-    return f"{x:.0f}" if x >= 10 else f"{x:.1f}"
+    return "n/a" if x is None else f"{x:.0f}" if x >= 10 else f"{x:.1f}"
+
+
+def ratio(x, y):
+    return "n/a" if x is None or y is None else f"{x / y:.2f}x"
 
 
 for fastest in [False, True]:
@@ -157,12 +165,12 @@ for fastest in [False, True]:
         o = [[get(r, k, fastest) for r in rs] for k, _ in ours]
         cell_b = " / ".join(map(ms, b)) + " ms"
         cell_o = ", ".join(" / ".join(map(ms, v)) + " ms" + label for v, (_, label) in zip(o, ours))
-        ratio = ", ".join(" / ".join(f"{x / y:.2f}x" for x, y in zip(b, v)) + label for v, (_, label) in zip(o, ours))
-        print(f"| {work} | {cell_b} | {cell_o} | {ratio} |")
+        ratios = ", ".join(" / ".join(ratio(x, y) for x, y in zip(b, v)) + label for v, (_, label) in zip(o, ours))
+        print(f"| {work} | {cell_b} | {cell_o} | {ratios} |")
 print()
 for prec in ["f32", "bf16"]:
     rs = find(bench="sft", config="gpt2", precision=prec)
-    print(f"# `dpo` GPT-2 SFT step, {prec}, median step: " + " / ".join(f"{r['dpo_gflops']:.0f}" for r in rs)
-          + f" GFLOP/s at {tn} ({rs[0]['gflop_per_step']} GFLOP a step)")
+    print(f"# `dpo` GPT-2 SFT step, {prec}, median step: " + " / ".join(str(round(r.get("dpo_gflops", 0))) for r in rs)
+          + f" GFLOP/s at {tn} ({rs[0].get('gflop_per_step')} GFLOP a step)")
 print(f"# wall time: {wall_min:.0f} min; load average at the end: {' '.join(open('/proc/loadavg').read().split()[:3])}")
 PY
