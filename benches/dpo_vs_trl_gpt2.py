@@ -41,6 +41,17 @@ core was taken by other work, so only the 1-thread row is a fair measure):
   2       |  6370   | 38909               | 32083              | 6.11x / 5.04x       | 4182 (7.67x)
 
 An earlier run with another job on the second core gave 4.40x / 3.21x at one thread.
+
+Run C, by benches/speed_table.sh (--steps 3 --precompute on) on a 2-core Intel Xeon (family 6,
+model 207) shared with other jobs (load average 4-7), at revision 17116b6:
+
+  1       | 15571   |                     | 24097              |   -   / 1.55x       | 16823 (1.43x)
+  2       | 12200   |                     | 27188              |   -   / 2.23x       | 16372 (1.66x)
+
+Runs A and B are hard to square with the work, to be re-measured: `dpo`'s step is about 1 TFLOP (policy forward and backward on
+4 x (128 + 2 x 128) tokens with prefix sharing, the LM head on the 4 x 256 scored positions),
+so 6906 ms would be about 150 GFLOP/s on one core, above the 79 GFLOP/s its GPT-2 SFT step reached
+there. Run C's 15571 ms is about 65 GFLOP/s.
 """
 import argparse
 import json
