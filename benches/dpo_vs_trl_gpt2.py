@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""dpo_vs_trl_gpt2.py DPO_BINARY [--steps N] [--threads 1,2] -- one DPO step on a GPT-2 124M, `dpo` vs TRL.
+"""dpo_vs_trl_gpt2.py DPO_BINARY [--steps N] [--threads 1,2] [--bf16] [--precompute off|on|both]
+-- one DPO step on a GPT-2 124M, `dpo` vs TRL.
 
 The model is a transformers `GPT2LMHeadModel` of the default `GPT2Config` (GPT-2 124M: 12 layers,
 768 wide, 50257 ids, 1024 positions) with random weights, saved with `save_pretrained` into a
@@ -14,9 +15,15 @@ directory is TRL's policy and reference. The batch is 4 pairs of 128 prompt + 12
     `precompute_ref_log_probs` off (the reference runs in every step) and on (once, before
     training); the step time is measured around each `training_step` by a callback.
 
+The reference model's forward: `dpo` runs it in step 1 (the batch's first sight), which is not
+timed, and every later step reuses the cache, since the 4 rows are the one batch of every step;
+TRL with precompute on runs it before training. So with precompute on, neither side's timed step
+holds a reference forward: that is the like-for-like comparison (benches/speed_table.sh uses it).
+With precompute off, TRL's steps hold one and `dpo`'s do not.
+
 For each thread count (torch.set_num_threads / `dpo --threads`), the median step time of steps
 2..N (step 1 warms up) is reported, with TRL's step time over `dpo`'s (the speed-up of `dpo`).
-Prints one JSON object. Needs torch, transformers, datasets and trl==1.16 in this Python.
+Prints one JSON object. Needs the packages of benches/requirements.txt in this Python.
 
 Run:  VENV/bin/python benches/dpo_vs_trl_gpt2.py target/release/dpo --steps 4 --bf16
 
@@ -34,6 +41,17 @@ core was taken by other work, so only the 1-thread row is a fair measure):
   2       |  6370   | 38909               | 32083              | 6.11x / 5.04x       | 4182 (7.67x)
 
 An earlier run with another job on the second core gave 4.40x / 3.21x at one thread.
+
+Run C, by benches/speed_table.sh (--steps 3 --precompute on) on a 2-core Intel Xeon (family 6,
+model 207) shared with other jobs (load average 4-7), at revision 17116b6:
+
+  1       | 15571   |                     | 24097              |   -   / 1.55x       | 16823 (1.43x)
+  2       | 12200   |                     | 27188              |   -   / 2.23x       | 16372 (1.66x)
+
+Runs A and B are hard to square with the work, to be re-measured: `dpo`'s step is about 1 TFLOP (policy forward and backward on
+4 x (128 + 2 x 128) tokens with prefix sharing, the LM head on the 4 x 256 scored positions),
+so 6906 ms would be about 150 GFLOP/s on one core, above the 79 GFLOP/s its GPT-2 SFT step reached
+there. Run C's 15571 ms is about 65 GFLOP/s.
 """
 import argparse
 import json
@@ -76,7 +94,8 @@ def time_dpo(binary, model_dir, data, threads, steps, root, precision="f32"):
     with open(metrics) as f:
         records = [json.loads(line) for line in f]
     step_ms = [r["step_ms"] for r in records if r.get("split") == "train"]
-    return statistics.median(step_ms[1:]) if len(step_ms) > 1 else step_ms[0]
+    timed = step_ms[1:] or step_ms  # step 1 warms up
+    return statistics.median(timed), min(timed)
 
 
 TRL_CHILD = r"""
@@ -106,7 +125,8 @@ args = DPOConfig(output_dir=out, report_to="none", bf16=False, use_cpu=True, max
 trainer = DPOTrainer(model=policy, ref_model=ref, args=args, train_dataset=Dataset.from_list(rows),
                      processing_class=tok, callbacks=[StepTimer()])
 trainer.train()
-print(json.dumps(statistics.median(times[1:]) if len(times) > 1 else times[0]))
+timed = times[1:] or times  # step 1 warms up
+print(json.dumps([statistics.median(timed), min(timed)]))
 """
 
 
@@ -115,7 +135,7 @@ def time_trl(model_dir, data, threads, steps, precompute, root):
     out = subprocess.run([sys.executable, "-c", TRL_CHILD, model_dir, data, str(threads), str(steps),
                           "1" if precompute else "0", os.path.join(root, "trl-out")],
                          check=True, capture_output=True, text=True, env=env)
-    return float(out.stdout.strip().splitlines()[-1])
+    return tuple(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def main():
@@ -123,6 +143,8 @@ def main():
     parser.add_argument("binary")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--precompute", choices=["off", "on", "both"], default="both",
+                        help="which TRL runs: reference log-probs precomputed or not (default both)")
     parser.add_argument("--bf16", action="store_true",
                         help="also time `dpo train --precision bf16` (reported apart: TRL stays f32)")
     a = parser.parse_args()
@@ -138,21 +160,25 @@ def main():
                    "by_threads": {}}
         for threads in [int(t) for t in a.threads.split(",")]:
             t0 = time.time()
-            dpo_ms = time_dpo(a.binary, model_dir, data, threads, a.steps, root)
-            trl_off = time_trl(model_dir, data, threads, a.steps, False, root)
-            trl_on = time_trl(model_dir, data, threads, a.steps, True, root)
-            row = results["by_threads"][threads] = {
-                "dpo_step_ms": round(dpo_ms, 1),
-                "trl_step_ms_precompute_off": round(trl_off, 1),
-                "trl_step_ms_precompute_on": round(trl_on, 1),
-                "speedup_vs_trl_precompute_off": round(trl_off / dpo_ms, 2),
-                "speedup_vs_trl_precompute_on": round(trl_on / dpo_ms, 2),
-                "wall_s": round(time.time() - t0, 1),
-            }
+            # (median, fastest) of the timed steps; the fastest compare better on a busy machine
+            dpo_ms, dpo_fast = time_dpo(a.binary, model_dir, data, threads, a.steps, root)
+            row = results["by_threads"][threads] = {"threads": threads, "dpo_step_ms": round(dpo_ms, 1),
+                                                    "dpo_step_ms_fastest": round(dpo_fast, 1)}
+            trl_on = None
+            for mode in ["off", "on"]:
+                if a.precompute in (mode, "both"):
+                    trl_ms, trl_fast = time_trl(model_dir, data, threads, a.steps, mode == "on", root)
+                    row[f"trl_step_ms_precompute_{mode}"] = round(trl_ms, 1)
+                    row[f"trl_step_ms_precompute_{mode}_fastest"] = round(trl_fast, 1)
+                    row[f"speedup_vs_trl_precompute_{mode}"] = round(trl_ms / dpo_ms, 2)
+                    trl_on = trl_ms if mode == "on" else trl_on
             if a.bf16:
-                bf16_ms = time_dpo(a.binary, model_dir, data, threads, a.steps, root, "bf16")
+                bf16_ms, bf16_fast = time_dpo(a.binary, model_dir, data, threads, a.steps, root, "bf16")
                 row["dpo_bf16_step_ms"] = round(bf16_ms, 1)
-                row["bf16_speedup_vs_trl_f32_precompute_on"] = round(trl_on / bf16_ms, 2)
+                row["dpo_bf16_step_ms_fastest"] = round(bf16_fast, 1)
+                if trl_on is not None:
+                    row["bf16_speedup_vs_trl_f32_precompute_on"] = round(trl_on / bf16_ms, 2)
+            row["wall_s"] = round(time.time() - t0, 1)
             print(json.dumps(results["by_threads"][threads]), file=sys.stderr)
         print(json.dumps(results))
 

@@ -1,5 +1,6 @@
-//! The log-prob kernel (`autograd::kernels::logprobs`) on logits [16, 128, 32000], forward +
-//! backward, at 1 and 2 threads: the case of `../shared/refs/bench_torch_logprobs.py`.
+//! The log-prob kernel (`autograd::kernels::logprobs`) on logits [16, 128, 32000],
+//! forward + backward, at 1 and 2 threads: the case of `benches/torch/logprobs.py`
+//! (`benches/logprobs_vs_torch.sh` runs the two alternating).
 //!
 //! Bytes: the logits are 16*128*32000*4 = 262 MB. The forward reads them
 //! once from memory (the second pass over a 128 KB row hits the cache), the

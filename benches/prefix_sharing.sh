@@ -9,30 +9,31 @@
 #   benches/prefix_sharing.sh PYTHON [ROUNDS=4] [THREADS=2] [WORKLOADS="hh-medium small"]
 #
 # Workloads:
-#   hh-medium  HH-RLHF harmless-base test rows as published (../shared/datasets),
+#   hh-medium  HH-RLHF harmless-base test rows as published (the file named by
+#              $HH, default ../shared/datasets/hh-rlhf-harmless-base-test.jsonl.gz),
 #              `medium` model (block 256), --max-prompt-length 192, 8 pairs a
 #              step, 6 steps, median of steps 3-6;
 #   small      the `small` speed bench: 8 pairs of 32 + 96 + 96 random tokens
-#              (make_bench_inputs.py), 16 steps, median of steps 3-16.
+#              (benches/torch/dpo_step.py --write-inputs), 16 steps, median of steps 3-16.
 # Each step includes the reference's forward for its rows (the lazy cache's
 # first epoch), in both modes.
 #
-# PYTHON has torch (for ../shared/refs/make_bench_inputs.py).
+# PYTHON has torch and safetensors (benches/requirements.txt), which write the
+# models and the small workload's rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:?usage: benches/prefix_sharing.sh PYTHON [ROUNDS] [THREADS] [WORKLOADS]}
 ROUNDS=${2:-4}
 THREADS=${3:-2}
 WORKLOADS=${4:-hh-medium small}
-REFS=../shared/refs
-HH=../shared/datasets/hh-rlhf-harmless-base-test.jsonl.gz
+HH=${HH:-../shared/datasets/hh-rlhf-harmless-base-test.jsonl.gz}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cargo build --release --quiet
 DPO=target/release/dpo
 TORCH_ENV=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
-"${TORCH_ENV[@]}" "$PY" "$REFS/make_bench_inputs.py" --config medium --rows 64 "$WORK/medium" >/dev/null
-"${TORCH_ENV[@]}" "$PY" "$REFS/make_bench_inputs.py" --config small --rows 184 "$WORK/small" >/dev/null
+"${TORCH_ENV[@]}" "$PY" benches/torch/dpo_step.py --config medium --write-inputs "$WORK/medium" --rows 64
+"${TORCH_ENV[@]}" "$PY" benches/torch/dpo_step.py --config small --write-inputs "$WORK/small" --rows 184
 
 # run WORKLOAD MODE: one `dpo train`; prints "median_step_ms min_step_ms first_loss".
 run() {
