@@ -158,3 +158,16 @@ def get_log_probs(logits, labels):
 def dpo_sigmoid_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta):
     """-log sigmoid(beta * ((pi_c - pi_r) - (ref_c - ref_r))) per pair (TRL's "sigmoid")."""
     return -F.logsigmoid(beta * ((pi_chosen - pi_rejected) - (ref_chosen - ref_rejected)))
+
+
+def time_steps(step, n_steps, warmup):
+    """Runs step(0), ..., step(n_steps - 1); returns the wall time in ms of each
+    step after the first `warmup` (allocator and first-touch steps are not timed)."""
+    import time
+    ms = []
+    for k in range(n_steps):
+        t0 = time.perf_counter()
+        step(k)
+        if k >= warmup:
+            ms.append(1e3 * (time.perf_counter() - t0))
+    return ms

@@ -16,7 +16,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -55,12 +54,7 @@ def main():
         opt.step()
         return loss.item()
 
-    ms = []
-    for k in range(n_steps):
-        t0 = time.perf_counter()
-        step(k)
-        if k >= args.warmup:
-            ms.append(1e3 * (time.perf_counter() - t0))
+    ms = gpt.time_steps(step, n_steps, args.warmup)
     print(json.dumps({"config": args.config, "threads": args.threads, "autocast": args.autocast,
                       "torch": torch.__version__, "batch": B, "seq": T, "steps": args.steps,
                       "warmup": args.warmup, "ms_median": round(statistics.median(ms), 1),

@@ -51,7 +51,7 @@ fn plan_cut(
     Some((prompt_start, response_keep))
 }
 
-/// Fits a row into `block_size` by the rule of [`plan_cut`], applied to its
+/// Fits a row into `block_size` by the rule of `plan_cut` (above), applied to its
 /// prompt and its longest response. A preference row is cut as a whole:
 /// chosen and rejected keep the same prompt (the partition function cancels
 /// only for the same prompt); an SFT or unpaired row's one response is its

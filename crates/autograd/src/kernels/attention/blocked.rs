@@ -17,7 +17,7 @@
 //! [`ROW_BLOCK`] rows, cut again at the gap's end, so that every block is
 //! either wholly before the gap's end (it sees keys `0..r1`) or wholly after
 //! it (keys `0..start` and `end..r1`). Each product runs only over the key
-//! ranges its block sees ([`visible_keys`]): the keys above the last row of
+//! ranges its block sees (`visible_keys`): the keys above the last row of
 //! the block and the whole gap are never multiplied. Inside those ranges the
 //! causal triangle of the diagonal block is masked by the softmax, exactly.
 //!
@@ -179,21 +179,7 @@ pub fn attention_forward<T: Float>(
 ) {
     let AttentionDims { b, t, c, nh } = dims;
     let hs = dims.hs();
-    assert_eq!(
-        qkv.len(),
-        b * t * 3 * c,
-        "attention_forward: qkv is not (B, T, 3C)"
-    );
-    assert_eq!(
-        out.len(),
-        b * t * c,
-        "attention_forward: out is not (B, T, C)"
-    );
-    assert_eq!(
-        att.len(),
-        b * nh * t * t,
-        "attention_forward: att is not (B, NH, T, T)"
-    );
+    dims.check("attention_forward", qkv.len(), out.len(), att.len());
     check_gaps(gaps, dims, "attention_forward");
     let scale = T::one() / T::cast(hs as f64).sqrt();
     let qkv = ArrayView3::from_shape((b, t, 3 * c), qkv).unwrap();
@@ -329,24 +315,10 @@ pub fn attention_backward<T: Float>(
     let hs = dims.hs();
     assert_eq!(
         dqkv.len(),
-        b * t * 3 * c,
-        "attention_backward: dqkv is not (B, T, 3C)"
-    );
-    assert_eq!(
-        dout.len(),
-        b * t * c,
-        "attention_backward: dout is not (B, T, C)"
-    );
-    assert_eq!(
         qkv.len(),
-        b * t * 3 * c,
-        "attention_backward: qkv is not (B, T, 3C)"
+        "attention_backward: dqkv and qkv differ"
     );
-    assert_eq!(
-        att.len(),
-        b * nh * t * t,
-        "attention_backward: att is not (B, NH, T, T)"
-    );
+    dims.check("attention_backward", qkv.len(), dout.len(), att.len());
     check_gaps(gaps, dims, "attention_backward");
     let scale = T::one() / T::cast(hs as f64).sqrt();
     let qkv = ArrayView3::from_shape((b, t, 3 * c), qkv).unwrap();

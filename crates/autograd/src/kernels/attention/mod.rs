@@ -62,4 +62,19 @@ impl AttentionDims {
     pub fn hs(&self) -> usize {
         self.c / self.nh
     }
+
+    /// Panics, naming `kernel`, unless the buffers of a forward or backward
+    /// call have these sizes: `qkv` (B, T, 3C), `out` (B, T, C), `att`
+    /// (B, NH, T, T) (in the backward, `dqkv`, `dout` and the saved `att`).
+    pub fn check(&self, kernel: &str, qkv: usize, out: usize, att: usize) {
+        let AttentionDims { b, t, c, nh } = *self;
+        let (qkv_name, out_name) = if kernel.ends_with("backward") {
+            ("qkv and dqkv", "dout")
+        } else {
+            ("qkv", "out")
+        };
+        assert_eq!(qkv, b * t * 3 * c, "{kernel}: {qkv_name} is not (B, T, 3C)");
+        assert_eq!(out, b * t * c, "{kernel}: {out_name} is not (B, T, C)");
+        assert_eq!(att, b * nh * t * t, "{kernel}: att is not (B, NH, T, T)");
+    }
 }

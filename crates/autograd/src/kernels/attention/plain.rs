@@ -85,23 +85,9 @@ fn dot<T: Float>(a: &[T], b: &[T]) -> T {
 /// per (b, t, h), q, k, v being head h's column blocks of `qkv`.
 /// qkv: (B, T, 3C) -> out: (B, T, C), att: (B, NH, T, T) (saved for the backward).
 pub fn attention_forward<T: Float>(out: &mut [T], att: &mut [T], qkv: &[T], dims: AttentionDims) {
-    let AttentionDims { b, t, c, nh } = dims;
+    let AttentionDims { b, t, nh, .. } = dims;
     let hs = dims.hs();
-    assert_eq!(
-        qkv.len(),
-        b * t * 3 * c,
-        "attention_forward: qkv is not (B, T, 3C)"
-    );
-    assert_eq!(
-        out.len(),
-        b * t * c,
-        "attention_forward: out is not (B, T, C)"
-    );
-    assert_eq!(
-        att.len(),
-        b * nh * t * t,
-        "attention_forward: att is not (B, NH, T, T)"
-    );
+    dims.check("attention_forward", qkv.len(), out.len(), att.len());
     let at = Layout::new(dims);
     let scale = T::one() / T::cast(hs as f64).sqrt();
     for bi in 0..b {
@@ -159,28 +145,14 @@ pub fn attention_backward<T: Float>(
     att: &[T],
     dims: AttentionDims,
 ) {
-    let AttentionDims { b, t, c, nh } = dims;
+    let AttentionDims { b, t, nh, .. } = dims;
     let hs = dims.hs();
     assert_eq!(
         dqkv.len(),
-        b * t * 3 * c,
-        "attention_backward: dqkv is not (B, T, 3C)"
-    );
-    assert_eq!(
-        dout.len(),
-        b * t * c,
-        "attention_backward: dout is not (B, T, C)"
-    );
-    assert_eq!(
         qkv.len(),
-        b * t * 3 * c,
-        "attention_backward: qkv is not (B, T, 3C)"
+        "attention_backward: dqkv and qkv differ"
     );
-    assert_eq!(
-        att.len(),
-        b * nh * t * t,
-        "attention_backward: att is not (B, NH, T, T)"
-    );
+    dims.check("attention_backward", qkv.len(), dout.len(), att.len());
     let at = Layout::new(dims);
     let scale = T::one() / T::cast(hs as f64).sqrt();
     dqkv.fill(T::zero());
