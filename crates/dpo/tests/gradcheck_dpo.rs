@@ -2,14 +2,13 @@
 //! f64: every entry of every parameter, for every loss type, through the
 //! model, the fused LM-head log-prob kernel and the fused loss.
 
-use autograd::gradcheck::{gradcheck_with, random_inputs, GradcheckOptions};
-use autograd::Tensor;
+use autograd::gradcheck::{gradcheck_with, GradcheckOptions};
 use dpo::data::{chosen_prompt_targets, collate_pairs, PairLayout, PreferenceRow};
 use dpo::loss::{
     dpo_loss, preference_loss, BcoShift, DpoLossConfig, LossType, PairContext, WeightedLoss,
 };
 use dpo::scoring::{score, ScoringBatch};
-use transformer::{param_specs, Gpt, GptConfig, GptParams};
+use transformer::{gradcheck_params, Gpt, GptConfig, GptParams};
 
 fn row(prompt: &[u32], chosen: &[u32], rejected: &[u32]) -> PreferenceRow {
     PreferenceRow {
@@ -18,23 +17,6 @@ fn row(prompt: &[u32], chosen: &[u32], rejected: &[u32]) -> PreferenceRow {
         rejected: rejected.to_vec(),
         line: 0,
     }
-}
-
-/// Random parameters of a non-trivial size; LayerNorm weights around 1.
-fn random_params(config: &GptConfig, seed: u64) -> Vec<Tensor<f64>> {
-    let specs = param_specs(config);
-    let shapes: Vec<&[usize]> = specs.iter().map(|(_, s)| &s[..]).collect();
-    random_inputs(&shapes, seed)
-        .into_iter()
-        .zip(&specs)
-        .map(|(x, (name, _))| {
-            if name.contains("ln_") && name.ends_with(".weight") {
-                x.mapv(|v| 1.0 + 0.2 * v)
-            } else {
-                x.mapv(|v| 0.3 * v)
-            }
-        })
-        .collect()
 }
 
 #[test]
@@ -72,7 +54,7 @@ fn dpo_loss_gradients_of_every_parameter_for_every_loss() {
         };
         let loss = DpoLossConfig::new(loss_type, 0.5, label_smoothing);
         let report = gradcheck_with(
-            random_params(&config, 3),
+            gradcheck_params(&config, 3),
             &GradcheckOptions {
                 max_entries_per_input: 1000,
                 ..Default::default()
@@ -129,7 +111,7 @@ fn reference_free_and_combined_losses_gradients_of_every_parameter() {
             reference.clone()
         };
         let report = gradcheck_with(
-            random_params(&config, 5),
+            gradcheck_params(&config, 5),
             &GradcheckOptions {
                 max_entries_per_input: 1000,
                 ..Default::default()

@@ -2,13 +2,13 @@
 //! differences in f64, and `KtoObjective`'s batch loss and evaluation
 //! against the same computation written out from the lower-level functions.
 
-use autograd::gradcheck::{gradcheck_with, random_inputs, GradcheckOptions};
-use autograd::{Precision, Tape, Tensor};
+use autograd::gradcheck::{gradcheck_with, GradcheckOptions};
+use autograd::{Precision, Tape};
 use dpo::data::{kl_sequences, SftRow, UnpairedRow};
 use dpo::loss::kto::{batch_kl, kto_loss, KtoConfig, KtoMetricSums, UnpairedLogps};
 use dpo::objective::{evaluate_unpaired, KtoObjective, Objective};
 use dpo::scoring::{score, score_sequences, ScoringBatch};
-use transformer::{param_specs, Gpt, GptConfig, GptParams};
+use transformer::{gradcheck_params, Gpt, GptConfig, GptParams};
 
 fn row(prompt: &[u32], completion: &[u32], desirable: bool) -> UnpairedRow {
     UnpairedRow {
@@ -52,19 +52,7 @@ fn kto_loss_gradients_of_every_parameter() {
     let batch = ScoringBatch::sequences(&sequences);
     let reference: Vec<f64> = (0..rows.len()).map(|i| -6.0 - 0.9 * i as f64).collect();
     let desirable: Vec<bool> = rows.iter().map(|r| r.desirable).collect();
-    let specs = param_specs(&config);
-    let shapes: Vec<&[usize]> = specs.iter().map(|(_, s)| &s[..]).collect();
-    let params: Vec<Tensor<f64>> = random_inputs(&shapes, 3)
-        .into_iter()
-        .zip(&specs)
-        .map(|(x, (name, _))| {
-            if name.contains("ln_") && name.ends_with(".weight") {
-                x.mapv(|v| 1.0 + 0.2 * v)
-            } else {
-                x.mapv(|v| 0.3 * v)
-            }
-        })
-        .collect();
+    let params = gradcheck_params(&config, 3);
     // The KL estimate is a constant of the loss (detached): any value will do.
     let report = gradcheck_with(
         params,

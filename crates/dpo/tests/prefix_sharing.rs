@@ -3,7 +3,7 @@
 //! log-probs (f32, rel 1e-6), the f64 gradient of the loss through the whole
 //! model, every pair objective's loss, and the lazy reference cache.
 
-use autograd::gradcheck::{gradcheck_with, random_inputs, GradcheckOptions};
+use autograd::gradcheck::{gradcheck_with, GradcheckOptions};
 use autograd::kernels::attention::KeyGap;
 use autograd::{Precision, Tape, Tensor};
 use dpo::data::{collate_pairs, collate_shared_pairs, PairLayout, PreferenceRow, IGNORE_INDEX};
@@ -11,7 +11,7 @@ use dpo::loss::{dpo_loss, DpoLossConfig, LossType};
 use dpo::objective::{DpoObjective, Objective};
 use dpo::scoring::{score, score_pairs, ScoringBatch};
 use rand::{Rng, SeedableRng};
-use transformer::{param_specs, Gpt, GptConfig, GptParams};
+use transformer::{gradcheck_params, Gpt, GptConfig, GptParams};
 
 fn row(prompt: &[u32], chosen: &[u32], rejected: &[u32]) -> PreferenceRow {
     PreferenceRow {
@@ -148,23 +148,6 @@ fn shared_log_probs_without_padding_equal_the_separate_ones() {
     }
 }
 
-/// Random parameters of a non-trivial size; LayerNorm weights around 1.
-fn random_params(config: &GptConfig, seed: u64) -> Vec<Tensor<f64>> {
-    let specs = param_specs(config);
-    let shapes: Vec<&[usize]> = specs.iter().map(|(_, s)| &s[..]).collect();
-    random_inputs(&shapes, seed)
-        .into_iter()
-        .zip(&specs)
-        .map(|(x, (name, _))| {
-            if name.contains("ln_") && name.ends_with(".weight") {
-                x.mapv(|v| 1.0 + 0.2 * v)
-            } else {
-                x.mapv(|v| 0.3 * v)
-            }
-        })
-        .collect()
-}
-
 /// The DPO loss of a shared batch through the whole model, in f64: against
 /// central differences (every parameter entry), and its gradient against the
 /// separate layout's.
@@ -193,7 +176,7 @@ fn shared_dpo_loss_gradients_of_every_parameter() {
         max_entries_per_input: 1000,
         ..Default::default()
     };
-    let report = gradcheck_with(random_params(&config, 3), &options, |tape, params| {
+    let report = gradcheck_with(gradcheck_params(&config, 3), &options, |tape, params| {
         let params = GptParams::from_vec(&config, params.to_vec());
         let logps = score(&model, tape, &params, &shared).responses;
         dpo_loss(tape, &logps, &reference, &separate.scored_tokens, &loss)
@@ -204,7 +187,7 @@ fn shared_dpo_loss_gradients_of_every_parameter() {
     // the same gradient as the separate layout, to f64 rounding
     let grads = |layout: PairLayout| -> Vec<f64> {
         let tape = Tape::<f64>::new();
-        let leaves: Vec<_> = random_params(&config, 3)
+        let leaves: Vec<_> = gradcheck_params(&config, 3)
             .into_iter()
             .map(|p| tape.leaf(p))
             .collect();

@@ -42,6 +42,6 @@ pub use config::GptConfig;
 pub use hf_tokenizer::{load_tokenizer, tokenizer_files, HfTokenizer};
 pub use kv_cache::KvCache;
 pub use model::{AttentionMode, Gpt, UnpaddedRows};
-pub use params::{param_specs, GptParams};
+pub use params::{gradcheck_params, param_specs, GptParams};
 pub use sampling::{generate, SamplingOptions};
 pub use tokenizer::{ByteTokenizer, Tokenizer};

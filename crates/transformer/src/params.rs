@@ -125,6 +125,23 @@ pub struct GptParams<P> {
     pub ln_f: LayerNorm<P>,
 }
 
+/// Parameters of `config` for gradient checks of the whole model, in the
+/// canonical order: uniform random values scaled by 0.3 (the 0.02 init would
+/// make every gradient tiny), LayerNorm weights `1 + 0.2 u` (around 1, as a
+/// trained model's), seeded.
+pub fn gradcheck_params(config: &GptConfig, seed: u64) -> Vec<autograd::Tensor<f64>> {
+    let specs = GptParams::specs(config).into_vec();
+    let shapes: Vec<&[usize]> = specs.iter().map(|s| &s.shape[..]).collect();
+    autograd::gradcheck::random_inputs(&shapes, seed)
+        .into_iter()
+        .zip(&specs)
+        .map(|(x, spec)| match spec.init {
+            Init::Ones => x.mapv(|v| 1.0 + 0.2 * v),
+            _ => x.mapv(|v| 0.3 * v),
+        })
+        .collect()
+}
+
 impl GptParams<ParamSpec> {
     /// The name, shape and init of every parameter of `config`.
     ///

@@ -1,28 +1,11 @@
 //! Whole-model gradient check in f64: the SFT loss of a tiny GPT against
 //! central finite differences, every entry of every parameter tensor.
 
-use autograd::gradcheck::{gradcheck_with, random_inputs, GradcheckOptions};
-use autograd::Tensor;
-use transformer::params::Init;
-use transformer::{Gpt, GptConfig, GptParams};
+use autograd::gradcheck::{gradcheck_with, GradcheckOptions};
+use transformer::{gradcheck_params, Gpt, GptConfig, GptParams};
 
 mod oracle;
 use oracle::{sft_loss, SftBatch};
-
-/// Random parameters of a non-trivial size (the 0.02 init would make every
-/// gradient tiny), in the canonical order; LayerNorm weights around 1.
-fn random_params(config: &GptConfig, seed: u64) -> Vec<Tensor<f64>> {
-    let specs = GptParams::specs(config).into_vec();
-    let shapes: Vec<&[usize]> = specs.iter().map(|s| &s.shape[..]).collect();
-    random_inputs(&shapes, seed)
-        .into_iter()
-        .zip(&specs)
-        .map(|(x, spec)| match spec.init {
-            Init::Ones => x.mapv(|v| 1.0 + 0.2 * v),
-            _ => x.mapv(|v| 0.3 * v),
-        })
-        .collect()
-}
 
 fn check(config: GptConfig) {
     let model = Gpt::<f64>::new(config, 0);
@@ -32,7 +15,7 @@ fn check(config: GptConfig) {
         (vec![8, 8], vec![1]),
     ]);
     let report = gradcheck_with(
-        random_params(&config, 7),
+        gradcheck_params(&config, 7),
         &GradcheckOptions {
             max_entries_per_input: 1000, // every entry of this tiny model
             ..Default::default()
