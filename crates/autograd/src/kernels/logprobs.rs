@@ -18,7 +18,7 @@
 
 use rayon::prelude::*;
 
-use super::simd::{max_lanes, sum_map_lanes};
+use super::simd::{max_lanes, sum_exp_lanes};
 use crate::float::Float;
 
 /// The target of a row that is not scored (prompt, padding): PyTorch's
@@ -36,10 +36,10 @@ pub fn row_max<T: Float>(row: &[T]) -> T {
 }
 
 /// `sum_j exp(x_j - shift)` over a row, with [`Float::exp_fast`] (vectorizes
-/// in f32, exact `exp` in f64).
+/// in f32, exact `exp` in f64), on the shared lanes.
 #[inline]
 pub fn row_sum_exp<T: Float>(row: &[T], shift: T) -> T {
-    sum_map_lanes(row, |x| (x - shift).exp_fast())
+    sum_exp_lanes(row, shift)
 }
 
 /// ```text
