@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::{
-    assert_resumes_bitwise, copy_checkpoint, dpo, dpo_in, golden_dir, load_weights, metric_close,
-    read, set_flag, train_ids, train_ids_args, EVAL_IDS, IDS_NO_REF,
+    assert_resumes_bitwise, copy_checkpoint, dpo, dpo_in, eval_ids_args, golden_dir, load_weights,
+    metric_close, read, set_flag, train_ids, train_ids_args, IDS_NO_REF,
 };
 use serde_json::Value;
 use transformer::Gpt;
@@ -45,9 +45,9 @@ fn unknown_flag_is_a_usage_error_not_a_panic() {
 
 #[test]
 fn threads_is_accepted_before_and_after_the_subcommand() {
-    let before = dpo(&[&["--threads", "1"][..], &EVAL_IDS].concat());
-    let after = dpo(&[&EVAL_IDS[..], &["--threads", "1"]].concat());
-    let two = dpo(&[&["--threads", "2"][..], &EVAL_IDS].concat());
+    let before = dpo(&[&["--threads", "1"][..], &eval_ids_args()[..]].concat());
+    let after = dpo(&[&eval_ids_args()[..], &["--threads", "1"]].concat());
+    let two = dpo(&[&["--threads", "2"][..], &eval_ids_args()[..]].concat());
     before.assert_ok();
     after.assert_ok();
     two.assert_ok();
@@ -71,7 +71,7 @@ fn threads_is_accepted_before_and_after_the_subcommand() {
 
 #[test]
 fn eval_prints_one_json_object() {
-    let run = dpo(&EVAL_IDS);
+    let run = dpo(&eval_ids_args());
     run.assert_ok();
     let lines: Vec<&str> = run
         .stdout
@@ -158,7 +158,7 @@ fn missing_checkpoint_is_one_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("no-such-checkpoint");
     let missing = missing.to_str().unwrap();
-    let run = dpo(&set_flag(&EVAL_IDS, "--policy", missing));
+    let run = dpo(&set_flag(&eval_ids_args(), "--policy", missing));
     run.assert_one_line_error();
     assert!(
         run.stderr.contains(missing),
@@ -170,7 +170,7 @@ fn missing_checkpoint_is_one_clear_error() {
         "the OS error is said more than once:\n{run}"
     );
     dpo(&["generate", "--model", missing, "--prompt", "Hi"]).assert_one_line_error();
-    let run = dpo(&set_flag(&EVAL_IDS, "--data", missing));
+    let run = dpo(&set_flag(&eval_ids_args(), "--data", missing));
     run.assert_one_line_error();
     assert_eq!(
         run.stderr.matches("os error").count(),
@@ -306,7 +306,7 @@ fn non_finite_weights_stop_training_at_the_first_step() {
     assert!(!out.exists(), "a checkpoint was written for a NaN run");
 
     // Evaluating the same poisoned policy is an error too, not `"loss": null`.
-    let run = dpo(&set_flag(&EVAL_IDS, "--policy", poisoned_str));
+    let run = dpo(&set_flag(&eval_ids_args(), "--policy", poisoned_str));
     assert!(matches!(run.code, Some(c) if c != 0), "{run}");
     assert!(run.stderr.contains("not finite"), "{run}");
     assert!(!run.stdout.contains("null"), "{run}");
@@ -362,7 +362,7 @@ fn reference_free_training_and_eval_run() {
     .concat());
     free.assert_ok();
     let free = free.json();
-    let with_ref = dpo(&EVAL_IDS);
+    let with_ref = dpo(&eval_ids_args());
     let with_ref = with_ref.json();
     let get = |m: &serde_json::Map<String, Value>, k: &str| m[k].as_f64().unwrap();
     assert_eq!(get(&free, "logps/chosen"), get(&with_ref, "logps/chosen"));
@@ -459,8 +459,8 @@ fn save_every_does_not_change_the_run() {
 #[test]
 fn gzip_data_reads_like_plain_data() {
     // ids/prefs.jsonl.gz is ids/prefs.jsonl gzipped by make_golden.py.
-    let plain = dpo(&EVAL_IDS);
-    let zipped = dpo(&set_flag(&EVAL_IDS, "--data", "ids/prefs.jsonl.gz"));
+    let plain = dpo(&eval_ids_args());
+    let zipped = dpo(&set_flag(&eval_ids_args(), "--data", "ids/prefs.jsonl.gz"));
     zipped.assert_ok();
     assert_eq!(plain.stdout, zipped.stdout);
 }

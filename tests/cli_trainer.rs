@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 
 use common::{
-    dpo, eval_ids, set_flag, sft_golden_args, train_ids_args, worst_relative_diff, EVAL_IDS,
+    dpo, eval_ids, eval_ids_args, set_flag, sft_golden_args, train_ids_args, worst_relative_diff,
     IDS_NO_REF,
 };
 use serde_json::Value;
@@ -259,7 +259,7 @@ fn a_row_emptied_by_truncation_is_refused_or_skipped() {
     )
     .unwrap();
     let eval = |extra: &[&str]| {
-        let eval = set_flag(&EVAL_IDS, "--data", data.to_str().unwrap());
+        let eval = set_flag(&eval_ids_args(), "--data", data.to_str().unwrap());
         dpo(&[&eval[..], &["--max-prompt-length", "0"], extra].concat())
     };
     let refused = eval(&[]);

@@ -47,7 +47,7 @@ fn a_label_smoothing_of_one_half_or_more_is_refused() {
 
 #[test]
 fn thousands_of_threads_are_refused() {
-    let run = dpo(&[&["--threads", "10000"][..], &common::EVAL_IDS].concat());
+    let run = dpo(&[&["--threads", "10000"][..], &common::eval_ids_args()[..]].concat());
     run.assert_one_line_error();
     assert!(run.stderr.contains("per core"), "{run}");
 }

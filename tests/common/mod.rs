@@ -103,20 +103,14 @@ pub const IDS: [&str; 6] = [
 /// [`IDS`] without the reference, for the reference-free losses.
 pub const IDS_NO_REF: [&str; 4] = ["--policy", "ids/policy", "--data", "ids/prefs.jsonl"];
 
-/// `dpo eval` on the golden ids/ case.
-pub const EVAL_IDS: [&str; 7] = [
-    "eval",
-    "--policy",
-    "ids/policy",
-    "--ref",
-    "ids/ref",
-    "--data",
-    "ids/prefs.jsonl",
-];
+/// The arguments of `dpo eval` on the golden ids/ case.
+pub fn eval_ids_args() -> Vec<&'static str> {
+    [&["eval"][..], &IDS].concat()
+}
 
 /// `dpo eval` on the golden ids/ case, with `extra` flags.
 pub fn eval_ids(extra: &[&str]) -> Run {
-    dpo(&[&EVAL_IDS[..], extra].concat())
+    dpo(&[&eval_ids_args()[..], extra].concat())
 }
 
 /// The arguments of `dpo train` on the golden ids/ case, writing to `out`.
