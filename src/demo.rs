@@ -36,7 +36,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::json;
-use transformer::{ByteTokenizer, Gpt, GptConfig, Tokenizer};
+use transformer::{ByteTokenizer, Model, ModelConfig, Tokenizer};
 
 use crate::trainer::setup::{load_model, load_rows};
 use crate::trainer::{
@@ -50,8 +50,8 @@ const ALPHABET: &[u8] = b"abcdefgh";
 const SFT_DESIRED_SHARE: f64 = 0.3;
 
 /// The model of the demo: small enough to train in a minute on 2 cores.
-pub fn demo_config() -> GptConfig {
-    GptConfig {
+pub fn demo_config() -> ModelConfig {
+    ModelConfig {
         vocab_size: 256,
         block_size: 16,
         n_layer: 2,
@@ -191,7 +191,7 @@ fn demo_run(
 }
 
 /// Greedy completion of `prompt`, cut after the first full stop.
-fn greedy(model: &Gpt<f32>, prompt: &str) -> String {
+fn greedy(model: &Model<f32>, prompt: &str) -> String {
     let ids = ByteTokenizer.encode(prompt);
     let out = transformer::sampling::generate(
         model,
@@ -208,7 +208,7 @@ fn greedy(model: &Gpt<f32>, prompt: &str) -> String {
     }
 }
 
-fn success_rate(model: &Gpt<f32>, words: &[String]) -> f64 {
+fn success_rate(model: &Model<f32>, words: &[String]) -> f64 {
     let ok = words
         .iter()
         .filter(|w| greedy(model, &format!("{w}>")) == desired(w))
@@ -216,7 +216,7 @@ fn success_rate(model: &Gpt<f32>, words: &[String]) -> f64 {
     ok as f64 / words.len() as f64
 }
 
-fn pair_accuracy(model: &Gpt<f32>, rows: &[PreferenceRow]) -> f64 {
+fn pair_accuracy(model: &Model<f32>, rows: &[PreferenceRow]) -> f64 {
     let (logps, _) = score_pairs(
         model,
         rows,

@@ -14,7 +14,7 @@ use common::{
     metric_close, read, set_flag, train_ids, train_ids_args, IDS_NO_REF,
 };
 use serde_json::Value;
-use transformer::Gpt;
+use transformer::Model;
 
 #[test]
 fn help_of_every_subcommand() {
@@ -286,7 +286,7 @@ fn non_finite_weights_stop_training_at_the_first_step() {
     // A checkpoint with an infinite position embedding: every sequence's
     // first position is inf, so LayerNorm gives NaN and the first loss is NaN.
     let tmp = tempfile::tempdir().unwrap();
-    let mut model = Gpt::<f32>::load(&golden_dir().join("ids/policy")).unwrap();
+    let mut model = Model::<f32>::load(&golden_dir().join("ids/policy")).unwrap();
     Arc::make_mut(&mut model.params_mut().wpe)
         .iter_mut()
         .take(3)

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use dpo::data::{read_preferences, read_sft};
-use transformer::{parse_config, ByteTokenizer, Gpt, GptConfig};
+use transformer::{parse_config, ByteTokenizer, Model, ModelConfig};
 
 /// Every file under `fuzz/seeds/TARGET` and `fuzz/regressions/TARGET`.
 fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -72,7 +72,7 @@ fn config_json_inputs_parse_or_are_refused() {
 fn safetensors_inputs_load_or_are_refused() {
     let files = inputs("safetensors_checkpoint");
     assert!(!files.is_empty(), "the seeds are missing");
-    let config = GptConfig {
+    let config = ModelConfig {
         vocab_size: 5,
         block_size: 3,
         n_layer: 1,
@@ -82,7 +82,7 @@ fn safetensors_inputs_load_or_are_refused() {
     };
     let mut loaded = 0;
     for (path, bytes) in files {
-        if let Ok(model) = Gpt::from_safetensors(config, &bytes, &path) {
+        if let Ok(model) = Model::from_safetensors(config, &bytes, &path) {
             let count: usize = model.params().iter().map(|p| p.len()).sum();
             assert_eq!(count as u64, config.num_params().unwrap());
             loaded += 1;

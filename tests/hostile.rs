@@ -21,7 +21,7 @@ use std::sync::Arc;
 use common::{
     assert_same_files, copy_checkpoint, dpo, dpo_in, eval_ids, golden_dir, read, train_ids,
 };
-use transformer::Gpt;
+use transformer::Model;
 
 /// The absolute path of a golden file, for runs in another directory.
 fn golden(path: &str) -> String {
@@ -86,7 +86,7 @@ fn an_endless_generation_is_refused_and_a_long_one_stays_bounded() {
 #[test]
 fn generating_from_non_finite_weights_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut model = Gpt::<f32>::load(&golden_dir().join("text/policy")).unwrap();
+    let mut model = Model::<f32>::load(&golden_dir().join("text/policy")).unwrap();
     let wte = Arc::make_mut(&mut model.params_mut().wte);
     wte.as_slice_mut().unwrap()[7] = f32::INFINITY;
     model.save(&tmp.path().join("inf")).unwrap();

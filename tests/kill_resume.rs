@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::{assert_same_files, golden_dir, IDS};
 use rand::{Rng, SeedableRng};
-use transformer::Gpt;
+use transformer::Model;
 
 const STEPS: &str = "30";
 
@@ -112,7 +112,7 @@ fn killed_runs_resume_bitwise_equal_to_an_uninterrupted_run() {
         }
         // What survived loads as it is (each file is whole) ...
         if out.join("model.safetensors").exists() {
-            Gpt::<f32>::load(&out).unwrap_or_else(|e| {
+            Model::<f32>::load(&out).unwrap_or_else(|e| {
                 panic!("kill {killed} at {at:?}: the checkpoint does not load: {e}")
             });
         }

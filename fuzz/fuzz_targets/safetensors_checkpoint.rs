@@ -7,11 +7,11 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use transformer::{Gpt, GptConfig};
+use transformer::{Model, ModelConfig};
 
 fuzz_target!(|bytes: &[u8]| {
     // Tiny enough that a valid file is a few KiB, so the fuzzer can reach one.
-    let config = GptConfig {
+    let config = ModelConfig {
         vocab_size: 5,
         block_size: 3,
         n_layer: 1,
@@ -19,7 +19,7 @@ fuzz_target!(|bytes: &[u8]| {
         n_embd: 2,
         bias: true,
     };
-    if let Ok(model) = Gpt::from_safetensors(config, bytes, Path::new("model.safetensors")) {
+    if let Ok(model) = Model::from_safetensors(config, bytes, Path::new("model.safetensors")) {
         let count: usize = model.params().iter().map(|p| p.len()).sum();
         assert_eq!(count as u64, config.num_params().unwrap());
     }

@@ -9,7 +9,7 @@ use dpo::loss::kto::KtoConfig;
 use dpo::loss::{DpoLossConfig, LossType, WeightedLoss};
 use serde::Serialize;
 use transformer::sampling::{generate_until, SamplingOptions};
-use transformer::GptConfig;
+use transformer::ModelConfig;
 
 use super::args::{
     Cli, Command, EvalCliArgs, GenerateArgs, LossArgs, LossName, OnOff, OptimArgs, PairArgs,
@@ -363,8 +363,8 @@ fn run_generate(a: &GenerateArgs) -> Result<Generation> {
 }
 
 /// A preset name or a config.json path.
-fn parse_config(name: &str) -> Result<GptConfig> {
-    if let Some(config) = GptConfig::preset(name) {
+fn parse_config(name: &str) -> Result<ModelConfig> {
+    if let Some(config) = ModelConfig::preset(name) {
         return Ok(config);
     }
     let path = Path::new(name);
@@ -373,7 +373,7 @@ fn parse_config(name: &str) -> Result<GptConfig> {
         "--config {name}: neither a preset (tiny, small, medium, gpt2) nor a config.json file"
     );
     let text = std::fs::read_to_string(path).with_context(|| format!("--config {name}"))?;
-    let config: GptConfig = serde_json::from_str(&text)
+    let config: ModelConfig = serde_json::from_str(&text)
         .with_context(|| format!("--config {name}: not a model config"))?;
     config
         .validate()

@@ -46,7 +46,7 @@ use sha2::{Digest, Sha256};
 use transformer::checkpoint::unique_suffix;
 use transformer::hf::INDEX_FILE;
 use transformer::hf_tokenizer::TOKENIZER_FILES;
-use transformer::{write_synced, CheckpointFormat, Gpt};
+use transformer::{write_synced, CheckpointFormat, Model};
 
 use super::settings::{AnyOptimizer, TrainHyper};
 
@@ -271,7 +271,7 @@ fn verify_checksums(dir: &Path, state: &TrainerState) -> Result<()> {
 }
 
 /// The optimizer's state tensors under their file names: `{param}.{moment}`.
-fn optimizer_tensors(model: &Gpt<f32>, optimizer: &AnyOptimizer) -> Vec<(String, Tensor<f32>)> {
+fn optimizer_tensors(model: &Model<f32>, optimizer: &AnyOptimizer) -> Vec<(String, Tensor<f32>)> {
     let AnyOptimizer::AdamW(adamw) = optimizer else {
         return Vec::new(); // plain SGD keeps no state but its step count
     };
@@ -285,7 +285,7 @@ fn optimizer_tensors(model: &Gpt<f32>, optimizer: &AnyOptimizer) -> Vec<(String,
 }
 
 /// The bytes of `DIR/optimizer.safetensors`, or `None` for a stateless optimizer.
-fn optimizer_file(model: &Gpt<f32>, optimizer: &AnyOptimizer) -> Result<Option<Vec<u8>>> {
+fn optimizer_file(model: &Model<f32>, optimizer: &AnyOptimizer) -> Result<Option<Vec<u8>>> {
     let named = optimizer_tensors(model, optimizer);
     if named.is_empty() {
         return Ok(None);
@@ -312,7 +312,7 @@ fn optimizer_file(model: &Gpt<f32>, optimizer: &AnyOptimizer) -> Result<Option<V
 /// one unit (see the module docs); `state.sha256` is filled in here.
 pub fn save_checkpoint(
     dir: &Path,
-    model: &Gpt<f32>,
+    model: &Model<f32>,
     model_files: &ModelFiles,
     optimizer: &AnyOptimizer,
     state: &TrainerState,
@@ -403,7 +403,7 @@ pub fn read_state(dir: &Path) -> Result<TrainerState> {
 /// Loads the optimizer state of `state` saved by [`save_checkpoint`] into `optimizer`.
 pub fn load_optimizer_state(
     dir: &Path,
-    model: &Gpt<f32>,
+    model: &Model<f32>,
     optimizer: &mut AnyOptimizer,
     state: &TrainerState,
 ) -> Result<()> {
@@ -474,7 +474,7 @@ pub fn resumable_state(out: &Path, stage: &str, hyper: &TrainHyper) -> Result<Tr
 pub fn optimizer_and_start_step(
     hyper: &TrainHyper,
     out: &Path,
-    model: &Gpt<f32>,
+    model: &Model<f32>,
     resume: bool,
     stage: &str,
 ) -> Result<(AnyOptimizer, u64)> {

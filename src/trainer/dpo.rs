@@ -10,7 +10,7 @@ use dpo::data::{PairLayout, PreferenceRow};
 use dpo::loss::DpoLossConfig;
 use dpo::objective::{DpoObjective, Objective};
 use dpo::scoring::score_pairs;
-use transformer::Gpt;
+use transformer::Model;
 
 use super::distributed::{all_gather_f64, Collective};
 use super::setup::{load_reference, prepare_run, DataArgs, InitialModel, RunSetup};
@@ -44,7 +44,7 @@ pub fn eval_batch_size(train_batch_size: usize) -> usize {
 /// of the batches and all of them receiving all of it. The batches are those
 /// of one rank, so the values are the same bits on any number of ranks.
 fn shared_reference_logps(
-    reference: &Gpt<f32>,
+    reference: &Model<f32>,
     rows: &[PreferenceRow],
     batch_size: usize,
     layout: PairLayout,

@@ -7,8 +7,8 @@ use anyhow::{anyhow, ensure, Context, Result};
 use dpo::data::{self, prepare_rows, DataError, PreparedRows, TrainingRow};
 use transformer::hf_tokenizer::TOKENIZER_FILE;
 use transformer::{
-    detect_format, load_tokenizer, tokenizer_files, ByteTokenizer, CheckpointFormat, Gpt,
-    GptConfig, Tokenizer,
+    detect_format, load_tokenizer, tokenizer_files, ByteTokenizer, CheckpointFormat, Model,
+    ModelConfig, Tokenizer,
 };
 
 use super::checkpoint::{open_run_dir, ModelFiles};
@@ -19,8 +19,8 @@ use super::train_loop::{DataCounts, RunSettings};
 
 /// Loads a checkpoint (nanoGPT or Hugging Face); errors name `what` it is
 /// (e.g. `policy`) and where.
-pub fn load_model(path: &Path, what: &str) -> Result<Gpt<f32>> {
-    Gpt::<f32>::load(path).with_context(|| format!("{what} {}", path.display()))
+pub fn load_model(path: &Path, what: &str) -> Result<Model<f32>> {
+    Model::<f32>::load(path).with_context(|| format!("{what} {}", path.display()))
 }
 
 /// A checkpoint with what comes with the model: its tokenizer (the
@@ -28,7 +28,7 @@ pub fn load_model(path: &Path, what: &str) -> Result<Gpt<f32>> {
 /// files, which the checkpoints of a run started from it carry along.
 pub struct LoadedModel {
     /// The model.
-    pub model: Gpt<f32>,
+    pub model: Model<f32>,
     /// How text becomes ids for this model.
     pub tokenizer: Box<dyn Tokenizer>,
     /// The format it was read in; the default format of the checkpoints
@@ -55,7 +55,7 @@ impl LoadedModel {
 pub fn load_checkpoint(path: &Path, what: &str) -> Result<LoadedModel> {
     let context = || format!("{what} {}", path.display());
     let format = detect_format(path).with_context(context)?;
-    let model = Gpt::<f32>::load(path).with_context(context)?;
+    let model = Model::<f32>::load(path).with_context(context)?;
     let tokenizer = load_tokenizer(path).with_context(context)?;
     let tokenizer_files = tokenizer_files(path).with_context(context)?;
     let vocab_size = model.config().vocab_size;
@@ -88,7 +88,7 @@ fn physical_memory() -> Option<u64> {
 /// moments, and a second copy of the weights for the reference. (The
 /// activations come on top, and grow with the batch.)
 pub fn check_training_memory(
-    config: &GptConfig,
+    config: &ModelConfig,
     hyper: &TrainHyper,
     with_reference: bool,
 ) -> Result<()> {
@@ -116,7 +116,7 @@ pub fn check_training_memory(
 }
 
 /// The frozen reference (if any), which must have the policy's config.
-pub fn load_reference(path: Option<&Path>, policy: &Gpt<f32>) -> Result<Option<Gpt<f32>>> {
+pub fn load_reference(path: Option<&Path>, policy: &Model<f32>) -> Result<Option<Model<f32>>> {
     let Some(path) = path else { return Ok(None) };
     let reference = load_model(path, "reference")?;
     ensure!(
@@ -143,7 +143,7 @@ pub fn prompt_budget(max_prompt_length: Option<usize>, block_size: usize) -> Res
 /// data-parallel run reports for all: they read the same file).
 pub fn load_rows<R: TrainingRow>(
     path: &Path,
-    config: &GptConfig,
+    config: &ModelConfig,
     tokenizer: &dyn Tokenizer,
     max_prompt_length: Option<usize>,
     skip_invalid: bool,
@@ -203,7 +203,7 @@ pub struct TrainData<R> {
 /// Skipped rows are reported when `report_skips` (on the root rank).
 pub fn load_train_data<R: TrainingRow>(
     args: &DataArgs,
-    config: &GptConfig,
+    config: &ModelConfig,
     tokenizer: &dyn Tokenizer,
     seed: u64,
     report_skips: bool,
@@ -251,7 +251,7 @@ pub enum InitialModel {
     /// An existing checkpoint.
     Checkpoint(PathBuf),
     /// A fresh nanoGPT-initialised model of this config (seeded), reading bytes.
-    Config(GptConfig),
+    Config(ModelConfig),
 }
 
 /// What a training command needs besides its objective's own settings.
@@ -273,7 +273,7 @@ pub struct RunSetup<'a> {
 /// A training run set up, whatever its objective.
 pub struct PreparedRun<R> {
     /// The model to train: the initial one, or the checkpoint in `--out` when resuming.
-    pub policy: Gpt<f32>,
+    pub policy: Model<f32>,
     /// How its checkpoints are written.
     pub model_files: ModelFiles,
     /// Its training and held-out rows.
@@ -309,7 +309,7 @@ pub fn prepare_run<R: TrainingRow>(
             check_training_memory(config, &run.hyper, setup.with_reference)?;
             // A fresh model reads bytes and is saved as nanoGPT by default.
             LoadedModel {
-                model: Gpt::<f32>::new(*config, run.hyper.seed),
+                model: Model::<f32>::new(*config, run.hyper.seed),
                 tokenizer: Box::new(ByteTokenizer),
                 format: CheckpointFormat::NanoGpt,
                 tokenizer_files: Vec::new(),

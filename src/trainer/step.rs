@@ -18,7 +18,7 @@ use autograd::{Precision, Tape, Tensor};
 use dpo::objective::{MetricValue, Metrics, Objective};
 use serde::{Deserialize, Serialize};
 
-use transformer::Gpt;
+use transformer::Model;
 
 use super::distributed::Collective;
 use super::settings::TrainHyper;
@@ -59,7 +59,7 @@ pub fn check_split(
 /// are summed.
 pub fn step_gradient<O: Objective>(
     objective: &mut O,
-    model: &Gpt<f32>,
+    model: &Model<f32>,
     batch: &[usize],
     grad_accum: usize,
     precision: Precision,
@@ -208,10 +208,10 @@ mod tests {
     use dpo::data::{PreferenceRow, SftRow};
     use dpo::loss::{DpoLossConfig, LossType, WeightedLoss};
     use dpo::objective::{DpoObjective, SftObjective};
-    use transformer::GptConfig;
+    use transformer::ModelConfig;
 
-    fn model() -> Gpt<f32> {
-        let config = GptConfig {
+    fn model() -> Model<f32> {
+        let config = ModelConfig {
             vocab_size: 32,
             block_size: 16,
             n_layer: 2,
@@ -219,7 +219,7 @@ mod tests {
             n_embd: 16,
             bias: true,
         };
-        Gpt::new(config, 7)
+        Model::new(config, 7)
     }
 
     /// Rows of uneven lengths, so micro-batches pad differently and SFT's
@@ -273,7 +273,7 @@ mod tests {
     #[test]
     fn dpo_gradient_accumulation_equals_the_whole_batch() {
         let loss = DpoLossConfig::new(LossType::Sigmoid, 0.5, 0.0);
-        let reference = Gpt::<f32>::new(*model().config(), 11);
+        let reference = Model::<f32>::new(*model().config(), 11);
         let mut objective = DpoObjective::new(loss, pairs(), vec![], Some(&reference), 4);
         accumulation_matches_whole_batch(&mut objective, 7);
         let merged = step_gradient(

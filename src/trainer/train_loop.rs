@@ -30,7 +30,7 @@ use dpo::objective::{Metrics, Objective};
 use indicatif::ProgressBar;
 use serde::Serialize;
 use serde_json::json;
-use transformer::{CheckpointFormat, Gpt};
+use transformer::{CheckpointFormat, Model};
 
 use super::checkpoint::{
     optimizer_and_start_step, read_state, save_checkpoint, ModelFiles, TrainerState,
@@ -146,7 +146,7 @@ impl RunStats {
 fn evaluate<O: Objective>(
     step: u64,
     objective: &mut O,
-    model: &Gpt<f32>,
+    model: &Model<f32>,
     metrics_log: &mut MetricsLog,
     bar: &ProgressBar,
 ) -> Result<Option<Metrics>> {
@@ -175,7 +175,7 @@ fn evaluate<O: Objective>(
 /// ([`SingleProcess`](super::distributed::SingleProcess) for an ordinary run).
 pub fn train<O: Objective>(
     objective: &mut O,
-    model: &mut Gpt<f32>,
+    model: &mut Model<f32>,
     model_files: &ModelFiles,
     settings: &RunSettings,
     data: DataCounts,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use transformer::{Gpt, GptConfig};
+use transformer::{Model, ModelConfig};
 
 /// tests/golden/, where the golden files and their generator live.
 pub fn golden_dir() -> PathBuf {
@@ -165,9 +165,9 @@ pub fn metric_close(actual: f64, expected: f64) -> bool {
 }
 
 /// A checkpoint as named float32 tensors, read by the project's strict loader.
-pub fn load_weights(dir: &Path) -> (GptConfig, Vec<(String, Vec<f32>)>) {
+pub fn load_weights(dir: &Path) -> (ModelConfig, Vec<(String, Vec<f32>)>) {
     let model =
-        Gpt::<f32>::load(dir).unwrap_or_else(|e| panic!("cannot load {}: {e}", dir.display()));
+        Model::<f32>::load(dir).unwrap_or_else(|e| panic!("cannot load {}: {e}", dir.display()));
     let tensors = model
         .param_names()
         .iter()

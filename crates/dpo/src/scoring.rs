@@ -18,7 +18,7 @@
 //! attend; [`score`] does the rest.
 
 use autograd::{Float, Precision, Tape, Var};
-use transformer::{Gpt, GptParams};
+use transformer::{Model, ModelParams};
 
 use autograd::kernels::attention::KeyGap;
 
@@ -128,9 +128,9 @@ impl ScoringBatch {
 /// under `model`, on `tape`: one forward pass, then the fused LM-head op
 /// once per target set.
 pub fn score<T: Float>(
-    model: &Gpt<T>,
+    model: &Model<T>,
     tape: &Tape<T>,
-    params: &GptParams<Var<T>>,
+    params: &ModelParams<Var<T>>,
     batch: &ScoringBatch,
 ) -> Scores<T> {
     let hidden = match &batch.attention {
@@ -171,7 +171,7 @@ pub fn score<T: Float>(
 /// [`score`] on a no-grad tape with its GEMMs in `precision`, the values
 /// widened to f64: (responses, prompts or empty).
 pub fn score_values<T: Float>(
-    model: &Gpt<T>,
+    model: &Model<T>,
     batch: &ScoringBatch,
     precision: Precision,
 ) -> (Vec<f64>, Vec<f64>) {
@@ -187,7 +187,7 @@ pub fn score_values<T: Float>(
 /// when `with_prompts` (else empty), `batch_size` pairs per no-grad forward
 /// pass in `layout`.
 pub fn score_pairs<T: Float>(
-    model: &Gpt<T>,
+    model: &Model<T>,
     rows: &[PreferenceRow],
     batch_size: usize,
     layout: PairLayout,
@@ -208,7 +208,7 @@ pub fn score_pairs<T: Float>(
 /// The completion log-prob of each of many sequences, `batch_size` per
 /// no-grad forward pass.
 pub fn score_sequences<T: Float>(
-    model: &Gpt<T>,
+    model: &Model<T>,
     rows: &[SftRow],
     batch_size: usize,
     precision: Precision,

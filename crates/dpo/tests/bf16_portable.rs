@@ -8,10 +8,10 @@ use autograd::kernels::bf16::{avx512, force_portable, Microkernel};
 use autograd::{Precision, Tape, Tensor};
 use dpo::data::SftRow;
 use dpo::objective::sft_batch_loss;
-use transformer::{Gpt, GptConfig};
+use transformer::{Model, ModelConfig};
 
 /// The loss and the gradients of one bf16 SFT step, as bits.
-fn step_bits(model: &Gpt<f32>, rows: &[SftRow]) -> (u32, Vec<Tensor<f32>>) {
+fn step_bits(model: &Model<f32>, rows: &[SftRow]) -> (u32, Vec<Tensor<f32>>) {
     let tape = Tape::<f32>::new().with_precision(Precision::Bf16);
     let params = model.bind(&tape);
     let (loss, _) = sft_batch_loss(model, &tape, &params, rows);
@@ -36,7 +36,7 @@ fn avx512_and_portable_bf16_steps_are_bitwise_equal() {
         );
         return;
     }
-    let config = GptConfig {
+    let config = ModelConfig {
         vocab_size: 300,
         block_size: 64,
         n_layer: 2,
@@ -44,7 +44,7 @@ fn avx512_and_portable_bf16_steps_are_bitwise_equal() {
         n_embd: 64,
         bias: true,
     };
-    let model = Gpt::<f32>::new(config, 9);
+    let model = Model::<f32>::new(config, 9);
     let rows: Vec<SftRow> = (0..6u32)
         .map(|i| SftRow {
             prompt: (0..3 + i).map(|t| (t * 31 + i * 7) % 300).collect(),

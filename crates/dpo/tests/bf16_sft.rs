@@ -23,12 +23,12 @@ use dpo::data::SftRow;
 use dpo::objective::sft_batch_loss;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use transformer::{Gpt, GptConfig, GptParams};
+use transformer::{Model, ModelConfig, ModelParams};
 
 const U: f64 = 1.0 / 256.0; // 2^-8
 
-fn config() -> GptConfig {
-    GptConfig {
+fn config() -> ModelConfig {
+    ModelConfig {
         vocab_size: 101,
         block_size: 32,
         n_layer: 2,
@@ -59,7 +59,7 @@ fn rows(count: usize, seed: u64) -> Vec<SftRow> {
 
 /// The SFT loss of `rows` and its gradient for every parameter, in `precision`.
 fn loss_and_grads(
-    model: &Gpt<f32>,
+    model: &Model<f32>,
     rows: &[SftRow],
     precision: Precision,
 ) -> (f64, Vec<Tensor<f32>>) {
@@ -78,7 +78,7 @@ fn norm(x: impl Iterator<Item = f64>) -> f64 {
 
 #[test]
 fn bf16_step_matches_f32_within_the_bf16_bound() {
-    let model = Gpt::<f32>::new(config(), 3);
+    let model = Model::<f32>::new(config(), 3);
     let batch = rows(8, 1);
     let (loss32, grads32) = loss_and_grads(&model, &batch, Precision::F32);
     let (loss16, grads16) = loss_and_grads(&model, &batch, Precision::Bf16);
@@ -86,7 +86,7 @@ fn bf16_step_matches_f32_within_the_bf16_bound() {
     eprintln!("loss f32 {loss32} bf16 {loss16}: relative difference {loss_diff:e}");
     assert!(loss_diff <= 2.0 * U, "loss: {loss_diff:e} > 2u");
     assert_ne!(loss16, loss32, "the bf16 step did not round anything");
-    let specs = GptParams::specs(&config()).into_vec();
+    let specs = ModelParams::specs(&config()).into_vec();
     for ((spec, g32), g16) in specs.iter().zip(&grads32).zip(&grads16) {
         let name = &spec.name;
         let diff = norm(g32.iter().zip(g16).map(|(a, b)| (*a - *b) as f64));
@@ -98,7 +98,7 @@ fn bf16_step_matches_f32_within_the_bf16_bound() {
 
 #[test]
 fn f64_tapes_ignore_the_precision() {
-    let model = Gpt::<f64>::new(config(), 3);
+    let model = Model::<f64>::new(config(), 3);
     let batch = rows(3, 2);
     let run = |precision| {
         let tape = Tape::<f64>::new().with_precision(precision);
@@ -118,7 +118,7 @@ fn f64_tapes_ignore_the_precision() {
 fn bf16_training_reaches_the_f32_loss() {
     let (train, held_out) = (rows(64, 5), rows(16, 6));
     let train_run = |precision| {
-        let mut model = Gpt::<f32>::new(config(), 4);
+        let mut model = Model::<f32>::new(config(), 4);
         let mut optimizer = AdamW::new(0.0);
         for step in 0..60 {
             let batch = &train[(step * 8) % 64..(step * 8) % 64 + 8];
@@ -128,7 +128,7 @@ fn bf16_training_reaches_the_f32_loss() {
         loss_and_grads(&model, &held_out, Precision::F32).0
     };
     let (f32_loss, bf16_loss) = (train_run(Precision::F32), train_run(Precision::Bf16));
-    let initial = loss_and_grads(&Gpt::<f32>::new(config(), 4), &held_out, Precision::F32).0;
+    let initial = loss_and_grads(&Model::<f32>::new(config(), 4), &held_out, Precision::F32).0;
     eprintln!("held-out loss: start {initial}, f32 {f32_loss}, bf16 {bf16_loss}");
     assert!(f32_loss < 0.5 * initial, "the f32 run did not learn");
     assert!(((bf16_loss - f32_loss) / f32_loss).abs() <= 0.02);

@@ -8,7 +8,7 @@ use dpo::loss::{
     dpo_loss, preference_loss, BcoShift, DpoLossConfig, LossType, PairContext, WeightedLoss,
 };
 use dpo::scoring::{score, ScoringBatch};
-use transformer::{gradcheck_params, Gpt, GptConfig, GptParams};
+use transformer::{gradcheck_params, Model, ModelConfig, ModelParams};
 
 fn row(prompt: &[u32], chosen: &[u32], rejected: &[u32]) -> PreferenceRow {
     PreferenceRow {
@@ -21,7 +21,7 @@ fn row(prompt: &[u32], chosen: &[u32], rejected: &[u32]) -> PreferenceRow {
 
 #[test]
 fn dpo_loss_gradients_of_every_parameter_for_every_loss() {
-    let config = GptConfig {
+    let config = ModelConfig {
         vocab_size: 13,
         block_size: 10,
         n_layer: 2,
@@ -29,7 +29,7 @@ fn dpo_loss_gradients_of_every_parameter_for_every_loss() {
         n_embd: 8,
         bias: true,
     };
-    let model = Gpt::<f64>::new(config, 0);
+    let model = Model::<f64>::new(config, 0);
     // An empty prompt, a length-1 response, responses of different lengths.
     let rows = [
         row(&[1, 2, 3], &[4, 5], &[6, 7, 8, 9]),
@@ -60,7 +60,7 @@ fn dpo_loss_gradients_of_every_parameter_for_every_loss() {
                 ..Default::default()
             },
             |tape, params| {
-                let params = GptParams::from_vec(&config, params.to_vec());
+                let params = ModelParams::from_vec(&config, params.to_vec());
                 let logps = score(&model, tape, &params, &scoring).responses;
                 dpo_loss(tape, &logps, &reference, &batch.scored_tokens, &loss)
             },
@@ -75,7 +75,7 @@ fn dpo_loss_gradients_of_every_parameter_for_every_loss() {
 /// so both paths of the LM-head kernel must add up in the gradient.
 #[test]
 fn reference_free_and_combined_losses_gradients_of_every_parameter() {
-    let config = GptConfig {
+    let config = ModelConfig {
         vocab_size: 13,
         block_size: 10,
         n_layer: 1,
@@ -83,7 +83,7 @@ fn reference_free_and_combined_losses_gradients_of_every_parameter() {
         n_embd: 8,
         bias: true,
     };
-    let model = Gpt::<f64>::new(config, 0);
+    let model = Model::<f64>::new(config, 0);
     let rows = [
         row(&[1, 2, 3], &[4, 5], &[6, 7, 8, 9]),
         row(&[], &[10, 11, 12], &[0, 3]),
@@ -117,7 +117,7 @@ fn reference_free_and_combined_losses_gradients_of_every_parameter() {
                 ..Default::default()
             },
             |tape, params| {
-                let params = GptParams::from_vec(&config, params.to_vec());
+                let params = ModelParams::from_vec(&config, params.to_vec());
                 let with_prompts = loss.needs_prompt_logps();
                 let scoring = ScoringBatch::pairs(&rows, PairLayout::Separate, with_prompts);
                 let scores = score(&model, tape, &params, &scoring);

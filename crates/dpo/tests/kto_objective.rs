@@ -8,7 +8,7 @@ use dpo::data::{kl_sequences, SftRow, UnpairedRow};
 use dpo::loss::kto::{batch_kl, kto_loss, KtoConfig, KtoMetricSums, UnpairedLogps};
 use dpo::objective::{evaluate_unpaired, KtoObjective, Objective};
 use dpo::scoring::{score, score_sequences, ScoringBatch};
-use transformer::{gradcheck_params, Gpt, GptConfig, GptParams};
+use transformer::{gradcheck_params, Model, ModelConfig, ModelParams};
 
 fn row(prompt: &[u32], completion: &[u32], desirable: bool) -> UnpairedRow {
     UnpairedRow {
@@ -38,7 +38,7 @@ const CONFIG: KtoConfig = KtoConfig {
 
 #[test]
 fn kto_loss_gradients_of_every_parameter() {
-    let config = GptConfig {
+    let config = ModelConfig {
         vocab_size: 23,
         block_size: 10,
         n_layer: 2,
@@ -46,7 +46,7 @@ fn kto_loss_gradients_of_every_parameter() {
         n_embd: 8,
         bias: true,
     };
-    let model = Gpt::<f64>::new(config, 0);
+    let model = Model::<f64>::new(config, 0);
     let rows = rows();
     let sequences: Vec<SftRow> = rows.iter().map(UnpairedRow::to_sequence).collect();
     let batch = ScoringBatch::sequences(&sequences);
@@ -61,7 +61,7 @@ fn kto_loss_gradients_of_every_parameter() {
             ..Default::default()
         },
         |tape, params| {
-            let params = GptParams::from_vec(&config, params.to_vec());
+            let params = ModelParams::from_vec(&config, params.to_vec());
             let logps = score(&model, tape, &params, &batch).responses;
             kto_loss(tape, &logps, &reference, &desirable, 0.7, &CONFIG)
         },
@@ -70,8 +70,8 @@ fn kto_loss_gradients_of_every_parameter() {
     assert!(report.max_error < 1e-6, "{report:?}");
 }
 
-fn tiny_config() -> GptConfig {
-    GptConfig {
+fn tiny_config() -> ModelConfig {
+    ModelConfig {
         vocab_size: 256,
         block_size: 12,
         n_layer: 2,
@@ -83,8 +83,8 @@ fn tiny_config() -> GptConfig {
 
 #[test]
 fn kto_objective_batch_loss_uses_the_cached_reference_and_the_kl_pairs() {
-    let policy = Gpt::<f32>::new(tiny_config(), 1);
-    let reference = Gpt::<f32>::new(tiny_config(), 2);
+    let policy = Model::<f32>::new(tiny_config(), 1);
+    let reference = Model::<f32>::new(tiny_config(), 2);
     let rows = rows();
     // KL pairs in chunks of 2: {0, 1}, {2, 3}, {4}.
     let mut objective = KtoObjective::new(CONFIG, &rows, &rows, &reference, 2, 8);
@@ -135,7 +135,7 @@ fn kto_objective_batch_loss_uses_the_cached_reference_and_the_kl_pairs() {
 
 #[test]
 fn a_batch_without_undesirable_rows_reports_no_rejected_metrics() {
-    let model = Gpt::<f32>::new(tiny_config(), 1);
+    let model = Model::<f32>::new(tiny_config(), 1);
     let rows = rows();
     let mut objective = KtoObjective::new(CONFIG, &rows, &[], &model, 2, 8);
     assert!(objective.evaluate(&model).is_none());
@@ -158,13 +158,13 @@ fn a_batch_without_undesirable_rows_reports_no_rejected_metrics() {
 
 #[test]
 fn evaluation_has_one_kl_estimate_per_chunk() {
-    let policy = Gpt::<f64>::new(tiny_config(), 1);
-    let reference = Gpt::<f64>::new(tiny_config(), 2);
+    let policy = Model::<f64>::new(tiny_config(), 1);
+    let reference = Model::<f64>::new(tiny_config(), 2);
     let rows = rows();
     let metrics = evaluate_unpaired(&policy, &reference, &rows, &CONFIG, 2);
     let kl_all = kl_sequences(&rows, 2, tiny_config().block_size);
     let sequences: Vec<SftRow> = rows.iter().map(UnpairedRow::to_sequence).collect();
-    let logps = |model: &Gpt<f64>, s: &[SftRow]| score_sequences(model, s, 3, Precision::F32);
+    let logps = |model: &Model<f64>, s: &[SftRow]| score_sequences(model, s, 3, Precision::F32);
     let (pi, pi_kl) = (logps(&policy, &sequences), logps(&policy, &kl_all));
     let (re, re_kl) = (logps(&reference, &sequences), logps(&reference, &kl_all));
     let mut sums = KtoMetricSums::default();

@@ -14,10 +14,10 @@ use dpo::loss::{dpo_loss, DpoLossConfig, LossType};
 use dpo::objective::{sft_batch_loss, DpoObjective, Objective, SftObjective};
 use dpo::scoring::{score, score_pairs, ScoringBatch};
 use rand::{Rng, SeedableRng};
-use transformer::{ByteTokenizer, Gpt, GptConfig};
+use transformer::{ByteTokenizer, Model, ModelConfig};
 
-fn tiny_config() -> GptConfig {
-    GptConfig {
+fn tiny_config() -> ModelConfig {
+    ModelConfig {
         vocab_size: 256,
         block_size: 12,
         n_layer: 2,
@@ -122,7 +122,7 @@ fn prepare_rows_refuses_a_file_left_empty_by_truncation() {
 
 #[test]
 fn sft_objective_batch_loss_is_the_sft_loss_of_its_rows() {
-    let model = Gpt::<f32>::new(tiny_config(), 1);
+    let model = Model::<f32>::new(tiny_config(), 1);
     let rows: Vec<SftRow> = pairs()
         .into_iter()
         .map(|p| SftRow {
@@ -160,8 +160,8 @@ fn sft_objective_batch_loss_is_the_sft_loss_of_its_rows() {
 
 #[test]
 fn dpo_objective_batch_loss_uses_the_cached_reference_log_probs() {
-    let policy = Gpt::<f32>::new(tiny_config(), 1);
-    let reference = Gpt::<f32>::new(tiny_config(), 2);
+    let policy = Model::<f32>::new(tiny_config(), 1);
+    let reference = Model::<f32>::new(tiny_config(), 2);
     let rows = pairs();
     let mut objective = DpoObjective::with_layout(
         sigmoid(),
@@ -210,7 +210,7 @@ fn dpo_objective_batch_loss_uses_the_cached_reference_log_probs() {
 
 #[test]
 fn dpo_objective_evaluates_rewards_and_the_policy_pair_accuracy() {
-    let policy = Gpt::<f32>::new(tiny_config(), 1);
+    let policy = Model::<f32>::new(tiny_config(), 1);
     let rows = pairs();
     // Reference-free: the rewards are beta times the policy log-probs.
     let mut objective = DpoObjective::new(sigmoid(), rows[..1].to_vec(), rows.clone(), None, 3);
@@ -242,7 +242,7 @@ fn dpo_objective_evaluates_rewards_and_the_policy_pair_accuracy() {
 
 #[test]
 fn orpo_nll_is_the_sft_loss_of_the_whole_chosen_sequences() {
-    let policy = Gpt::<f32>::new(tiny_config(), 1);
+    let policy = Model::<f32>::new(tiny_config(), 1);
     let rows = pairs();
     let orpo = DpoLossConfig::new(LossType::Orpo, 0.1, 0.0);
     let mut objective = DpoObjective::new(orpo.clone(), rows.clone(), rows.clone(), None, 2);
@@ -278,8 +278,8 @@ fn orpo_nll_is_the_sft_loss_of_the_whole_chosen_sequences() {
 
 #[test]
 fn bco_running_mean_is_saved_and_restored_with_the_objective_state() {
-    let policy = Gpt::<f32>::new(tiny_config(), 1);
-    let reference = Gpt::<f32>::new(tiny_config(), 2);
+    let policy = Model::<f32>::new(tiny_config(), 1);
+    let reference = Model::<f32>::new(tiny_config(), 2);
     let rows = pairs();
     let bco = DpoLossConfig::new(LossType::BcoPair, 0.1, 0.0);
     let new_objective =

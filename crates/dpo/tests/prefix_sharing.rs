@@ -11,7 +11,7 @@ use dpo::loss::{dpo_loss, DpoLossConfig, LossType};
 use dpo::objective::{DpoObjective, Objective};
 use dpo::scoring::{score, score_pairs, ScoringBatch};
 use rand::{Rng, SeedableRng};
-use transformer::{gradcheck_params, Gpt, GptConfig, GptParams};
+use transformer::{gradcheck_params, Model, ModelConfig, ModelParams};
 
 fn row(prompt: &[u32], chosen: &[u32], rejected: &[u32]) -> PreferenceRow {
     PreferenceRow {
@@ -79,7 +79,7 @@ fn shared_layout_positions_gaps_and_targets() {
 /// 32-row attention blocks, with a shared row longer than the block size.
 #[test]
 fn shared_log_probs_equal_the_separate_ones_in_f32() {
-    let config = GptConfig {
+    let config = ModelConfig {
         vocab_size: 50,
         block_size: 48,
         n_layer: 2,
@@ -87,7 +87,7 @@ fn shared_log_probs_equal_the_separate_ones_in_f32() {
         n_embd: 16,
         bias: true,
     };
-    let model = Gpt::<f32>::new(config, 7);
+    let model = Model::<f32>::new(config, 7);
     let mut rows = random_rows(7, 30, 17, 50, 1);
     rows.push(row(&[], &[1, 2], &[3, 4]));
     rows.push(row(&[4], &[5], &[6]));
@@ -118,7 +118,7 @@ fn shared_log_probs_equal_the_separate_ones_in_f32() {
 /// A batch with no padding (every row the same length) skips the gathers.
 #[test]
 fn shared_log_probs_without_padding_equal_the_separate_ones() {
-    let config = GptConfig {
+    let config = ModelConfig {
         vocab_size: 20,
         block_size: 8,
         n_layer: 1,
@@ -126,7 +126,7 @@ fn shared_log_probs_without_padding_equal_the_separate_ones() {
         n_embd: 8,
         bias: true,
     };
-    let model = Gpt::<f64>::new(config, 3);
+    let model = Model::<f64>::new(config, 3);
     let rows = [
         row(&[1, 2], &[3, 4], &[5, 6, 7]),
         row(&[8], &[9, 10, 11], &[12, 13]),
@@ -153,7 +153,7 @@ fn shared_log_probs_without_padding_equal_the_separate_ones() {
 /// separate layout's.
 #[test]
 fn shared_dpo_loss_gradients_of_every_parameter() {
-    let config = GptConfig {
+    let config = ModelConfig {
         vocab_size: 13,
         block_size: 10,
         n_layer: 2,
@@ -161,7 +161,7 @@ fn shared_dpo_loss_gradients_of_every_parameter() {
         n_embd: 8,
         bias: true,
     };
-    let model = Gpt::<f64>::new(config, 0);
+    let model = Model::<f64>::new(config, 0);
     // several pairs: an empty prompt, length-1 responses, different lengths
     let rows = [
         row(&[1, 2, 3], &[4, 5], &[6, 7, 8, 9]),
@@ -177,7 +177,7 @@ fn shared_dpo_loss_gradients_of_every_parameter() {
         ..Default::default()
     };
     let report = gradcheck_with(gradcheck_params(&config, 3), &options, |tape, params| {
-        let params = GptParams::from_vec(&config, params.to_vec());
+        let params = ModelParams::from_vec(&config, params.to_vec());
         let logps = score(&model, tape, &params, &shared).responses;
         dpo_loss(tape, &logps, &reference, &separate.scored_tokens, &loss)
     });
@@ -191,7 +191,7 @@ fn shared_dpo_loss_gradients_of_every_parameter() {
             .into_iter()
             .map(|p| tape.leaf(p))
             .collect();
-        let params = GptParams::from_vec(&config, leaves.clone());
+        let params = ModelParams::from_vec(&config, leaves.clone());
         let batch = ScoringBatch::pairs(&rows, layout, false);
         let logps = score(&model, &tape, &params, &batch).responses;
         let l = dpo_loss(&tape, &logps, &reference, &separate.scored_tokens, &loss);
@@ -213,7 +213,7 @@ fn shared_dpo_loss_gradients_of_every_parameter() {
 /// ORPO's second read of the hidden states (the chosen prompt's tokens).
 #[test]
 fn shared_prompt_log_probs_equal_the_separate_ones() {
-    let config = GptConfig {
+    let config = ModelConfig {
         vocab_size: 13,
         block_size: 10,
         n_layer: 1,
@@ -221,7 +221,7 @@ fn shared_prompt_log_probs_equal_the_separate_ones() {
         n_embd: 8,
         bias: true,
     };
-    let model = Gpt::<f64>::new(config, 4);
+    let model = Model::<f64>::new(config, 4);
     let rows = [
         row(&[1, 2, 3], &[4, 5], &[6, 7, 8, 9]),
         row(&[], &[10, 11, 12], &[0, 3]),
@@ -251,7 +251,7 @@ fn shared_prompt_log_probs_equal_the_separate_ones() {
 /// The first loss of every pair objective is the same in both layouts.
 #[test]
 fn every_pair_objective_gives_the_same_loss_in_both_layouts() {
-    let config = GptConfig {
+    let config = ModelConfig {
         vocab_size: 40,
         block_size: 24,
         n_layer: 2,
@@ -259,8 +259,8 @@ fn every_pair_objective_gives_the_same_loss_in_both_layouts() {
         n_embd: 16,
         bias: true,
     };
-    let policy = Gpt::<f32>::new(config, 1);
-    let reference = Gpt::<f32>::new(config, 2);
+    let policy = Model::<f32>::new(config, 1);
+    let reference = Model::<f32>::new(config, 2);
     let rows = random_rows(9, 14, 10, 40, 5);
     let batch = [3, 0, 7, 5];
     for (loss_type, smoothing) in [
@@ -314,7 +314,7 @@ fn every_pair_objective_gives_the_same_loss_in_both_layouts() {
 /// are those of a direct pass, and come back to the bit from the saved state.
 #[test]
 fn the_reference_cache_fills_lazily_and_resumes_to_the_bit() {
-    let config = GptConfig {
+    let config = ModelConfig {
         vocab_size: 40,
         block_size: 24,
         n_layer: 1,
@@ -322,8 +322,8 @@ fn the_reference_cache_fills_lazily_and_resumes_to_the_bit() {
         n_embd: 8,
         bias: true,
     };
-    let policy = Gpt::<f32>::new(config, 1);
-    let reference = Gpt::<f32>::new(config, 2);
+    let policy = Model::<f32>::new(config, 1);
+    let reference = Model::<f32>::new(config, 2);
     let rows = random_rows(10, 10, 8, 40, 9);
     let loss = DpoLossConfig::new(LossType::Sigmoid, 0.1, 0.0);
     let new = || {

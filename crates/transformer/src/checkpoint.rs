@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors};
 use thiserror::Error;
 
-use crate::config::GptConfig;
-use crate::model::Gpt;
+use crate::config::ModelConfig;
+use crate::model::Model;
 use crate::params::param_specs;
 
 /// File name of the config inside a checkpoint directory.
@@ -143,7 +143,7 @@ fn format_of(bytes: &[u8], path: &Path) -> Result<CheckpointFormat, CheckpointEr
 
 /// Reads and validates `dir/config.json` (at most [`MAX_CONFIG_BYTES`]), in
 /// either format.
-pub fn load_config(dir: &Path) -> Result<GptConfig, CheckpointError> {
+pub fn load_config(dir: &Path) -> Result<ModelConfig, CheckpointError> {
     let path = dir.join(CONFIG_FILE);
     let bytes = read_bounded(&path, MAX_CONFIG_BYTES)?;
     match format_of(&bytes, &path)? {
@@ -153,13 +153,13 @@ pub fn load_config(dir: &Path) -> Result<GptConfig, CheckpointError> {
 }
 
 /// Parses and validates the bytes of a `config.json` (`path` names it in errors).
-pub fn parse_config(bytes: &[u8], path: &Path) -> Result<GptConfig, CheckpointError> {
+pub fn parse_config(bytes: &[u8], path: &Path) -> Result<ModelConfig, CheckpointError> {
     let text = std::str::from_utf8(bytes).map_err(|e| CheckpointError::Config {
         path: path.to_path_buf(),
         message: format!("not UTF-8: {e}"),
     })?;
     let path = path.to_path_buf();
-    let config: GptConfig = serde_json::from_str(text).map_err(|e| CheckpointError::Config {
+    let config: ModelConfig = serde_json::from_str(text).map_err(|e| CheckpointError::Config {
         path: path.clone(),
         message: e.to_string(),
     })?;
@@ -177,10 +177,10 @@ pub(crate) fn f32_from_le(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-impl Gpt<f32> {
+impl Model<f32> {
     /// Loads a checkpoint directory in either format (strictly; see the
     /// module docs and [`crate::hf`]).
-    pub fn load(dir: &Path) -> Result<Gpt<f32>, CheckpointError> {
+    pub fn load(dir: &Path) -> Result<Model<f32>, CheckpointError> {
         if detect_format(dir)? == CheckpointFormat::Hf {
             return crate::hf::load_hf(dir);
         }
@@ -190,16 +190,16 @@ impl Gpt<f32> {
         // an untied head, plus the header: nothing larger is read.
         let max_bytes = 8 * config.num_params().unwrap_or(0) + MAX_HEADER_BYTES;
         let bytes = read_bounded(&path, max_bytes)?;
-        Gpt::from_safetensors(config, &bytes, &path)
+        Model::from_safetensors(config, &bytes, &path)
     }
 
     /// The model of `config` from the bytes of its `model.safetensors`
-    /// (`path` names the file in errors), as strictly as [`Gpt::load`].
+    /// (`path` names the file in errors), as strictly as [`Model::load`].
     pub fn from_safetensors(
-        config: GptConfig,
+        config: ModelConfig,
         bytes: &[u8],
         path: &Path,
-    ) -> Result<Gpt<f32>, CheckpointError> {
+    ) -> Result<Model<f32>, CheckpointError> {
         let path = path.to_path_buf();
         let file = SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Format {
             path: path.clone(),
@@ -273,11 +273,11 @@ impl Gpt<f32> {
                 (name, ndarray::ArrayD::from_shape_vec(shape, data).unwrap())
             })
             .collect();
-        Ok(Gpt::from_named(config, params))
+        Ok(Model::from_named(config, params))
     }
 
     /// The files of a checkpoint of this model, `(name, bytes)`:
-    /// [`WEIGHTS_FILE`] then [`CONFIG_FILE`]. [`Gpt::save`] writes them; a
+    /// [`WEIGHTS_FILE`] then [`CONFIG_FILE`]. [`Model::save`] writes them; a
     /// trainer that saves more files beside them (its optimizer and state)
     /// writes them itself, so that all of them land as one unit.
     pub fn checkpoint_files(&self) -> Result<[(&'static str, Vec<u8>); 2], CheckpointError> {
@@ -317,7 +317,7 @@ impl Gpt<f32> {
         self.save_as(dir, CheckpointFormat::NanoGpt)
     }
 
-    /// [`Gpt::save`] in `format`.
+    /// [`Model::save`] in `format`.
     pub fn save_as(&self, dir: &Path, format: CheckpointFormat) -> Result<(), CheckpointError> {
         let [(_, weights), (_, config_json)] = self.checkpoint_files_as(format)?;
         let unique = unique_suffix();

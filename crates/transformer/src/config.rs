@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 /// Sizes of a GPT-2 / nanoGPT decoder (docs/spec.md section 1; field names as in
 /// nanoGPT's `GPTConfig`, so a `config.json` reads the same in both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GptConfig {
+pub struct ModelConfig {
     /// Number of token ids (256 for the byte tokenizer).
     pub vocab_size: usize,
     /// Longest sequence the model can see (rows of the position table).
@@ -31,7 +31,7 @@ fn default_bias() -> bool {
 /// size computed from a valid config fits in a `usize` with room to spare.
 pub const MAX_PARAMS: u64 = 1 << 34;
 
-impl GptConfig {
+impl ModelConfig {
     /// The number of parameters, or `None` when it overflows a `u64`:
     /// `V C + T C + L (12 C^2 + 13 C) + 2 C` with biases, `V C + T C + L (12 C^2 + 4 C) + C`
     /// without (LayerNorm without a bias has only its weight).
@@ -102,7 +102,7 @@ impl GptConfig {
     /// The named presets: `tiny` (tests and quick demos), `small` (the default
     /// training size), `medium`, and `gpt2` (the 124M GPT-2, for reference).
     /// All use the byte vocabulary (256) except `medium` (512) and `gpt2` (GPT-2's BPE).
-    pub fn preset(name: &str) -> Option<GptConfig> {
+    pub fn preset(name: &str) -> Option<ModelConfig> {
         let (vocab_size, block_size, n_layer, n_head, n_embd) = match name {
             "tiny" => (256, 64, 2, 2, 32),
             "small" => (256, 128, 4, 4, 128),
@@ -110,7 +110,7 @@ impl GptConfig {
             "gpt2" => (50257, 1024, 12, 12, 768),
             _ => return None,
         };
-        Some(GptConfig {
+        Some(ModelConfig {
             vocab_size,
             block_size,
             n_layer,
@@ -120,7 +120,7 @@ impl GptConfig {
         })
     }
 
-    /// The names [`GptConfig::preset`] knows.
+    /// The names [`ModelConfig::preset`] knows.
     pub const PRESETS: [&'static str; 4] = ["tiny", "small", "medium", "gpt2"];
 }
 
@@ -130,19 +130,19 @@ mod tests {
 
     #[test]
     fn presets_are_valid_and_json_round_trips() {
-        for name in GptConfig::PRESETS {
-            let c = GptConfig::preset(name).unwrap();
+        for name in ModelConfig::PRESETS {
+            let c = ModelConfig::preset(name).unwrap();
             c.validate().unwrap();
             let json = serde_json::to_string(&c).unwrap();
-            assert_eq!(serde_json::from_str::<GptConfig>(&json).unwrap(), c);
+            assert_eq!(serde_json::from_str::<ModelConfig>(&json).unwrap(), c);
         }
-        assert!(GptConfig::preset("huge").is_none());
-        let no_bias: GptConfig = serde_json::from_str(
+        assert!(ModelConfig::preset("huge").is_none());
+        let no_bias: ModelConfig = serde_json::from_str(
             r#"{"vocab_size": 3, "block_size": 4, "n_layer": 1, "n_head": 2, "n_embd": 6}"#,
         )
         .unwrap();
         assert!(no_bias.bias);
-        let bad = GptConfig {
+        let bad = ModelConfig {
             n_head: 4,
             ..no_bias
         };
@@ -151,7 +151,7 @@ mod tests {
 
     #[test]
     fn absurd_sizes_are_refused_by_their_parameter_count() {
-        let small = GptConfig::preset("small").unwrap();
+        let small = ModelConfig::preset("small").unwrap();
         for (field, value) in [
             ("vocab_size", 10_000_000_000usize),
             ("n_embd", 10_000_000),
@@ -172,11 +172,11 @@ mod tests {
                 "{field} {value}: {err}"
             );
         }
-        for name in GptConfig::PRESETS {
+        for name in ModelConfig::PRESETS {
             for bias in [true, false] {
-                let config = GptConfig {
+                let config = ModelConfig {
                     bias,
-                    ..GptConfig::preset(name).unwrap()
+                    ..ModelConfig::preset(name).unwrap()
                 };
                 let counted: usize = crate::params::param_specs(&config)
                     .iter()
@@ -190,7 +190,7 @@ mod tests {
             }
         }
         // GPT-2 124M: the well-known count (with the tied head counted once).
-        let gpt2 = GptConfig::preset("gpt2").unwrap();
+        let gpt2 = ModelConfig::preset("gpt2").unwrap();
         assert_eq!(gpt2.num_params(), Some(124_439_808));
     }
 }

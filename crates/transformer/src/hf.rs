@@ -30,8 +30,8 @@ use crate::checkpoint::{
     read_bounded, CheckpointError, CONFIG_FILE, LM_HEAD, MAX_CONFIG_BYTES, MAX_HEADER_BYTES,
     WEIGHTS_FILE,
 };
-use crate::config::GptConfig;
-use crate::model::Gpt;
+use crate::config::ModelConfig;
+use crate::model::Model;
 use crate::params::param_specs;
 
 /// The index of a sharded checkpoint: `{"weight_map": {tensor: shard file}}`.
@@ -115,7 +115,7 @@ pub fn model_type(bytes: &[u8], path: &Path) -> Result<Option<String>, Checkpoin
 
 /// Parses a transformers GPT-2 `config.json` into the model's config,
 /// refusing whatever the model does not implement.
-pub fn parse_hf_config(bytes: &[u8], path: &Path) -> Result<GptConfig, CheckpointError> {
+pub fn parse_hf_config(bytes: &[u8], path: &Path) -> Result<ModelConfig, CheckpointError> {
     let config_error = |message: String| CheckpointError::Config {
         path: path.to_path_buf(),
         message,
@@ -165,7 +165,7 @@ pub fn parse_hf_config(bytes: &[u8], path: &Path) -> Result<GptConfig, Checkpoin
             )));
         }
     }
-    let config = GptConfig {
+    let config = ModelConfig {
         vocab_size: hf.vocab_size,
         block_size: hf.n_positions,
         n_layer: hf.n_layer,
@@ -184,7 +184,7 @@ pub const GPT2_EOS_ID: usize = 50256;
 /// (dropout 0: this model has none). `bos_token_id`/`eos_token_id` are
 /// GPT-2's 50256 where the vocabulary has it, else null (the tokenizer files
 /// name the EOS). Only configs with biases have a GPT-2 form.
-pub fn hf_config_json(config: &GptConfig) -> Result<String, String> {
+pub fn hf_config_json(config: &ModelConfig) -> Result<String, String> {
     if !config.bias {
         return Err("a model without biases has no Hugging Face GPT-2 form".into());
     }
@@ -317,7 +317,7 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
 pub const MAX_INDEX_BYTES: u64 = 16 << 20;
 
 /// Loads a Hugging Face GPT-2 checkpoint directory (see the module docs).
-pub fn load_hf(dir: &Path) -> Result<Gpt<f32>, CheckpointError> {
+pub fn load_hf(dir: &Path) -> Result<Model<f32>, CheckpointError> {
     let config_path = dir.join(CONFIG_FILE);
     let config = parse_hf_config(&read_bounded(&config_path, MAX_CONFIG_BYTES)?, &config_path)?;
     let files = weight_files(dir)?;
@@ -435,13 +435,13 @@ pub fn load_hf(dir: &Path) -> Result<Gpt<f32>, CheckpointError> {
             ),
         ));
     }
-    Ok(Gpt::from_named(config, params))
+    Ok(Model::from_named(config, params))
 }
 
 /// The `model.safetensors` transformers reads for `model`: F32, the names of
 /// `GPT2LMHeadModel` (`transformer.` prefix, no `lm_head.weight`: it is tied),
 /// `Conv1D` weights as `[in, out]`.
-pub fn hf_safetensors_bytes(model: &Gpt<f32>) -> Result<Vec<u8>, String> {
+pub fn hf_safetensors_bytes(model: &Model<f32>) -> Result<Vec<u8>, String> {
     let named: Vec<(String, Vec<usize>, Vec<u8>)> = model
         .named_params()
         .map(|(name, p)| {

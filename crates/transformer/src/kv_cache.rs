@@ -4,7 +4,7 @@
 //! tokens up to it (position `t` attends to `t2 <= t` only), so they never
 //! change as the sequence grows. [`KvCache`] keeps them, per block, for every
 //! processed position of one sequence. Continuing the sequence by `T_new`
-//! tokens then runs the model's own forward ([`Gpt::hidden_states_cached`],
+//! tokens then runs the model's own forward ([`Model::hidden_states_cached`],
 //! the same blocks as training) on those positions only, with each block's
 //! attention in [`AttentionMode::Cached`]: the new keys and values are
 //! appended to the cache, and the new queries attend to all the cached ones
@@ -20,7 +20,7 @@ use autograd::kernels::attention::cached::attention_cached_forward;
 use autograd::{Float, Tape, Tensor, Var};
 use ndarray::IxDyn;
 
-use crate::model::Gpt;
+use crate::model::Model;
 
 /// The keys and values of every processed position of one sequence, per block.
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ pub struct LayerKvCache<T> {
 
 impl<T: Float> KvCache<T> {
     /// An empty cache for `model`.
-    pub fn new(model: &Gpt<T>) -> KvCache<T> {
+    pub fn new(model: &Model<T>) -> KvCache<T> {
         let cfg = model.config();
         let layer = || LayerKvCache {
             keys: Vec::with_capacity(cfg.block_size * cfg.n_embd),
@@ -88,7 +88,7 @@ impl<T: Float> KvCache<T> {
     /// # Panics
     /// If `tokens` is empty, the positions would pass `block_size`, or a
     /// token is out of the vocabulary.
-    pub fn extend(&mut self, model: &Gpt<T>, tokens: &[usize]) -> Vec<T> {
+    pub fn extend(&mut self, model: &Model<T>, tokens: &[usize]) -> Vec<T> {
         assert!(!tokens.is_empty(), "KvCache::extend: no tokens");
         let tape = Tape::no_grad();
         let params = model.bind(&tape);
@@ -100,7 +100,7 @@ impl<T: Float> KvCache<T> {
     }
 
     /// [`KvCache::extend`] by one token.
-    pub fn step(&mut self, model: &Gpt<T>, token: usize) -> Vec<T> {
+    pub fn step(&mut self, model: &Model<T>, token: usize) -> Vec<T> {
         self.extend(model, &[token])
     }
 
@@ -109,7 +109,7 @@ impl<T: Float> KvCache<T> {
     ///
     /// # Panics
     /// If `tokens` is empty or longer than `block_size`.
-    pub fn prefill(&mut self, model: &Gpt<T>, tokens: &[usize]) -> Vec<T> {
+    pub fn prefill(&mut self, model: &Model<T>, tokens: &[usize]) -> Vec<T> {
         self.clear();
         self.extend(model, tokens)
     }

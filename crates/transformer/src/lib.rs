@@ -2,10 +2,10 @@
 //!
 //! A GPT-2 / nanoGPT decoder on the `autograd` crate (see `docs/transformer.md`).
 //!
-//! - [`config`]: [`GptConfig`], nanoGPT's hyper-parameters, with presets;
-//! - [`params`]: [`GptParams`], the parameters as named structs (nanoGPT's
+//! - [`config`]: [`ModelConfig`], nanoGPT's hyper-parameters, with presets;
+//! - [`params`]: [`ModelParams`], the parameters as named structs (nanoGPT's
 //!   module tree), their names, shapes, init and one canonical order;
-//! - [`model`]: [`Gpt`], the layers' forward passes and the model on a tape;
+//! - [`model`]: [`Model`], the layers' forward passes and the model on a tape;
 //! - [`kv_cache`]: [`KvCache`], the keys and values of generation, and its attention;
 //! - [`checkpoint`]: `config.json` + `model.safetensors`, strict and atomic;
 //! - [`hf`]: the same model in Hugging Face GPT-2 files (read and written);
@@ -15,9 +15,9 @@
 //!
 //! ```
 //! use autograd::Tape;
-//! use transformer::{Gpt, GptConfig};
+//! use transformer::{Model, ModelConfig};
 //!
-//! let model = Gpt::<f32>::new(GptConfig::preset("tiny").unwrap(), 0);
+//! let model = Model::<f32>::new(ModelConfig::preset("tiny").unwrap(), 0);
 //! let tape = Tape::no_grad();
 //! let params = model.bind(&tape);
 //! let logits = model.forward(&tape, &params, &[1, 2, 3], 1, 3);
@@ -38,10 +38,10 @@ pub use checkpoint::{
     detect_format, load_config, parse_config, write_atomic, write_synced, CheckpointError,
     CheckpointFormat,
 };
-pub use config::GptConfig;
+pub use config::ModelConfig;
 pub use hf_tokenizer::{load_tokenizer, tokenizer_files, HfTokenizer};
 pub use kv_cache::KvCache;
-pub use model::{AttentionMode, Gpt, UnpaddedRows};
-pub use params::{gradcheck_params, param_specs, GptParams};
+pub use model::{AttentionMode, Model, UnpaddedRows};
+pub use params::{gradcheck_params, param_specs, ModelParams};
 pub use sampling::{generate, SamplingOptions};
 pub use tokenizer::{ByteTokenizer, Tokenizer};

@@ -11,10 +11,10 @@
 //!
 //! The parameters are the named structs of [`crate::params`] (nanoGPT's
 //! module tree). The model keeps them as shared tensors; each step binds them
-//! to a fresh tape as leaves ([`Gpt::bind`], no copy) and every layer's
+//! to a fresh tape as leaves ([`Model::bind`], no copy) and every layer's
 //! forward below is a method of its bound parameters, as in nanoGPT's
 //! modules. The gradients come back per bound parameter, read in the
-//! canonical order ([`GptParams::iter`]). A frozen model runs on a no-grad
+//! canonical order ([`ModelParams::iter`]). A frozen model runs on a no-grad
 //! tape, where the same code records nothing and frees each activation as
 //! soon as it is used.
 //!
@@ -32,10 +32,10 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
-use crate::config::GptConfig;
+use crate::config::ModelConfig;
 use crate::kv_cache::{KvCache, LayerKvCache};
 use crate::params::{
-    param_specs, Block, CausalSelfAttention, GptParams, Init, LayerNorm, Linear, Mlp,
+    param_specs, Block, CausalSelfAttention, Init, LayerNorm, Linear, Mlp, ModelParams,
 };
 
 /// LayerNorm epsilon (GPT-2, PyTorch default).
@@ -176,16 +176,16 @@ impl UnpaddedRows {
 
 /// A GPT-2 / nanoGPT decoder with its parameters.
 #[derive(Clone)]
-pub struct Gpt<T> {
-    config: GptConfig,
-    params: GptParams<Arc<Tensor<T>>>,
+pub struct Model<T> {
+    config: ModelConfig,
+    params: ModelParams<Arc<Tensor<T>>>,
 }
 
-impl<T: Float> std::fmt::Debug for Gpt<T> {
+impl<T: Float> std::fmt::Debug for Model<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Gpt<{}>({:?}, {} params)",
+            "Model<{}>({:?}, {} params)",
             T::NAME,
             self.config,
             self.num_params()
@@ -193,19 +193,19 @@ impl<T: Float> std::fmt::Debug for Gpt<T> {
     }
 }
 
-impl<T: Float> Gpt<T> {
+impl<T: Float> Model<T> {
     /// A freshly initialized model: nanoGPT's init (see
-    /// [`GptParams::specs`]), drawn in the canonical order from
+    /// [`ModelParams::specs`]), drawn in the canonical order from
     /// `StdRng::seed_from_u64(seed)`.
     ///
     /// # Panics
-    /// If the config is invalid (see [`GptConfig::validate`]).
-    pub fn new(config: GptConfig, seed: u64) -> Gpt<T> {
+    /// If the config is invalid (see [`ModelConfig::validate`]).
+    pub fn new(config: ModelConfig, seed: u64) -> Model<T> {
         if let Err(e) = config.validate() {
-            panic!("Gpt::new: {e}");
+            panic!("Model::new: {e}");
         }
         let mut rng = StdRng::seed_from_u64(seed);
-        let params = GptParams::specs(&config).into_map(|spec| {
+        let params = ModelParams::specs(&config).into_map(|spec| {
             let shape = IxDyn(&spec.shape);
             Arc::new(match spec.init {
                 Init::Normal { std } => {
@@ -216,7 +216,7 @@ impl<T: Float> Gpt<T> {
                 Init::Ones => Tensor::ones(shape),
             })
         });
-        Gpt { config, params }
+        Model { config, params }
     }
 
     /// A model from named tensors given in the canonical order ([`param_specs`]),
@@ -224,18 +224,18 @@ impl<T: Float> Gpt<T> {
     ///
     /// # Panics
     /// If names or shapes differ from [`param_specs`] of `config`.
-    pub fn from_named(config: GptConfig, params: Vec<(String, Tensor<T>)>) -> Gpt<T> {
+    pub fn from_named(config: ModelConfig, params: Vec<(String, Tensor<T>)>) -> Model<T> {
         let specs = param_specs(&config);
         assert!(
             specs.len() == params.len(),
-            "Gpt::from_named: {} tensors for a config that has {}",
+            "Model::from_named: {} tensors for a config that has {}",
             params.len(),
             specs.len()
         );
         for ((name, shape), (got_name, tensor)) in specs.iter().zip(&params) {
             assert!(
                 name == got_name && tensor.shape() == &shape[..],
-                "Gpt::from_named: expected {name} {shape:?}, got {got_name} {:?}",
+                "Model::from_named: expected {name} {shape:?}, got {got_name} {:?}",
                 tensor.shape()
             );
         }
@@ -243,25 +243,25 @@ impl<T: Float> Gpt<T> {
             .into_iter()
             .map(|(_, t)| Arc::new(t.as_standard_layout().into_owned()))
             .collect();
-        Gpt {
-            params: GptParams::from_vec(&config, tensors),
+        Model {
+            params: ModelParams::from_vec(&config, tensors),
             config,
         }
     }
 
     /// The hyper-parameters.
-    pub fn config(&self) -> &GptConfig {
+    pub fn config(&self) -> &ModelConfig {
         &self.config
     }
 
     /// The parameters (iterate them for the canonical order).
-    pub fn params(&self) -> &GptParams<Arc<Tensor<T>>> {
+    pub fn params(&self) -> &ModelParams<Arc<Tensor<T>>> {
         &self.params
     }
 
     /// The parameters, for an optimizer step: `optimizer.step(model.params_mut(), &grads, lr)`
     /// (`Arc::make_mut` updates in place when nothing else holds the tensor).
-    pub fn params_mut(&mut self) -> &mut GptParams<Arc<Tensor<T>>> {
+    pub fn params_mut(&mut self) -> &mut ModelParams<Arc<Tensor<T>>> {
         &mut self.params
     }
 
@@ -286,12 +286,12 @@ impl<T: Float> Gpt<T> {
 
     /// Every parameter as a leaf of `tape`, without a copy. On a no-grad tape
     /// they are constants.
-    pub fn bind(&self, tape: &Tape<T>) -> GptParams<Var<T>> {
+    pub fn bind(&self, tape: &Tape<T>) -> ModelParams<Var<T>> {
         self.params.map(|p| tape.leaf(p.clone()))
     }
 
     /// The output of `ln_f`: (B, T, C), for token `ids` (B*T, row-major) and
-    /// `params` from [`Gpt::bind`].
+    /// `params` from [`Model::bind`].
     ///
     /// # Panics
     /// If `seq_len > block_size`, `ids.len() != batch * seq_len`, or an id is
@@ -299,14 +299,14 @@ impl<T: Float> Gpt<T> {
     pub fn hidden_states(
         &self,
         tape: &Tape<T>,
-        params: &GptParams<Var<T>>,
+        params: &ModelParams<Var<T>>,
         ids: &[usize],
         batch: usize,
         seq_len: usize,
     ) -> Var<T> {
         assert!(
             seq_len <= self.config.block_size,
-            "Gpt::hidden_states: sequence length {seq_len} > block_size {}",
+            "Model::hidden_states: sequence length {seq_len} > block_size {}",
             self.config.block_size
         );
         self.decoder(tape, params, ids, batch, seq_len, None)
@@ -330,7 +330,7 @@ impl<T: Float> Gpt<T> {
     pub fn hidden_states_segmented(
         &self,
         tape: &Tape<T>,
-        params: &GptParams<Var<T>>,
+        params: &ModelParams<Var<T>>,
         ids: &[usize],
         positions: &[usize],
         lengths: &[usize],
@@ -342,7 +342,7 @@ impl<T: Float> Gpt<T> {
             ids.len() == batch * seq_len
                 && positions.len() == batch * seq_len
                 && gaps.len() == batch,
-            "Gpt::hidden_states_segmented: {} ids, {} positions and {} gaps for batch {batch} x seq_len {seq_len}",
+            "Model::hidden_states_segmented: {} ids, {} positions and {} gaps for batch {batch} x seq_len {seq_len}",
             ids.len(),
             positions.len(),
             gaps.len()
@@ -350,7 +350,7 @@ impl<T: Float> Gpt<T> {
         let block_size = self.config.block_size;
         assert!(
             positions.iter().all(|&p| p < block_size),
-            "Gpt::hidden_states_segmented: a position >= block_size {block_size}"
+            "Model::hidden_states_segmented: a position >= block_size {block_size}"
         );
         let rows = UnpaddedRows::new(lengths, gaps, seq_len);
         let real_ids: Vec<usize> = rows.real.iter().map(|&i| ids[i]).collect();
@@ -389,20 +389,20 @@ impl<T: Float> Gpt<T> {
     pub fn hidden_states_cached(
         &self,
         tape: &Tape<T>,
-        params: &GptParams<Var<T>>,
+        params: &ModelParams<Var<T>>,
         ids: &[usize],
         cache: &mut KvCache<T>,
     ) -> Var<T> {
         let (start, block_size) = (cache.len(), self.config.block_size);
         assert!(
             start + ids.len() <= block_size,
-            "Gpt::hidden_states_cached: {} cached + {} new positions > block_size {block_size}",
+            "Model::hidden_states_cached: {} cached + {} new positions > block_size {block_size}",
             start,
             ids.len()
         );
         assert!(
             cache.num_layers() == self.config.n_layer,
-            "Gpt::hidden_states_cached: a cache of {} layers for a model of {}",
+            "Model::hidden_states_cached: a cache of {} layers for a model of {}",
             cache.num_layers(),
             self.config.n_layer
         );
@@ -414,7 +414,7 @@ impl<T: Float> Gpt<T> {
     fn decoder(
         &self,
         tape: &Tape<T>,
-        params: &GptParams<Var<T>>,
+        params: &ModelParams<Var<T>>,
         ids: &[usize],
         batch: usize,
         seq_len: usize,
@@ -422,12 +422,12 @@ impl<T: Float> Gpt<T> {
     ) -> Var<T> {
         assert!(
             ids.len() == batch * seq_len,
-            "Gpt::hidden_states: {} ids for batch {batch} x seq_len {seq_len}",
+            "Model::hidden_states: {} ids for batch {batch} x seq_len {seq_len}",
             ids.len()
         );
         assert!(
             params.h.len() == self.config.n_layer,
-            "Gpt::hidden_states: {} blocks bound, the model has {}",
+            "Model::hidden_states: {} blocks bound, the model has {}",
             params.h.len(),
             self.config.n_layer
         );
@@ -450,7 +450,7 @@ impl<T: Float> Gpt<T> {
     }
 
     /// logits = hidden @ wte^T: (B, T, V), the LM head tied to the token table.
-    pub fn logits(&self, tape: &Tape<T>, params: &GptParams<Var<T>>, hidden: &Var<T>) -> Var<T> {
+    pub fn logits(&self, tape: &Tape<T>, params: &ModelParams<Var<T>>, hidden: &Var<T>) -> Var<T> {
         // wte is (V, C), i.e. a Linear from C to V: exactly the tied lm_head.
         tape.linear(hidden, &params.wte, None)
     }
@@ -459,7 +459,7 @@ impl<T: Float> Gpt<T> {
     pub fn forward(
         &self,
         tape: &Tape<T>,
-        params: &GptParams<Var<T>>,
+        params: &ModelParams<Var<T>>,
         ids: &[usize],
         batch: usize,
         seq_len: usize,
@@ -469,8 +469,8 @@ impl<T: Float> Gpt<T> {
     }
 
     /// The same model with every parameter converted to `U`.
-    pub fn cast<U: Float>(&self) -> Gpt<U> {
-        Gpt {
+    pub fn cast<U: Float>(&self) -> Model<U> {
+        Model {
             config: self.config,
             params: self
                 .params
@@ -479,12 +479,12 @@ impl<T: Float> Gpt<T> {
     }
 
     /// The same model in f64 (for gradient checks).
-    pub fn to_f64(&self) -> Gpt<f64> {
+    pub fn to_f64(&self) -> Model<f64> {
         self.cast()
     }
 
     /// The same model in f32 (rounded).
-    pub fn to_f32(&self) -> Gpt<f32> {
+    pub fn to_f32(&self) -> Model<f32> {
         self.cast()
     }
 }

@@ -2,7 +2,7 @@
 //! `ParameterTensors`), generic over what a parameter is.
 //!
 //! ```text
-//! GptParams                            nanoGPT name                 shape
+//! ModelParams                            nanoGPT name                 shape
 //!   wte                                transformer.wte.weight       (V, C)
 //!   wpe                                transformer.wpe.weight       (block_size, C)
 //!   h: one Block per layer i           transformer.h.{i}.
@@ -18,20 +18,20 @@
 //! ```
 //!
 //! With `bias: false` every `bias` is `None`. The same tree holds different
-//! things: the model stores `GptParams<Arc<Tensor<T>>>`, a step binds them to
-//! a tape as `GptParams<Var<T>>` (see [`crate::Gpt::bind`]), and
-//! [`GptParams::specs`] describes them as `GptParams<ParamSpec>`: name,
+//! things: the model stores `ModelParams<Arc<Tensor<T>>>`, a step binds them to
+//! a tape as `ModelParams<Var<T>>` (see [`crate::Model::bind`]), and
+//! [`ModelParams::specs`] describes them as `ModelParams<ParamSpec>`: name,
 //! shape and init of each, the one place where these are written down.
 //!
 //! Whatever needs the parameters as a flat list (checkpoint files, the
 //! optimizer, the gradients, the optimizer-state names) uses one canonical
 //! order: the order of the table above, a bias right after its weight. It is
-//! defined once, by [`GptParams::into_map`]; [`GptParams::iter`],
-//! [`GptParams::iter_mut`], [`GptParams::into_vec`] and
-//! [`GptParams::from_vec`] all go through it. That order and the names are
+//! defined once, by [`ModelParams::into_map`]; [`ModelParams::iter`],
+//! [`ModelParams::iter_mut`], [`ModelParams::into_vec`] and
+//! [`ModelParams::from_vec`] all go through it. That order and the names are
 //! those of the checkpoints on disk.
 
-use crate::config::GptConfig;
+use crate::config::ModelConfig;
 
 /// Standard deviation of the nanoGPT init of weights and embeddings.
 pub const INIT_STD: f64 = 0.02;
@@ -57,7 +57,7 @@ pub struct ParamSpec {
     pub name: String,
     /// E.g. `[3C, C]`.
     pub shape: Vec<usize>,
-    /// How [`crate::Gpt::new`] fills it.
+    /// How [`crate::Model::new`] fills it.
     pub init: Init,
 }
 
@@ -114,7 +114,7 @@ pub struct Block<P> {
 /// Every parameter of a GPT (nanoGPT's `transformer` module; the LM head is
 /// `wte` itself, tied).
 #[derive(Debug, Clone, PartialEq)]
-pub struct GptParams<P> {
+pub struct ModelParams<P> {
     /// Token embeddings (V, C), also the LM head.
     pub wte: P,
     /// Position embeddings (block_size, C).
@@ -129,8 +129,8 @@ pub struct GptParams<P> {
 /// canonical order: uniform random values scaled by 0.3 (the 0.02 init would
 /// make every gradient tiny), LayerNorm weights `1 + 0.2 u` (around 1, as a
 /// trained model's), seeded.
-pub fn gradcheck_params(config: &GptConfig, seed: u64) -> Vec<autograd::Tensor<f64>> {
-    let specs = GptParams::specs(config).into_vec();
+pub fn gradcheck_params(config: &ModelConfig, seed: u64) -> Vec<autograd::Tensor<f64>> {
+    let specs = ModelParams::specs(config).into_vec();
     let shapes: Vec<&[usize]> = specs.iter().map(|s| &s.shape[..]).collect();
     autograd::gradcheck::random_inputs(&shapes, seed)
         .into_iter()
@@ -142,14 +142,14 @@ pub fn gradcheck_params(config: &GptConfig, seed: u64) -> Vec<autograd::Tensor<f
         .collect()
 }
 
-impl GptParams<ParamSpec> {
+impl ModelParams<ParamSpec> {
     /// The name, shape and init of every parameter of `config`.
     ///
     /// Init (nanoGPT): weights and both embeddings N(0, 0.02); every
     /// `c_proj.weight` N(0, 0.02 / sqrt(2 n_layer)) (GPT-2's scaling of the
     /// residual projections: each block adds two to the residual stream, whose
     /// variance then does not grow with depth); biases 0; LayerNorm weights 1.
-    pub fn specs(config: &GptConfig) -> GptParams<ParamSpec> {
+    pub fn specs(config: &ModelConfig) -> ModelParams<ParamSpec> {
         let (v, l, c) = (config.vocab_size, config.block_size, config.n_embd);
         let std_proj = INIT_STD / (2.0 * config.n_layer as f64).sqrt();
         let spec = |name: String, shape: Vec<usize>, init: Init| ParamSpec { name, shape, init };
@@ -171,7 +171,7 @@ impl GptParams<ParamSpec> {
             bias: bias(&name, c),
         };
         let normal = Init::Normal { std: INIT_STD };
-        GptParams {
+        ModelParams {
             wte: spec("transformer.wte.weight".into(), vec![v, c], normal),
             wpe: spec("transformer.wpe.weight".into(), vec![l, c], normal),
             h: (0..config.n_layer)
@@ -198,15 +198,15 @@ impl GptParams<ParamSpec> {
 
 /// Every parameter of `config` in the canonical order: `(name, shape)`, the
 /// tensors of a checkpoint file.
-pub fn param_specs(config: &GptConfig) -> Vec<(String, Vec<usize>)> {
-    GptParams::specs(config)
+pub fn param_specs(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    ModelParams::specs(config)
         .into_vec()
         .into_iter()
         .map(|spec| (spec.name, spec.shape))
         .collect()
 }
 
-impl<P> GptParams<P> {
+impl<P> ModelParams<P> {
     /// The same tree with `f(p)` for every parameter `p`; `f` is called in
     /// the canonical order.
     ///
@@ -214,8 +214,8 @@ impl<P> GptParams<P> {
     /// of that order: a struct expression evaluates its fields in the order
     /// they are written, so the order of the fields below is the order of the
     /// calls to `f`.
-    pub fn into_map<Q>(self, mut f: impl FnMut(P) -> Q) -> GptParams<Q> {
-        GptParams {
+    pub fn into_map<Q>(self, mut f: impl FnMut(P) -> Q) -> ModelParams<Q> {
+        ModelParams {
             wte: f(self.wte),
             wpe: f(self.wpe),
             h: self.h.into_iter().map(|b| b.into_map(&mut f)).collect(),
@@ -224,13 +224,13 @@ impl<P> GptParams<P> {
     }
 
     /// The same tree with `f(&p)` for every parameter, called in the canonical order.
-    pub fn map<Q>(&self, f: impl FnMut(&P) -> Q) -> GptParams<Q> {
+    pub fn map<Q>(&self, f: impl FnMut(&P) -> Q) -> ModelParams<Q> {
         self.as_ref().into_map(f)
     }
 
     /// A tree of references to the parameters.
-    pub fn as_ref(&self) -> GptParams<&P> {
-        GptParams {
+    pub fn as_ref(&self) -> ModelParams<&P> {
+        ModelParams {
             wte: &self.wte,
             wpe: &self.wpe,
             h: self.h.iter().map(Block::as_ref).collect(),
@@ -239,8 +239,8 @@ impl<P> GptParams<P> {
     }
 
     /// A tree of mutable references to the parameters.
-    pub fn as_mut(&mut self) -> GptParams<&mut P> {
-        GptParams {
+    pub fn as_mut(&mut self) -> ModelParams<&mut P> {
+        ModelParams {
             wte: &mut self.wte,
             wpe: &mut self.wpe,
             h: self.h.iter_mut().map(Block::as_mut).collect(),
@@ -270,12 +270,12 @@ impl<P> GptParams<P> {
     ///
     /// # Panics
     /// If `flat` does not hold exactly one value per parameter of `config`.
-    pub fn from_vec(config: &GptConfig, flat: Vec<P>) -> GptParams<P> {
-        let specs = GptParams::specs(config);
+    pub fn from_vec(config: &ModelConfig, flat: Vec<P>) -> ModelParams<P> {
+        let specs = ModelParams::specs(config);
         let expected = specs.iter().len();
         assert!(
             flat.len() == expected,
-            "GptParams::from_vec: {} values for a config that has {expected} parameters",
+            "ModelParams::from_vec: {} values for a config that has {expected} parameters",
             flat.len()
         );
         let mut flat = flat.into_iter();
@@ -283,7 +283,7 @@ impl<P> GptParams<P> {
     }
 }
 
-impl<'a, P> IntoIterator for &'a GptParams<P> {
+impl<'a, P> IntoIterator for &'a ModelParams<P> {
     type Item = &'a P;
     type IntoIter = std::vec::IntoIter<&'a P>;
 
@@ -292,7 +292,7 @@ impl<'a, P> IntoIterator for &'a GptParams<P> {
     }
 }
 
-impl<'a, P> IntoIterator for &'a mut GptParams<P> {
+impl<'a, P> IntoIterator for &'a mut ModelParams<P> {
     type Item = &'a mut P;
     type IntoIter = std::vec::IntoIter<&'a mut P>;
 
@@ -400,8 +400,8 @@ impl<P> LayerNorm<P> {
 mod tests {
     use super::*;
 
-    fn config(bias: bool) -> GptConfig {
-        GptConfig {
+    fn config(bias: bool) -> ModelConfig {
+        ModelConfig {
             vocab_size: 5,
             block_size: 3,
             n_layer: 2,
@@ -464,7 +464,7 @@ mod tests {
     #[test]
     fn every_flat_view_has_the_canonical_order() {
         for bias in [true, false] {
-            let specs = GptParams::specs(&config(bias));
+            let specs = ModelParams::specs(&config(bias));
             let names: Vec<String> = specs
                 .clone()
                 .into_vec()
@@ -481,7 +481,7 @@ mod tests {
                 numbered.clone().into_vec(),
                 (0..names.len()).collect::<Vec<_>>()
             );
-            let rebuilt = GptParams::from_vec(&config(bias), names.clone());
+            let rebuilt = ModelParams::from_vec(&config(bias), names.clone());
             assert_eq!(rebuilt, specs.map(|s| s.name.clone()));
             assert_eq!(
                 rebuilt.h[1].mlp.c_fc.weight,

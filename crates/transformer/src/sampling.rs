@@ -23,7 +23,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::kv_cache::KvCache;
-use crate::model::Gpt;
+use crate::model::Model;
 
 /// Why generation stopped without an answer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -82,7 +82,7 @@ impl SamplingOptions {
 
 /// The logits (V) after the last of `tokens`, by a full no-grad forward pass
 /// (the reference the cache is tested against).
-pub fn last_logits<T: Float>(model: &Gpt<T>, tokens: &[usize]) -> Vec<T> {
+pub fn last_logits<T: Float>(model: &Model<T>, tokens: &[usize]) -> Vec<T> {
     let tape = Tape::no_grad();
     let params = model.bind(&tape);
     let logits = model.forward(&tape, &params, tokens, 1, tokens.len()); // (1, T, V)
@@ -170,7 +170,7 @@ fn check_prompt(prompt: &[u32], vocab_size: usize) -> Vec<usize> {
 /// # Panics
 /// If the prompt is empty or holds an id outside the vocabulary.
 pub fn generate(
-    model: &Gpt<f32>,
+    model: &Model<f32>,
     prompt: &[u32],
     max_new_tokens: usize,
     options: SamplingOptions,
@@ -182,7 +182,7 @@ pub fn generate(
 /// every new token, e.g. for an end-of-sequence token or a stop text). The
 /// tokens are those [`generate`] would give, up to that point.
 pub fn generate_until(
-    model: &Gpt<f32>,
+    model: &Model<f32>,
     prompt: &[u32],
     max_new_tokens: usize,
     options: SamplingOptions,
@@ -222,7 +222,7 @@ pub fn generate_until(
 /// [`generate`] without a cache: a full forward pass over the (cropped)
 /// context for every new token. Slow; the reference for the cached path.
 pub fn generate_uncached(
-    model: &Gpt<f32>,
+    model: &Model<f32>,
     prompt: &[u32],
     max_new_tokens: usize,
     options: SamplingOptions,

@@ -6,10 +6,10 @@ use std::path::Path;
 
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
-use transformer::{load_config, Gpt, GptConfig};
+use transformer::{load_config, Model, ModelConfig};
 
-fn tiny() -> GptConfig {
-    GptConfig {
+fn tiny() -> ModelConfig {
+    ModelConfig {
         vocab_size: 13,
         block_size: 6,
         n_layer: 2,
@@ -19,7 +19,7 @@ fn tiny() -> GptConfig {
     }
 }
 
-fn assert_same(a: &Gpt<f32>, b: &Gpt<f32>) {
+fn assert_same(a: &Model<f32>, b: &Model<f32>) {
     assert_eq!(a.config(), b.config());
     assert_eq!(a.param_names(), b.param_names());
     for (x, y) in a.params().iter().zip(b.params()) {
@@ -35,10 +35,10 @@ fn assert_same(a: &Gpt<f32>, b: &Gpt<f32>) {
 fn save_then_load_is_bit_for_bit() {
     let tmp = tempfile::tempdir().unwrap();
     for bias in [true, false] {
-        let model = Gpt::<f32>::new(GptConfig { bias, ..tiny() }, 3);
+        let model = Model::<f32>::new(ModelConfig { bias, ..tiny() }, 3);
         let dir = tmp.path().join(format!("nested/ckpt-{bias}"));
         model.save(&dir).unwrap();
-        assert_same(&model, &Gpt::load(&dir).unwrap());
+        assert_same(&model, &Model::load(&dir).unwrap());
         assert_eq!(load_config(&dir).unwrap(), *model.config());
     }
 }
@@ -47,17 +47,17 @@ fn save_then_load_is_bit_for_bit() {
 fn saving_over_a_checkpoint_replaces_it_and_keeps_other_files() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ckpt");
-    Gpt::<f32>::new(tiny(), 1).save(&dir).unwrap();
+    Model::<f32>::new(tiny(), 1).save(&dir).unwrap();
     fs::write(dir.join("notes.txt"), "keep me").unwrap();
-    let other = Gpt::<f32>::new(
-        GptConfig {
+    let other = Model::<f32>::new(
+        ModelConfig {
             n_layer: 1,
             ..tiny()
         },
         2,
     );
     other.save(&dir).unwrap();
-    assert_same(&other, &Gpt::load(&dir).unwrap());
+    assert_same(&other, &Model::load(&dir).unwrap());
     assert_eq!(
         fs::read_to_string(dir.join("notes.txt")).unwrap(),
         "keep me"
@@ -85,7 +85,7 @@ fn write_tensors(dir: &Path, tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) {
     .unwrap();
 }
 
-fn tensors_of(model: &Gpt<f32>) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
+fn tensors_of(model: &Model<f32>) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
     model
         .param_names()
         .iter()
@@ -98,13 +98,13 @@ fn tensors_of(model: &Gpt<f32>) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
 }
 
 /// Breaks a fresh checkpoint with `corrupt`; loading must fail with one line containing `needle`.
-fn refused(corrupt: impl FnOnce(&Path, &Gpt<f32>), needle: &str) {
+fn refused(corrupt: impl FnOnce(&Path, &Model<f32>), needle: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ckpt");
-    let model = Gpt::<f32>::new(tiny(), 5);
+    let model = Model::<f32>::new(tiny(), 5);
     model.save(&dir).unwrap();
     corrupt(&dir, &model);
-    let err = Gpt::<f32>::load(&dir)
+    let err = Model::<f32>::load(&dir)
         .expect_err("a broken checkpoint must be refused")
         .to_string();
     assert!(
@@ -190,7 +190,7 @@ fn broken_checkpoints_are_refused_with_the_tensor_named() {
     );
     refused(
         |dir, _| {
-            let cfg = GptConfig {
+            let cfg = ModelConfig {
                 n_head: 3,
                 ..tiny()
             };
@@ -204,7 +204,7 @@ fn broken_checkpoints_are_refused_with_the_tensor_named() {
     );
     refused(
         |dir, _| {
-            let cfg = GptConfig {
+            let cfg = ModelConfig {
                 n_embd: 6,
                 ..tiny()
             };
@@ -226,12 +226,12 @@ fn broken_checkpoints_are_refused_with_the_tensor_named() {
 fn an_equal_lm_head_is_accepted_and_ignored() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ckpt");
-    let model = Gpt::<f32>::new(tiny(), 5);
+    let model = Model::<f32>::new(tiny(), 5);
     model.save(&dir).unwrap();
     let mut t = tensors_of(&model);
     let mut head = t[0].clone();
     head.0 = "lm_head.weight".into();
     t.push(head);
     write_tensors(&dir, &t);
-    assert_same(&model, &Gpt::load(&dir).unwrap());
+    assert_same(&model, &Model::load(&dir).unwrap());
 }

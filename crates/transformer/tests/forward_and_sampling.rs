@@ -7,10 +7,10 @@ use autograd::Tape;
 use transformer::sampling::{
     generate_uncached, generate_until, last_logits, sample_next, GenerateError,
 };
-use transformer::{generate, Gpt, GptConfig, KvCache, SamplingOptions};
+use transformer::{generate, KvCache, Model, ModelConfig, SamplingOptions};
 
-fn config() -> GptConfig {
-    GptConfig {
+fn config() -> ModelConfig {
+    ModelConfig {
         vocab_size: 17,
         block_size: 8,
         n_layer: 2,
@@ -22,8 +22,8 @@ fn config() -> GptConfig {
 
 /// A model whose weights are large enough for confident, varied predictions
 /// (the 0.02 init gives near-uniform logits, where greedy ties are fragile).
-fn model() -> Gpt<f32> {
-    let mut model = Gpt::<f32>::new(config(), 11);
+fn model() -> Model<f32> {
+    let mut model = Model::<f32>::new(config(), 11);
     for p in model.params_mut() {
         Arc::make_mut(p).mapv_inplace(|x| x * 25.0);
     }
@@ -32,7 +32,7 @@ fn model() -> Gpt<f32> {
 
 #[test]
 fn no_grad_forward_equals_tape_forward() {
-    let model = Gpt::<f32>::new(GptConfig::preset("tiny").unwrap(), 4);
+    let model = Model::<f32>::new(ModelConfig::preset("tiny").unwrap(), 4);
     let ids: Vec<usize> = (0..2 * 9).map(|i| (i * 37) % 256).collect();
     let run = |tape: Tape<f32>| {
         let params = model.bind(&tape);

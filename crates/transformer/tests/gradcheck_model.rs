@@ -2,13 +2,13 @@
 //! central finite differences, every entry of every parameter tensor.
 
 use autograd::gradcheck::{gradcheck_with, GradcheckOptions};
-use transformer::{gradcheck_params, Gpt, GptConfig, GptParams};
+use transformer::{gradcheck_params, Model, ModelConfig, ModelParams};
 
 mod oracle;
 use oracle::{sft_loss, SftBatch};
 
-fn check(config: GptConfig) {
-    let model = Gpt::<f64>::new(config, 0);
+fn check(config: ModelConfig) {
+    let model = Model::<f64>::new(config, 0);
     let batch = SftBatch::from_sequences(&[
         (vec![1, 2, 3], vec![4, 5, 6, 7]),
         (vec![], vec![9, 10, 0, 3, 2]),
@@ -21,7 +21,7 @@ fn check(config: GptConfig) {
             ..Default::default()
         },
         |tape, params| {
-            let params = GptParams::from_vec(&config, params.to_vec());
+            let params = ModelParams::from_vec(&config, params.to_vec());
             sft_loss(&model, tape, &params, &batch)
         },
     );
@@ -31,7 +31,7 @@ fn check(config: GptConfig) {
 
 #[test]
 fn sft_loss_gradients_of_every_parameter() {
-    check(GptConfig {
+    check(ModelConfig {
         vocab_size: 11,
         block_size: 8,
         n_layer: 2,
@@ -43,7 +43,7 @@ fn sft_loss_gradients_of_every_parameter() {
 
 #[test]
 fn sft_loss_gradients_without_biases() {
-    check(GptConfig {
+    check(ModelConfig {
         vocab_size: 11,
         block_size: 8,
         n_layer: 1,

@@ -11,7 +11,7 @@ use autograd::Tape;
 use safetensors::SafeTensors;
 use serde_json::Value;
 use transformer::hf::load_hf;
-use transformer::{detect_format, load_config, CheckpointFormat, Gpt, HfTokenizer, Tokenizer};
+use transformer::{detect_format, load_config, CheckpointFormat, HfTokenizer, Model, Tokenizer};
 
 /// rtol of f32 comparisons against the goldens (and atol for values near 0).
 const RTOL: f64 = 1e-4;
@@ -42,7 +42,7 @@ fn ids(v: &Value) -> Vec<u32> {
 }
 
 /// The logits (T, V) of one sequence.
-fn logits(model: &Gpt<f32>, ids: &[u32]) -> Vec<Vec<f32>> {
+fn logits(model: &Model<f32>, ids: &[u32]) -> Vec<Vec<f32>> {
     let tape = Tape::no_grad();
     let params = model.bind(&tape);
     let ids: Vec<usize> = ids.iter().map(|&i| i as usize).collect();
@@ -53,7 +53,7 @@ fn logits(model: &Gpt<f32>, ids: &[u32]) -> Vec<Vec<f32>> {
 }
 
 /// The summed log-probs of `completion` after `prompt` (f64 log-softmax of f32 logits).
-fn completion_logp(model: &Gpt<f32>, prompt: &[u32], completion: &[u32]) -> f64 {
+fn completion_logp(model: &Model<f32>, prompt: &[u32], completion: &[u32]) -> f64 {
     let seq: Vec<u32> = prompt.iter().chain(completion).copied().collect();
     let rows = logits(model, &seq);
     (prompt.len()..seq.len())
@@ -71,7 +71,7 @@ fn completion_logp(model: &Gpt<f32>, prompt: &[u32], completion: &[u32]) -> f64 
         .sum()
 }
 
-fn assert_same_params(a: &Gpt<f32>, b: &Gpt<f32>) {
+fn assert_same_params(a: &Model<f32>, b: &Model<f32>) {
     assert_eq!(a.config(), b.config());
     for ((name, x), (_, y)) in a.named_params().zip(b.named_params()) {
         assert_eq!(x.shape(), y.shape(), "{name}");
@@ -94,7 +94,7 @@ fn save_pretrained_directories_load_with_transformers_logits() {
     ] {
         let path = golden().join(dir);
         assert_eq!(detect_format(&path).unwrap(), CheckpointFormat::Hf);
-        let model = Gpt::<f32>::load(&path).unwrap();
+        let model = Model::<f32>::load(&path).unwrap();
         assert_eq!(load_config(&path).unwrap(), *model.config());
         for case in cases[key].as_array().unwrap() {
             let got = logits(&model, &ids(&case["ids"]));
@@ -108,8 +108,8 @@ fn save_pretrained_directories_load_with_transformers_logits() {
     }
     // The shards hold the same tensors as the single file.
     assert_same_params(
-        &Gpt::load(&golden().join("policy")).unwrap(),
-        &Gpt::load(&golden().join("policy_sharded")).unwrap(),
+        &Model::load(&golden().join("policy")).unwrap(),
+        &Model::load(&golden().join("policy_sharded")).unwrap(),
     );
 }
 
@@ -157,8 +157,8 @@ fn the_eos_falls_back_to_special_tokens_map_then_the_model_config() {
 
 #[test]
 fn sequence_log_probs_match_transformers() {
-    let policy = Gpt::<f32>::load(&golden().join("policy")).unwrap();
-    let reference = Gpt::<f32>::load(&golden().join("ref")).unwrap();
+    let policy = Model::<f32>::load(&golden().join("policy")).unwrap();
+    let reference = Model::<f32>::load(&golden().join("ref")).unwrap();
     for pair in read_json("logps.json")["pairs"].as_array().unwrap() {
         let prompt = ids(&pair["prompt_ids"]);
         for (name, model) in [("policy", &policy), ("ref", &reference)] {
@@ -194,11 +194,11 @@ fn tensors(path: &Path) -> Vec<(String, String, Vec<usize>, Vec<u8>)> {
 #[test]
 fn round_trip_through_nanogpt_is_exact() {
     let tmp = tempfile::tempdir().unwrap();
-    let original = Gpt::<f32>::load(&golden().join("policy")).unwrap();
+    let original = Model::<f32>::load(&golden().join("policy")).unwrap();
     let nano = tmp.path().join("nano");
     original.save_as(&nano, CheckpointFormat::NanoGpt).unwrap();
     assert_eq!(detect_format(&nano).unwrap(), CheckpointFormat::NanoGpt);
-    let back = Gpt::<f32>::load(&nano).unwrap();
+    let back = Model::<f32>::load(&nano).unwrap();
     assert_same_params(&original, &back);
     let hf = tmp.path().join("hf");
     back.save_as(&hf, CheckpointFormat::Hf).unwrap();
@@ -225,7 +225,7 @@ fn error_with_config(edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> 
     let mut config = read_json("policy/config.json");
     edit(config.as_object_mut().unwrap());
     fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    let err = Gpt::<f32>::load(&dir).unwrap_err().to_string();
+    let err = Model::<f32>::load(&dir).unwrap_err().to_string();
     assert!(!err.contains('\n'), "one line: {err}");
     err
 }
@@ -275,7 +275,7 @@ fn mask_buffers_are_ignored_and_a_different_head_is_refused() {
     use safetensors::tensor::TensorView;
     use safetensors::Dtype;
     let tmp = tempfile::tempdir().unwrap();
-    let model = Gpt::<f32>::load(&golden().join("policy")).unwrap();
+    let model = Model::<f32>::load(&golden().join("policy")).unwrap();
     let c = model.config().n_embd;
     let v = model.config().vocab_size;
     let wte: Vec<u8> = model
@@ -317,7 +317,7 @@ fn mask_buffers_are_ignored_and_a_different_head_is_refused() {
         )
         .unwrap();
         fs::copy(golden().join("policy/config.json"), dir.join("config.json")).unwrap();
-        match Gpt::<f32>::load(&dir) {
+        match Model::<f32>::load(&dir) {
             Ok(loaded) => {
                 assert!(ok);
                 assert_same_params(&model, &loaded);
@@ -400,8 +400,8 @@ fn bf16_tensors_widen_exactly_and_shard_names_stay_in_the_directory() {
     )
     .unwrap();
     assert_same_params(
-        &Gpt::<f32>::load(&dir).unwrap(),
-        &Gpt::<f32>::load(&f32_dir).unwrap(),
+        &Model::<f32>::load(&dir).unwrap(),
+        &Model::<f32>::load(&f32_dir).unwrap(),
     );
 
     // An index naming a shard outside the directory is refused.
@@ -417,6 +417,6 @@ fn bf16_tensors_widen_exactly_and_shard_names_stay_in_the_directory() {
         r#"{"weight_map": {"transformer.wte.weight": "../model.safetensors"}}"#,
     )
     .unwrap();
-    let err = Gpt::<f32>::load(&sharded).unwrap_err().to_string();
+    let err = Model::<f32>::load(&sharded).unwrap_err().to_string();
     assert!(err.contains("not a plain file name"), "{err}");
 }

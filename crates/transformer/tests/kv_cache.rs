@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use autograd::{Float, Tape};
 use transformer::sampling::last_logits;
-use transformer::{Gpt, GptConfig, KvCache};
+use transformer::{KvCache, Model, ModelConfig};
 
 /// Three layers and sizes that divide nothing evenly: V 19, block 7, C 15 in 3 heads of 5.
-fn odd_config(bias: bool) -> GptConfig {
-    GptConfig {
+fn odd_config(bias: bool) -> ModelConfig {
+    ModelConfig {
         vocab_size: 19,
         block_size: 7,
         n_layer: 3,
@@ -22,8 +22,8 @@ fn odd_config(bias: bool) -> GptConfig {
 
 /// A model with weights large enough for peaked, position-dependent attention
 /// (the 0.02 init makes every attention row nearly uniform).
-fn model(bias: bool) -> Gpt<f64> {
-    let mut model = Gpt::<f64>::new(odd_config(bias), 17);
+fn model(bias: bool) -> Model<f64> {
+    let mut model = Model::<f64>::new(odd_config(bias), 17);
     for p in model.params_mut() {
         Arc::make_mut(p).mapv_inplace(|x| x * 20.0);
     }
@@ -45,7 +45,7 @@ fn relative_error<T: Float>(a: &[T], b: &[T]) -> f64 {
 /// Runs the generation loop of `sampling::generate` (prefill, one step per
 /// token, rebuild on overflow) with fixed next tokens, and checks the cached
 /// logits against a full forward of the current context at every position.
-fn check_generation<T: Float>(model: &Gpt<T>, tolerance: f64) {
+fn check_generation<T: Float>(model: &Model<T>, tolerance: f64) {
     let (block_size, vocab) = (model.config().block_size, model.config().vocab_size);
     let mut context = vec![3, 18, 0, 11, 5];
     let mut cache = KvCache::new(model);

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use autograd::{Float, Tape};
 use serde_json::Value;
-use transformer::Gpt;
+use transformer::Model;
 
 mod oracle;
 use oracle::{sft_loss, SftBatch};
@@ -95,7 +95,7 @@ fn expected(dir: &Path) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-fn loss_of<T: Float>(model: &Gpt<T>, batch: &SftBatch) -> f64 {
+fn loss_of<T: Float>(model: &Model<T>, batch: &SftBatch) -> f64 {
     let tape = Tape::no_grad();
     let params = model.bind(&tape);
     sft_loss(model, &tape, &params, batch).item().as_f64()
@@ -105,7 +105,7 @@ fn loss_of<T: Float>(model: &Gpt<T>, batch: &SftBatch) -> f64 {
 #[ignore = "needs ../shared/vectors: run by .ci/run"]
 fn sft_loss_matches_pytorch() {
     let dir = vectors_dir();
-    let model = Gpt::<f32>::load(&dir.join("sft/init")).unwrap();
+    let model = Model::<f32>::load(&dir.join("sft/init")).unwrap();
     let (batch, truncated) = sft_batch(&dir, model.config().block_size);
     let want = expected(&dir);
     assert_eq!(
@@ -132,9 +132,9 @@ fn sft_loss_matches_pytorch() {
 #[ignore = "needs ../shared/vectors: run by .ci/run"]
 fn one_sgd_step_matches_pytorch() {
     let dir = vectors_dir();
-    let mut model = Gpt::<f32>::load(&dir.join("sft/init")).unwrap();
+    let mut model = Model::<f32>::load(&dir.join("sft/init")).unwrap();
     let before = model.clone();
-    let after = Gpt::<f32>::load(&dir.join("sft/after_sft_sgd")).unwrap();
+    let after = Model::<f32>::load(&dir.join("sft/after_sft_sgd")).unwrap();
     let (batch, _) = sft_batch(&dir, model.config().block_size);
 
     let tape = Tape::new();

@@ -12,7 +12,7 @@
 
 use autograd::{Float, Precision, Tape, Var};
 use serde_json::{json, Value};
-use transformer::{Gpt, GptParams};
+use transformer::{Model, ModelParams};
 
 use super::reference_cache::ReferenceCache;
 use super::{BatchLoss, Metrics, Objective};
@@ -30,8 +30,8 @@ use crate::scoring::{score, score_pairs, ScoringBatch};
 /// checkpoints widened exactly), the metrics are those of the stored
 /// weights up to f64 rounding. Both models see the pairs in `layout`.
 pub fn evaluate_pairs<T: Float>(
-    policy: &Gpt<T>,
-    reference: Option<&Gpt<T>>,
+    policy: &Model<T>,
+    reference: Option<&Model<T>>,
     rows: &[PreferenceRow],
     loss: &DpoLossConfig,
     batch_size: usize,
@@ -84,7 +84,7 @@ impl DpoObjective {
         loss: DpoLossConfig,
         train: Vec<PreferenceRow>,
         held_out: Vec<PreferenceRow>,
-        reference: Option<&Gpt<f32>>,
+        reference: Option<&Model<f32>>,
         eval_batch_size: usize,
     ) -> Self {
         Self::with_layout(
@@ -103,7 +103,7 @@ impl DpoObjective {
         loss: DpoLossConfig,
         train: Vec<PreferenceRow>,
         held_out: Vec<PreferenceRow>,
-        reference: Option<&Gpt<f32>>,
+        reference: Option<&Model<f32>>,
         eval_batch_size: usize,
         layout: PairLayout,
     ) -> Self {
@@ -212,9 +212,9 @@ impl Objective for DpoObjective {
 
     fn batch_loss(
         &mut self,
-        model: &Gpt<f32>,
+        model: &Model<f32>,
         tape: &Tape<f32>,
-        params: &GptParams<Var<f32>>,
+        params: &ModelParams<Var<f32>>,
         batch: &[usize],
     ) -> BatchLoss {
         let rows: Vec<PreferenceRow> = batch.iter().map(|&i| self.train[i].clone()).collect();
@@ -255,7 +255,7 @@ impl Objective for DpoObjective {
     /// own `pair_accuracy`: the share of pairs whose chosen response has the
     /// higher log-probability (`logp_c > logp_r`, no reference involved).
     /// bco_pair's shift is the running mean of training, not updated here.
-    fn evaluate(&mut self, model: &Gpt<f32>) -> Option<Metrics> {
+    fn evaluate(&mut self, model: &Model<f32>) -> Option<Metrics> {
         if self.held_out.is_empty() {
             return None;
         }

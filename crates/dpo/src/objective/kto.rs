@@ -10,7 +10,7 @@
 //! tape) and on their KL sequences (no tape: the KL estimate is a constant).
 
 use autograd::{Float, Precision, Tape, Var};
-use transformer::{Gpt, GptParams};
+use transformer::{Model, ModelParams};
 
 use super::{BatchLoss, Metrics, Objective};
 use crate::data::{kl_sequences, SftRow, UnpairedRow};
@@ -39,7 +39,7 @@ impl KtoRows {
     fn new<T: Float>(
         rows: &[UnpairedRow],
         kl_batch_size: usize,
-        reference: &Gpt<T>,
+        reference: &Model<T>,
         eval_batch_size: usize,
     ) -> Self {
         let block_size = reference.config().block_size;
@@ -67,7 +67,7 @@ impl KtoRows {
     /// `kl_batch_size` rows (the chunks the KL sequences were paired in).
     fn metrics<T: Float>(
         &self,
-        policy: &Gpt<T>,
+        policy: &Model<T>,
         config: &KtoConfig,
         kl_batch_size: usize,
         eval_batch_size: usize,
@@ -99,8 +99,8 @@ impl KtoRows {
 /// `batch_size` rows, in order, and each chunk is one batch with its own KL
 /// estimate. Run in f64, the metrics are those of the stored weights.
 pub fn evaluate_unpaired<T: Float>(
-    policy: &Gpt<T>,
-    reference: &Gpt<T>,
+    policy: &Model<T>,
+    reference: &Model<T>,
     rows: &[UnpairedRow],
     config: &KtoConfig,
     batch_size: usize,
@@ -133,7 +133,7 @@ impl KtoObjective {
         config: KtoConfig,
         train: &[UnpairedRow],
         held_out: &[UnpairedRow],
-        reference: &Gpt<f32>,
+        reference: &Model<f32>,
         batch_size: usize,
         eval_batch_size: usize,
     ) -> Self {
@@ -171,9 +171,9 @@ impl Objective for KtoObjective {
 
     fn batch_loss(
         &mut self,
-        model: &Gpt<f32>,
+        model: &Model<f32>,
         tape: &Tape<f32>,
-        params: &GptParams<Var<f32>>,
+        params: &ModelParams<Var<f32>>,
         batch: &[usize],
     ) -> BatchLoss {
         let rows = &self.train;
@@ -223,7 +223,7 @@ impl Objective for KtoObjective {
         }
     }
 
-    fn evaluate(&mut self, model: &Gpt<f32>) -> Option<Metrics> {
+    fn evaluate(&mut self, model: &Model<f32>) -> Option<Metrics> {
         if self.held_out.len() == 0 {
             return None;
         }

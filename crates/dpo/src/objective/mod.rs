@@ -28,7 +28,7 @@ pub use metrics::{MetricValue, Metrics};
 
 use autograd::{Tape, Var};
 use serde_json::Value;
-use transformer::{Gpt, GptParams};
+use transformer::{Model, ModelParams};
 
 /// The loss of one training batch, and what the loop logs about it.
 pub struct BatchLoss {
@@ -72,15 +72,15 @@ pub trait Objective {
     /// leaves.
     fn batch_loss(
         &mut self,
-        model: &Gpt<f32>,
+        model: &Model<f32>,
         tape: &Tape<f32>,
-        params: &GptParams<Var<f32>>,
+        params: &ModelParams<Var<f32>>,
         batch: &[usize],
     ) -> BatchLoss;
 
     /// The metrics of `model` on the held-out rows (no tape), `loss` among
     /// them; `None` when there are no held-out rows.
-    fn evaluate(&mut self, model: &Gpt<f32>) -> Option<Metrics>;
+    fn evaluate(&mut self, model: &Model<f32>) -> Option<Metrics>;
 
     /// The few metrics worth a log line, e.g. `loss 0.6931 acc 0.50`.
     fn describe(&self, metrics: &Metrics) -> String {

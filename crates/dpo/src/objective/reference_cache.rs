@@ -11,7 +11,7 @@
 
 use autograd::Precision;
 use serde_json::{json, Value};
-use transformer::Gpt;
+use transformer::Model;
 
 use crate::data::{PairLayout, PreferenceRow};
 use crate::scoring::score_pairs;
@@ -19,7 +19,7 @@ use crate::scoring::score_pairs;
 /// Per-row reference log-probs, filled on demand.
 pub struct ReferenceCache {
     /// The frozen reference; `None` is reference-free (every log-prob 0).
-    model: Option<Gpt<f32>>,
+    model: Option<Model<f32>>,
     /// How the reference pass lays the pairs out.
     layout: PairLayout,
     /// `(chosen, rejected)` of each row once computed.
@@ -32,7 +32,7 @@ pub struct ReferenceCache {
 
 impl ReferenceCache {
     /// An empty cache for `num_rows` rows.
-    pub fn new(model: Option<Gpt<f32>>, num_rows: usize, layout: PairLayout) -> Self {
+    pub fn new(model: Option<Model<f32>>, num_rows: usize, layout: PairLayout) -> Self {
         ReferenceCache {
             model,
             layout,

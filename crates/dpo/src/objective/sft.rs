@@ -12,7 +12,7 @@
 //! scored tokens.
 
 use autograd::{Float, Tape, Var};
-use transformer::{Gpt, GptParams};
+use transformer::{Model, ModelParams};
 
 use super::{BatchLoss, Metrics, Objective};
 use crate::data::{scored_tokens, SftRow, TrainingRow};
@@ -20,9 +20,9 @@ use crate::scoring::{score, ScoringBatch};
 
 /// The SFT loss of a batch of rows on `tape`, and its number of scored tokens.
 pub fn sft_batch_loss<T: Float>(
-    model: &Gpt<T>,
+    model: &Model<T>,
     tape: &Tape<T>,
-    params: &GptParams<Var<T>>,
+    params: &ModelParams<Var<T>>,
     rows: &[SftRow],
 ) -> (Var<T>, usize) {
     let scored: usize = rows
@@ -37,7 +37,7 @@ pub fn sft_batch_loss<T: Float>(
 
 /// The mean token cross-entropy of `rows` (no tape), `batch_size` rows at a
 /// time: every scored token weighs the same, whatever its batch.
-pub fn sft_eval_loss(model: &Gpt<f32>, rows: &[SftRow], batch_size: usize) -> f64 {
+pub fn sft_eval_loss(model: &Model<f32>, rows: &[SftRow], batch_size: usize) -> f64 {
     let (mut nll, mut tokens) = (0.0, 0usize);
     for chunk in rows.chunks(batch_size.max(1)) {
         let tape = Tape::<f32>::no_grad();
@@ -84,9 +84,9 @@ impl Objective for SftObjective {
 
     fn batch_loss(
         &mut self,
-        model: &Gpt<f32>,
+        model: &Model<f32>,
         tape: &Tape<f32>,
-        params: &GptParams<Var<f32>>,
+        params: &ModelParams<Var<f32>>,
         batch: &[usize],
     ) -> BatchLoss {
         let rows: Vec<SftRow> = batch.iter().map(|&i| self.train[i].clone()).collect();
@@ -102,7 +102,7 @@ impl Objective for SftObjective {
         }
     }
 
-    fn evaluate(&mut self, model: &Gpt<f32>) -> Option<Metrics> {
+    fn evaluate(&mut self, model: &Model<f32>) -> Option<Metrics> {
         if self.held_out.is_empty() {
             return None;
         }

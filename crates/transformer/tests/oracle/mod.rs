@@ -14,7 +14,7 @@
 #![allow(dead_code)] // each test file uses a part of it
 
 use autograd::{Float, Tape, Var};
-use transformer::{Gpt, GptParams};
+use transformer::{Model, ModelParams};
 
 /// The target of a position that is not scored: [`autograd::IGNORE_INDEX`].
 pub use autograd::IGNORE_INDEX as IGNORE;
@@ -80,9 +80,9 @@ impl SftBatch {
 
 /// Mean token cross-entropy over every scored token of `batch` (0 if none).
 pub fn sft_loss<T: Float>(
-    model: &Gpt<T>,
+    model: &Model<T>,
     tape: &Tape<T>,
-    params: &GptParams<Var<T>>,
+    params: &ModelParams<Var<T>>,
     batch: &SftBatch,
 ) -> Var<T> {
     let logits = model.forward(tape, params, &batch.ids, batch.batch, batch.seq_len); // (B, T, V)
