@@ -43,7 +43,8 @@ torch.set_default_dtype(torch.float64)  # as in torch_reference: every number in
 KEEP = ("make_golden.py", "torch_reference.py", "README.md",  # what OUTDIR keeps when regenerated
         "make_trl_losses.py", "trl_losses",  # the TRL loss goldens: make_trl_losses.py, called below
         "make_trl_kto.py", "trl_kto",  # KTO goldens from TRL: make_trl_kto.py, called below
-        "make_hf_golden.py", "hf")  # Hugging Face GPT-2 goldens: make_hf_golden.py, called below
+        "make_hf_golden.py", "hf",  # Hugging Face GPT-2 goldens: make_hf_golden.py, called below
+        "make_llama_golden.py", "llama", "smollm2")  # Llama-family goldens: run on its own (needs the GGUF)
 SEED = 1234
 BETA = 0.1
 LR = 0.5  # plain SGD, so the step is large enough to check to 1%
