@@ -86,9 +86,10 @@ HH_RLHF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../sha
 HH_RLHF = os.environ.get("HH_RLHF", HH_RLHF if os.path.exists(HH_RLHF)
                          else "/work/shared/datasets/hh-rlhf-harmless-base-test.jsonl.gz")
 POLICY_PERTURBATION = ("policy = the GGUF model with model.norm.weight (the final RMSNorm weight, "
-                       "float32) multiplied in place by 1.05 (torch mul_ by a Python float, i.e. by "
-                       "1.05f32; checked equal to rounding the float64 product); with tied "
-                       "embeddings this scales every policy logit by 1.05")
+                       "float32) multiplied in place by 1.05: torch's mul_ by a Python float "
+                       "multiplies by 1.05f32 in float32 (checked: w * 1.05f32, which is not always "
+                       "the float64 product w * 1.05 rounded); with tied embeddings this scales "
+                       "every policy logit by 1.05")
 FLOAT64_PATCHES = ("model.double() with attn_implementation='sdpa'; RMSNorm without its float32 "
                    "cast; RoPE inv_freq recomputed in float64 and cos/sin computed in float64")
 
@@ -577,11 +578,15 @@ def write_trl(out):
         shutil.rmtree(root)
     os.makedirs(root)
     tok, ref = load_smollm2()
+    # The GGUF's weights are already plain float32 tensors (dequantized at load), but transformers
+    # still marks the model as quantized (quant_method "gguf"), and the Trainer refuses those.
+    assert all(p.dtype == torch.float32 and type(p) is torch.nn.Parameter for p in ref.parameters())
+    ref.is_quantized, ref.hf_quantizer = False, None
+    del ref.config.quantization_config
     policy = copy.deepcopy(ref)
     w = ref.model.norm.weight.detach().clone()
     with torch.no_grad():
         policy.model.norm.weight.mul_(1.05)
-    assert torch.equal(policy.model.norm.weight, (w.double() * 1.05).float())
     assert torch.equal(policy.model.norm.weight, w * torch.tensor(1.05, dtype=torch.float32))
     pairs = trl_pairs(tok)
     with open(os.path.join(root, "pairs.jsonl"), "w") as f:
