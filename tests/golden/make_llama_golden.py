@@ -73,6 +73,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 SEED = 1234
+# The tiny models' seed: the first from 1234 whose greedy runs all keep every step's top-2 margin
+# above 5e-3, far above float32 noise (with 1234, llama32_bf16 had a step decided by 7e-5).
+TINY_SEED = 1235
 BETA = 0.1
 WEIGHT_STD = 0.3
 NORM_SPREAD = 0.2
@@ -337,7 +340,7 @@ def write_llama(out):
     if os.path.isdir(root):
         shutil.rmtree(root)
     os.makedirs(root)
-    gen = torch.Generator().manual_seed(SEED)
+    gen = torch.Generator().manual_seed(TINY_SEED)
     for name, config in tiny_configs().items():
         config._attn_implementation = "sdpa"
         model = randomize(AutoModelForCausalLM.from_config(config, dtype=torch.float32), gen)
