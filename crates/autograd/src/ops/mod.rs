@@ -3,6 +3,7 @@
 //! backward closure that captures exactly what it needs.
 
 pub mod elementwise;
+pub mod llama;
 pub mod logprobs;
 pub mod matmul;
 pub mod nn;
