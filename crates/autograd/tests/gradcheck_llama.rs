@@ -114,3 +114,70 @@ fn rms_norm_refuses_a_weight_of_the_wrong_size() {
     let w = tape.leaf(Tensor::ones(ndarray::IxDyn(&[4])));
     tape.rms_norm(&x, &w, 1e-6);
 }
+
+// ---------------------------------------------------------------- SiLU, SwiGLU
+
+#[test]
+fn silu_gradients() {
+    gradcheck(&[&[1]], |t, x| t.silu(&x[0]));
+    gradcheck(&[&[3, 5]], |t, x| t.silu(&x[0]));
+    gradcheck(&[&[2, 3, 7]], |t, x| t.silu(&x[0]));
+}
+
+#[test]
+fn swiglu_gradients() {
+    for shape in [&[1usize][..], &[1, 1], &[3, 5], &[2, 3, 7]] {
+        gradcheck(&[shape, shape], |t, x| t.swiglu(&x[0], &x[1]));
+    }
+    // the same input as gate and up: both gradients accumulate
+    gradcheck(&[&[4, 3]], |t, x| t.swiglu(&x[0], &x[0]));
+    gradcheck_at(
+        vec![
+            random_input_transposed(&[4, 5], 1),
+            random_input_transposed(&[4, 5], 2),
+        ],
+        |t, x| t.swiglu(&x[0], &x[1]),
+    );
+}
+
+#[test]
+fn swiglu_gradients_in_the_parallel_path() {
+    let report = gradcheck_with(
+        random_inputs(&[&[70, 513], &[70, 513]], 8),
+        &GradcheckOptions {
+            max_entries_per_input: 80,
+            ..Default::default()
+        },
+        |t, x| t.swiglu(&x[0], &x[1]),
+    );
+    assert!(report.max_error < 1e-6, "{report:?}");
+}
+
+#[test]
+fn swiglu_matches_primitive_ops() {
+    assert_same_as(
+        &[&[3, 11], &[3, 11]],
+        1e-13,
+        |t, x| t.swiglu(&x[0], &x[1]),
+        |t, x| t.mul(&t.mul(&x[0], &t.sigmoid(&x[0])), &x[1]),
+    );
+    assert_same_as(
+        &[&[2, 9]],
+        1e-13,
+        |t, x| t.silu(&x[0]),
+        |t, x| t.mul(&x[0], &t.sigmoid(&x[0])),
+    );
+}
+
+#[test]
+fn silu_saturates_in_f32() {
+    let tape = Tape::<f32>::new();
+    let g = tape.leaf(ndarray::arr1(&[-1e4f32, -100.0, 0.0, 100.0, 1e4]).into_dyn());
+    let u = tape.leaf(ndarray::arr1(&[1f32; 5]).into_dyn());
+    let y = tape.swiglu(&g, &u);
+    assert_eq!(y.value().as_slice().unwrap(), &[0.0, -0.0, 0.0, 100.0, 1e4]);
+    let loss = tape.sum_all(&y);
+    let grads = tape.backward(&loss);
+    assert!(grads.get(&g).unwrap().iter().all(|v| v.is_finite()));
+    assert!(grads.get(&u).unwrap().iter().all(|v| v.is_finite()));
+}

@@ -16,6 +16,7 @@
 //! | [`softmax`] | `softmax_forward/backward` along any axis | `softmax`, `log_softmax` |
 //! | [`layernorm`] | `layernorm_forward/backward` | `layer_norm` |
 //! | [`rmsnorm`] | `rmsnorm_forward/backward` | `rms_norm` |
+//! | [`swiglu`] | `swiglu_forward/backward`, branch-free `silu` | `swiglu`, `silu` |
 //! | [`attention`] | causal multi-head attention three ways, to read in order: [`attention::plain`] (scalar loops, the definition), [`attention::blocked`] (GEMMs over row blocks, optionally a key gap per sequence), [`attention::cached`] (generation, forward only) | `plain_causal_attention`; `causal_attention`, `segment_attention`; `transformer::KvCache` |
 //! | [`embedding`] | `embedding_forward/backward` (gather, scatter-add) | `embedding` |
 //! | [`logprobs`] | `logprobs_forward/backward`: log-softmax and the target's gather, one row at a time; [`IGNORE_INDEX`](logprobs::IGNORE_INDEX) | `sequence_logprobs`, `cross_entropy` |
@@ -32,6 +33,7 @@ pub mod logprobs;
 pub mod rmsnorm;
 pub mod simd;
 pub mod softmax;
+pub mod swiglu;
 
 /// Below this many elements a loop runs on the calling thread: spawning
 /// rayon tasks costs more than the work.
