@@ -16,6 +16,7 @@
 //! | [`softmax`] | `softmax_forward/backward` along any axis | `softmax`, `log_softmax` |
 //! | [`layernorm`] | `layernorm_forward/backward` | `layer_norm` |
 //! | [`rmsnorm`] | `rmsnorm_forward/backward` | `rms_norm` |
+//! | [`rope`] | `rope_forward/backward`: rotary embeddings, rotate-half layout | `rope` |
 //! | [`swiglu`] | `swiglu_forward/backward`, branch-free `silu` | `swiglu`, `silu` |
 //! | [`attention`] | causal multi-head attention three ways, to read in order: [`attention::plain`] (scalar loops, the definition), [`attention::blocked`] (GEMMs over row blocks, optionally a key gap per sequence), [`attention::cached`] (generation, forward only) | `plain_causal_attention`; `causal_attention`, `segment_attention`; `transformer::KvCache` |
 //! | [`embedding`] | `embedding_forward/backward` (gather, scatter-add) | `embedding` |
@@ -31,6 +32,7 @@ pub mod layernorm;
 pub mod lm_head_logprobs;
 pub mod logprobs;
 pub mod rmsnorm;
+pub mod rope;
 pub mod simd;
 pub mod softmax;
 pub mod swiglu;

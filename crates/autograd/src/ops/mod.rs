@@ -8,6 +8,7 @@ pub mod logprobs;
 pub mod matmul;
 pub mod nn;
 pub mod reduce;
+pub mod rope;
 pub mod shape;
 pub mod softmax;
 
