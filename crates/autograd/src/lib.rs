@@ -42,6 +42,7 @@ pub mod testing;
 pub use float::Float;
 pub use kernels::logprobs::IGNORE_INDEX;
 pub use ops::logprobs::LmHeadLogprobs;
+pub use ops::rope::{Llama3RopeScaling, RopeFrequencies};
 pub use precision::Precision;
 pub use tape::{contiguous, Gradients, Tape, Tensor, Var};
 

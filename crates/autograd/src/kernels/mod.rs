@@ -15,6 +15,9 @@
 //! | [`bf16`] | the same GEMM with bf16 inputs and f32 sums (`vdpbf16ps`, or portable) | [`gemm::gemm_with`] in [`crate::Precision::Bf16`] |
 //! | [`softmax`] | `softmax_forward/backward` along any axis | `softmax`, `log_softmax` |
 //! | [`layernorm`] | `layernorm_forward/backward` | `layer_norm` |
+//! | [`rmsnorm`] | `rmsnorm_forward/backward` | `rms_norm` |
+//! | [`rope`] | `rope_forward/backward`: rotary embeddings, rotate-half layout | `rope` |
+//! | [`swiglu`] | `swiglu_forward/backward`, branch-free `silu` | `swiglu`, `silu` |
 //! | [`attention`] | causal multi-head attention three ways, to read in order: [`attention::plain`] (scalar loops, the definition), [`attention::blocked`] (GEMMs over row blocks, optionally a key gap per sequence), [`attention::cached`] (generation, forward only) | `plain_causal_attention`; `causal_attention`, `segment_attention`; `transformer::KvCache` |
 //! | [`embedding`] | `embedding_forward/backward` (gather, scatter-add) | `embedding` |
 //! | [`logprobs`] | `logprobs_forward/backward`: log-softmax and the target's gather, one row at a time; [`IGNORE_INDEX`](logprobs::IGNORE_INDEX) | `sequence_logprobs`, `cross_entropy` |
@@ -28,8 +31,11 @@ pub mod gemm;
 pub mod layernorm;
 pub mod lm_head_logprobs;
 pub mod logprobs;
+pub mod rmsnorm;
+pub mod rope;
 pub mod simd;
 pub mod softmax;
+pub mod swiglu;
 
 /// Below this many elements a loop runs on the calling thread: spawning
 /// rayon tasks costs more than the work.

@@ -3,10 +3,12 @@
 //! backward closure that captures exactly what it needs.
 
 pub mod elementwise;
+pub mod llama;
 pub mod logprobs;
 pub mod matmul;
 pub mod nn;
 pub mod reduce;
+pub mod rope;
 pub mod shape;
 pub mod softmax;
 
