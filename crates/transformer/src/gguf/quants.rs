@@ -159,7 +159,7 @@ fn f16_at(bytes: &[u8], at: usize) -> f32 {
 /// and tensor.
 pub fn dequantize(ty: GgmlType, data: &[u8], n_values: usize) -> Result<Vec<f32>, String> {
     let (block, type_size) = ty.block_layout();
-    if n_values % block != 0 || data.len() != n_values / block * type_size {
+    if !n_values.is_multiple_of(block) || data.len() != n_values / block * type_size {
         return Err(format!(
             "{} values of {} need {} whole blocks of {block}, not {} bytes",
             n_values,

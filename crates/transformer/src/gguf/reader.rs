@@ -267,10 +267,7 @@ impl GgufFile {
                     format!("offset {offset} is not a multiple of the alignment {alignment}"),
                 ));
             }
-            if offset
-                .checked_add(n_bytes)
-                .map_or(true, |end| end > data_len)
-            {
+            if offset.checked_add(n_bytes).is_none_or(|end| end > data_len) {
                 return Err(r.tensor_error(
                     &name,
                     format!(
@@ -305,7 +302,7 @@ fn align_up(pos: u64, alignment: u64) -> Option<u64> {
 /// `ne[0]` (ggml's rule), the product checked for overflow.
 fn tensor_bytes(ne: &[u64], ty: GgmlType) -> Result<u64, String> {
     let (block, type_size) = ty.block_layout();
-    if ne[0] % block as u64 != 0 {
+    if !ne[0].is_multiple_of(block as u64) {
         return Err(format!(
             "its first dimension {} is not a multiple of the {} block size {block}",
             ne[0],
