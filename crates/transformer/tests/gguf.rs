@@ -195,6 +195,181 @@ fn gguf_reverse_permute_undoes_llama_cpp() {
     assert_eq!(rows_of(&permuted)[..8], [0, 4, 1, 5, 2, 6, 3, 7]);
 }
 
+// ---- tiny models against transformers ------------------------------------
+
+/// The config keys transformers' config and ours must agree on (a key absent
+/// from ours must be null or absent in transformers').
+const CONFIG_KEYS: [&str; 17] = [
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "rms_norm_eps",
+    "max_position_embeddings",
+    "tie_word_embeddings",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "unk_token_id",
+    "hidden_act",
+    "rope_theta",
+];
+
+fn assert_config_matches(got: &Value, want: &Value, what: &str) {
+    for key in CONFIG_KEYS {
+        let want = if key == "rope_theta" {
+            &want["rope_parameters"]["rope_theta"]
+        } else {
+            want.get(key).unwrap_or(&Value::Null)
+        };
+        let got = got.get(key).unwrap_or(&Value::Null);
+        assert_eq!(got, want, "{what}: config {key}");
+    }
+}
+
+#[test]
+fn gguf_tiny_models_match_transformers() {
+    for arch in ["llama", "qwen2", "qwen3"] {
+        let path = golden_dir().join(format!("tiny_{arch}.gguf"));
+        let checkpoint = read_checkpoint(&path).unwrap();
+        let golden = read_json(&golden_dir().join(format!("tiny_{arch}.json")));
+        let values_bytes = std::fs::read(golden_dir().join(format!("tiny_{arch}.f32"))).unwrap();
+        let expected: Vec<f32> = values_bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+
+        assert_config_matches(&checkpoint.config, &golden["config"], arch);
+        assert_eq!(
+            checkpoint.config["architectures"][0].as_str().unwrap(),
+            match arch {
+                "llama" => "LlamaForCausalLM",
+                "qwen2" => "Qwen2ForCausalLM",
+                _ => "Qwen3ForCausalLM",
+            }
+        );
+        // transformers 5.24 reads no rope scaling from a qwen2 GGUF; we do.
+        if arch == "qwen2" {
+            assert_eq!(
+                checkpoint.config["rope_scaling"],
+                serde_json::json!({"rope_type": "yarn", "factor": 4.0,
+                                   "original_max_position_embeddings": 32})
+            );
+        } else {
+            assert!(checkpoint.config.get("rope_scaling").is_none());
+        }
+
+        let tied = checkpoint.config["tie_word_embeddings"] == Value::Bool(true);
+        let mut n_checked = 0;
+        for case in golden["tensors"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let offset = case["offset"].as_u64().unwrap() as usize;
+            let count = case["count"].as_u64().unwrap() as usize;
+            let want = &expected[offset..offset + count];
+            let wanted_name = if name == "lm_head.weight" && tied {
+                // transformers' tied head is the embedding; we leave it out.
+                assert!(
+                    checkpoint.tensors.iter().all(|(n, _, _)| n != name),
+                    "{arch}"
+                );
+                "model.embed_tokens.weight"
+            } else {
+                name
+            };
+            let (_, shape, values) = checkpoint
+                .tensors
+                .iter()
+                .find(|(n, _, _)| n == wanted_name)
+                .unwrap_or_else(|| panic!("{arch}: {name} missing"));
+            let want_shape: Vec<usize> = case["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
+            assert_eq!(*shape, want_shape, "{arch}: {name}");
+            let same = values
+                .iter()
+                .zip(want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same && values.len() == want.len(),
+                "{arch}: {name} values differ"
+            );
+            n_checked += 1;
+        }
+        assert_eq!(
+            checkpoint.tensors.len() + usize::from(tied),
+            n_checked,
+            "{arch}: tensors beyond transformers' state dict"
+        );
+
+        let tokenizer = &checkpoint.tokenizer;
+        assert_eq!(
+            tokenizer.get_vocab_size(true) as u64,
+            golden["vocab_size"].as_u64().unwrap(),
+            "{arch}"
+        );
+        assert_eq!(
+            checkpoint.chat_template.as_deref(),
+            golden["chat_template"].as_str()
+        );
+        for case in golden["texts"].as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            let want: Vec<u32> = case["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            let got = tokenizer.encode(text, true).unwrap().get_ids().to_vec();
+            assert_eq!(got, want, "{arch}: ids of {text:?}");
+            let decoded = tokenizer.decode(&want, false).unwrap();
+            assert_eq!(
+                decoded,
+                case["decoded"].as_str().unwrap(),
+                "{arch}: decode of {text:?}"
+            );
+        }
+    }
+}
+
+/// The fuzz target's seeds and regressions (fuzz/seeds/gguf,
+/// fuzz/regressions/gguf) through the same calls as fuzz/fuzz_targets/gguf.rs.
+#[test]
+fn gguf_fuzz_inputs_load_or_are_refused() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
+    let mut n = 0;
+    for kind in ["seeds", "regressions"] {
+        let Ok(entries) = std::fs::read_dir(root.join(kind).join("gguf")) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            n += 1;
+            let Ok(file) = GgufFile::parse(&bytes, &path) else {
+                continue;
+            };
+            for tensor in &file.tensors {
+                if let Ok(values) = tensor_f32(&bytes, tensor, &path) {
+                    assert_eq!(values.len(), tensor.n_values());
+                }
+            }
+            if let Ok(checkpoint) = parse_checkpoint(&bytes, &path) {
+                for (_, shape, values) in &checkpoint.tensors {
+                    assert_eq!(values.len(), shape.iter().product::<usize>());
+                }
+            }
+        }
+    }
+    assert!(n >= 2, "the gguf fuzz seeds are missing");
+}
+
 // ---- hostile input -------------------------------------------------------
 
 fn assert_one_line_error(result: Result<GgufFile, GgufError>, what: &str) -> String {
@@ -398,31 +573,12 @@ fn gguf_smollm2_config_and_tensors() {
     let checkpoint = read_checkpoint(&smollm2_path()).unwrap();
     let golden = read_json(&golden_dir().join("smollm2_tensors.json"));
 
-    // The config: every key we write that transformers' config has, equal.
-    let want = golden["config"].as_object().unwrap();
+    assert_config_matches(&checkpoint.config, &golden["config"], "SmolLM2");
+    assert_eq!(
+        checkpoint.config["rope_parameters"],
+        golden["config"]["rope_parameters"]
+    );
     let got = checkpoint.config.as_object().unwrap();
-    for key in [
-        "model_type",
-        "vocab_size",
-        "hidden_size",
-        "intermediate_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "num_key_value_heads",
-        "head_dim",
-        "rms_norm_eps",
-        "max_position_embeddings",
-        "tie_word_embeddings",
-        "bos_token_id",
-        "eos_token_id",
-        "pad_token_id",
-        "unk_token_id",
-        "hidden_act",
-        "rope_parameters",
-    ] {
-        assert_eq!(got.get(key), want.get(key), "config {key}");
-    }
-    assert_eq!(got["rope_theta"], want["rope_parameters"]["rope_theta"]);
 
     // Every parameter transformers has (but the tied head), with its shape.
     let tensors: std::collections::HashMap<&str, (&Vec<usize>, &Vec<f32>)> = checkpoint
