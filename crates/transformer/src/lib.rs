@@ -12,6 +12,7 @@
 //! - [`sampling`]: greedy / temperature / top-k generation with a KV cache;
 //! - [`tokenizer`]: text to ids (bytes by default);
 //! - [`hf_tokenizer`]: a checkpoint's `tokenizer.json` (Hugging Face BPE and others).
+//! - [`gguf`]: llama.cpp GGUF files (Llama, Qwen2, Qwen3) read natively, dequantized to f32.
 //!
 //! ```
 //! use autograd::Tape;
@@ -26,6 +27,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod gguf;
 pub mod hf;
 pub mod hf_tokenizer;
 pub mod kv_cache;
