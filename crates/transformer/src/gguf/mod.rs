@@ -183,7 +183,7 @@ pub fn parse_checkpoint(bytes: &[u8], path: &Path) -> Result<GgufCheckpoint, Ggu
             Some(heads) => {
                 let rows = shape[0];
                 let cols = values.len() / rows.max(1);
-                if !rows.is_multiple_of(2 * heads) {
+                if !rows.is_multiple_of(2) || !(rows / 2).is_multiple_of(heads) {
                     return Err(tensor_error(format!(
                         "{rows} rows do not split into {heads} heads of pairs"
                     )));
