@@ -494,6 +494,233 @@ fn gguf_hostile_not_a_model_is_an_error() {
     assert!(e.starts_with("/nonexistent/model.gguf: "), "{e}");
 }
 
+#[test]
+fn gguf_hostile_random_header_mutations_are_errors_or_models() {
+    use rand::{Rng, SeedableRng};
+    // A poor man's fuzzer for machines without `cargo fuzz`: random bytes
+    // overwritten in the header, metadata and tensor infos of the seeds
+    // (the tensor data only changes values), through the fuzz target's calls.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261206);
+    for name in ["quants.gguf", "tiny_llama.gguf"] {
+        let path = golden_dir().join(name);
+        let bytes = std::fs::read(&path).unwrap();
+        let header_len = GgufFile::parse(&bytes, &path).unwrap().data_offset;
+        for _ in 0..300 {
+            let mut mutated = bytes.clone();
+            for _ in 0..rng.gen_range(1..=4) {
+                let at = rng.gen_range(0..header_len);
+                mutated[at] = match rng.gen_range(0..4) {
+                    0 => 0,
+                    1 => 0xFF,
+                    2 => mutated[at] ^ (1 << rng.gen_range(0..8)),
+                    _ => rng.gen(),
+                };
+            }
+            let Ok(file) = GgufFile::parse(&mutated, Path::new("bad.gguf")) else {
+                continue;
+            };
+            for tensor in &file.tensors {
+                assert!(tensor.start + tensor.n_bytes <= mutated.len());
+                let _ = tensor_f32(&mutated, tensor, &path);
+            }
+            let _ = parse_checkpoint(&mutated, &path);
+        }
+    }
+}
+
+/// A metadata value to write: (gguf type, bytes).
+enum W<'a> {
+    U32(u32),
+    Str(&'a str),
+    Strs(Vec<&'a str>),
+    I32s(Vec<i32>),
+}
+
+/// A GGUF v3 file of the key/values `kv` and one F32 tensor per
+/// (name, ne) of `tensors` (zeros).
+fn write_gguf(kv: &[(&str, W)], tensors: &[(&str, Vec<u64>)]) -> Vec<u8> {
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.extend((s.len() as u64).to_le_bytes());
+        out.extend(s.as_bytes());
+    }
+    let mut out = b"GGUF".to_vec();
+    out.extend(3u32.to_le_bytes());
+    out.extend((tensors.len() as u64).to_le_bytes());
+    out.extend((kv.len() as u64).to_le_bytes());
+    for (key, value) in kv {
+        string(&mut out, key);
+        match value {
+            W::U32(v) => {
+                out.extend(4u32.to_le_bytes());
+                out.extend(v.to_le_bytes());
+            }
+            W::Str(v) => {
+                out.extend(8u32.to_le_bytes());
+                string(&mut out, v);
+            }
+            W::Strs(v) => {
+                out.extend(9u32.to_le_bytes());
+                out.extend(8u32.to_le_bytes());
+                out.extend((v.len() as u64).to_le_bytes());
+                for s in v {
+                    string(&mut out, s);
+                }
+            }
+            W::I32s(v) => {
+                out.extend(9u32.to_le_bytes());
+                out.extend(5u32.to_le_bytes());
+                out.extend((v.len() as u64).to_le_bytes());
+                for x in v {
+                    out.extend(x.to_le_bytes());
+                }
+            }
+        }
+    }
+    let mut offset = 0u64;
+    for (name, ne) in tensors {
+        string(&mut out, name);
+        out.extend((ne.len() as u32).to_le_bytes());
+        for d in ne {
+            out.extend(d.to_le_bytes());
+        }
+        out.extend(0u32.to_le_bytes()); // F32
+        out.extend(offset.to_le_bytes());
+        offset += (ne.iter().product::<u64>() * 4).div_ceil(32) * 32;
+    }
+    out.resize(out.len().div_ceil(32) * 32, 0);
+    out.resize(out.len() + offset as usize, 0);
+    out
+}
+
+/// A tiny llama file whose tokenizer metadata is `tokenizer` (on top of a
+/// valid model: hidden 4, 2 heads, 1 layer, vocab 3).
+fn tiny_llama_with(tokenizer: Kv) -> Vec<u8> {
+    let mut kv = vec![
+        ("general.architecture", W::Str("llama")),
+        ("llama.context_length", W::U32(8)),
+        ("llama.block_count", W::U32(1)),
+        ("llama.feed_forward_length", W::U32(8)),
+        ("llama.embedding_length", W::U32(4)),
+        ("llama.attention.head_count", W::U32(2)),
+        ("llama.attention.head_count_kv", W::U32(1)),
+        ("llama.attention.layer_norm_rms_epsilon", W::U32(0)),
+    ];
+    kv.extend(tokenizer);
+    write_gguf(
+        &kv,
+        &[
+            ("token_embd.weight", vec![4, 3]),
+            ("blk.0.attn_q.weight", vec![4, 4]),
+            ("blk.0.attn_k.weight", vec![4, 2]),
+        ],
+    )
+}
+
+type Kv = Vec<(&'static str, W<'static>)>;
+
+fn good_tokenizer() -> Kv {
+    vec![
+        ("tokenizer.ggml.model", W::Str("gpt2")),
+        ("tokenizer.ggml.tokens", W::Strs(vec!["a", "b", "ab"])),
+        ("tokenizer.ggml.merges", W::Strs(vec!["a b"])),
+    ]
+}
+
+/// The tiny llama with the good tokenizer changed by `f`.
+fn tokenizer_with(f: &dyn Fn(&mut Kv)) -> Result<tokenizers::Tokenizer, GgufError> {
+    let mut kv = good_tokenizer();
+    f(&mut kv);
+    parse_checkpoint(&tiny_llama_with(kv), Path::new("bad.gguf")).map(|c| c.tokenizer)
+}
+
+fn tokenizer_error(f: &dyn Fn(&mut Kv), want: &str) {
+    let e = tokenizer_with(f).map(|_| ()).unwrap_err().to_string();
+    assert!(e.starts_with("bad.gguf: ") && e.contains(want), "{e}");
+}
+
+#[test]
+fn gguf_hostile_tokenizer_metadata_is_an_error_or_a_tokenizer() {
+    let path = Path::new("bad.gguf");
+    let checkpoint = parse_checkpoint(&tiny_llama_with(good_tokenizer()), path).unwrap();
+    assert_eq!(
+        checkpoint.tokenizer.encode("ab", false).unwrap().get_ids(),
+        [2]
+    );
+    assert_eq!(checkpoint.config["tie_word_embeddings"], Value::Bool(true));
+    assert_eq!(checkpoint.tensors[1].1, [4, 4]);
+
+    tokenizer_error(&|kv| kv[0].1 = W::Str("llama"), "not supported");
+    tokenizer_error(&|kv| kv[1].1 = W::U32(3), "tokenizer.ggml.tokens");
+    tokenizer_error(&|kv| kv[2].1 = W::Strs(vec!["a b c"]), "is not two tokens");
+    tokenizer_error(
+        &|kv| kv.push(("tokenizer.ggml.bos_token_id", W::U32(3))),
+        "not a token id below 3",
+    );
+    tokenizer_error(
+        &|kv| kv.push(("tokenizer.ggml.token_type", W::I32s(vec![1, 1]))),
+        "3 integers",
+    );
+    tokenizer_error(
+        &|kv| kv.push(("tokenizer.ggml.add_bos_token", W::U32(1))),
+        "not a bool",
+    );
+    tokenizer_error(
+        &|kv| kv.push(("tokenizer.chat_template", W::U32(1))),
+        "not a string",
+    );
+    // Odd but loadable (or refused by the tokenizers crate): never a panic.
+    let _ = tokenizer_with(&|kv| kv[2].1 = W::Strs(vec!["x y"]));
+    let _ = tokenizer_with(&|kv| kv[1].1 = W::Strs(vec!["", "", "ab"]));
+    let _ = tokenizer_with(&|kv| {
+        kv[1].1 = W::Strs(vec!["", "a", "a"]);
+        kv.push(("tokenizer.ggml.token_type", W::I32s(vec![3, 3, 4])));
+    });
+    let _ = tokenizer_with(&|kv| kv.push(("tokenizer.ggml.pre", W::Str("qwen2"))));
+}
+
+#[test]
+fn gguf_hostile_model_metadata_is_an_error() {
+    let path = Path::new("bad.gguf");
+    let mut bytes = tiny_llama_with(good_tokenizer());
+    // "llama" -> "llamb": an unsupported architecture.
+    let at = bytes.windows(5).position(|w| w == b"llama").unwrap();
+    bytes[at + 4] = b'b';
+    let e = parse_checkpoint(&bytes, path).unwrap_err().to_string();
+    assert!(e.contains("architecture \"llamb\" is not supported"), "{e}");
+    // A head count that does not divide the q rows.
+    let bytes = write_gguf(
+        &[
+            ("general.architecture", W::Str("llama")),
+            ("llama.context_length", W::U32(8)),
+            ("llama.block_count", W::U32(1)),
+            ("llama.feed_forward_length", W::U32(8)),
+            ("llama.embedding_length", W::U32(4)),
+            ("llama.attention.head_count", W::U32(3)),
+            ("llama.attention.head_count_kv", W::U32(1)),
+            ("llama.attention.layer_norm_rms_epsilon", W::U32(0)),
+            ("tokenizer.ggml.model", W::Str("gpt2")),
+            ("tokenizer.ggml.tokens", W::Strs(vec!["a", "b", "ab"])),
+            ("tokenizer.ggml.merges", W::Strs(vec!["a b"])),
+        ],
+        &[
+            ("blk.0.attn_q.weight", vec![4, 4]),
+            ("blk.0.attn_qkv.weight", vec![4]),
+        ],
+    );
+    let e = parse_checkpoint(&bytes, path).unwrap_err().to_string();
+    assert!(
+        e.contains("tensor blk.0.attn_q.weight: 4 rows do not split into 3 heads"),
+        "{e}"
+    );
+    // A missing hyper-parameter.
+    let bytes = write_gguf(&[("general.architecture", W::Str("qwen2"))], &[]);
+    let e = parse_checkpoint(&bytes, path).unwrap_err().to_string();
+    assert!(
+        e.contains("metadata \"qwen2.context_length\" is missing"),
+        "{e}"
+    );
+}
+
 // ---- the real SmolLM2 (ignored) -------------------------------------------
 
 /// `$DPO_SMOLLM2_GGUF`; fails loudly where it is unset or missing, so that no

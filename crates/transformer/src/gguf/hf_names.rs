@@ -57,7 +57,7 @@ pub fn hf_tensor_name(name: &str) -> Option<String> {
 /// reshape (n_head, dim, 2, ...), swap axes 1 and 2).
 pub fn reverse_permute(data: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f32> {
     assert_eq!(data.len(), rows * cols);
-    assert!(n_head > 0 && rows.is_multiple_of(2 * n_head));
+    assert!(n_head > 0 && rows.is_multiple_of(2) && (rows / 2).is_multiple_of(n_head));
     let dim = rows / n_head / 2;
     let mut out = vec![0f32; data.len()];
     for h in 0..n_head {

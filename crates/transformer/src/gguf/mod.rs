@@ -159,13 +159,13 @@ pub fn parse_checkpoint(bytes: &[u8], path: &Path) -> Result<GgufCheckpoint, Ggu
             name: tensor.name.clone(),
             message,
         };
-        let values = tensor_f32(bytes, tensor, path)?;
         if tensor.name == "rope_freqs.weight" {
-            rope_freqs = Some(values);
+            rope_freqs = Some(tensor_f32(bytes, tensor, path)?);
             continue;
         }
         let name = hf_tensor_name(&tensor.name)
             .ok_or_else(|| tensor_error(format!("has no Hugging Face name for {arch}")))?;
+        let values = tensor_f32(bytes, tensor, path)?;
         let shape = tensor.shape();
         // llama.cpp's convert permutes llama's q/k rows for its rotary
         // layout (not qwen2's or qwen3's); transformers undoes it.
@@ -183,7 +183,7 @@ pub fn parse_checkpoint(bytes: &[u8], path: &Path) -> Result<GgufCheckpoint, Ggu
             Some(heads) => {
                 let rows = shape[0];
                 let cols = values.len() / rows.max(1);
-                if !rows.is_multiple_of(2 * heads) {
+                if !rows.is_multiple_of(2) || !(rows / 2).is_multiple_of(heads) {
                     return Err(tensor_error(format!(
                         "{rows} rows do not split into {heads} heads of pairs"
                     )));
