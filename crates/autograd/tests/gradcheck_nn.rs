@@ -2,6 +2,7 @@
 //! forward values against plain reference loops.
 
 use autograd::gradcheck::{gradcheck, random_inputs};
+use autograd::kernels::attention::AttentionHeads;
 use autograd::{Tape, Tensor};
 
 #[test]
@@ -95,8 +96,29 @@ fn causal_attention_gradients() {
         (1, 64, 2, 1),
         (1, 70, 4, 2),
     ] {
+        let heads = AttentionHeads::multi_head(nh, c);
         gradcheck(&[&[b, t, 3 * c]], |tape, x| {
-            tape.causal_attention(&x[0], nh)
+            tape.causal_attention(&x[0], heads)
+        });
+    }
+}
+
+#[test]
+fn grouped_query_causal_attention_gradients() {
+    for (b, t, n_head, n_kv_head, head_dim) in [
+        (2, 5, 4, 2, 3),
+        (1, 4, 3, 1, 2),
+        (1, 1, 2, 1, 1),
+        // several row blocks (32 rows each), the last partial
+        (1, 70, 4, 2, 1),
+    ] {
+        let heads = AttentionHeads {
+            n_head,
+            n_kv_head,
+            head_dim,
+        };
+        gradcheck(&[&[b, t, heads.qkv_width()]], |tape, x| {
+            tape.causal_attention(&x[0], heads)
         });
     }
 }
@@ -109,7 +131,7 @@ fn causal_attention_gradients_in_the_parallel_path() {
             max_entries_per_input: 150,
             ..Default::default()
         },
-        |t, x| t.causal_attention(&x[0], 4),
+        |t, x| t.causal_attention(&x[0], AttentionHeads::multi_head(4, 16)),
     );
     assert!(report.max_error < 1e-6, "{report:?}");
 }
@@ -168,7 +190,7 @@ fn fused_ops_compose() {
     gradcheck(&[&[6, 6], &[6], &[6]], |t, x| {
         let h = t.embedding(&x[0], &[1, 5, 2, 0, 3, 3], &[1, 6]);
         let h = t.layer_norm(&h, &x[1], Some(&x[2]), 1e-5);
-        let y = t.causal_attention(&h, 2); // (1, 6, 2)
+        let y = t.causal_attention(&h, AttentionHeads::multi_head(2, 2)); // (1, 6, 2)
         t.cross_entropy(&y, &[0, 1, -100, 1, 0, 0])
     });
 }
@@ -183,7 +205,7 @@ fn fused_ops_are_bitwise_the_same_for_any_thread_count() {
         let tape = Tape::<f32>::new();
         let v: Vec<_> = xs.iter().map(|x| tape.leaf(x.clone())).collect();
         let ln = tape.layer_norm(&v[0], &v[1], Some(&v[2]), 1e-5);
-        let att = tape.causal_attention(&v[3], 4);
+        let att = tape.causal_attention(&v[3], AttentionHeads::multi_head(4, 32));
         let targets: Vec<i64> = (0..300).map(|i| (i * 7 % 130) as i64).collect();
         let loss_ln = tape.cross_entropy(&ln, &targets);
         let loss_att = tape.cross_entropy(&att, &vec![3; 4 * 64]);

@@ -11,7 +11,7 @@
 use ndarray::IxDyn;
 
 use crate::float::Float;
-use crate::kernels::attention::{blocked, plain, AttentionDims, KeyGap};
+use crate::kernels::attention::{blocked, plain, AttentionDims, AttentionHeads, KeyGap};
 use crate::kernels::embedding::{embedding_backward, embedding_forward};
 use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
 use crate::tape::{contiguous, Tape, Tensor, Var};
@@ -153,47 +153,52 @@ impl<T: Float> Tape<T> {
         })
     }
 
-    /// Causal multi-head self-attention on the output of the `c_attn` projection:
-    /// qkv: (B, T, 3C) -> y: (B, T, C), q, k, v in that order along the last axis.
+    /// Causal self-attention on the output of the qkv projection, with
+    /// grouped-query heads (`heads`; GPT-2: [`AttentionHeads::multi_head`]):
+    /// qkv: (B, T, (NH + 2 NKV) hs) -> y: (B, T, NH hs), q, k, v in that order
+    /// along the last axis; query head h reads kv head g = h / G.
     ///
     /// ```text
-    /// att = softmax(mask(q @ k^T / sqrt(hs)))     per head, (T, T)
-    /// y   = att @ v                               heads concatenated back to (B, T, C)
+    /// preatt_h = q_h @ k_g^T / sqrt(hs)     dq_h = dpreatt_h @ k_g / sqrt(hs),  dk_g += dpreatt_h^T @ q_h / sqrt(hs)
+    /// att_h = softmax(mask(preatt_h))       dpreatt_h = att_h * (datt_h - rowsum(att_h * datt_h))
+    /// y_h = att_h @ v_g                     datt_h = dy_h @ v_g^T,  dv_g += att_h^T @ dy_h
     /// ```
+    /// per query head h (T, T), g = h / G; the `+=` sum over the G query
+    /// heads of kv head g; y is the heads side by side, (B, T, NH hs).
     /// The forward saves the probabilities `att` (B, NH, T, T); the backward
     /// (see [`blocked::attention_backward`]) needs nothing else. Runs the
     /// fast kernel, [`crate::kernels::attention::blocked`].
-    pub fn causal_attention(&self, qkv: &Var<T>, n_head: usize) -> Var<T> {
+    pub fn causal_attention(&self, qkv: &Var<T>, heads: AttentionHeads) -> Var<T> {
         let b = qkv.shape().first().copied().unwrap_or(0);
         let kernel = AttentionKernel::Blocked(vec![KeyGap::NONE; b]);
-        self.attention_op("causal_attention", qkv, n_head, kernel)
+        self.attention_op("causal_attention", qkv, heads, kernel)
     }
 
     /// [`Tape::causal_attention`] on the plain loops of
     /// [`crate::kernels::attention::plain`]: the same values to float
     /// rounding, much slower. For reading, and for checking the fast kernel.
-    pub fn plain_causal_attention(&self, qkv: &Var<T>, n_head: usize) -> Var<T> {
-        self.attention_op(
-            "plain_causal_attention",
-            qkv,
-            n_head,
-            AttentionKernel::Plain,
-        )
+    pub fn plain_causal_attention(&self, qkv: &Var<T>, heads: AttentionHeads) -> Var<T> {
+        self.attention_op("plain_causal_attention", qkv, heads, AttentionKernel::Plain)
     }
 
     /// [`Tape::causal_attention`] where, in sequence `b`, the queries from
     /// `gaps[b].end` on do not see the keys `gaps[b].start..gaps[b].end`
     /// (prefix sharing: a row `[prompt | chosen | rejected]` hides the
-    /// chosen span from the rejected tokens). qkv: (B, T, 3C), gaps: (B).
+    /// chosen span from the rejected tokens). qkv: (B, T, (NH + 2 NKV) hs), gaps: (B).
     ///
     /// ```text
     /// mask[i, j] = j <= i  and  not (i >= end and start <= j < end)
     /// ```
     /// Blocks of queries and keys that the mask hides wholly are skipped,
     /// not multiplied (`kernels::attention::blocked`).
-    pub fn segment_attention(&self, qkv: &Var<T>, n_head: usize, gaps: &[KeyGap]) -> Var<T> {
+    pub fn segment_attention(
+        &self,
+        qkv: &Var<T>,
+        heads: AttentionHeads,
+        gaps: &[KeyGap],
+    ) -> Var<T> {
         let kernel = AttentionKernel::Blocked(gaps.to_vec());
-        self.attention_op("segment_attention", qkv, n_head, kernel)
+        self.attention_op("segment_attention", qkv, heads, kernel)
     }
 
     /// The attention op of every kernel and mask: shape checks, forward
@@ -202,34 +207,29 @@ impl<T: Float> Tape<T> {
         &self,
         name: &str,
         qkv: &Var<T>,
-        n_head: usize,
+        heads: AttentionHeads,
         kernel: AttentionKernel,
     ) -> Var<T> {
+        if let Err(message) = heads.check() {
+            panic!("{name}: {message}");
+        }
         let s = qkv.shape().to_vec();
+        let (qkv_w, c) = (heads.qkv_width(), heads.q_width());
         assert!(
-            s.len() == 3 && s[2].is_multiple_of(3),
-            "{name}: qkv must be (B, T, 3C), got {s:?}"
+            s.len() == 3 && s[2] == qkv_w,
+            "{name}: qkv must be (B, T, (NH + 2 NKV) hs) = (B, T, {qkv_w}) for {heads:?}, got {s:?}"
         );
-        let (b, t, c) = (s[0], s[1], s[2] / 3);
-        assert!(
-            n_head > 0 && c.is_multiple_of(n_head),
-            "{name}: {c} channels (qkv {s:?}) do not split into {n_head} heads"
-        );
+        let (b, t) = (s[0], s[1]);
         if let AttentionKernel::Blocked(gaps) = &kernel {
             assert!(
                 gaps.len() == b && gaps.iter().all(|g| g.is_empty() || g.end <= t),
                 "{name}: key gaps {gaps:?} do not fit qkv {s:?}"
             );
         }
-        let dims = AttentionDims {
-            b,
-            t,
-            c,
-            nh: n_head,
-        };
+        let dims = AttentionDims { b, t, heads };
         let qkv_data = contiguous(qkv.value());
         let mut out = vec![T::zero(); b * t * c];
-        let mut att = vec![T::zero(); b * n_head * t * t];
+        let mut att = vec![T::zero(); b * heads.n_head * t * t];
         match &kernel {
             AttentionKernel::Plain => plain::attention_forward(&mut out, &mut att, &qkv_data, dims),
             AttentionKernel::Blocked(gaps) => {
@@ -244,7 +244,7 @@ impl<T: Float> Tape<T> {
         let qkv_saved = qkv.value_arc();
         self.record(name, y, &[qkv], move |dy| {
             let (dout, qkv) = (contiguous(dy), contiguous(&qkv_saved));
-            let mut dqkv = vec![T::zero(); b * t * 3 * c];
+            let mut dqkv = vec![T::zero(); b * t * qkv_w];
             match &kernel {
                 AttentionKernel::Plain => {
                     plain::attention_backward(&mut dqkv, &dout, &qkv, &att, dims)
@@ -254,7 +254,7 @@ impl<T: Float> Tape<T> {
                 }
             }
             vec![Some(
-                Tensor::from_shape_vec(IxDyn(&[b, t, 3 * c]), dqkv).unwrap(),
+                Tensor::from_shape_vec(IxDyn(&[b, t, qkv_w]), dqkv).unwrap(),
             )]
         })
     }

@@ -1,10 +1,14 @@
-//! The fast causal multi-head attention the model runs, optionally with a
-//! gap of hidden keys per sequence (prefix sharing). It computes what
-//! [`super::plain`] computes; read that one first.
+//! The fast causal attention the model runs (grouped-query heads, see
+//! [`super`]), optionally with a gap of hidden keys per sequence (prefix
+//! sharing). It computes what [`super::plain`] computes; read that one first.
 //!
-//! Every (b, h) pair is independent and runs as one parallel task; its two
-//! products (`q @ k^T` and `att @ v`) are GEMMs on strided views of `qkv`,
-//! so no head is ever copied out.
+//! In the forward every (b, h) pair is independent and runs as one parallel
+//! task. In the backward the query heads of one kv head all add into its
+//! `dk` and `dv`, so a task is a (b, kv head g) pair that walks the group's
+//! query heads in order: no two tasks write the same gradient, and the sums
+//! come out in a fixed order whatever the thread count. The two products
+//! (`q @ k^T` and `att @ v`) are GEMMs on strided views of `qkv`, so no head
+//! is ever copied out.
 //!
 //! **The mask.** Query `i` sees key `j` when `j <= i` (causal) and `j` is not
 //! in the row's [`KeyGap`] `start..end` while `i >= end`. A DPO pair laid out
@@ -168,8 +172,8 @@ fn check_gaps(gaps: &[KeyGap], dims: AttentionDims, op: &str) {
 /// att[t, t2]    = exp(preatt[t, t2] - max) / sum_t2' exp(preatt[t, t2'] - max)
 /// out[t]        = sum_t2 att[t, t2] v[t2]
 /// ```
-/// per (b, h), "visible" as [`KeyGap::visible_to`] of `gaps[b]`.
-/// qkv: (B, T, 3C), out: (B, T, C), att: (B, NH, T, T), gaps: (B).
+/// per (b, h), k and v of kv head h / G, "visible" as [`KeyGap::visible_to`] of `gaps[b]`.
+/// qkv: (B, T, (NH + 2 NKV) hs), out: (B, T, NH hs), att: (B, NH, T, T), gaps: (B).
 pub fn attention_forward<T: Float>(
     out: &mut [T],
     att: &mut [T],
@@ -177,13 +181,14 @@ pub fn attention_forward<T: Float>(
     dims: AttentionDims,
     gaps: &[KeyGap],
 ) {
-    let AttentionDims { b, t, c, nh } = dims;
-    let hs = dims.hs();
+    let AttentionDims { b, t, heads } = dims;
     dims.check("attention_forward", qkv.len(), out.len(), att.len());
     check_gaps(gaps, dims, "attention_forward");
+    let (nh, hs, group) = (heads.n_head, heads.head_dim, heads.group());
+    let (q_w, kv_w) = (heads.q_width(), heads.kv_width());
     let scale = T::one() / T::cast(hs as f64).sqrt();
-    let qkv = ArrayView3::from_shape((b, t, 3 * c), qkv).unwrap();
-    let mut out = ArrayViewMut3::from_shape((b, t, c), out).unwrap();
+    let qkv = ArrayView3::from_shape((b, t, heads.qkv_width()), qkv).unwrap();
+    let mut out = ArrayViewMut3::from_shape((b, t, q_w), out).unwrap();
 
     // One mutable (T, hs) output block per (b, h), in (b, h) order.
     let out_heads: Vec<ArrayViewMut2<'_, T>> = out
@@ -193,9 +198,10 @@ pub fn attention_forward<T: Float>(
     let task = |(bh, (att_bh, mut out_bh)): (usize, (&mut [T], ArrayViewMut2<'_, T>))| {
         let (bi, h) = (bh / nh, bh % nh);
         let gap = gaps[bi];
+        let (k0, v0) = (q_w + (h / group) * hs, q_w + kv_w + (h / group) * hs);
         let q = qkv.slice(s![bi, .., h * hs..(h + 1) * hs]); // (T, hs)
-        let k = qkv.slice(s![bi, .., c + h * hs..c + (h + 1) * hs]); // (T, hs)
-        let v = qkv.slice(s![bi, .., 2 * c + h * hs..2 * c + (h + 1) * hs]); // (T, hs)
+        let k = qkv.slice(s![bi, .., k0..k0 + hs]); // (T, hs), kv head h / G
+        let v = qkv.slice(s![bi, .., v0..v0 + hs]); // (T, hs)
         let mut att_m = ArrayViewMut2::from_shape((t, t), att_bh).unwrap();
         let blocks = query_blocks(t, gap);
         // padding queries: nothing computed, zero
@@ -291,18 +297,19 @@ fn masked_softmax_row<T: Float>(row: &mut [T], visible: [Range<usize>; 2]) {
     }
 }
 
-/// The backward of [`attention_forward`], per (b, h):
+/// The backward of [`attention_forward`], per (b, h), g = h / G:
 ///
 /// ```text
-/// datt    = dout @ v^T                               (T, T)
-/// dv      = att^T @ dout                             (T, hs)
+/// datt    = dout @ v_g^T                             (T, T)
+/// dv_g   += att^T @ dout                             (T, hs)
 /// dpreatt[t, t2] = att[t, t2] (datt[t, t2] - sum_t2' att[t, t2'] datt[t, t2'])   (softmax backward)
-/// dq      = dpreatt @ k / sqrt(hs)                   dk = dpreatt^T @ q / sqrt(hs)
+/// dq      = dpreatt @ k_g / sqrt(hs)                 dk_g += dpreatt^T @ q / sqrt(hs)
 /// ```
-/// The mask needs no code of its own: `att` is zero wherever a key is
-/// hidden, so `dpreatt` is too; the products run over the same visible key
-/// ranges as the forward.
-/// dqkv: (B, T, 3C) is overwritten; dout: (B, T, C); qkv, att, gaps as in the forward.
+/// One task per (b, g) runs the G query heads of kv head g in order, so
+/// `dk_g` and `dv_g` sum over them in a fixed order. The mask needs no code
+/// of its own: `att` is zero wherever a key is hidden, so `dpreatt` is too;
+/// the products run over the same visible key ranges as the forward.
+/// dqkv: (B, T, (NH + 2 NKV) hs) is overwritten; dout: (B, T, NH hs); qkv, att, gaps as in the forward.
 pub fn attention_backward<T: Float>(
     dqkv: &mut [T],
     dout: &[T],
@@ -311,8 +318,7 @@ pub fn attention_backward<T: Float>(
     dims: AttentionDims,
     gaps: &[KeyGap],
 ) {
-    let AttentionDims { b, t, c, nh } = dims;
-    let hs = dims.hs();
+    let AttentionDims { b, t, heads } = dims;
     assert_eq!(
         dqkv.len(),
         qkv.len(),
@@ -320,40 +326,53 @@ pub fn attention_backward<T: Float>(
     );
     dims.check("attention_backward", qkv.len(), dout.len(), att.len());
     check_gaps(gaps, dims, "attention_backward");
+    let (nh, nkv, hs, group) = (heads.n_head, heads.n_kv_head, heads.head_dim, heads.group());
+    let (q_w, kv_w, qkv_w) = (heads.q_width(), heads.kv_width(), heads.qkv_width());
     let scale = T::one() / T::cast(hs as f64).sqrt();
-    let qkv = ArrayView3::from_shape((b, t, 3 * c), qkv).unwrap();
-    let dout = ArrayView3::from_shape((b, t, c), dout).unwrap();
-    let mut dqkv = ArrayViewMut3::from_shape((b, t, 3 * c), dqkv).unwrap();
+    let qkv = ArrayView3::from_shape((b, t, qkv_w), qkv).unwrap();
+    let dout = ArrayView3::from_shape((b, t, q_w), dout).unwrap();
+    let mut dqkv = ArrayViewMut3::from_shape((b, t, qkv_w), dqkv).unwrap();
 
-    // Per (b, h): the (T, hs) blocks dq, dk, dv of dqkv, in (b, h) order.
-    let mut grads: Vec<[ArrayViewMut2<'_, T>; 3]> = Vec::with_capacity(b * nh);
+    // Per (b, g): the (T, hs) blocks dq of the group's G query heads, in
+    // order, and dk, dv of kv head g; in (b, g) order.
+    type Grads<'a, T> = (
+        Vec<ArrayViewMut2<'a, T>>,
+        ArrayViewMut2<'a, T>,
+        ArrayViewMut2<'a, T>,
+    );
+    let mut grads: Vec<Grads<'_, T>> = Vec::with_capacity(b * nkv);
     for dqkv_b in dqkv.outer_iter_mut() {
-        let mut blocks: Vec<Option<ArrayViewMut2<'_, T>>> =
-            column_blocks(dqkv_b, hs).into_iter().map(Some).collect();
-        for h in 0..nh {
-            let dq = blocks[h].take().unwrap();
-            let dk = blocks[nh + h].take().unwrap();
-            let dv = blocks[2 * nh + h].take().unwrap();
-            grads.push([dq, dk, dv]);
+        let mut blocks = column_blocks(dqkv_b, hs).into_iter();
+        let dq: Vec<_> = blocks.by_ref().take(nh).collect();
+        let dk: Vec<_> = blocks.by_ref().take(nkv).collect();
+        let dv: Vec<_> = blocks.collect();
+        let mut dq = dq.into_iter();
+        for (dk, dv) in dk.into_iter().zip(dv) {
+            grads.push((dq.by_ref().take(group).collect(), dk, dv));
         }
     }
-    let task =
-        |(bh, (att_bh, [mut dq, mut dk, mut dv])): (usize, (&[T], [ArrayViewMut2<'_, T>; 3]))| {
-            let (bi, h) = (bh / nh, bh % nh);
-            let gap = gaps[bi];
+    let task = |(bg, (att_bg, (dqs, mut dk, mut dv))): (usize, (&[T], Grads<'_, T>))| {
+        let (bi, g) = (bg / nkv, bg % nkv);
+        let gap = gaps[bi];
+        let (k0, v0) = (q_w + g * hs, q_w + kv_w + g * hs);
+        let k = qkv.slice(s![bi, .., k0..k0 + hs]); // (T, hs)
+        let v = qkv.slice(s![bi, .., v0..v0 + hs]); // (T, hs)
+        let blocks = query_blocks(t, gap);
+        // Row block [r0, r1) of att is zero outside its visible keys, so
+        // every product below only runs over those; dv and dk sum the
+        // blocks' and the query heads' contributions (in a fixed order).
+        dv.fill(T::zero());
+        dk.fill(T::zero());
+        let mut datt = ndarray::Array2::<T>::zeros((t, t));
+        for (j, (att_bh, mut dq)) in att_bg.chunks(t * t).zip(dqs).enumerate() {
+            let h = g * group + j; // the group's j-th query head
             let q = qkv.slice(s![bi, .., h * hs..(h + 1) * hs]); // (T, hs)
-            let k = qkv.slice(s![bi, .., c + h * hs..c + (h + 1) * hs]);
-            let v = qkv.slice(s![bi, .., 2 * c + h * hs..2 * c + (h + 1) * hs]);
             let dy = dout.slice(s![bi, .., h * hs..(h + 1) * hs]); // (T, hs)
             let att_m = ArrayView2::from_shape((t, t), att_bh).unwrap();
-            let blocks = query_blocks(t, gap);
-            // Row block [r0, r1) of att is zero outside its visible keys, so
-            // every product below only runs over those; dv and dk sum the
-            // blocks' contributions (in a fixed order).
-            dv.fill(T::zero());
-            dk.fill(T::zero());
             dq.slice_mut(s![gap.live(t).., ..]).fill(T::zero()); // padding queries
-            let mut datt = ndarray::Array2::<T>::zeros((t, t));
+            if j > 0 {
+                datt.fill(T::zero());
+            }
             for &(r0, r1) in &blocks {
                 let dy_blk = dy.slice(s![r0..r1, ..]);
                 for keys in visible_keys(gap, r0, r1) {
@@ -410,14 +429,17 @@ pub fn attention_backward<T: Float>(
                     );
                 }
             }
-        };
-    let items = att.chunks(t * t).zip(grads).enumerate();
+        }
+    };
+    // att: (B, NH, T, T), so the G heads of (b, g) are one contiguous chunk
+    let items = att.chunks(group * t * t).zip(grads).enumerate();
     if b * nh * t * t * hs < 1 << 14 {
         items.for_each(task);
     } else {
         items.collect::<Vec<_>>().into_par_iter().for_each(task);
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,8 +449,7 @@ mod tests {
         let dims = AttentionDims {
             b: 1,
             t: 3,
-            c: 4,
-            nh: 2,
+            heads: crate::kernels::attention::AttentionHeads::multi_head(2, 4),
         };
         let qkv: Vec<f64> = (0..3 * 12).map(|i| (i as f64 * 0.37).cos()).collect();
         let mut out = vec![0.0; 3 * 4];

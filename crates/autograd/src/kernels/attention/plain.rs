@@ -1,8 +1,9 @@
-//! Causal multi-head self-attention in plain loops: what attention is.
+//! Causal self-attention in plain loops: what attention is.
 //!
 //! Each (b, t, h) is one query row: the dot products of the query with the
 //! keys of positions `0..=t`, their softmax, and the weighted sum of the
-//! values of the same positions. The backward walks the same rows and undoes
+//! values of the same positions; the keys and values are those of kv head
+//! `h / G` (see [`super`] for the grouped-query layout). The backward walks the same rows and undoes
 //! the three passes in reverse order. No GEMM, no blocking, no threads: this
 //! is the definition, written to be read and to check the fast kernels
 //! against ([`super::blocked`] for training, [`super::cached`] for
@@ -21,7 +22,8 @@
 //! Subtracting the row max keeps `exp` from overflowing and cancels in the
 //! ratio. The backward needs `qkv` and the saved `att` only: `preatt` is
 //! never needed again, and the mask needs no code there because `att` is 0
-//! above the diagonal. `dk` and `dv` gather from every later query, hence
+//! above the diagonal. `dk` and `dv` gather from every later query and,
+//! with grouped-query heads, from every query head of their group, hence
 //! the `+=`.
 
 use super::AttentionDims;
@@ -31,39 +33,48 @@ use crate::float::Float;
 #[derive(Clone, Copy)]
 struct Layout {
     t: usize,
-    c: usize,
     nh: usize,
     hs: usize,
+    /// Query heads per kv head.
+    group: usize,
+    /// Widths of q (and out), of k (and v), of a row of qkv.
+    q_width: usize,
+    kv_width: usize,
+    qkv_width: usize,
 }
 
 impl Layout {
     fn new(dims: AttentionDims) -> Layout {
+        let heads = dims.heads;
         Layout {
             t: dims.t,
-            c: dims.c,
-            nh: dims.nh,
-            hs: dims.hs(),
+            nh: heads.n_head,
+            hs: heads.head_dim,
+            group: heads.group(),
+            q_width: heads.q_width(),
+            kv_width: heads.kv_width(),
+            qkv_width: heads.qkv_width(),
         }
     }
 
-    /// q of (b, t, h) in qkv: (B, T, 3C); k is C after it, v 2C after it.
+    /// q of (b, t, h) in qkv: (B, T, (NH + 2 NKV) hs).
     fn q(&self, b: usize, t: usize, h: usize) -> usize {
-        (b * self.t + t) * 3 * self.c + h * self.hs
+        (b * self.t + t) * self.qkv_width + h * self.hs
     }
 
-    /// k of (b, t, h) in qkv.
+    /// k of (b, t) that query head h reads: kv head h / G, after all of q.
     fn k(&self, b: usize, t: usize, h: usize) -> usize {
-        self.q(b, t, h) + self.c
+        (b * self.t + t) * self.qkv_width + self.q_width + (h / self.group) * self.hs
     }
 
-    /// v of (b, t, h) in qkv.
+    /// v of (b, t) that query head h reads: kv head h / G, after all of k.
     fn v(&self, b: usize, t: usize, h: usize) -> usize {
-        self.q(b, t, h) + 2 * self.c
+        self.k(b, t, h) + self.kv_width
     }
 
-    /// The head-h output of position t in out: (B, T, C).
+    /// The head-h output of position t in out: (B, T, NH hs).
     fn out(&self, b: usize, t: usize, h: usize) -> usize {
-        (b * self.t + t) * self.c + h * self.hs
+        (b * self.t + t) * self.q_width + h * self.hs
     }
 
     /// The row of query t in att: (B, NH, T, T).
@@ -82,11 +93,12 @@ fn dot<T: Float>(a: &[T], b: &[T]) -> T {
 /// att[t2]    = exp(preatt[t2] - max) / sum_t3 exp(preatt[t3] - max),   0 for t2 > t
 /// out[t]     = sum_t2 att[t2] v[t2]
 /// ```
-/// per (b, t, h), q, k, v being head h's column blocks of `qkv`.
-/// qkv: (B, T, 3C) -> out: (B, T, C), att: (B, NH, T, T) (saved for the backward).
+/// per (b, t, h), q being query head h's column block of `qkv`, k and v
+/// those of kv head h / G.
+/// qkv: (B, T, (NH + 2 NKV) hs) -> out: (B, T, NH hs), att: (B, NH, T, T) (saved for the backward).
 pub fn attention_forward<T: Float>(out: &mut [T], att: &mut [T], qkv: &[T], dims: AttentionDims) {
-    let AttentionDims { b, t, nh, .. } = dims;
-    let hs = dims.hs();
+    let AttentionDims { b, t, heads } = dims;
+    let (nh, hs) = (heads.n_head, heads.head_dim);
     dims.check("attention_forward", qkv.len(), out.len(), att.len());
     let at = Layout::new(dims);
     let scale = T::one() / T::cast(hs as f64).sqrt();
@@ -136,8 +148,9 @@ pub fn attention_forward<T: Float>(out: &mut [T], att: &mut [T], qkv: &[T], dims
 /// dpreatt[t2] = att[t2] (datt[t2] - sum_t3 att[t3] datt[t3])                           (pass 2)
 /// dq[t]      += dpreatt[t2] k[t2] / sqrt(hs)     dk[t2] += dpreatt[t2] q[t] / sqrt(hs) (pass 1)
 /// ```
-/// per (b, t, h), over the keys t2 <= t.
-/// dqkv: (B, T, 3C) is overwritten; dout: (B, T, C); qkv and att as in the forward.
+/// per (b, t, h), over the keys t2 <= t; dk and dv of kv head g sum over
+/// its query heads.
+/// dqkv: (B, T, (NH + 2 NKV) hs) is overwritten; dout: (B, T, NH hs); qkv and att as in the forward.
 pub fn attention_backward<T: Float>(
     dqkv: &mut [T],
     dout: &[T],
@@ -145,8 +158,8 @@ pub fn attention_backward<T: Float>(
     att: &[T],
     dims: AttentionDims,
 ) {
-    let AttentionDims { b, t, nh, .. } = dims;
-    let hs = dims.hs();
+    let AttentionDims { b, t, heads } = dims;
+    let (nh, hs) = (heads.n_head, heads.head_dim);
     assert_eq!(
         dqkv.len(),
         qkv.len(),
@@ -198,14 +211,14 @@ pub fn attention_backward<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::attention::AttentionHeads;
 
     #[test]
     fn first_position_copies_its_value_and_rows_sum_to_one() {
         let dims = AttentionDims {
             b: 1,
             t: 3,
-            c: 4,
-            nh: 2,
+            heads: AttentionHeads::multi_head(2, 4),
         };
         let qkv: Vec<f64> = (0..3 * 12).map(|i| (i as f64 * 0.37).cos()).collect();
         let mut out = vec![0.0; 3 * 4];
