@@ -58,6 +58,7 @@ pub fn demo_config() -> ModelConfig {
         n_head: 2,
         n_embd: 64,
         bias: true,
+        llama: None,
     }
 }
 

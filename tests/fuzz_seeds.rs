@@ -79,10 +79,11 @@ fn safetensors_inputs_load_or_are_refused() {
         n_head: 1,
         n_embd: 2,
         bias: true,
+        llama: None,
     };
     let mut loaded = 0;
     for (path, bytes) in files {
-        if let Ok(model) = Model::from_safetensors(config, &bytes, &path) {
+        if let Ok(model) = Model::from_safetensors(config.clone(), &bytes, &path) {
             let count: usize = model.params().iter().map(|p| p.len()).sum();
             assert_eq!(count as u64, config.num_params().unwrap());
             loaded += 1;

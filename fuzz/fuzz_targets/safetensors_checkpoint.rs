@@ -18,8 +18,9 @@ fuzz_target!(|bytes: &[u8]| {
         n_head: 1,
         n_embd: 2,
         bias: true,
+        llama: None,
     };
-    if let Ok(model) = Model::from_safetensors(config, bytes, Path::new("model.safetensors")) {
+    if let Ok(model) = Model::from_safetensors(config.clone(), bytes, Path::new("model.safetensors")) {
         let count: usize = model.params().iter().map(|p| p.len()).sum();
         assert_eq!(count as u64, config.num_params().unwrap());
     }

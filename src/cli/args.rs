@@ -154,7 +154,7 @@ impl SaveFormat {
 /// `dpo convert`
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    /// The checkpoint to convert (either format; Hugging Face files may be sharded, F16 or BF16).
+    /// The checkpoint to convert: a nanoGPT or Hugging Face directory (sharded, F16 or BF16 files too), or a GGUF file (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K tensors, dequantized).
     #[arg(value_name = "IN")]
     pub input: PathBuf,
     /// The new checkpoint directory (must not exist yet); the tokenizer files of IN are copied along.

@@ -1,4 +1,7 @@
 //! `dpo convert IN OUT --to hf|nanogpt`: the same model in the other files.
+//! IN may also be a GGUF file (a Llama-family model, dequantized to f32):
+//! `dpo convert model.gguf OUT --to hf` writes the directory transformers
+//! loads, with the tokenizer and chat template of the file.
 //!
 //! The tensors are copied exactly (F16/BF16 inputs become the f32 values
 //! they stand for), so a round trip gives back the same tensors and the same
@@ -21,7 +24,7 @@ use crate::trainer::setup::load_checkpoint;
 pub struct Conversion {
     /// The checkpoint read.
     input: String,
-    /// Its format: `hf` or `nanogpt`.
+    /// Its format: `hf`, `nanogpt` or `gguf`.
     from: &'static str,
     /// The checkpoint written.
     output: String,
@@ -52,7 +55,11 @@ pub fn run_convert(a: &ConvertArgs) -> Result<Conversion> {
     write_new_dir(&a.output, &files).with_context(cannot)?;
     Ok(Conversion {
         input: a.input.display().to_string(),
-        from: loaded.format.name(),
+        from: if transformer::gguf::is_gguf(&a.input) {
+            "gguf"
+        } else {
+            loaded.format.name()
+        },
         output: a.output.display().to_string(),
         to: to.name(),
         params: loaded.model.num_params(),

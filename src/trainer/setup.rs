@@ -54,6 +54,16 @@ impl LoadedModel {
 /// a model with fewer than 256 ids is for `_ids` rows.)
 pub fn load_checkpoint(path: &Path, what: &str) -> Result<LoadedModel> {
     let context = || format!("{what} {}", path.display());
+    if transformer::gguf::is_gguf(path) {
+        // A GGUF file: its runs' checkpoints are Hugging Face directories.
+        let gguf = transformer::gguf::load_model(path).with_context(context)?;
+        return Ok(LoadedModel {
+            model: gguf.model,
+            tokenizer: Box::new(gguf.tokenizer),
+            format: CheckpointFormat::Hf,
+            tokenizer_files: gguf.tokenizer_files,
+        });
+    }
     let format = detect_format(path).with_context(context)?;
     let model = Model::<f32>::load(path).with_context(context)?;
     let tokenizer = load_tokenizer(path).with_context(context)?;
@@ -307,11 +317,12 @@ pub fn prepare_run<R: TrainingRow>(
             config.validate().map_err(|e| anyhow!("--config: {e}"))?;
             // Before the weights are allocated.
             check_training_memory(config, &run.hyper, setup.with_reference)?;
-            // A fresh model reads bytes and is saved as nanoGPT by default.
+            // A fresh model reads bytes and is saved as nanoGPT (GPT-2) or
+            // Hugging Face (the Llama family) files by default.
             LoadedModel {
-                model: Model::<f32>::new(*config, run.hyper.seed),
+                model: Model::<f32>::new(config.clone(), run.hyper.seed),
                 tokenizer: Box::new(ByteTokenizer),
-                format: CheckpointFormat::NanoGpt,
+                format: CheckpointFormat::default_for(config),
                 tokenizer_files: Vec::new(),
             }
         }

@@ -218,8 +218,9 @@ mod tests {
             n_head: 2,
             n_embd: 16,
             bias: true,
+            llama: None,
         };
-        Model::new(config, 7)
+        Model::new(config.clone(), 7)
     }
 
     /// Rows of uneven lengths, so micro-batches pad differently and SFT's
@@ -273,7 +274,7 @@ mod tests {
     #[test]
     fn dpo_gradient_accumulation_equals_the_whole_batch() {
         let loss = DpoLossConfig::new(LossType::Sigmoid, 0.5, 0.0);
-        let reference = Model::<f32>::new(*model().config(), 11);
+        let reference = Model::<f32>::new(model().config().clone(), 11);
         let mut objective = DpoObjective::new(loss, pairs(), vec![], Some(&reference), 4);
         accumulation_matches_whole_batch(&mut objective, 7);
         let merged = step_gradient(

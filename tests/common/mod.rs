@@ -174,7 +174,7 @@ pub fn load_weights(dir: &Path) -> (ModelConfig, Vec<(String, Vec<f32>)>) {
         .zip(model.params())
         .map(|(name, t)| (name.clone(), t.iter().copied().collect()))
         .collect();
-    (*model.config(), tensors)
+    (model.config().clone(), tensors)
 }
 
 /// Compares the checkpoint in `actual` with `expected`, where `input` is the

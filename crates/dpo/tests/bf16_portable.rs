@@ -43,8 +43,9 @@ fn avx512_and_portable_bf16_steps_are_bitwise_equal() {
         n_head: 2,
         n_embd: 64,
         bias: true,
+        llama: None,
     };
-    let model = Model::<f32>::new(config, 9);
+    let model = Model::<f32>::new(config.clone(), 9);
     let rows: Vec<SftRow> = (0..6u32)
         .map(|i| SftRow {
             prompt: (0..3 + i).map(|t| (t * 31 + i * 7) % 300).collect(),

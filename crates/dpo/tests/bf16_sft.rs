@@ -35,6 +35,7 @@ fn config() -> ModelConfig {
         n_head: 2,
         n_embd: 48,
         bias: true,
+        llama: None,
     }
 }
 

@@ -28,8 +28,9 @@ fn dpo_loss_gradients_of_every_parameter_for_every_loss() {
         n_head: 2,
         n_embd: 8,
         bias: true,
+        llama: None,
     };
-    let model = Model::<f64>::new(config, 0);
+    let model = Model::<f64>::new(config.clone(), 0);
     // An empty prompt, a length-1 response, responses of different lengths.
     let rows = [
         row(&[1, 2, 3], &[4, 5], &[6, 7, 8, 9]),
@@ -82,8 +83,9 @@ fn reference_free_and_combined_losses_gradients_of_every_parameter() {
         n_head: 2,
         n_embd: 8,
         bias: true,
+        llama: None,
     };
-    let model = Model::<f64>::new(config, 0);
+    let model = Model::<f64>::new(config.clone(), 0);
     let rows = [
         row(&[1, 2, 3], &[4, 5], &[6, 7, 8, 9]),
         row(&[], &[10, 11, 12], &[0, 3]),

@@ -45,8 +45,9 @@ fn kto_loss_gradients_of_every_parameter() {
         n_head: 2,
         n_embd: 8,
         bias: true,
+        llama: None,
     };
-    let model = Model::<f64>::new(config, 0);
+    let model = Model::<f64>::new(config.clone(), 0);
     let rows = rows();
     let sequences: Vec<SftRow> = rows.iter().map(UnpairedRow::to_sequence).collect();
     let batch = ScoringBatch::sequences(&sequences);
@@ -78,6 +79,7 @@ fn tiny_config() -> ModelConfig {
         n_head: 2,
         n_embd: 16,
         bias: true,
+        llama: None,
     }
 }
 

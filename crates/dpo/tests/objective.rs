@@ -24,6 +24,7 @@ fn tiny_config() -> ModelConfig {
         n_head: 2,
         n_embd: 16,
         bias: true,
+        llama: None,
     }
 }
 

@@ -86,8 +86,9 @@ fn shared_log_probs_equal_the_separate_ones_in_f32() {
         n_head: 2,
         n_embd: 16,
         bias: true,
+        llama: None,
     };
-    let model = Model::<f32>::new(config, 7);
+    let model = Model::<f32>::new(config.clone(), 7);
     let mut rows = random_rows(7, 30, 17, 50, 1);
     rows.push(row(&[], &[1, 2], &[3, 4]));
     rows.push(row(&[4], &[5], &[6]));
@@ -125,8 +126,9 @@ fn shared_log_probs_without_padding_equal_the_separate_ones() {
         n_head: 2,
         n_embd: 8,
         bias: true,
+        llama: None,
     };
-    let model = Model::<f64>::new(config, 3);
+    let model = Model::<f64>::new(config.clone(), 3);
     let rows = [
         row(&[1, 2], &[3, 4], &[5, 6, 7]),
         row(&[8], &[9, 10, 11], &[12, 13]),
@@ -160,8 +162,9 @@ fn shared_dpo_loss_gradients_of_every_parameter() {
         n_head: 2,
         n_embd: 8,
         bias: true,
+        llama: None,
     };
-    let model = Model::<f64>::new(config, 0);
+    let model = Model::<f64>::new(config.clone(), 0);
     // several pairs: an empty prompt, length-1 responses, different lengths
     let rows = [
         row(&[1, 2, 3], &[4, 5], &[6, 7, 8, 9]),
@@ -220,8 +223,9 @@ fn shared_prompt_log_probs_equal_the_separate_ones() {
         n_head: 2,
         n_embd: 8,
         bias: true,
+        llama: None,
     };
-    let model = Model::<f64>::new(config, 4);
+    let model = Model::<f64>::new(config.clone(), 4);
     let rows = [
         row(&[1, 2, 3], &[4, 5], &[6, 7, 8, 9]),
         row(&[], &[10, 11, 12], &[0, 3]),
@@ -258,9 +262,10 @@ fn every_pair_objective_gives_the_same_loss_in_both_layouts() {
         n_head: 2,
         n_embd: 16,
         bias: true,
+        llama: None,
     };
-    let policy = Model::<f32>::new(config, 1);
-    let reference = Model::<f32>::new(config, 2);
+    let policy = Model::<f32>::new(config.clone(), 1);
+    let reference = Model::<f32>::new(config.clone(), 2);
     let rows = random_rows(9, 14, 10, 40, 5);
     let batch = [3, 0, 7, 5];
     for (loss_type, smoothing) in [
@@ -321,9 +326,10 @@ fn the_reference_cache_fills_lazily_and_resumes_to_the_bit() {
         n_head: 2,
         n_embd: 8,
         bias: true,
+        llama: None,
     };
-    let policy = Model::<f32>::new(config, 1);
-    let reference = Model::<f32>::new(config, 2);
+    let policy = Model::<f32>::new(config.clone(), 1);
+    let reference = Model::<f32>::new(config.clone(), 2);
     let rows = random_rows(10, 10, 8, 40, 9);
     let loss = DpoLossConfig::new(LossType::Sigmoid, 0.1, 0.0);
     let new = || {

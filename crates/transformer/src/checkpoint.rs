@@ -115,6 +115,16 @@ pub enum CheckpointFormat {
 }
 
 impl CheckpointFormat {
+    /// The format a model of `config` is saved in unless told otherwise:
+    /// nanoGPT's for GPT-2, Hugging Face's for the Llama family (the files
+    /// transformers, TRL and PEFT read).
+    pub fn default_for(config: &ModelConfig) -> CheckpointFormat {
+        match config.llama {
+            None => CheckpointFormat::NanoGpt,
+            Some(_) => CheckpointFormat::Hf,
+        }
+    }
+
     /// `nanogpt` or `hf`, as the command line spells them.
     pub fn name(self) -> &'static str {
         match self {
@@ -178,9 +188,12 @@ pub(crate) fn f32_from_le(bytes: &[u8]) -> Vec<f32> {
 }
 
 impl Model<f32> {
-    /// Loads a checkpoint directory in either format (strictly; see the
-    /// module docs and [`crate::hf`]).
+    /// Loads a checkpoint directory in either format, or a GGUF file
+    /// (strictly; see the module docs, [`crate::hf`] and [`crate::gguf`]).
     pub fn load(dir: &Path) -> Result<Model<f32>, CheckpointError> {
+        if crate::gguf::is_gguf(dir) {
+            return Ok(crate::gguf::load_model(dir)?.model);
+        }
         if detect_format(dir)? == CheckpointFormat::Hf {
             return crate::hf::load_hf(dir);
         }
@@ -250,7 +263,8 @@ impl Model<f32> {
         for (name, shape) in &specs {
             values.push(read(name, shape)?);
         }
-        if file.names().iter().any(|n| n.as_str() == LM_HEAD) {
+        let tied = !expected.contains(LM_HEAD);
+        if tied && file.names().iter().any(|n| n.as_str() == LM_HEAD) {
             // specs[0] is the token table
             let (wte_name, wte_shape) = &specs[0];
             let lm_head = read(LM_HEAD, wte_shape)?;
@@ -281,7 +295,7 @@ impl Model<f32> {
     /// trainer that saves more files beside them (its optimizer and state)
     /// writes them itself, so that all of them land as one unit.
     pub fn checkpoint_files(&self) -> Result<[(&'static str, Vec<u8>); 2], CheckpointError> {
-        self.checkpoint_files_as(CheckpointFormat::NanoGpt)
+        self.checkpoint_files_as(CheckpointFormat::default_for(self.config()))
     }
 
     /// The files of a checkpoint of this model in `format`: the same two
@@ -314,7 +328,7 @@ impl Model<f32> {
 
     /// Saves to the checkpoint directory `dir`, atomically (see the module docs).
     pub fn save(&self, dir: &Path) -> Result<(), CheckpointError> {
-        self.save_as(dir, CheckpointFormat::NanoGpt)
+        self.save_as(dir, CheckpointFormat::default_for(self.config()))
     }
 
     /// [`Model::save`] in `format`.

@@ -33,12 +33,13 @@ pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
 pub const SPECIAL_TOKENS_FILE: &str = "special_tokens_map.json";
 /// Every tokenizer file a checkpoint carries along when it is saved or
 /// converted: the two above and the older files transformers may read.
-pub const TOKENIZER_FILES: [&str; 5] = [
+pub const TOKENIZER_FILES: [&str; 6] = [
     TOKENIZER_FILE,
     TOKENIZER_CONFIG_FILE,
     SPECIAL_TOKENS_FILE,
     "vocab.json",
     "merges.txt",
+    crate::gguf::CHAT_TEMPLATE_FILE,
 ];
 /// The largest tokenizer file read: 64 MiB (GPT-2's `tokenizer.json` is 1.4 MB,
 /// the largest common ones about 20 MB).
@@ -67,6 +68,11 @@ fn format_error(path: &Path, message: String) -> CheckpointError {
 }
 
 impl HfTokenizer {
+    /// A tokenizer with its EOS id (e.g. one built from a GGUF file's metadata).
+    pub fn new(inner: tokenizers::Tokenizer, eos_id: Option<u32>) -> HfTokenizer {
+        HfTokenizer { inner, eos_id }
+    }
+
     /// The tokenizer of the bytes of a `tokenizer.json` (`path` names it in
     /// errors) with the EOS token named `eos_token`, if any (it must be in
     /// the vocabulary).

@@ -17,6 +17,7 @@
 //! [`AttentionMode::Cached`]: crate::model::AttentionMode::Cached
 
 use autograd::kernels::attention::cached::attention_cached_forward;
+use autograd::kernels::attention::AttentionHeads;
 use autograd::{Float, Tape, Tensor, Var};
 use ndarray::IxDyn;
 
@@ -31,22 +32,27 @@ pub struct KvCache<T> {
 /// One block's cached keys and values.
 #[derive(Debug, Clone)]
 pub struct LayerKvCache<T> {
-    /// Keys of positions 0..len: (len, C), row-major.
+    /// Keys of positions 0..len: (len, KV hd), row-major.
     keys: Vec<T>,
-    /// Values of positions 0..len: (len, C).
+    /// Values of positions 0..len: (len, KV hd).
     values: Vec<T>,
-    /// C
-    n_embd: usize,
+    /// KV hd: the key/value heads side by side (C for GPT-2).
+    kv_width: usize,
 }
 
 impl<T: Float> KvCache<T> {
     /// An empty cache for `model`.
     pub fn new(model: &Model<T>) -> KvCache<T> {
         let cfg = model.config();
+        let kv_width = cfg.attention_heads().kv_width();
+        // Room for a few hundred positions up front, not the whole context
+        // (a Llama-family block_size of 8192 to 131072 positions would be
+        // gigabytes reserved and never touched); the vectors grow past it.
+        let positions = cfg.block_size.min(512);
         let layer = || LayerKvCache {
-            keys: Vec::with_capacity(cfg.block_size * cfg.n_embd),
-            values: Vec::with_capacity(cfg.block_size * cfg.n_embd),
-            n_embd: cfg.n_embd,
+            keys: Vec::with_capacity(positions * kv_width),
+            values: Vec::with_capacity(positions * kv_width),
+            kv_width,
         };
         KvCache {
             layers: (0..cfg.n_layer).map(|_| layer()).collect(),
@@ -118,7 +124,7 @@ impl<T: Float> KvCache<T> {
 impl<T: Float> LayerKvCache<T> {
     /// Number of cached positions.
     pub fn len(&self) -> usize {
-        self.keys.len() / self.n_embd
+        self.keys.len() / self.kv_width
     }
 
     /// True when nothing is cached.
@@ -126,34 +132,39 @@ impl<T: Float> LayerKvCache<T> {
         self.keys.is_empty()
     }
 
-    /// Attention of new positions of the cached sequence, on the output of
-    /// `c_attn` for them: qkv (1, T_new, 3C) -> y (1, T_new, C). Appends their
+    /// Attention of new positions of the cached sequence, on their queries,
+    /// keys and values (the keys already rotated, in the Llama family):
+    /// qkv (1, T_new, (NH + 2 KV) hd) -> y (1, T_new, NH hd). Appends their
     /// keys and values to the cache, then runs [`attention_cached_forward`].
     ///
     /// # Panics
     /// If `tape` would record a gradient (the kernel has no backward), or
-    /// `qkv` is not (1, T_new, 3C).
-    pub fn attend(&mut self, tape: &Tape<T>, qkv: &Var<T>, n_head: usize) -> Var<T> {
+    /// `qkv` is not (1, T_new, (NH + 2 KV) hd) of this cache's key width.
+    pub fn attend(&mut self, tape: &Tape<T>, qkv: &Var<T>, heads: AttentionHeads) -> Var<T> {
         assert!(
             !tape.needs_grad(&[qkv]),
             "KV-cached attention is forward-only: run it on a no-grad tape"
         );
-        let c = self.n_embd;
+        let (q_width, kv_width) = (heads.q_width(), heads.kv_width());
         let shape = qkv.shape();
         assert!(
-            shape.len() == 3 && shape[0] == 1 && shape[2] == 3 * c,
+            kv_width == self.kv_width
+                && shape.len() == 3
+                && shape[0] == 1
+                && shape[2] == heads.qkv_width(),
             "KV-cached attention: qkv must be (1, T, {}), got {shape:?}",
-            3 * c
+            heads.qkv_width()
         );
         let t_new = shape[1];
-        let qkv = qkv.value().as_standard_layout(); // (T_new, 3C)
+        let qkv = qkv.value().as_standard_layout(); // (T_new, (NH + 2 KV) hd)
         let qkv = qkv.as_slice().unwrap();
-        for row in qkv.chunks_exact(3 * c) {
-            self.keys.extend_from_slice(&row[c..2 * c]);
-            self.values.extend_from_slice(&row[2 * c..]);
+        for row in qkv.chunks_exact(heads.qkv_width()) {
+            self.keys
+                .extend_from_slice(&row[q_width..q_width + kv_width]);
+            self.values.extend_from_slice(&row[q_width + kv_width..]);
         }
-        let mut out = vec![T::zero(); t_new * c];
-        attention_cached_forward(&mut out, qkv, &self.keys, &self.values, c, n_head);
-        tape.constant(Tensor::from_shape_vec(IxDyn(&[1, t_new, c]), out).unwrap())
+        let mut out = vec![T::zero(); t_new * q_width];
+        attention_cached_forward(&mut out, qkv, &self.keys, &self.values, heads);
+        tape.constant(Tensor::from_shape_vec(IxDyn(&[1, t_new, q_width]), out).unwrap())
     }
 }

@@ -1,13 +1,24 @@
-//! The GPT-2 / nanoGPT decoder (docs/spec.md section 1), on the autograd tape.
+//! The decoder (docs/spec.md sections 1 and 8), on the autograd tape: GPT-2 /
+//! nanoGPT, and the Llama family (Llama 3.2, SmolLM2, Qwen2.5, Qwen3), one
+//! code path for both.
 //!
 //! ```text
-//! x = wte[idx] + wpe[t]                         (B, T, C)
+//! x = wte[idx] (+ wpe[t], GPT-2)                (B, T, C)
 //! for each block:
-//!     x = x + attn(ln_1(x))                     causal multi-head self-attention
-//!     x = x + mlp(ln_2(x))                      c_fc -> GELU(tanh) -> c_proj
+//!     x = x + attn(ln_1(x))                     causal self-attention (rotary q, k: Llama)
+//!     x = x + mlp(ln_2(x))                      GELU MLP (GPT-2) or SwiGLU (Llama)
 //! x = ln_f(x)                                   (B, T, C)
-//! logits = x @ wte^T                            (B, T, V), lm_head tied to wte
+//! logits = x @ W^T                              (B, T, V), W = wte (tied) or lm_head
 //! ```
+//!
+//! The two architectures differ in exactly five places, each a `match` or
+//! an `Option` below: the position table ([`Model::hidden_states`]), the
+//! norm ([`Norm::forward`], by [`NormKind`]), the q/k/v projections with
+//! Qwen3's q/k norms and the rotary embedding
+//! ([`CausalSelfAttention::forward`]), the MLP's gate ([`Mlp::forward`]) and
+//! the LM head ([`ModelParams::lm_head_weight`]). Everything else, the
+//! attention kernels, prefix sharing, the KV cache, the trainers, is the
+//! same code.
 //!
 //! The parameters are the named structs of [`crate::params`] (nanoGPT's
 //! module tree). The model keeps them as shared tensors; each step binds them
@@ -25,8 +36,8 @@
 
 use std::sync::Arc;
 
-use autograd::kernels::attention::KeyGap;
-use autograd::{Float, Tape, Tensor, Var};
+use autograd::kernels::attention::{AttentionHeads, KeyGap};
+use autograd::{Float, Llama3RopeScaling, RopeFrequencies, Tape, Tensor, Var};
 use ndarray::IxDyn;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -35,7 +46,7 @@ use rand_distr::{Distribution, Normal};
 use crate::config::ModelConfig;
 use crate::kv_cache::{KvCache, LayerKvCache};
 use crate::params::{
-    param_specs, Block, CausalSelfAttention, Init, LayerNorm, Linear, Mlp, ModelParams,
+    param_specs, Block, CausalSelfAttention, Init, Linear, Mlp, ModelParams, Norm, Qkv,
 };
 
 /// LayerNorm epsilon (GPT-2, PyTorch default).
@@ -48,11 +59,53 @@ impl<T: Float> Linear<Var<T>> {
     }
 }
 
-impl<T: Float> LayerNorm<Var<T>> {
-    /// y = (x - mean) / sqrt(var + eps) * weight + bias, over the last axis: x: (..., C)
-    pub fn forward(&self, tape: &Tape<T>, x: &Var<T>) -> Var<T> {
-        tape.layer_norm(x, &self.weight, self.bias.as_ref(), LAYER_NORM_EPS)
+/// Which norm a model's [`Norm`]s are.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NormKind {
+    /// GPT-2's LayerNorm, eps [`LAYER_NORM_EPS`].
+    LayerNorm,
+    /// The Llama family's RMSNorm.
+    RmsNorm {
+        /// `rms_norm_eps`.
+        eps: f64,
+    },
+}
+
+impl<T: Float> Norm<Var<T>> {
+    /// Over the last axis of x: (..., C):
+    /// LayerNorm  y = (x - mean) / sqrt(var + eps) * weight + bias
+    /// RMSNorm    y = x / sqrt(mean(x^2) + eps) * weight
+    pub fn forward(&self, tape: &Tape<T>, x: &Var<T>, kind: NormKind) -> Var<T> {
+        match kind {
+            NormKind::LayerNorm => {
+                tape.layer_norm(x, &self.weight, self.bias.as_ref(), LAYER_NORM_EPS)
+            }
+            NormKind::RmsNorm { eps } => tape.rms_norm(x, &self.weight, eps),
+        }
     }
+
+    /// The norm of each head of x: (..., H hd) with a weight of (hd) (Qwen3's q/k norm).
+    fn forward_per_head(&self, tape: &Tape<T>, x: &Var<T>, kind: NormKind, head_dim: usize) -> Var<T> {
+        let shape = x.shape().to_vec();
+        let rows = shape.iter().product::<usize>() / head_dim;
+        let heads = tape.reshape(x, &[rows, head_dim]); // (N H, hd)
+        let normed = self.forward(tape, &heads, kind);
+        tape.reshape(&normed, &shape)
+    }
+}
+
+/// What a block computes with besides its parameters: the norm, the
+/// attention's heads, and for the Llama family the rotary frequencies and
+/// the position of each row of x.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockContext<'a> {
+    /// The norms' kind.
+    pub norm: NormKind,
+    /// Query heads, key/value heads, head size.
+    pub heads: AttentionHeads,
+    /// The rotary embedding (the Llama family), with the position of every
+    /// row of x (all its axes but the last, flattened).
+    pub rope: Option<(&'a RopeFrequencies, &'a [usize])>,
 }
 
 /// What the queries of a block's attention attend to.
@@ -74,40 +127,66 @@ pub enum AttentionMode<'a, T> {
 }
 
 impl<T: Float> CausalSelfAttention<Var<T>> {
-    /// y = c_proj(attention(c_attn(x)))         x: (B, T, C) -> y: (B, T, C)
+    /// y = c_proj(attention(q, k, v))         x: (B, T, C) -> y: (B, T, C)
     ///
-    /// per head: softmax(q @ k^T / sqrt(hs), causal) @ v, heads concatenated.
+    /// GPT-2: q, k, v = c_attn(x). Llama family: q = q_proj(x), k = k_proj(x),
+    /// v = v_proj(x); Qwen3 RMS-norms each head of q and k; q and k are
+    /// rotated by their positions (RoPE). Then per query head h, with its
+    /// key/value head g = h / (NH / KV):
+    /// softmax(q_h @ k_g^T / sqrt(hd), causal) @ v_g, heads concatenated.
     pub fn forward(
         &self,
         tape: &Tape<T>,
         x: &Var<T>,
-        n_head: usize,
+        context: BlockContext<'_>,
         mode: AttentionMode<'_, T>,
     ) -> Var<T> {
-        let qkv = self.c_attn.forward(tape, x); // (B, T, 3C)
+        let heads = context.heads;
+        let last_axis = x.shape().len() - 1;
+        let qkv = match &self.qkv {
+            Qkv::Fused(c_attn) => c_attn.forward(tape, x), // (B, T, 3C)
+            Qkv::Split { q, k, v } => {
+                let (mut q, mut k) = (q.forward(tape, x), k.forward(tape, x)); // (B, T, NH hd), (B, T, KV hd)
+                if let (Some(q_norm), Some(k_norm)) = (&self.q_norm, &self.k_norm) {
+                    q = q_norm.forward_per_head(tape, &q, context.norm, heads.head_dim);
+                    k = k_norm.forward_per_head(tape, &k, context.norm, heads.head_dim);
+                }
+                if let Some((freqs, positions)) = context.rope {
+                    q = tape.rope(&q, positions, freqs, heads.head_dim);
+                    k = tape.rope(&k, positions, freqs, heads.head_dim);
+                }
+                let v = v.forward(tape, x); // (B, T, KV hd)
+                tape.concat(&[&q, &k, &v], last_axis) // (B, T, (NH + 2 KV) hd)
+            }
+        };
         let y = match mode {
-            AttentionMode::Causal => tape.causal_attention(&qkv, n_head),
+            AttentionMode::Causal => tape.causal_attention(&qkv, heads),
             // no padding: x is (B, T, C) already
             AttentionMode::Segmented(rows) if !rows.has_padding() => {
-                tape.segment_attention(&qkv, n_head, &rows.gaps)
+                tape.segment_attention(&qkv, heads, &rows.gaps)
             }
             AttentionMode::Segmented(rows) => {
-                let (b, t, c) = (rows.batch, rows.seq_len, qkv.shape()[1] / 3);
-                let qkv = tape.embedding(&qkv, &rows.padded, &[b, t]); // (B, T, 3C)
-                let y = tape.segment_attention(&qkv, n_head, &rows.gaps); // (B, T, C)
-                let y = tape.reshape(&y, &[b * t, c]); // (B*T, C)
-                tape.embedding(&y, &rows.real, &[rows.real.len()]) // (N, C)
+                let (b, t) = (rows.batch, rows.seq_len);
+                let qkv = tape.embedding(&qkv, &rows.padded, &[b, t]); // (B, T, W)
+                let y = tape.segment_attention(&qkv, heads, &rows.gaps); // (B, T, NH hd)
+                let y = tape.reshape(&y, &[b * t, heads.q_width()]); // (B*T, NH hd)
+                tape.embedding(&y, &rows.real, &[rows.real.len()]) // (N, NH hd)
             }
-            AttentionMode::Cached(cache) => cache.attend(tape, &qkv, n_head),
-        }; // (B, T, C)
+            AttentionMode::Cached(cache) => cache.attend(tape, &qkv, heads),
+        }; // (B, T, NH hd)
         self.c_proj.forward(tape, &y)
     }
 }
 
 impl<T: Float> Mlp<Var<T>> {
-    /// y = c_proj(gelu(c_fc(x)))         x: (B, T, C) -> (B, T, 4C) -> y: (B, T, C)
+    /// GPT-2:  y = c_proj(gelu(c_fc(x)))                     x: (B, T, C) -> (B, T, 4C) -> y: (B, T, C)
+    /// Llama:  y = down_proj(silu(gate_proj(x)) * up_proj(x))  through (B, T, I)
     pub fn forward(&self, tape: &Tape<T>, x: &Var<T>) -> Var<T> {
-        let h = tape.gelu(&self.c_fc.forward(tape, x)); // (B, T, 4C)
+        let up = self.c_fc.forward(tape, x);
+        let h = match &self.gate {
+            None => tape.gelu(&up),
+            Some(gate) => tape.swiglu(&gate.forward(tape, x), &up),
+        };
         self.c_proj.forward(tape, &h)
     }
 }
@@ -118,12 +197,22 @@ impl<T: Float> Block<Var<T>> {
         &self,
         tape: &Tape<T>,
         x: &Var<T>,
-        n_head: usize,
+        context: BlockContext<'_>,
         mode: AttentionMode<'_, T>,
     ) -> Var<T> {
         let (ln_1, attn, ln_2, mlp) = (&self.ln_1, &self.attn, &self.ln_2, &self.mlp);
-        let x = tape.add(x, &attn.forward(tape, &ln_1.forward(tape, x), n_head, mode));
-        tape.add(&x, &mlp.forward(tape, &ln_2.forward(tape, &x)))
+        let normed = ln_1.forward(tape, x, context.norm);
+        let x = tape.add(x, &attn.forward(tape, &normed, context, mode));
+        drop(normed);
+        tape.add(&x, &mlp.forward(tape, &ln_2.forward(tape, &x, context.norm)))
+    }
+}
+
+impl<P> ModelParams<P> {
+    /// The LM head's weight (V, C): `lm_head` when the model has its own,
+    /// the token table otherwise (tied).
+    pub fn lm_head_weight(&self) -> &P {
+        self.lm_head.as_ref().unwrap_or(&self.wte)
     }
 }
 
@@ -174,11 +263,33 @@ impl UnpaddedRows {
     }
 }
 
-/// A GPT-2 / nanoGPT decoder with its parameters.
+/// A decoder (GPT-2 or the Llama family) with its parameters.
 #[derive(Clone)]
 pub struct Model<T> {
     config: ModelConfig,
     params: ModelParams<Arc<Tensor<T>>>,
+    /// The rotary embedding's frequencies (the Llama family), from the config.
+    rope: Option<Arc<RopeFrequencies>>,
+}
+
+/// The rotary frequencies of a Llama-family config (`None` for GPT-2).
+fn rope_frequencies(config: &ModelConfig) -> Option<Arc<RopeFrequencies>> {
+    let llama = config.llama.as_ref()?;
+    let rope = llama.rope;
+    let freqs = match rope.llama3 {
+        None => RopeFrequencies::new(rope.theta, llama.head_dim),
+        Some(s) => RopeFrequencies::llama3(
+            rope.theta,
+            llama.head_dim,
+            &Llama3RopeScaling {
+                factor: s.factor,
+                low_freq_factor: s.low_freq_factor,
+                high_freq_factor: s.high_freq_factor,
+                original_max_position_embeddings: s.original_max_position_embeddings,
+            },
+        ),
+    };
+    Some(Arc::new(freqs))
 }
 
 impl<T: Float> std::fmt::Debug for Model<T> {
@@ -216,7 +327,16 @@ impl<T: Float> Model<T> {
                 Init::Ones => Tensor::ones(shape),
             })
         });
-        Model { config, params }
+        Model::from_params(config, params)
+    }
+
+    /// The model of `config` with these parameters.
+    fn from_params(config: ModelConfig, params: ModelParams<Arc<Tensor<T>>>) -> Model<T> {
+        Model {
+            rope: rope_frequencies(&config),
+            config,
+            params,
+        }
     }
 
     /// A model from named tensors given in the canonical order ([`param_specs`]),
@@ -243,10 +363,7 @@ impl<T: Float> Model<T> {
             .into_iter()
             .map(|(_, t)| Arc::new(t.as_standard_layout().into_owned()))
             .collect();
-        Model {
-            params: ModelParams::from_vec(&config, tensors),
-            config,
-        }
+        Model::from_params(config.clone(), ModelParams::from_vec(&config, tensors))
     }
 
     /// The hyper-parameters.
@@ -279,7 +396,7 @@ impl<T: Float> Model<T> {
         self.param_names().into_iter().zip(self.params.iter())
     }
 
-    /// Total number of scalars in the parameters (wte counted once: it is tied).
+    /// Total number of scalars in the parameters (a tied head counted once).
     pub fn num_params(&self) -> usize {
         self.params.iter().map(|p| p.len()).sum()
     }
@@ -361,16 +478,14 @@ impl<T: Float> Model<T> {
         } else {
             vec![batch, seq_len]
         };
-        // x = wte[idx] + wpe[t], real positions only
-        let tok_emb = tape.embedding(&params.wte, &real_ids, &shape); // (N, C) or (B, T, C)
-        let pos_emb = tape.embedding(&params.wpe, &real_positions, &shape);
-        let mut x = tape.add(&tok_emb, &pos_emb); // (N, C) or (B, T, C)
-        drop((tok_emb, pos_emb));
+        // x = wte[idx] (+ wpe[t]), real positions only
+        let mut x = self.embed(tape, params, &real_ids, &real_positions, &shape); // (N, C) or (B, T, C)
+        let context = self.block_context(&real_positions);
         for block in &params.h {
             let mode = AttentionMode::Segmented(&rows);
-            x = block.forward(tape, &x, self.config.n_head, mode); // (N, C)
+            x = block.forward(tape, &x, context, mode); // (N, C)
         }
-        let hidden = params.ln_f.forward(tape, &x); // (N, C) or (B, T, C)
+        let hidden = params.ln_f.forward(tape, &x, context.norm); // (N, C) or (B, T, C)
         if rows.has_padding() {
             tape.embedding(&hidden, &rows.padded, &[batch, seq_len]) // (B, T, C)
         } else {
@@ -432,27 +547,62 @@ impl<T: Float> Model<T> {
             self.config.n_layer
         );
         let start = cache.as_ref().map_or(0, |cache| cache.len());
-        let positions: Vec<usize> = (start..start + seq_len).collect();
+        // the position of every row of x: 0..T (from the cache's length) in each sequence
+        let positions: Vec<usize> = (0..batch).flat_map(|_| start..start + seq_len).collect();
 
-        // x = wte[idx] + wpe[t]
-        let tok_emb = tape.embedding(&params.wte, ids, &[batch, seq_len]); // (B, T, C)
-        let pos_emb = tape.embedding(&params.wpe, &positions, &[seq_len]); // (T, C)
-        let mut x = tape.add(&tok_emb, &pos_emb); // (B, T, C)
-        drop((tok_emb, pos_emb));
+        // x = wte[idx] (+ wpe[t])
+        let mut x = self.embed(tape, params, ids, &positions, &[batch, seq_len]); // (B, T, C)
+        let context = self.block_context(&positions);
         for (layer, block) in params.h.iter().enumerate() {
             let mode = match cache.as_deref_mut() {
                 None => AttentionMode::Causal,
                 Some(cache) => AttentionMode::Cached(cache.layer_mut(layer)),
             };
-            x = block.forward(tape, &x, self.config.n_head, mode); // (B, T, C)
+            x = block.forward(tape, &x, context, mode); // (B, T, C)
         }
-        params.ln_f.forward(tape, &x)
+        params.ln_f.forward(tape, &x, context.norm)
     }
 
-    /// logits = hidden @ wte^T: (B, T, V), the LM head tied to the token table.
+    /// x = wte[ids] (+ wpe[positions], GPT-2), of `shape` + (C); one
+    /// position per id.
+    fn embed(
+        &self,
+        tape: &Tape<T>,
+        params: &ModelParams<Var<T>>,
+        ids: &[usize],
+        positions: &[usize],
+        shape: &[usize],
+    ) -> Var<T> {
+        let tok_emb = tape.embedding(&params.wte, ids, shape);
+        match &params.wpe {
+            Some(wpe) => tape.add(&tok_emb, &tape.embedding(wpe, positions, shape)),
+            None => tok_emb,
+        }
+    }
+
+    /// The [`BlockContext`] of rows at `positions`.
+    fn block_context<'a>(&'a self, positions: &'a [usize]) -> BlockContext<'a> {
+        BlockContext {
+            norm: self.norm_kind(),
+            heads: self.config.attention_heads(),
+            rope: self.rope.as_deref().map(|freqs| (freqs, positions)),
+        }
+    }
+
+    /// LayerNorm (GPT-2) or RMSNorm (the Llama family).
+    pub fn norm_kind(&self) -> NormKind {
+        match &self.config.llama {
+            None => NormKind::LayerNorm,
+            Some(llama) => NormKind::RmsNorm {
+                eps: llama.rms_norm_eps,
+            },
+        }
+    }
+
+    /// logits = hidden @ W^T: (B, T, V), W the LM head ([`ModelParams::lm_head_weight`]).
     pub fn logits(&self, tape: &Tape<T>, params: &ModelParams<Var<T>>, hidden: &Var<T>) -> Var<T> {
-        // wte is (V, C), i.e. a Linear from C to V: exactly the tied lm_head.
-        tape.linear(hidden, &params.wte, None)
+        // W is (V, C), i.e. a Linear from C to V.
+        tape.linear(hidden, params.lm_head_weight(), None)
     }
 
     /// The logits (B, T, V) for token `ids` (B*T, row-major).
@@ -470,12 +620,10 @@ impl<T: Float> Model<T> {
 
     /// The same model with every parameter converted to `U`.
     pub fn cast<U: Float>(&self) -> Model<U> {
-        Model {
-            config: self.config,
-            params: self
-                .params
-                .map(|p| Arc::new(p.mapv(|x| U::cast(x.as_f64())))),
-        }
+        Model::from_params(
+            self.config.clone(),
+            self.params.map(|p| Arc::new(p.mapv(|x| U::cast(x.as_f64())))),
+        )
     }
 
     /// The same model in f64 (for gradient checks).

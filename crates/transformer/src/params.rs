@@ -1,25 +1,30 @@
 //! The parameters as named structs mirroring nanoGPT's module tree (llm.c's
-//! `ParameterTensors`), generic over what a parameter is.
+//! `ParameterTensors`), generic over what a parameter is. The Llama family
+//! uses the same tree: its parts are the same roles under other names, and
+//! the few parts only one architecture has are `Option`s (or [`Qkv`]).
 //!
 //! ```text
-//! ModelParams                            nanoGPT name                 shape
-//!   wte                                transformer.wte.weight       (V, C)
-//!   wpe                                transformer.wpe.weight       (block_size, C)
-//!   h: one Block per layer i           transformer.h.{i}.
-//!     ln_1: LayerNorm                    ln_1.weight, ln_1.bias     (C), (C)
-//!     attn: CausalSelfAttention
-//!       c_attn: Linear                   attn.c_attn.weight, .bias  (3C, C), (3C)
-//!       c_proj: Linear                   attn.c_proj.weight, .bias  (C, C), (C)
-//!     ln_2: LayerNorm                    ln_2.weight, ln_2.bias     (C), (C)
-//!     mlp: Mlp
-//!       c_fc: Linear                     mlp.c_fc.weight, .bias     (4C, C), (4C)
-//!       c_proj: Linear                   mlp.c_proj.weight, .bias   (C, 4C), (C)
-//!   ln_f: LayerNorm                    transformer.ln_f.weight, .bias  (C), (C)
+//! ModelParams     GPT-2 (nanoGPT) name              Llama-family (transformers) name     shape
+//!   wte           transformer.wte.weight            model.embed_tokens.weight            (V, C)
+//!   wpe           transformer.wpe.weight            -                                    (block_size, C)
+//!   h[i]          transformer.h.{i}.                model.layers.{i}.
+//!     ln_1          ln_1.weight, .bias                input_layernorm.weight             (C)
+//!     attn.qkv      attn.c_attn.weight, .bias         self_attn.{q,k,v}_proj.weight, .bias (3C, C) / (NH hd, C), (KV hd, C) x 2
+//!     attn.q_norm   -                                 self_attn.q_norm.weight (Qwen3)    (hd)
+//!     attn.k_norm   -                                 self_attn.k_norm.weight (Qwen3)    (hd)
+//!     attn.c_proj   attn.c_proj.weight, .bias         self_attn.o_proj.weight            (C, NH hd)
+//!     ln_2          ln_2.weight, .bias                post_attention_layernorm.weight    (C)
+//!     mlp.gate      -                                 mlp.gate_proj.weight               (I, C)
+//!     mlp.c_fc      mlp.c_fc.weight, .bias            mlp.up_proj.weight                 (4C, C) / (I, C)
+//!     mlp.c_proj    mlp.c_proj.weight, .bias          mlp.down_proj.weight               (C, 4C) / (C, I)
+//!   ln_f          transformer.ln_f.weight, .bias    model.norm.weight                    (C)
+//!   lm_head       -                                 lm_head.weight (untied)              (V, C)
 //! ```
 //!
-//! With `bias: false` every `bias` is `None`. The same tree holds different
-//! things: the model stores `ModelParams<Arc<Tensor<T>>>`, a step binds them to
-//! a tape as `ModelParams<Var<T>>` (see [`crate::Model::bind`]), and
+//! GPT-2 with `bias: false` has no `bias`; the Llama family has those its
+//! [`LlamaConfig`] names. The same tree holds different things: the model
+//! stores `ModelParams<Arc<Tensor<T>>>`, a step binds them to a tape as
+//! `ModelParams<Var<T>>` (see [`crate::Model::bind`]), and
 //! [`ModelParams::specs`] describes them as `ModelParams<ParamSpec>`: name,
 //! shape and init of each, the one place where these are written down.
 //!
@@ -31,7 +36,7 @@
 //! [`ModelParams::from_vec`] all go through it. That order and the names are
 //! those of the checkpoints on disk.
 
-use crate::config::ModelConfig;
+use crate::config::{LlamaConfig, ModelConfig};
 
 /// Standard deviation of the nanoGPT init of weights and embeddings.
 pub const INIT_STD: f64 = 0.02;
@@ -46,7 +51,7 @@ pub enum Init {
     },
     /// All 0 (biases).
     Zeros,
-    /// All 1 (LayerNorm weights).
+    /// All 1 (norm weights).
     Ones,
 }
 
@@ -70,31 +75,59 @@ pub struct Linear<P> {
     pub bias: Option<P>,
 }
 
-/// A LayerNorm over the last axis: weight, bias (C).
+/// A norm over the last axis: GPT-2's LayerNorm (weight, bias) or the Llama
+/// family's RMSNorm (weight only); the config says which.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LayerNorm<P> {
+pub struct Norm<P> {
     /// (C), the scale.
     pub weight: P,
-    /// (C), absent with `bias: false`.
+    /// (C), LayerNorm's shift; absent with `bias: false` and in RMSNorm.
     pub bias: Option<P>,
 }
 
-/// nanoGPT's `CausalSelfAttention`: `c_attn` makes q, k, v (C -> 3C), `c_proj`
-/// mixes the heads' outputs (C -> C).
+/// How the attention's queries, keys and values are projected from x.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Qkv<P> {
+    /// GPT-2's `c_attn`: one Linear C -> 3C, q, k, v in that order along
+    /// its output axis.
+    Fused(Linear<P>),
+    /// The Llama family's `q_proj` (C -> NH hd), `k_proj` and `v_proj`
+    /// (C -> KV hd each).
+    Split {
+        /// `q_proj`.
+        q: Linear<P>,
+        /// `k_proj`.
+        k: Linear<P>,
+        /// `v_proj`.
+        v: Linear<P>,
+    },
+}
+
+/// Causal self-attention: q, k, v projected from x ([`Qkv`]), Qwen3's
+/// per-head norms of q and k, and `c_proj` (`o_proj`), which mixes the
+/// heads' outputs (NH hd -> C).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CausalSelfAttention<P> {
-    /// C -> 3C: q, k, v in that order along the output axis.
-    pub c_attn: Linear<P>,
-    /// C -> C.
+    /// The projections of q, k and v.
+    pub qkv: Qkv<P>,
+    /// (hd): RMSNorm of each query head (Qwen3).
+    pub q_norm: Option<Norm<P>>,
+    /// (hd): RMSNorm of each key head (Qwen3).
+    pub k_norm: Option<Norm<P>>,
+    /// NH hd -> C.
     pub c_proj: Linear<P>,
 }
 
-/// nanoGPT's `MLP`: `c_fc` (C -> 4C), GELU, `c_proj` (4C -> C).
+/// The MLP: `c_proj(gelu(c_fc(x)))` (GPT-2, 4C wide), or with a `gate`
+/// `c_proj(silu(gate(x)) * c_fc(x))` (the Llama family's SwiGLU, whose
+/// `gate_proj`, `up_proj`, `down_proj` are `gate`, `c_fc`, `c_proj`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mlp<P> {
-    /// C -> 4C.
+    /// C -> I: the Llama family's `gate_proj`.
+    pub gate: Option<Linear<P>>,
+    /// C -> 4C (`up_proj`: C -> I).
     pub c_fc: Linear<P>,
-    /// 4C -> C.
+    /// 4C -> C (`down_proj`: I -> C).
     pub c_proj: Linear<P>,
 }
 
@@ -102,27 +135,29 @@ pub struct Mlp<P> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Block<P> {
     /// Before the attention.
-    pub ln_1: LayerNorm<P>,
+    pub ln_1: Norm<P>,
     /// Causal multi-head self-attention.
     pub attn: CausalSelfAttention<P>,
     /// Before the MLP.
-    pub ln_2: LayerNorm<P>,
+    pub ln_2: Norm<P>,
     /// The feed-forward network.
     pub mlp: Mlp<P>,
 }
 
-/// Every parameter of a GPT (nanoGPT's `transformer` module; the LM head is
-/// `wte` itself, tied).
+/// Every parameter of a decoder (nanoGPT's `transformer` module, and the
+/// Llama family's untied LM head).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelParams<P> {
-    /// Token embeddings (V, C), also the LM head.
+    /// Token embeddings (V, C), also the LM head when it is tied.
     pub wte: P,
-    /// Position embeddings (block_size, C).
-    pub wpe: P,
+    /// Position embeddings (block_size, C): GPT-2 only.
+    pub wpe: Option<P>,
     /// The blocks, in order.
     pub h: Vec<Block<P>>,
-    /// The final LayerNorm.
-    pub ln_f: LayerNorm<P>,
+    /// The final norm.
+    pub ln_f: Norm<P>,
+    /// The LM head (V, C) when it is not `wte`.
+    pub lm_head: Option<P>,
 }
 
 /// Parameters of `config` for gradient checks of the whole model, in the
@@ -145,46 +180,43 @@ pub fn gradcheck_params(config: &ModelConfig, seed: u64) -> Vec<autograd::Tensor
 impl ModelParams<ParamSpec> {
     /// The name, shape and init of every parameter of `config`.
     ///
-    /// Init (nanoGPT): weights and both embeddings N(0, 0.02); every
+    /// Init (nanoGPT): weights and embeddings N(0, 0.02); GPT-2's every
     /// `c_proj.weight` N(0, 0.02 / sqrt(2 n_layer)) (GPT-2's scaling of the
     /// residual projections: each block adds two to the residual stream, whose
-    /// variance then does not grow with depth); biases 0; LayerNorm weights 1.
+    /// variance then does not grow with depth); biases 0; norm weights 1.
+    /// The Llama family is initialized as transformers does: every weight
+    /// N(0, 0.02) (`initializer_range`).
     pub fn specs(config: &ModelConfig) -> ModelParams<ParamSpec> {
+        match &config.llama {
+            None => Self::gpt2_specs(config),
+            Some(llama) => Self::llama_specs(config, llama),
+        }
+    }
+
+    fn gpt2_specs(config: &ModelConfig) -> ModelParams<ParamSpec> {
         let (v, l, c) = (config.vocab_size, config.block_size, config.n_embd);
         let std_proj = INIT_STD / (2.0 * config.n_layer as f64).sqrt();
-        let spec = |name: String, shape: Vec<usize>, init: Init| ParamSpec { name, shape, init };
-        let bias = |name: &str, size: usize| {
-            config
-                .bias
-                .then(|| spec(format!("{name}.bias"), vec![size], Init::Zeros))
+        let linear = |name: String, out: usize, inp: usize, std: f64| {
+            linear_spec(name, out, inp, std, config.bias)
         };
-        let linear = |name: String, out: usize, inp: usize, std: f64| Linear {
-            weight: spec(
-                format!("{name}.weight"),
-                vec![out, inp],
-                Init::Normal { std },
-            ),
-            bias: bias(&name, out),
-        };
-        let layer_norm = |name: String| LayerNorm {
-            weight: spec(format!("{name}.weight"), vec![c], Init::Ones),
-            bias: bias(&name, c),
-        };
-        let normal = Init::Normal { std: INIT_STD };
+        let layer_norm = |name: String| norm_spec(name, c, config.bias);
         ModelParams {
-            wte: spec("transformer.wte.weight".into(), vec![v, c], normal),
-            wpe: spec("transformer.wpe.weight".into(), vec![l, c], normal),
+            wte: spec("transformer.wte.weight", vec![v, c], NORMAL),
+            wpe: Some(spec("transformer.wpe.weight", vec![l, c], NORMAL)),
             h: (0..config.n_layer)
                 .map(|i| {
                     let p = format!("transformer.h.{i}");
                     Block {
                         ln_1: layer_norm(format!("{p}.ln_1")),
                         attn: CausalSelfAttention {
-                            c_attn: linear(format!("{p}.attn.c_attn"), 3 * c, c, INIT_STD),
+                            qkv: Qkv::Fused(linear(format!("{p}.attn.c_attn"), 3 * c, c, INIT_STD)),
+                            q_norm: None,
+                            k_norm: None,
                             c_proj: linear(format!("{p}.attn.c_proj"), c, c, std_proj),
                         },
                         ln_2: layer_norm(format!("{p}.ln_2")),
                         mlp: Mlp {
+                            gate: None,
                             c_fc: linear(format!("{p}.mlp.c_fc"), 4 * c, c, INIT_STD),
                             c_proj: linear(format!("{p}.mlp.c_proj"), c, 4 * c, std_proj),
                         },
@@ -192,7 +224,78 @@ impl ModelParams<ParamSpec> {
                 })
                 .collect(),
             ln_f: layer_norm("transformer.ln_f".into()),
+            lm_head: None,
         }
+    }
+
+    fn llama_specs(config: &ModelConfig, llama: &LlamaConfig) -> ModelParams<ParamSpec> {
+        let (v, c, i) = (config.vocab_size, config.n_embd, llama.intermediate_size);
+        let heads = config.attention_heads();
+        let (q_width, kv_width) = (heads.q_width(), heads.kv_width());
+        let linear =
+            |name: String, out: usize, inp: usize, bias: bool| linear_spec(name, out, inp, INIT_STD, bias);
+        let rms_norm = |name: String, size: usize| norm_spec(name, size, false);
+        ModelParams {
+            wte: spec("model.embed_tokens.weight", vec![v, c], NORMAL),
+            wpe: None,
+            h: (0..config.n_layer)
+                .map(|n| {
+                    let p = format!("model.layers.{n}");
+                    let attn = format!("{p}.self_attn");
+                    Block {
+                        ln_1: rms_norm(format!("{p}.input_layernorm"), c),
+                        attn: CausalSelfAttention {
+                            qkv: Qkv::Split {
+                                q: linear(format!("{attn}.q_proj"), q_width, c, llama.qkv_bias),
+                                k: linear(format!("{attn}.k_proj"), kv_width, c, llama.qkv_bias),
+                                v: linear(format!("{attn}.v_proj"), kv_width, c, llama.qkv_bias),
+                            },
+                            q_norm: llama
+                                .qk_norm
+                                .then(|| rms_norm(format!("{attn}.q_norm"), heads.head_dim)),
+                            k_norm: llama
+                                .qk_norm
+                                .then(|| rms_norm(format!("{attn}.k_norm"), heads.head_dim)),
+                            c_proj: linear(format!("{attn}.o_proj"), c, q_width, llama.o_bias),
+                        },
+                        ln_2: rms_norm(format!("{p}.post_attention_layernorm"), c),
+                        mlp: Mlp {
+                            gate: Some(linear(format!("{p}.mlp.gate_proj"), i, c, llama.mlp_bias)),
+                            c_fc: linear(format!("{p}.mlp.up_proj"), i, c, llama.mlp_bias),
+                            c_proj: linear(format!("{p}.mlp.down_proj"), c, i, llama.mlp_bias),
+                        },
+                    }
+                })
+                .collect(),
+            ln_f: rms_norm("model.norm".into(), c),
+            lm_head: (!llama.tie_word_embeddings).then(|| spec("lm_head.weight", vec![v, c], NORMAL)),
+        }
+    }
+}
+
+const NORMAL: Init = Init::Normal { std: INIT_STD };
+
+fn spec(name: impl Into<String>, shape: Vec<usize>, init: Init) -> ParamSpec {
+    ParamSpec {
+        name: name.into(),
+        shape,
+        init,
+    }
+}
+
+/// `{name}.weight` (OUT, IN) drawn from N(0, std^2), and `{name}.bias` (OUT) of zeros when `bias`.
+fn linear_spec(name: String, out: usize, inp: usize, std: f64, bias: bool) -> Linear<ParamSpec> {
+    Linear {
+        weight: spec(format!("{name}.weight"), vec![out, inp], Init::Normal { std }),
+        bias: bias.then(|| spec(format!("{name}.bias"), vec![out], Init::Zeros)),
+    }
+}
+
+/// `{name}.weight` (size) of ones, and `{name}.bias` of zeros when `bias`.
+fn norm_spec(name: String, size: usize, bias: bool) -> Norm<ParamSpec> {
+    Norm {
+        weight: spec(format!("{name}.weight"), vec![size], Init::Ones),
+        bias: bias.then(|| spec(format!("{name}.bias"), vec![size], Init::Zeros)),
     }
 }
 
@@ -217,9 +320,10 @@ impl<P> ModelParams<P> {
     pub fn into_map<Q>(self, mut f: impl FnMut(P) -> Q) -> ModelParams<Q> {
         ModelParams {
             wte: f(self.wte),
-            wpe: f(self.wpe),
+            wpe: self.wpe.map(&mut f),
             h: self.h.into_iter().map(|b| b.into_map(&mut f)).collect(),
             ln_f: self.ln_f.into_map(&mut f),
+            lm_head: self.lm_head.map(&mut f),
         }
     }
 
@@ -232,9 +336,10 @@ impl<P> ModelParams<P> {
     pub fn as_ref(&self) -> ModelParams<&P> {
         ModelParams {
             wte: &self.wte,
-            wpe: &self.wpe,
+            wpe: self.wpe.as_ref(),
             h: self.h.iter().map(Block::as_ref).collect(),
             ln_f: self.ln_f.as_ref(),
+            lm_head: self.lm_head.as_ref(),
         }
     }
 
@@ -242,9 +347,10 @@ impl<P> ModelParams<P> {
     pub fn as_mut(&mut self) -> ModelParams<&mut P> {
         ModelParams {
             wte: &mut self.wte,
-            wpe: &mut self.wpe,
+            wpe: self.wpe.as_mut(),
             h: self.h.iter_mut().map(Block::as_mut).collect(),
             ln_f: self.ln_f.as_mut(),
+            lm_head: self.lm_head.as_mut(),
         }
     }
 
@@ -307,45 +413,117 @@ impl<P> Block<P> {
     fn into_map<Q>(self, f: &mut impl FnMut(P) -> Q) -> Block<Q> {
         Block {
             ln_1: self.ln_1.into_map(f),
-            attn: CausalSelfAttention {
-                c_attn: self.attn.c_attn.into_map(f),
-                c_proj: self.attn.c_proj.into_map(f),
-            },
+            attn: self.attn.into_map(f),
             ln_2: self.ln_2.into_map(f),
-            mlp: Mlp {
-                c_fc: self.mlp.c_fc.into_map(f),
-                c_proj: self.mlp.c_proj.into_map(f),
-            },
+            mlp: self.mlp.into_map(f),
         }
     }
 
     fn as_ref(&self) -> Block<&P> {
         Block {
             ln_1: self.ln_1.as_ref(),
-            attn: CausalSelfAttention {
-                c_attn: self.attn.c_attn.as_ref(),
-                c_proj: self.attn.c_proj.as_ref(),
-            },
+            attn: self.attn.as_ref(),
             ln_2: self.ln_2.as_ref(),
-            mlp: Mlp {
-                c_fc: self.mlp.c_fc.as_ref(),
-                c_proj: self.mlp.c_proj.as_ref(),
-            },
+            mlp: self.mlp.as_ref(),
         }
     }
 
     fn as_mut(&mut self) -> Block<&mut P> {
         Block {
             ln_1: self.ln_1.as_mut(),
-            attn: CausalSelfAttention {
-                c_attn: self.attn.c_attn.as_mut(),
-                c_proj: self.attn.c_proj.as_mut(),
-            },
+            attn: self.attn.as_mut(),
             ln_2: self.ln_2.as_mut(),
-            mlp: Mlp {
-                c_fc: self.mlp.c_fc.as_mut(),
-                c_proj: self.mlp.c_proj.as_mut(),
+            mlp: self.mlp.as_mut(),
+        }
+    }
+}
+
+impl<P> CausalSelfAttention<P> {
+    fn into_map<Q>(self, f: &mut impl FnMut(P) -> Q) -> CausalSelfAttention<Q> {
+        CausalSelfAttention {
+            qkv: self.qkv.into_map(f),
+            q_norm: self.q_norm.map(|n| n.into_map(f)),
+            k_norm: self.k_norm.map(|n| n.into_map(f)),
+            c_proj: self.c_proj.into_map(f),
+        }
+    }
+
+    fn as_ref(&self) -> CausalSelfAttention<&P> {
+        CausalSelfAttention {
+            qkv: self.qkv.as_ref(),
+            q_norm: self.q_norm.as_ref().map(Norm::as_ref),
+            k_norm: self.k_norm.as_ref().map(Norm::as_ref),
+            c_proj: self.c_proj.as_ref(),
+        }
+    }
+
+    fn as_mut(&mut self) -> CausalSelfAttention<&mut P> {
+        CausalSelfAttention {
+            qkv: self.qkv.as_mut(),
+            q_norm: self.q_norm.as_mut().map(Norm::as_mut),
+            k_norm: self.k_norm.as_mut().map(Norm::as_mut),
+            c_proj: self.c_proj.as_mut(),
+        }
+    }
+}
+
+impl<P> Qkv<P> {
+    fn into_map<Q>(self, f: &mut impl FnMut(P) -> Q) -> Qkv<Q> {
+        match self {
+            Qkv::Fused(c_attn) => Qkv::Fused(c_attn.into_map(f)),
+            Qkv::Split { q, k, v } => Qkv::Split {
+                q: q.into_map(f),
+                k: k.into_map(f),
+                v: v.into_map(f),
             },
+        }
+    }
+
+    fn as_ref(&self) -> Qkv<&P> {
+        match self {
+            Qkv::Fused(c_attn) => Qkv::Fused(c_attn.as_ref()),
+            Qkv::Split { q, k, v } => Qkv::Split {
+                q: q.as_ref(),
+                k: k.as_ref(),
+                v: v.as_ref(),
+            },
+        }
+    }
+
+    fn as_mut(&mut self) -> Qkv<&mut P> {
+        match self {
+            Qkv::Fused(c_attn) => Qkv::Fused(c_attn.as_mut()),
+            Qkv::Split { q, k, v } => Qkv::Split {
+                q: q.as_mut(),
+                k: k.as_mut(),
+                v: v.as_mut(),
+            },
+        }
+    }
+}
+
+impl<P> Mlp<P> {
+    fn into_map<Q>(self, f: &mut impl FnMut(P) -> Q) -> Mlp<Q> {
+        Mlp {
+            gate: self.gate.map(|g| g.into_map(f)),
+            c_fc: self.c_fc.into_map(f),
+            c_proj: self.c_proj.into_map(f),
+        }
+    }
+
+    fn as_ref(&self) -> Mlp<&P> {
+        Mlp {
+            gate: self.gate.as_ref().map(Linear::as_ref),
+            c_fc: self.c_fc.as_ref(),
+            c_proj: self.c_proj.as_ref(),
+        }
+    }
+
+    fn as_mut(&mut self) -> Mlp<&mut P> {
+        Mlp {
+            gate: self.gate.as_mut().map(Linear::as_mut),
+            c_fc: self.c_fc.as_mut(),
+            c_proj: self.c_proj.as_mut(),
         }
     }
 }
@@ -373,23 +551,23 @@ impl<P> Linear<P> {
     }
 }
 
-impl<P> LayerNorm<P> {
-    fn into_map<Q>(self, f: &mut impl FnMut(P) -> Q) -> LayerNorm<Q> {
-        LayerNorm {
+impl<P> Norm<P> {
+    fn into_map<Q>(self, f: &mut impl FnMut(P) -> Q) -> Norm<Q> {
+        Norm {
             weight: f(self.weight),
             bias: self.bias.map(f),
         }
     }
 
-    fn as_ref(&self) -> LayerNorm<&P> {
-        LayerNorm {
+    fn as_ref(&self) -> Norm<&P> {
+        Norm {
             weight: &self.weight,
             bias: self.bias.as_ref(),
         }
     }
 
-    fn as_mut(&mut self) -> LayerNorm<&mut P> {
-        LayerNorm {
+    fn as_mut(&mut self) -> Norm<&mut P> {
+        Norm {
             weight: &mut self.weight,
             bias: self.bias.as_mut(),
         }
@@ -408,6 +586,7 @@ mod tests {
             n_head: 1,
             n_embd: 2,
             bias,
+            llama: None,
         }
     }
 

@@ -17,6 +17,7 @@ fn config() -> ModelConfig {
         n_head: 2,
         n_embd: 8,
         bias: true,
+        llama: None,
     }
 }
 

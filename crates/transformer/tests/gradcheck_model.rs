@@ -1,5 +1,8 @@
-//! Whole-model gradient check in f64: the SFT loss of a tiny GPT against
-//! central finite differences, every entry of every parameter tensor.
+//! Whole-model gradient check in f64: the SFT loss of a tiny decoder against
+//! central finite differences, every entry of every parameter tensor: GPT-2
+//! with and without biases, and each Llama-family variant (grouped-query
+//! attention with `llama3` rope scaling and an untied head; Qwen2's q/k/v
+//! biases; Qwen3's q/k norms with a head size other than C / NH).
 
 use autograd::gradcheck::{gradcheck_with, GradcheckOptions};
 use transformer::{gradcheck_params, Model, ModelConfig, ModelParams};
@@ -8,7 +11,7 @@ mod oracle;
 use oracle::{sft_loss, SftBatch};
 
 fn check(config: ModelConfig) {
-    let model = Model::<f64>::new(config, 0);
+    let model = Model::<f64>::new(config.clone(), 0);
     let batch = SftBatch::from_sequences(&[
         (vec![1, 2, 3], vec![4, 5, 6, 7]),
         (vec![], vec![9, 10, 0, 3, 2]),
@@ -38,6 +41,7 @@ fn sft_loss_gradients_of_every_parameter() {
         n_head: 2,
         n_embd: 8,
         bias: true,
+        llama: None,
     });
 }
 
@@ -50,5 +54,38 @@ fn sft_loss_gradients_without_biases() {
         n_head: 4,
         n_embd: 8,
         bias: false,
+        llama: None,
     });
+}
+
+/// A Llama-family preset shrunk to gradcheck size: V 11, C 6, 4 query heads
+/// and 2 key/value heads of 4 (6 for Qwen3), an MLP 10 wide, 2 layers.
+fn shrunk(preset: &str) -> ModelConfig {
+    let mut config = ModelConfig::preset(preset).unwrap();
+    config.vocab_size = 11;
+    config.block_size = 8;
+    config.n_embd = 6;
+    let llama = config.llama.as_mut().unwrap();
+    llama.head_dim = if preset == "qwen3-tiny" { 6 } else { 4 };
+    llama.intermediate_size = 10;
+    if let Some(scaling) = &mut llama.rope.llama3 {
+        // positions 0..7 turn the low frequencies far enough to matter
+        scaling.original_max_position_embeddings = 4;
+    }
+    config
+}
+
+#[test]
+fn llama_gradients_of_every_parameter() {
+    check(shrunk("llama-tiny"));
+}
+
+#[test]
+fn qwen2_gradients_of_every_parameter() {
+    check(shrunk("qwen2-tiny"));
+}
+
+#[test]
+fn qwen3_gradients_of_every_parameter() {
+    check(shrunk("qwen3-tiny"));
 }

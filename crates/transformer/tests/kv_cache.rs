@@ -17,6 +17,7 @@ fn odd_config(bias: bool) -> ModelConfig {
         n_head: 3,
         n_embd: 15,
         bias,
+        llama: None,
     }
 }
 

@@ -18,7 +18,7 @@
 //! | [`rmsnorm`] | `rmsnorm_forward/backward` | `rms_norm` |
 //! | [`rope`] | `rope_forward/backward`: rotary embeddings, rotate-half layout | `rope` |
 //! | [`swiglu`] | `swiglu_forward/backward`, branch-free `silu` | `swiglu`, `silu` |
-//! | [`attention`] | causal multi-head attention three ways, to read in order: [`attention::plain`] (scalar loops, the definition), [`attention::blocked`] (GEMMs over row blocks, optionally a key gap per sequence), [`attention::cached`] (generation, forward only) | `plain_causal_attention`; `causal_attention`, `segment_attention`; `transformer::KvCache` |
+//! | [`attention`] | causal attention (multi-head or grouped-query heads) three ways, to read in order: [`attention::plain`] (scalar loops, the definition), [`attention::blocked`] (GEMMs over row blocks, optionally a key gap per sequence), [`attention::cached`] (generation, forward only) | `plain_causal_attention`; `causal_attention`, `segment_attention`; `transformer::KvCache` |
 //! | [`embedding`] | `embedding_forward/backward` (gather, scatter-add) | `embedding` |
 //! | [`logprobs`] | `logprobs_forward/backward`: log-softmax and the target's gather, one row at a time; [`IGNORE_INDEX`](logprobs::IGNORE_INDEX) | `sequence_logprobs`, `cross_entropy` |
 //! | [`lm_head_logprobs`] | the same with the LM head (`h @ wte^T`) fused in, one vocabulary chunk at a time | `lm_head_logprobs` |

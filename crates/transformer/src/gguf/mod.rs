@@ -11,6 +11,7 @@
 //! [`GgufError`] line naming the file.
 
 pub mod hf_names;
+pub mod model;
 pub mod quants;
 pub mod reader;
 pub mod tokenizer;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+pub use model::{is_gguf, load_model, GgufModel, CHAT_TEMPLATE_FILE};
 pub use hf_names::{hf_config, hf_tensor_name, reverse_permute, SUPPORTED_ARCHS};
 pub use quants::{dequantize, GgmlType};
 pub use reader::{GgufFile, MetaValue, TensorInfo};

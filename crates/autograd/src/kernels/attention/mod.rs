@@ -49,7 +49,8 @@
 //! att[t] = softmax(preatt[t, ..=t]), 0 after       dpreatt[t, t2] = att[t, t2] (datt[t, t2] - sum_t3 att[t, t3] datt[t, t3])
 //! out[t] = sum_t2 att[t, t2] v_g[t2]               datt[t, t2] = dout[t] . v_g[t2],  dv_g[t2] += att[t, t2] dout[t]
 //! ```
-//! i.e. `dk[g] = sum over h in g*G..(g+1)*G of dk_h`, the same for `dv[g]`.
+//! so `dk[g]` and `dv[g]` collect the `+=` lines of all the G query heads
+//! `h = g*G .. (g+1)*G` of kv head `g`.
 //! The forward saves `att: (B, NH, T, T)`, all the backward needs besides
 //! `qkv`.
 

@@ -1,8 +1,11 @@
-//! Hugging Face GPT-2 checkpoints (`GPT2LMHeadModel.save_pretrained`), read
-//! as they are and written so that transformers reads them back.
+//! Hugging Face checkpoints (`save_pretrained` of `GPT2LMHeadModel`,
+//! `LlamaForCausalLM`, `Qwen2ForCausalLM`, `Qwen3ForCausalLM`), read as they
+//! are and written so that transformers reads them back.
 //!
-//! The model is the same as nanoGPT's (docs/spec.md section 1); only the
-//! files differ:
+//! The Llama family's tensors have the names and layouts of the model's own
+//! parameters ([`crate::params`]); its `config.json` is [`llama`]'s. A GPT-2
+//! model is the same as nanoGPT's (docs/spec.md section 1); only the files
+//! differ:
 //!
 //! | | nanoGPT (`checkpoint.rs`) | Hugging Face (this file) |
 //! |---|---|---|
@@ -30,13 +33,15 @@ use crate::checkpoint::{
     read_bounded, CheckpointError, CONFIG_FILE, LM_HEAD, MAX_CONFIG_BYTES, MAX_HEADER_BYTES,
     WEIGHTS_FILE,
 };
-use crate::config::ModelConfig;
+use crate::config::{LlamaType, ModelConfig};
 use crate::model::Model;
 use crate::params::param_specs;
 
+pub mod llama;
+
 /// The index of a sharded checkpoint: `{"weight_map": {tensor: shard file}}`.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
-/// The one `model_type` this crate implements.
+/// The `model_type` of GPT-2 (the Llama family's are [`crate::config::LlamaType`]'s).
 pub const MODEL_TYPE: &str = "gpt2";
 /// The LayerNorm epsilon the model implements (GPT-2's).
 pub const LAYER_NORM_EPSILON: f64 = 1e-5;
@@ -113,8 +118,8 @@ pub fn model_type(bytes: &[u8], path: &Path) -> Result<Option<String>, Checkpoin
     }
 }
 
-/// Parses a transformers GPT-2 `config.json` into the model's config,
-/// refusing whatever the model does not implement.
+/// Parses a transformers `config.json` (GPT-2 or the Llama family) into the
+/// model's config, refusing whatever the model does not implement.
 pub fn parse_hf_config(bytes: &[u8], path: &Path) -> Result<ModelConfig, CheckpointError> {
     let config_error = |message: String| CheckpointError::Config {
         path: path.to_path_buf(),
@@ -123,9 +128,14 @@ pub fn parse_hf_config(bytes: &[u8], path: &Path) -> Result<ModelConfig, Checkpo
     match model_type(bytes, path)?.as_deref() {
         Some(MODEL_TYPE) => {}
         Some(other) => {
-            return Err(config_error(format!(
-                "model_type {other:?} is not supported (only {MODEL_TYPE:?}, and nanoGPT configs)"
-            )))
+            let Some(family) = LlamaType::from_name(other) else {
+                return Err(config_error(format!(
+                    "model_type {other:?} is not supported (only {MODEL_TYPE:?}, \"llama\", \"qwen2\", \"qwen3\", and nanoGPT configs)"
+                )));
+            };
+            let value: Value =
+                serde_json::from_slice(bytes).map_err(|e| config_error(e.to_string()))?;
+            return llama::parse(&value, family).map_err(config_error);
         }
         None => return Err(config_error("no model_type".into())),
     }
@@ -172,6 +182,7 @@ pub fn parse_hf_config(bytes: &[u8], path: &Path) -> Result<ModelConfig, Checkpo
         n_head: hf.n_head,
         n_embd: hf.n_embd,
         bias: true,
+        llama: None,
     };
     config.validate().map_err(config_error)?;
     Ok(config)
@@ -185,6 +196,10 @@ pub const GPT2_EOS_ID: usize = 50256;
 /// GPT-2's 50256 where the vocabulary has it, else null (the tokenizer files
 /// name the EOS). Only configs with biases have a GPT-2 form.
 pub fn hf_config_json(config: &ModelConfig) -> Result<String, String> {
+    if config.llama.is_some() {
+        let value = llama::config_json(config);
+        return Ok(serde_json::to_string_pretty(&value).unwrap() + "\n");
+    }
     if !config.bias {
         return Err("a model without biases has no Hugging Face GPT-2 form".into());
     }
@@ -225,14 +240,18 @@ fn is_conv1d_weight(name: &str) -> bool {
     .any(|suffix| name.ends_with(suffix))
 }
 
-/// Whether `name` is one of the attention-mask buffers older transformers saved.
-fn is_mask_buffer(name: &str) -> bool {
-    name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias")
+/// Whether `name` is one of the buffers older transformers saved: GPT-2's
+/// attention masks, Llama's rotary `inv_freq` (both computed, not learned).
+fn is_buffer(name: &str) -> bool {
+    name.ends_with(".attn.bias")
+        || name.ends_with(".attn.masked_bias")
+        || name.ends_with(".rotary_emb.inv_freq")
 }
 
-/// The name in nanoGPT's form (`transformer.` prefix) of a file's tensor name.
+/// The name in the model's form of a file's tensor name: GPT-2's in
+/// nanoGPT's (`transformer.` prefix); the Llama family's are the same.
 fn canonical_name(name: &str) -> String {
-    if name.starts_with("transformer.") || name == LM_HEAD {
+    if name.starts_with("transformer.") || name.starts_with("model.") || name == LM_HEAD {
         name.to_string()
     } else {
         format!("transformer.{name}")
@@ -347,7 +366,7 @@ pub fn load_hf(dir: &Path) -> Result<Model<f32>, CheckpointError> {
                 name: name.clone(),
                 message,
             };
-            if is_mask_buffer(&name) {
+            if is_buffer(&name) {
                 continue;
             }
             let data = to_f32(view.dtype(), view.data()).ok_or_else(|| {
