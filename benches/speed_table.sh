@@ -42,7 +42,7 @@
 #                      (memory-bound), torch makes two more full-size tensors.
 #   SFT GPT-2 bf16     sft_vs_torch.sh with PRECISION=bf16: `dpo sft --precision
 #                      bf16` vs the same torch step under torch.autocast bf16.
-#   DPO GPT-2 vs TRL   dpo_vs_trl_gpt2.py --precompute on: `dpo train` (f32, and
+#   DPO GPT-2 vs TRL   dpo_vs_trl.py --precompute on: `dpo train` (f32, and
 #                      --precision bf16) vs TRL's DPOTrainer (f32) on a random GPT-2
 #                      124M `save_pretrained` directory, 4 pairs of 128 + 128
 #                      tokens. The reference's forward is OUTSIDE the timed step
@@ -99,7 +99,7 @@ section "log-probs kernel against PyTorch" \
 section "GPT-2 SFT step, bf16 against torch.autocast" \
   benches/sft_vs_torch.sh "$PY" gpt2 "$THREADS" "$SFT_ROUNDS" bf16 "$SFT_STEPS"
 section "GPT-2 DPO step against TRL" \
-  "${TORCH_ENV[@]}" "$PY" benches/dpo_vs_trl_gpt2.py target/release/dpo --steps "$TRL_STEPS" \
+  "${TORCH_ENV[@]}" "$PY" benches/dpo_vs_trl.py target/release/dpo --steps "$TRL_STEPS" \
   --threads "$(echo $THREADS | tr ' ' ',')" --precompute on --bf16
 echo "# $(( ($(date +%s) - START) / 60 )) min: done" >&2
 
