@@ -14,7 +14,8 @@ so the tensors are transformers' `LlamaForCausalLM` ones. A model loaded from a 
 which saves normally. OUT gets:
 
   config.json, generation_config.json   LlamaConfig (30 layers, 576 wide, 9 heads / 3 kv heads,
-                                         49152 ids, tied embeddings, rope theta 1e5), dtype float32
+                                         49152 ids, tied embeddings, rope theta 1e5, also as the
+                                         top-level `rope_theta` of the hub's files), dtype float32
   model.safetensors                     float32, 134.5M params (the tied lm_head stored once)
   tokenizer.json, tokenizer_config.json, chat_template.jinja (the ChatML template of the GGUF)
 
@@ -36,6 +37,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def default_dir():
     """The directory the SmolLM2 benches use when given none: next to scripts/fetch_smollm2.sh's GGUF."""
     return os.path.join(os.environ.get("DPO_CACHE") or os.path.expanduser("~/.cache/dpo-rs"), "smollm2-f32")
+
+
+def add_rope_theta(path):
+    """transformers 5 writes the rope base only inside `rope_parameters`; the hub's config.json of
+    SmolLM2 (and of Qwen2.5, Llama 3) has it at the top level as `rope_theta`: both, so that the
+    directory reads like a downloaded one (transformers 5 reads it back the same)."""
+    import json
+    with open(path) as f:
+        config = json.load(f)
+    config["rope_theta"] = config["rope_parameters"]["rope_theta"]
+    with open(path, "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write("\n")
 
 
 def main():
@@ -67,6 +81,7 @@ def main():
     model.tie_weights()
     model.generation_config = loaded.generation_config
     model.save_pretrained(args.out)
+    add_rope_theta(os.path.join(args.out, "config.json"))
     tok.save_pretrained(args.out)
     n = sum(p.numel() for p in model.parameters())
     print(f"SmolLM2-135M-Instruct: {n / 1e6:.1f}M params, float32, from {gguf}", file=sys.stderr)
