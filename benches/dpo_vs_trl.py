@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """dpo_vs_trl.py [DPO_BINARY] [--model gpt2-random|smollm2] [--steps N] [--threads 1,2] [--rounds R]
                  [--bf16] [--trl-bf16] [--precompute off|on|both] [--fresh-rows on|off] [--sides dpo,trl]
+                 [--model-dir DIR] [--dpo-model PATH]
 -- one DPO step, `dpo` vs TRL, on a random GPT-2 124M or on the real SmolLM2-135M-Instruct.
 
 The batch is 4 pairs of 128 prompt + 128 response tokens (random ids, `_ids` rows, so no
@@ -16,7 +17,8 @@ section 2.1), and the same directory is TRL's policy and reference.
 heads, 49152 ids, tied embeddings; 134.5M params), the float32 HF directory that
 benches/torch/smollm2_dir.py writes from the GGUF of scripts/fetch_smollm2.sh (into
 $DPO_CACHE/smollm2-f32 once, or --model-dir DIR). `dpo` and TRL read the same directory, so both
-sides start from the same float32 weights.
+sides start from the same float32 weights; --dpo-model PATH gives `dpo` another copy of them, such
+as the GGUF file itself (the same Q4_1 weights, dequantized by `dpo`).
 
   - `dpo train --policy DIR --ref DIR`: the reference log-probs of a batch are computed the first
     time the batch is seen and cached (docs/dpo.md section 10); the step time is `step_ms` of its
@@ -53,6 +55,11 @@ of benches/requirements.txt in this Python. --sides trl skips `dpo` (a check of 
 Run:  VENV/bin/python benches/dpo_vs_trl.py target/release/dpo --steps 4 --bf16
       VENV/bin/python benches/dpo_vs_trl.py target/release/dpo --model smollm2 --steps 3 --bf16 --trl-bf16
       VENV/bin/python benches/dpo_vs_trl.py --model smollm2 --steps 1 --threads 2 --sides trl --trl-bf16
+
+SmolLM2: not measured yet (`dpo` reads Llama checkpoints from the work now under way). The
+Python side was checked with --steps 1 --threads 2 --sides trl --trl-bf16 on a 2-core machine
+busy with builds (load average 8): it runs, and one SmolLM2 step of TRL (step 1, not a
+steady-state step, on a busy machine: no measurement) took 177 s f32 and 167 s bf16.
 
 GPT-2 runs (as dpo_vs_trl_gpt2.py, the same work):
 Two runs on a 2-core AMD EPYC (torch 2.15.0, transformers 5.24.0, trl 1.16.0), ms per step.
@@ -199,6 +206,8 @@ def main():
     parser.add_argument("binary", nargs="?", default="target/release/dpo")
     parser.add_argument("--model", choices=["gpt2-random", "smollm2"], default="gpt2-random")
     parser.add_argument("--model-dir", help="smollm2: the float32 directory (default: smollm2_dir.py's)")
+    parser.add_argument("--dpo-model", help="what `dpo train` reads as policy and reference (default: the "
+                                            "directory TRL reads), e.g. SmolLM2's GGUF file")
     parser.add_argument("--steps", type=int, default=4, help="steps of each run, the first not timed")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--rounds", type=int, default=1, help="times the runs alternate (default 1)")
@@ -222,11 +231,12 @@ def main():
     import trl
     with tempfile.TemporaryDirectory() as root:
         model_dir, vocab = make_model(a.model, root, a.model_dir)
+        dpo_model = a.dpo_model or model_dir
         data = make_data(root, vocab, PAIRS * a.steps if fresh else PAIRS)
         results = {"model": ("SmolLM2-135M-Instruct, float32 from the GGUF" if smollm2
                              else "GPT-2 124M shaped, random weights"),
                    "pairs": PAIRS, "tokens": f"{PROMPT_TOKENS}+{RESPONSE_TOKENS}", "steps": a.steps,
-                   "rounds": a.rounds, "fresh_rows": fresh,
+                   "rounds": a.rounds, "fresh_rows": fresh, "dpo_model": dpo_model,
                    "reference_forward_in_timed_step": {"dpo": fresh, "trl_precompute_off": True,
                                                        "trl_precompute_on": False},
                    "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
@@ -246,7 +256,7 @@ def main():
                     + ([k for k in trl_runs if k[2]] if "trl" in sides else [])
                 for key, *how in order:
                     if key.startswith("dpo"):
-                        r = time_dpo(a.binary, model_dir, data, threads, a.steps, root, how[0])
+                        r = time_dpo(a.binary, dpo_model, data, threads, a.steps, root, how[0])
                     else:
                         r = time_trl(model_dir, data, threads, a.steps, how[0] == "on", root, how[1])
                     runs.setdefault(key, []).append(r)

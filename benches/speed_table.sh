@@ -11,14 +11,15 @@
 #   python3 -m venv /work/venv-bench && /work/venv-bench/bin/pip install -r benches/requirements.txt
 #   benches/speed_table.sh /work/venv-bench/bin/python              # the table
 #   benches/speed_table.sh /work/venv-bench/bin/python "1 2" quick  # a check that it all runs
+#   SMOLLM2=off benches/speed_table.sh /work/venv-bench/bin/python  # without the SmolLM2 rows
 #
 # quick: one round, 2 timed steps (1 against TRL); its numbers are noisier and
 # only a check. The SmolLM2 rows are the slowest (TRL's SmolLM2 step is tens of
 # seconds); SMOLLM2=off leaves them out (they print n/a). The wall times are in the README's speed section.
 #
 # Times are of steady-state steps: every run drops its first 2 steps (1 in the
-# TRL row), which warm the allocator and touch the buffers for the first time,
-# on both sides. Two tables: the median (over rounds, of each run's median
+# TRL rows), which warm the allocator and touch the buffers for the first time,
+# on both sides (the generation row takes the load and prefill out instead). Two tables: the median (over rounds, of each run's median
 # step) and the fastest step of all rounds, on each side; other jobs on the
 # machine only ever slow a step down, so on a busy machine the fastest steps
 # compare better. Ratio = baseline time / `dpo` time.
