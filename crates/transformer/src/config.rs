@@ -329,7 +329,11 @@ impl ModelConfig {
         let llama = LlamaConfig {
             model_type,
             n_kv_head: 2,
-            head_dim: if model_type == LlamaType::Qwen3 { 12 } else { 8 },
+            head_dim: if model_type == LlamaType::Qwen3 {
+                12
+            } else {
+                8
+            },
             intermediate_size: 88,
             rms_norm_eps: 1e-6,
             rope: RopeConfig {

@@ -85,7 +85,13 @@ impl<T: Float> Norm<Var<T>> {
     }
 
     /// The norm of each head of x: (..., H hd) with a weight of (hd) (Qwen3's q/k norm).
-    fn forward_per_head(&self, tape: &Tape<T>, x: &Var<T>, kind: NormKind, head_dim: usize) -> Var<T> {
+    fn forward_per_head(
+        &self,
+        tape: &Tape<T>,
+        x: &Var<T>,
+        kind: NormKind,
+        head_dim: usize,
+    ) -> Var<T> {
         let shape = x.shape().to_vec();
         let rows = shape.iter().product::<usize>() / head_dim;
         let heads = tape.reshape(x, &[rows, head_dim]); // (N H, hd)
@@ -204,7 +210,10 @@ impl<T: Float> Block<Var<T>> {
         let normed = ln_1.forward(tape, x, context.norm);
         let x = tape.add(x, &attn.forward(tape, &normed, context, mode));
         drop(normed);
-        tape.add(&x, &mlp.forward(tape, &ln_2.forward(tape, &x, context.norm)))
+        tape.add(
+            &x,
+            &mlp.forward(tape, &ln_2.forward(tape, &x, context.norm)),
+        )
     }
 }
 
@@ -622,7 +631,8 @@ impl<T: Float> Model<T> {
     pub fn cast<U: Float>(&self) -> Model<U> {
         Model::from_params(
             self.config.clone(),
-            self.params.map(|p| Arc::new(p.mapv(|x| U::cast(x.as_f64())))),
+            self.params
+                .map(|p| Arc::new(p.mapv(|x| U::cast(x.as_f64())))),
         )
     }
 

@@ -232,8 +232,9 @@ impl ModelParams<ParamSpec> {
         let (v, c, i) = (config.vocab_size, config.n_embd, llama.intermediate_size);
         let heads = config.attention_heads();
         let (q_width, kv_width) = (heads.q_width(), heads.kv_width());
-        let linear =
-            |name: String, out: usize, inp: usize, bias: bool| linear_spec(name, out, inp, INIT_STD, bias);
+        let linear = |name: String, out: usize, inp: usize, bias: bool| {
+            linear_spec(name, out, inp, INIT_STD, bias)
+        };
         let rms_norm = |name: String, size: usize| norm_spec(name, size, false);
         ModelParams {
             wte: spec("model.embed_tokens.weight", vec![v, c], NORMAL),
@@ -268,7 +269,8 @@ impl ModelParams<ParamSpec> {
                 })
                 .collect(),
             ln_f: rms_norm("model.norm".into(), c),
-            lm_head: (!llama.tie_word_embeddings).then(|| spec("lm_head.weight", vec![v, c], NORMAL)),
+            lm_head: (!llama.tie_word_embeddings)
+                .then(|| spec("lm_head.weight", vec![v, c], NORMAL)),
         }
     }
 }
@@ -286,7 +288,11 @@ fn spec(name: impl Into<String>, shape: Vec<usize>, init: Init) -> ParamSpec {
 /// `{name}.weight` (OUT, IN) drawn from N(0, std^2), and `{name}.bias` (OUT) of zeros when `bias`.
 fn linear_spec(name: String, out: usize, inp: usize, std: f64, bias: bool) -> Linear<ParamSpec> {
     Linear {
-        weight: spec(format!("{name}.weight"), vec![out, inp], Init::Normal { std }),
+        weight: spec(
+            format!("{name}.weight"),
+            vec![out, inp],
+            Init::Normal { std },
+        ),
         bias: bias.then(|| spec(format!("{name}.bias"), vec![out], Init::Zeros)),
     }
 }

@@ -33,7 +33,9 @@ const MODELS: [&str; 7] = [
 ];
 
 fn golden_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/llama").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/golden/llama")
+        .join(name)
 }
 
 fn golden(name: &str) -> Value {
@@ -68,7 +70,11 @@ fn logits<T: Float>(model: &Model<T>, ids: &[usize]) -> Vec<f64> {
 /// max |a - b| / max(max |b|, 1)
 fn relative_error(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
-    let err = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    let err = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
     err / b.iter().map(|y| y.abs()).fold(1.0, f64::max)
 }
 
@@ -101,8 +107,14 @@ fn logits_and_logprobs_equal_transformers() {
                 relative_error(&ours32, &expected),
                 relative_error(&ours64, &expected),
             );
-            assert!(err32 < 1e-5, "{name} sequence {s}: f32 logits off by {err32:e}");
-            assert!(err64 < 1e-6, "{name} sequence {s}: f64 logits off by {err64:e}");
+            assert!(
+                err32 < 1e-5,
+                "{name} sequence {s}: f32 logits off by {err32:e}"
+            );
+            assert!(
+                err64 < 1e-6,
+                "{name} sequence {s}: f64 logits off by {err64:e}"
+            );
             let sum = logprob_sum(&ours64, &ids, vocab);
             let expected_sum = golden["logprob_sums"][s].as_f64().unwrap();
             assert!(
@@ -150,8 +162,14 @@ fn greedy_generation_equals_transformers() {
         let golden = golden(name);
         let model = Model::<f32>::load(&golden_dir(name)).unwrap();
         let greedy = &golden["greedy"];
-        let prompt: Vec<u32> = ids_of(&greedy["prompt_ids"]).iter().map(|&i| i as u32).collect();
-        let expected: Vec<u32> = ids_of(&greedy["new_ids"]).iter().map(|&i| i as u32).collect();
+        let prompt: Vec<u32> = ids_of(&greedy["prompt_ids"])
+            .iter()
+            .map(|&i| i as u32)
+            .collect();
+        let expected: Vec<u32> = ids_of(&greedy["new_ids"])
+            .iter()
+            .map(|&i| i as u32)
+            .collect();
         let ours = generate(&model, &prompt, expected.len(), SamplingOptions::greedy()).unwrap();
         assert_eq!(ours, expected, "{name}");
     }

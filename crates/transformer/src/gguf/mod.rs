@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-pub use model::{is_gguf, load_model, GgufModel, CHAT_TEMPLATE_FILE};
 pub use hf_names::{hf_config, hf_tensor_name, reverse_permute, SUPPORTED_ARCHS};
+pub use model::{is_gguf, load_model, GgufModel, CHAT_TEMPLATE_FILE};
 pub use quants::{dequantize, GgmlType};
 pub use reader::{GgufFile, MetaValue, TensorInfo};
 pub use tokenizer::{build_tokenizer, tokenizer_info, tokenizer_json, GgufTokenizerInfo};

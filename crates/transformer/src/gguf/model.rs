@@ -47,10 +47,10 @@ fn from_gguf(error: GgufError, path: &Path) -> CheckpointError {
         path: path.to_path_buf(),
         message: match error {
             GgufError::Io { error, .. } => error.to_string(),
-            other => other.to_string().split_once(": ").map_or_else(
-                || other.to_string(),
-                |(_, message)| message.to_string(),
-            ),
+            other => other
+                .to_string()
+                .split_once(": ")
+                .map_or_else(|| other.to_string(), |(_, message)| message.to_string()),
         },
     }
 }
@@ -68,8 +68,7 @@ pub fn load_model(path: &Path) -> Result<GgufModel, CheckpointError> {
     let model_type = checkpoint.config["model_type"].as_str().unwrap_or_default();
     let family = LlamaType::from_name(model_type)
         .ok_or_else(|| config_error(format!("model_type {model_type:?} is not supported")))?;
-    let mut config =
-        crate::hf::llama::parse(&checkpoint.config, family).map_err(config_error)?;
+    let mut config = crate::hf::llama::parse(&checkpoint.config, family).map_err(config_error)?;
     let llama = config.llama.as_mut().unwrap();
     if llama.special.eos.is_empty() {
         llama.special.eos.extend(checkpoint.eos_id);
@@ -99,12 +98,18 @@ pub fn load_model(path: &Path) -> Result<GgufModel, CheckpointError> {
                 format!("shape {file_shape:?}, expected {shape:?}"),
             ));
         }
-        params.push((name, ndarray::ArrayD::from_shape_vec(shape, values).unwrap()));
+        params.push((
+            name,
+            ndarray::ArrayD::from_shape_vec(shape, values).unwrap(),
+        ));
     }
     if let Some(name) = tensors.keys().min() {
         return Err(tensor_error(
             name,
-            format!("unexpected tensor for this config ({} of them)", tensors.len()),
+            format!(
+                "unexpected tensor for this config ({} of them)",
+                tensors.len()
+            ),
         ));
     }
     let model = Model::from_named(config, params);

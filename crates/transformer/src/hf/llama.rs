@@ -10,7 +10,9 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::config::{Llama3Scaling, LlamaConfig, LlamaType, ModelConfig, RopeConfig, SpecialTokens};
+use crate::config::{
+    Llama3Scaling, LlamaConfig, LlamaType, ModelConfig, RopeConfig, SpecialTokens,
+};
 
 /// The `ModelConfig` of a Llama-family `config.json` (`value`, of `model_type`).
 pub fn parse(value: &Value, model_type: LlamaType) -> Result<ModelConfig, String> {
@@ -27,13 +29,17 @@ pub fn parse(value: &Value, model_type: LlamaType) -> Result<ModelConfig, String
     };
     let float = |key: &str, default: f64| -> Result<f64, String> {
         match get(key) {
-            Some(v) => v.as_f64().ok_or_else(|| format!("{key} {v} is not a number")),
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| format!("{key} {v} is not a number")),
             None => Ok(default),
         }
     };
     let flag = |key: &str, default: bool| -> Result<bool, String> {
         match get(key) {
-            Some(v) => v.as_bool().ok_or_else(|| format!("{key} {v} is not a boolean")),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| format!("{key} {v} is not a boolean")),
             None => Ok(default),
         }
     };
@@ -158,8 +164,7 @@ fn rope(object: &Map<String, Value>) -> Result<RopeConfig, String> {
             factor: number("factor")?,
             low_freq_factor: number("low_freq_factor")?,
             high_freq_factor: number("high_freq_factor")?,
-            original_max_position_embeddings: number("original_max_position_embeddings")?
-                as usize,
+            original_max_position_embeddings: number("original_max_position_embeddings")? as usize,
         }),
         other => {
             return Err(format!(
@@ -274,7 +279,10 @@ mod tests {
         let llama = config.llama.unwrap();
         assert_eq!((llama.n_kv_head, llama.head_dim), (2, 4));
         assert_eq!(llama.rope.theta, 500000.0);
-        assert_eq!(llama.rope.llama3.unwrap().original_max_position_embeddings, 8192);
+        assert_eq!(
+            llama.rope.llama3.unwrap().original_max_position_embeddings,
+            8192
+        );
         assert_eq!(llama.special.eos, vec![3]);
         assert!(!llama.tie_word_embeddings && !llama.qkv_bias && !llama.qk_norm);
         assert_eq!(config.block_size, 2048);
@@ -289,7 +297,11 @@ mod tests {
         for (key, value, expected) in [
             ("hidden_act", json!("gelu"), "hidden_act \"gelu\""),
             ("use_sliding_window", json!(true), "use_sliding_window"),
-            ("rope_parameters", json!({"rope_type": "yarn", "factor": 4.0}), "\"yarn\""),
+            (
+                "rope_parameters",
+                json!({"rope_type": "yarn", "factor": 4.0}),
+                "\"yarn\"",
+            ),
             ("num_key_value_heads", json!(3), "not divisible"),
             ("hidden_size", json!(-1), "hidden_size -1"),
             ("intermediate_size", json!(null), "no intermediate_size"),
@@ -297,7 +309,10 @@ mod tests {
             let mut config = base.clone();
             config[key] = value;
             let err = parse(&config, LlamaType::Qwen2).unwrap_err();
-            assert!(err.contains(expected) && !err.contains('\n'), "{key}: {err}");
+            assert!(
+                err.contains(expected) && !err.contains('\n'),
+                "{key}: {err}"
+            );
         }
     }
 }
