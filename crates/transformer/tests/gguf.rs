@@ -742,7 +742,7 @@ fn smollm2_path() -> PathBuf {
 }
 
 #[test]
-#[ignore = "needs ../shared or the real SmolLM2 GGUF (DPO_SMOLLM2_GGUF): run by .ci/run"]
+#[ignore = "needs the real SmolLM2 GGUF (DPO_SMOLLM2_GGUF): run by .ci/run"]
 fn gguf_smollm2_tokenizer() {
     let checkpoint = read_checkpoint(&smollm2_path()).unwrap();
     let golden = read_json(&golden_dir().join("smollm2_tokenizer.json"));
@@ -795,7 +795,7 @@ fn gguf_smollm2_tokenizer() {
 }
 
 #[test]
-#[ignore = "needs ../shared or the real SmolLM2 GGUF (DPO_SMOLLM2_GGUF): run by .ci/run"]
+#[ignore = "needs the real SmolLM2 GGUF (DPO_SMOLLM2_GGUF): run by .ci/run"]
 fn gguf_smollm2_config_and_tensors() {
     let checkpoint = read_checkpoint(&smollm2_path()).unwrap();
     let golden = read_json(&golden_dir().join("smollm2_tensors.json"));

@@ -71,7 +71,7 @@ fn assert_close(ours: f64, theirs: f64, rtol: f64, what: &str) {
 }
 
 #[test]
-#[ignore = "needs ../shared or the real SmolLM2 GGUF (DPO_SMOLLM2_GGUF): run by .ci/run"]
+#[ignore = "needs the real SmolLM2 GGUF (DPO_SMOLLM2_GGUF): run by .ci/run"]
 fn smollm2_logits_and_logprobs_equal_transformers() {
     let GgufModel { model, .. } = smollm2();
     let golden = golden();
@@ -146,7 +146,7 @@ fn smollm2_logits_and_logprobs_equal_transformers() {
 }
 
 #[test]
-#[ignore = "needs ../shared or the real SmolLM2 GGUF (DPO_SMOLLM2_GGUF): run by .ci/run"]
+#[ignore = "needs the real SmolLM2 GGUF (DPO_SMOLLM2_GGUF): run by .ci/run"]
 fn smollm2_greedy_chat_answers_equal_transformers() {
     let GgufModel {
         model, tokenizer, ..
