@@ -77,6 +77,26 @@ fn shared_layout_positions_gaps_and_targets() {
 
 /// The per-sequence log-probs of both layouts, f32, over rows that cross the
 /// 32-row attention blocks, with a shared row longer than the block size.
+/// `gpt2` and the three Llama-family variants at its sizes (vocabulary,
+/// positions, layers, width): grouped-query heads with llama3 rope scaling
+/// and an untied head, Qwen2's biases, Qwen3's q/k norms.
+fn with_the_llama_family(gpt2: ModelConfig) -> Vec<ModelConfig> {
+    let mut configs = vec![gpt2.clone()];
+    for preset in ["llama-tiny", "qwen2-tiny", "qwen3-tiny"] {
+        let mut config = ModelConfig::preset(preset).unwrap();
+        (config.vocab_size, config.block_size) = (gpt2.vocab_size, gpt2.block_size);
+        (config.n_layer, config.n_embd) = (gpt2.n_layer, gpt2.n_embd);
+        let llama = config.llama.as_mut().unwrap();
+        llama.head_dim = if preset == "qwen3-tiny" { 6 } else { 4 };
+        llama.intermediate_size = 2 * gpt2.n_embd + 2;
+        if let Some(scaling) = &mut llama.rope.llama3 {
+            scaling.original_max_position_embeddings = 4;
+        }
+        configs.push(config);
+    }
+    configs
+}
+
 #[test]
 fn shared_log_probs_equal_the_separate_ones_in_f32() {
     let config = ModelConfig {
@@ -88,31 +108,36 @@ fn shared_log_probs_equal_the_separate_ones_in_f32() {
         bias: true,
         llama: None,
     };
-    let model = Model::<f32>::new(config.clone(), 7);
-    let mut rows = random_rows(7, 30, 17, 50, 1);
-    rows.push(row(&[], &[1, 2], &[3, 4]));
-    rows.push(row(&[4], &[5], &[6]));
-    rows.push(row(
-        &(0..30).collect::<Vec<u32>>(),
-        &(0..18).collect::<Vec<u32>>(),
-        &[9; 18],
-    ));
-    let tape = Tape::<f32>::no_grad();
-    let params = model.bind(&tape);
-    let scores = |layout| {
-        score(
-            &model,
-            &tape,
-            &params,
-            &ScoringBatch::pairs(&rows, layout, false),
-        )
-    };
-    let shared = scores(PairLayout::SharedPrefix).responses;
-    let separate = scores(PairLayout::Separate).responses;
-    assert!(collate_shared_pairs(&rows).seq_len > config.block_size);
-    for (s, u) in shared.value().iter().zip(separate.value().iter()) {
-        let rel = ((s - u) / u).abs();
-        assert!(rel < 1e-6, "shared {s} vs separate {u}: rel {rel:e}");
+    for config in with_the_llama_family(config) {
+        let model = Model::<f32>::new(config.clone(), 7);
+        let mut rows = random_rows(7, 30, 17, 50, 1);
+        rows.push(row(&[], &[1, 2], &[3, 4]));
+        rows.push(row(&[4], &[5], &[6]));
+        rows.push(row(
+            &(0..30).collect::<Vec<u32>>(),
+            &(0..18).collect::<Vec<u32>>(),
+            &[9; 18],
+        ));
+        let tape = Tape::<f32>::no_grad();
+        let params = model.bind(&tape);
+        let scores = |layout| {
+            score(
+                &model,
+                &tape,
+                &params,
+                &ScoringBatch::pairs(&rows, layout, false),
+            )
+        };
+        let shared = scores(PairLayout::SharedPrefix).responses;
+        let separate = scores(PairLayout::Separate).responses;
+        assert!(collate_shared_pairs(&rows).seq_len > config.block_size);
+        for (s, u) in shared.value().iter().zip(separate.value().iter()) {
+            let rel = ((s - u) / u).abs();
+            assert!(
+                rel < 1e-6,
+                "{config:?}: shared {s} vs separate {u}: rel {rel:e}"
+            );
+        }
     }
 }
 
@@ -128,25 +153,27 @@ fn shared_log_probs_without_padding_equal_the_separate_ones() {
         bias: true,
         llama: None,
     };
-    let model = Model::<f64>::new(config.clone(), 3);
-    let rows = [
-        row(&[1, 2], &[3, 4], &[5, 6, 7]),
-        row(&[8], &[9, 10, 11], &[12, 13]),
-    ];
-    let tape = Tape::<f64>::no_grad();
-    let params = model.bind(&tape);
-    let scores = |layout| {
-        score(
-            &model,
-            &tape,
-            &params,
-            &ScoringBatch::pairs(&rows, layout, false),
-        )
-    };
-    let shared = scores(PairLayout::SharedPrefix).responses;
-    let separate = scores(PairLayout::Separate).responses;
-    for (s, u) in shared.value().iter().zip(separate.value().iter()) {
-        assert!((s - u).abs() < 1e-12 * u.abs(), "{s} vs {u}");
+    for config in with_the_llama_family(config) {
+        let model = Model::<f64>::new(config.clone(), 3);
+        let rows = [
+            row(&[1, 2], &[3, 4], &[5, 6, 7]),
+            row(&[8], &[9, 10, 11], &[12, 13]),
+        ];
+        let tape = Tape::<f64>::no_grad();
+        let params = model.bind(&tape);
+        let scores = |layout| {
+            score(
+                &model,
+                &tape,
+                &params,
+                &ScoringBatch::pairs(&rows, layout, false),
+            )
+        };
+        let shared = scores(PairLayout::SharedPrefix).responses;
+        let separate = scores(PairLayout::Separate).responses;
+        for (s, u) in shared.value().iter().zip(separate.value().iter()) {
+            assert!((s - u).abs() < 1e-12 * u.abs(), "{config:?}: {s} vs {u}");
+        }
     }
 }
 
@@ -164,53 +191,55 @@ fn shared_dpo_loss_gradients_of_every_parameter() {
         bias: true,
         llama: None,
     };
-    let model = Model::<f64>::new(config.clone(), 0);
-    // several pairs: an empty prompt, length-1 responses, different lengths
-    let rows = [
-        row(&[1, 2, 3], &[4, 5], &[6, 7, 8, 9]),
-        row(&[], &[10, 11, 12], &[0, 3]),
-        row(&[5, 5], &[1], &[2]),
-    ];
-    let shared = ScoringBatch::pairs(&rows, PairLayout::SharedPrefix, false);
-    let separate = collate_pairs(&rows);
-    let reference: Vec<f64> = (0..6).map(|i| -3.0 - 0.7 * i as f64).collect();
-    let loss = DpoLossConfig::new(LossType::Sigmoid, 0.5, 0.0);
-    let options = GradcheckOptions {
-        max_entries_per_input: 1000,
-        ..Default::default()
-    };
-    let report = gradcheck_with(gradcheck_params(&config, 3), &options, |tape, params| {
-        let params = ModelParams::from_vec(&config, params.to_vec());
-        let logps = score(&model, tape, &params, &shared).responses;
-        dpo_loss(tape, &logps, &reference, &separate.scored_tokens, &loss)
-    });
-    assert_eq!(report.checked, model.num_params());
-    assert!(report.max_error < 1e-6, "{report:?}");
+    for config in with_the_llama_family(config) {
+        let model = Model::<f64>::new(config.clone(), 0);
+        // several pairs: an empty prompt, length-1 responses, different lengths
+        let rows = [
+            row(&[1, 2, 3], &[4, 5], &[6, 7, 8, 9]),
+            row(&[], &[10, 11, 12], &[0, 3]),
+            row(&[5, 5], &[1], &[2]),
+        ];
+        let shared = ScoringBatch::pairs(&rows, PairLayout::SharedPrefix, false);
+        let separate = collate_pairs(&rows);
+        let reference: Vec<f64> = (0..6).map(|i| -3.0 - 0.7 * i as f64).collect();
+        let loss = DpoLossConfig::new(LossType::Sigmoid, 0.5, 0.0);
+        let options = GradcheckOptions {
+            max_entries_per_input: 1000,
+            ..Default::default()
+        };
+        let report = gradcheck_with(gradcheck_params(&config, 3), &options, |tape, params| {
+            let params = ModelParams::from_vec(&config, params.to_vec());
+            let logps = score(&model, tape, &params, &shared).responses;
+            dpo_loss(tape, &logps, &reference, &separate.scored_tokens, &loss)
+        });
+        assert_eq!(report.checked, model.num_params());
+        assert!(report.max_error < 1e-6, "{report:?}");
 
-    // the same gradient as the separate layout, to f64 rounding
-    let grads = |layout: PairLayout| -> Vec<f64> {
-        let tape = Tape::<f64>::new();
-        let leaves: Vec<_> = gradcheck_params(&config, 3)
-            .into_iter()
-            .map(|p| tape.leaf(p))
-            .collect();
-        let params = ModelParams::from_vec(&config, leaves.clone());
-        let batch = ScoringBatch::pairs(&rows, layout, false);
-        let logps = score(&model, &tape, &params, &batch).responses;
-        let l = dpo_loss(&tape, &logps, &reference, &separate.scored_tokens, &loss);
-        let g = tape.backward(&l);
-        leaves
+        // the same gradient as the separate layout, to f64 rounding
+        let grads = |layout: PairLayout| -> Vec<f64> {
+            let tape = Tape::<f64>::new();
+            let leaves: Vec<_> = gradcheck_params(&config, 3)
+                .into_iter()
+                .map(|p| tape.leaf(p))
+                .collect();
+            let params = ModelParams::from_vec(&config, leaves.clone());
+            let batch = ScoringBatch::pairs(&rows, layout, false);
+            let logps = score(&model, &tape, &params, &batch).responses;
+            let l = dpo_loss(&tape, &logps, &reference, &separate.scored_tokens, &loss);
+            let g = tape.backward(&l);
+            leaves
+                .iter()
+                .flat_map(|p| g.get(p).unwrap().iter().copied().collect::<Vec<_>>())
+                .collect()
+        };
+        let (a, b) = (grads(PairLayout::SharedPrefix), grads(PairLayout::Separate));
+        let worst = a
             .iter()
-            .flat_map(|p| g.get(p).unwrap().iter().copied().collect::<Vec<_>>())
-            .collect()
-    };
-    let (a, b) = (grads(PairLayout::SharedPrefix), grads(PairLayout::Separate));
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs() / y.abs().max(1e-3))
-        .fold(0.0, f64::max);
-    assert!(worst < 1e-10, "gradients differ by {worst:e}");
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs() / y.abs().max(1e-3))
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-10, "{config:?}: gradients differ by {worst:e}");
+    }
 }
 
 /// ORPO's second read of the hidden states (the chosen prompt's tokens).
