@@ -127,7 +127,7 @@ pub struct OptimArgs {
     #[arg(long)]
     pub no_progress: bool,
     /// Format of the checkpoints written into --out: hf (transformers' GPT2LMHeadModel) or
-    /// nanogpt (default: the format of the starting checkpoint; nanogpt for --config).
+    /// nanogpt (default: the format of the starting checkpoint; for --config, nanogpt for GPT-2 and hf for the Llama family).
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub save_format: Option<SaveFormat>,
 }
@@ -177,7 +177,7 @@ pub struct SftArgs {
     /// Start from this checkpoint (one of --init or --config is needed, unless --resume).
     #[arg(long, value_name = "DIR", conflicts_with = "config")]
     pub init: Option<PathBuf>,
-    /// Start from a fresh model: a preset (tiny, small, medium, gpt2) or a config.json file.
+    /// Start from a fresh model: a preset (GPT-2: tiny, small, medium, gpt2; the Llama family: llama-tiny, qwen2-tiny, qwen3-tiny) or a config.json file (nanoGPT or Hugging Face).
     #[arg(long, value_name = "NAME|FILE")]
     pub config: Option<String>,
     /// Learning rate.

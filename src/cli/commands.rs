@@ -362,7 +362,8 @@ fn run_generate(a: &GenerateArgs) -> Result<Generation> {
     })
 }
 
-/// A preset name or a config.json path.
+/// A preset name or a config.json path (nanoGPT's, or a Hugging Face one of
+/// GPT-2 or the Llama family).
 fn parse_config(name: &str) -> Result<ModelConfig> {
     if let Some(config) = ModelConfig::preset(name) {
         return Ok(config);
@@ -370,13 +371,13 @@ fn parse_config(name: &str) -> Result<ModelConfig> {
     let path = Path::new(name);
     ensure!(
         path.is_file(),
-        "--config {name}: neither a preset (tiny, small, medium, gpt2) nor a config.json file"
+        "--config {name}: neither a preset ({}) nor a config.json file",
+        ModelConfig::PRESETS.join(", ")
     );
-    let text = std::fs::read_to_string(path).with_context(|| format!("--config {name}"))?;
-    let config: ModelConfig = serde_json::from_str(&text)
-        .with_context(|| format!("--config {name}: not a model config"))?;
-    config
-        .validate()
-        .map_err(|e| anyhow::anyhow!("--config {name}: {e}"))?;
+    let bytes = std::fs::read(path).with_context(|| format!("--config {name}"))?;
+    let config = match transformer::hf::model_type(&bytes, path)? {
+        Some(_) => transformer::hf::parse_hf_config(&bytes, path)?,
+        None => transformer::parse_config(&bytes, path)?,
+    };
     Ok(config)
 }
