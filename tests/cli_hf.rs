@@ -268,13 +268,19 @@ fn generate_takes_and_prints_ids_and_stops_at_the_eos() {
 #[test]
 fn another_model_type_is_one_clear_line() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("llama");
+    let model = tmp.path().join("mistral");
     fs::create_dir(&model).unwrap();
-    fs::write(model.join("config.json"), r#"{"model_type": "llama"}"#).unwrap();
+    fs::write(model.join("config.json"), r#"{"model_type": "mistral"}"#).unwrap();
     let run = dpo(&["generate", "--model", s(&model), "--prompt", "hi"]);
     run.assert_one_line_error();
     assert!(
-        run.stderr.contains("model_type \"llama\" is not supported"),
+        run.stderr
+            .contains("model_type \"mistral\" is not supported"),
         "{run}"
     );
+    // A Llama-family config that leaves out a size it needs names it.
+    fs::write(model.join("config.json"), r#"{"model_type": "llama"}"#).unwrap();
+    let run = dpo(&["generate", "--model", s(&model), "--prompt", "hi"]);
+    run.assert_one_line_error();
+    assert!(run.stderr.contains("no hidden_size"), "{run}");
 }

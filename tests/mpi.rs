@@ -108,6 +108,63 @@ fn two_ranks_train_the_single_process_weights_and_repeat_bit_for_bit() {
     );
 }
 
+/// A Llama-family model (grouped-query heads, llama3 rope scaling, an
+/// untied head; fresh from `--config llama-tiny`) trains on 2 ranks to the
+/// single process's weights, as GPT-2 does.
+#[test]
+fn two_ranks_train_a_llama_family_model_like_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = eight_pairs(tmp.path());
+    let init = tmp.path().join("init");
+    launch(
+        0,
+        &[
+            "sft",
+            "--config",
+            "llama-tiny",
+            "--data",
+            "ids/prefs.jsonl",
+            "--out",
+            init.to_str().unwrap(),
+            "--steps",
+            "1",
+            "--no-progress",
+        ],
+    )
+    .assert_ok();
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    for (ranks, out) in [(0, &one), (2, &two)] {
+        let train = [
+            "train",
+            "--policy",
+            init.to_str().unwrap(),
+            "--ref",
+            init.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "0.5",
+            "--max-grad-norm",
+            "0",
+            "--batch-size",
+            "8",
+            "--steps",
+            "3",
+            "--no-progress",
+        ];
+        launch(ranks, &train).assert_ok();
+    }
+    let diff = worst_relative_diff(&two, &one);
+    assert!(
+        diff <= 1e-5,
+        "llama-tiny on 2 ranks vs 1 process: off by {diff:e}"
+    );
+}
+
 #[test]
 fn gradient_accumulation_on_two_ranks_equals_the_single_process() {
     // SFT: the loss is a mean over scored tokens, so the micro-batches weigh
