@@ -30,13 +30,7 @@ const RTOL: f64 = 1e-4;
 const ATOL: f64 = 1e-5;
 
 fn smollm2_path() -> PathBuf {
-    match std::env::var_os("DPO_SMOLLM2_GGUF").map(PathBuf::from) {
-        Some(path) if path.is_file() => path,
-        other => panic!(
-            "DPO_SMOLLM2_GGUF is {other:?}, not the path of SmolLM2-135M-Instruct.Q4_1.gguf \
-             (scripts/fetch_smollm2.sh prints it): this test is #[ignore]d for that reason and run by .ci/run"
-        ),
-    }
+    transformer::gguf::smollm2_for_tests()
 }
 
 fn trl_dir() -> PathBuf {

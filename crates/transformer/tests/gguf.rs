@@ -723,22 +723,8 @@ fn gguf_hostile_model_metadata_is_an_error() {
 
 // ---- the real SmolLM2 (ignored) -------------------------------------------
 
-/// `$DPO_SMOLLM2_GGUF`; fails loudly where it is unset or missing, so that no
-/// test passes by checking nothing.
 fn smollm2_path() -> PathBuf {
-    let path = std::env::var_os("DPO_SMOLLM2_GGUF").map(PathBuf::from);
-    match path {
-        Some(path) if path.is_file() => path,
-        Some(path) => panic!(
-            "DPO_SMOLLM2_GGUF={} is not a file: this test needs SmolLM2-135M-Instruct.Q4_1.gguf; \
-             it is #[ignore]d for that reason and run by .ci/run",
-            path.display()
-        ),
-        None => panic!(
-            "DPO_SMOLLM2_GGUF is not set: this test needs the path of \
-             SmolLM2-135M-Instruct.Q4_1.gguf; it is #[ignore]d for that reason and run by .ci/run"
-        ),
-    }
+    transformer::gguf::smollm2_for_tests()
 }
 
 #[test]

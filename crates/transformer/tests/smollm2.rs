@@ -23,15 +23,8 @@ use transformer::gguf::{load_model, GgufModel};
 use transformer::sampling::{generate_until, SamplingOptions};
 use transformer::Tokenizer;
 
-/// `$DPO_SMOLLM2_GGUF`; fails loudly where it is unset or missing.
 fn smollm2_path() -> PathBuf {
-    match std::env::var_os("DPO_SMOLLM2_GGUF").map(PathBuf::from) {
-        Some(path) if path.is_file() => path,
-        other => panic!(
-            "DPO_SMOLLM2_GGUF is {other:?}, not the path of SmolLM2-135M-Instruct.Q4_1.gguf \
-             (scripts/fetch_smollm2.sh prints it): this test is #[ignore]d for that reason and run by .ci/run"
-        ),
-    }
+    transformer::gguf::smollm2_for_tests()
 }
 
 /// The model, read once for all the tests of this file.

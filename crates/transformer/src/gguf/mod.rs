@@ -87,6 +87,21 @@ pub struct GgufCheckpoint {
     pub rope_freqs: Option<Vec<f32>>,
 }
 
+/// The real SmolLM2-135M-Instruct GGUF that the tests of the real model
+/// read: the file `$DPO_SMOLLM2_GGUF` names (`scripts/fetch_smollm2.sh`
+/// fetches it and prints the path). Such tests are `#[ignore]`d and
+/// `.ci/run` runs them; run without the file, this panics saying what is
+/// missing, so that no test passes by checking nothing.
+pub fn smollm2_for_tests() -> PathBuf {
+    match std::env::var_os("DPO_SMOLLM2_GGUF").map(PathBuf::from) {
+        Some(path) if path.is_file() => path,
+        other => panic!(
+            "DPO_SMOLLM2_GGUF is {other:?}, not the path of SmolLM2-135M-Instruct.Q4_1.gguf \
+             (scripts/fetch_smollm2.sh prints it): this test is #[ignore]d for that reason and run by .ci/run"
+        ),
+    }
+}
+
 /// Reads the file `path` whole (at most [`MAX_GGUF_BYTES`]).
 pub fn read_file(path: &Path) -> Result<Vec<u8>, GgufError> {
     let io = |error| GgufError::Io {
