@@ -5,11 +5,15 @@
 //! transposed copy is ever made. Large products are split over rayon by
 //! blocks of rows of C (or of columns, when C is wide and short); each element
 //! of C is computed by the same sequence of operations whatever the split, so
-//! the result does not depend on the number of threads.
+//! the result does not depend on the number of threads. A single row of A
+//! against a transposed weight (generation's one-token steps) is a dot
+//! product per column instead ([`gemv`]).
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+use rayon::prelude::*;
 
 use crate::float::Float;
+use crate::kernels::simd::{dot_lanes, sum_lanes};
 use crate::precision::Precision;
 
 /// `c = alpha * a @ b + beta * c` in `precision`: [`gemm`] in
@@ -60,6 +64,9 @@ pub fn gemm<T: Float>(
         c.dim(),
         (m, n)
     );
+    if m == 1 && a.strides()[1] == 1 && b.strides()[0] == 1 {
+        return gemv(alpha, a, b, beta, c);
+    }
     let tasks = rayon::current_num_threads();
     if tasks <= 1 || m * n * k < PAR_MIN_FLOPS {
         return gemm_serial(alpha, a, b, beta, c);
@@ -85,6 +92,108 @@ pub fn gemm<T: Float>(
             }
         });
     }
+}
+
+/// Columns of C per parallel task of [`gemv`].
+const GEMV_COLUMNS: usize = 64;
+
+/// [`gemv`]s smaller than this many multiply-adds run on one thread. Lower
+/// than [`PAR_MIN_FLOPS`]: a one-row product streams its weights from
+/// memory once, so even a 576 x 576 Linear (1.3 MB) is worth splitting.
+const GEMV_PAR_MIN_FLOPS: usize = 1 << 16;
+
+/// `c = alpha * a @ b + beta * c` for one row `a` (1, K) with contiguous
+/// values against `b` (K, N) with contiguous columns, as `b = W^T` of a
+/// row-major weight W (N, K) is (every Linear, the LM head): one dot product
+/// of `a` with each column, the columns split over threads in fixed blocks.
+/// Generation's one-token steps have this shape; matrixmultiply would first
+/// copy all of `b` into its panels, reading the weights twice for one use.
+fn gemv<T: Float>(
+    alpha: T,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    beta: T,
+    mut c: ArrayViewMut2<'_, T>,
+) {
+    let (k, n) = b.dim();
+    let x = a.row(0);
+    let x = x.as_slice().expect("gemv: a's row is contiguous");
+    let column = |j: usize| -> &[T] {
+        b.column(j)
+            .to_slice()
+            .expect("gemv: b's columns are contiguous")
+    };
+    // Four columns per task item: four independent chains of sums.
+    let block = |j0: usize| -> Vec<T> {
+        let j1 = (j0 + 4).min(n);
+        if j1 - j0 == 4 {
+            dot4(
+                x,
+                [column(j0), column(j0 + 1), column(j0 + 2), column(j0 + 3)],
+            )
+            .to_vec()
+        } else {
+            (j0..j1).map(|j| dot_lanes(x, column(j))).collect()
+        }
+    };
+    let dots: Vec<T> = if n * k < GEMV_PAR_MIN_FLOPS || rayon::current_num_threads() <= 1 {
+        (0..n).step_by(4).flat_map(block).collect()
+    } else {
+        (0..n.div_ceil(4))
+            .into_par_iter()
+            .with_min_len(GEMV_COLUMNS / 4)
+            .flat_map_iter(|i| block(4 * i))
+            .collect()
+    };
+    for (out, dot) in c.row_mut(0).iter_mut().zip(dots) {
+        // beta = 0 ignores what c held (NaN included), as the GEMMs do
+        *out = if beta == T::zero() {
+            alpha * dot
+        } else {
+            alpha * dot + beta * *out
+        };
+    }
+}
+
+/// Lanes of each of [`dot4`]'s sums: one 512-bit vector of f32.
+const DOT_LANES: usize = 16;
+
+/// `[x . c0, x . c1, x . c2, x . c3]`, each over [`DOT_LANES`] partial sums
+/// (combined as [`crate::kernels::simd::sum_lanes`] does, then the last
+/// `len % 16` products in order). One sum alone would wait out the latency
+/// of every multiply-add before the next; four independent ones keep the
+/// unit busy while the weights stream in.
+fn dot4<T: Float>(x: &[T], columns: [&[T]; 4]) -> [T; 4] {
+    let [c0, c1, c2, c3] = columns.map(|c| c.chunks_exact(DOT_LANES));
+    let (mut a0, mut a1, mut a2, mut a3) = (
+        [T::zero(); DOT_LANES],
+        [T::zero(); DOT_LANES],
+        [T::zero(); DOT_LANES],
+        [T::zero(); DOT_LANES],
+    );
+    let xs = x.chunks_exact(DOT_LANES);
+    let rest = xs.remainder();
+    for ((((x, y0), y1), y2), y3) in xs.zip(c0).zip(c1).zip(c2).zip(c3) {
+        for l in 0..DOT_LANES {
+            a0[l] += x[l] * y0[l];
+            a1[l] += x[l] * y1[l];
+            a2[l] += x[l] * y2[l];
+            a3[l] += x[l] * y3[l];
+        }
+    }
+    let body = x.len() - rest.len();
+    let mut dots = [
+        sum_lanes(&a0),
+        sum_lanes(&a1),
+        sum_lanes(&a2),
+        sum_lanes(&a3),
+    ];
+    for (dot, column) in dots.iter_mut().zip(columns) {
+        for (&xi, &ci) in rest.iter().zip(&column[body..]) {
+            *dot += xi * ci;
+        }
+    }
+    dots
 }
 
 /// One call to matrixmultiply on the calling thread.
