@@ -27,7 +27,14 @@
 # safetensors). Needs about 2 GB of disk for the F32 directory and, going by
 # the floor alone, 10 GB of memory. LAYERS=N (default 24) makes a shallower
 # model, only to check the script quickly; DPO=PATH runs that binary instead of
-# building target/release/dpo.
+# building target/release/dpo; GRAD_ACCUM=N splits each step's 8 pairs into N
+# micro-batches (the same step: gradients summed before AdamW). On a 24 GB
+# machine (2026-12-06, cpu family 6 model 207) the whole 8 x 512-token batch at
+# once is killed for memory in its first step (24.4 GB: the saved attention
+# probabilities alone are 8 x 14 x 768^2 x 4 B = 264 MB a layer), and so is
+# GRAD_ACCUM=2; GRAD_ACCUM=4 runs both steps (105 s each, about 17.3 GB) and is
+# then killed while writing the final checkpoint, whose weights and AdamW state
+# are serialized in memory before they are written.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:?usage: benches/qwen25_memory.sh PYTHON [WEIGHTS=f32|bf16] [PRECISION=f32|bf16] [THREADS=2]}
@@ -35,6 +42,7 @@ WEIGHTS=${2:-f32}
 PRECISION=${3:-f32}
 THREADS=${4:-2}
 LAYERS=${LAYERS:-24}
+GRAD_ACCUM=${GRAD_ACCUM:-1}  # micro-batches a step (the 8 pairs in GRAD_ACCUM parts)
 case $WEIGHTS in f32|bf16) ;; *) echo "WEIGHTS must be f32 or bf16, got $WEIGHTS" >&2; exit 1 ;; esac
 case $PRECISION in f32|bf16) ;; *) echo "PRECISION must be f32 or bf16, got $PRECISION" >&2; exit 1 ;; esac
 WORK=$(mktemp -d)
@@ -85,10 +93,15 @@ PY
 
 CMD=("$DPO" --threads "$THREADS" train --policy "$WORK/qwen25" --ref "$WORK/qwen25" --data "$WORK/pairs.jsonl"
      --out "$WORK/out" --steps 2 --batch-size 8 --lr 1e-6 --max-prompt-length 256 --precision "$PRECISION"
-     --metrics "$WORK/m.jsonl" --no-progress)
+     --metrics "$WORK/m.jsonl" --no-progress --grad-accum "$GRAD_ACCUM")
 if [ -x /usr/bin/time ]; then
   HOW="/usr/bin/time -v"
-  /usr/bin/time -v "${CMD[@]}" >"$WORK/stdout" 2>"$WORK/stderr" || { tail -20 "$WORK/stderr" >&2; exit 1; }
+  /usr/bin/time -v "${CMD[@]}" >"$WORK/stdout" 2>"$WORK/stderr" || {
+    tail -20 "$WORK/stderr" >&2
+    echo "the steps it finished (metrics log):" >&2
+    cat "$WORK/m.jsonl" >&2 2>/dev/null || true
+    exit 1
+  }
   PEAK_KB=$(grep "Maximum resident set size" "$WORK/stderr" | awk '{print $NF}')
 else
   HOW="VmHWM of /proc/PID/status, polled every 0.2 s"
