@@ -30,11 +30,12 @@
 # building target/release/dpo; GRAD_ACCUM=N splits each step's 8 pairs into N
 # micro-batches (the same step: gradients summed before AdamW). On a 24 GB
 # machine (2026-12-06, cpu family 6 model 207) the whole 8 x 512-token batch at
-# once is killed for memory in its first step (24.4 GB: the saved attention
-# probabilities alone are 8 x 14 x 768^2 x 4 B = 264 MB a layer), and so is
-# GRAD_ACCUM=2; GRAD_ACCUM=4 runs both steps (105 s each, about 17.3 GB) and is
-# then killed while writing the final checkpoint, whose weights and AdamW state
-# are serialized in memory before they are written.
+# once is killed for memory after 2.2 minutes (24.4 GB; the saved attention
+# probabilities alone are 8 x 14 x 768^2 x 4 B = 264 MB a layer), GRAD_ACCUM=2
+# after 4.7 minutes (24.4 GB; which step was not recorded); GRAD_ACCUM=4 runs
+# both steps (105 s each, about 17.3 GB) and is then killed while writing the
+# final checkpoint, whose weights and AdamW state are serialized in memory
+# before they are written.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:?usage: benches/qwen25_memory.sh PYTHON [WEIGHTS=f32|bf16] [PRECISION=f32|bf16] [THREADS=2]}
