@@ -7,7 +7,7 @@
 //! of C is computed by the same sequence of operations whatever the split, so
 //! the result does not depend on the number of threads. A single row of A
 //! against a transposed weight (generation's one-token steps) is a dot
-//! product per column instead ([`gemv`]).
+//! product per column instead (`gemv`).
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
