@@ -58,7 +58,7 @@ fn assert_metrics(got: &serde_json::Map<String, Value>, expected: &Value) {
 
 #[test]
 #[ignore = "needs the real SmolLM2 GGUF (DPO_SMOLLM2_GGUF): run by .ci/run"]
-fn eval_on_smollm2_gives_trls_dpo_metrics() {
+fn smollm2_eval_gives_trls_dpo_metrics() {
     let gguf = smollm2_path();
     let tmp = tempfile::tempdir().unwrap();
     let (converted, policy) = (tmp.path().join("hf"), tmp.path().join("policy"));
@@ -99,7 +99,7 @@ fn eval_on_smollm2_gives_trls_dpo_metrics() {
 
 #[test]
 #[ignore = "needs the real SmolLM2 GGUF (DPO_SMOLLM2_GGUF): run by .ci/run"]
-fn convert_writes_a_hugging_face_directory_with_tokenizer_and_template() {
+fn smollm2_convert_writes_a_hugging_face_directory_with_tokenizer_and_template() {
     let gguf = smollm2_path();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("smollm2");
@@ -126,7 +126,7 @@ fn convert_writes_a_hugging_face_directory_with_tokenizer_and_template() {
 
 #[test]
 #[ignore = "needs the real SmolLM2 GGUF (DPO_SMOLLM2_GGUF): run by .ci/run"]
-fn train_on_the_gguf_writes_hugging_face_checkpoints() {
+fn smollm2_train_on_the_gguf_writes_hugging_face_checkpoints() {
     let gguf = smollm2_path();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
