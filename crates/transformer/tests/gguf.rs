@@ -319,21 +319,7 @@ fn gguf_tiny_models_match_transformers() {
             golden["chat_template"].as_str()
         );
         for case in golden["texts"].as_array().unwrap() {
-            let text = case["text"].as_str().unwrap();
-            let want: Vec<u32> = case["ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect();
-            let got = tokenizer.encode(text, true).unwrap().get_ids().to_vec();
-            assert_eq!(got, want, "{arch}: ids of {text:?}");
-            let decoded = tokenizer.decode(&want, false).unwrap();
-            assert_eq!(
-                decoded,
-                case["decoded"].as_str().unwrap(),
-                "{arch}: decode of {text:?}"
-            );
+            assert_tokenizes_as_transformers(tokenizer, case, arch);
         }
     }
 }
@@ -721,6 +707,32 @@ fn gguf_hostile_model_metadata_is_an_error() {
     );
 }
 
+/// `case["text"]` encodes to `case["ids"]` (special tokens added as
+/// transformers adds them) and those ids decode to `case["decoded"]`;
+/// returns the ids.
+fn assert_tokenizes_as_transformers(
+    tokenizer: &tokenizers::Tokenizer,
+    case: &Value,
+    what: &str,
+) -> Vec<u32> {
+    let text = case["text"].as_str().unwrap();
+    let want: Vec<u32> = case["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let got = tokenizer.encode(text, true).unwrap().get_ids().to_vec();
+    assert_eq!(got, want, "{what}: ids of {text:?}");
+    let decoded = tokenizer.decode(&want, false).unwrap();
+    assert_eq!(
+        decoded,
+        case["decoded"].as_str().unwrap(),
+        "{what}: decode of {text:?}"
+    );
+    want
+}
+
 // ---- the real SmolLM2 (ignored) -------------------------------------------
 
 fn smollm2_path() -> PathBuf {
@@ -756,21 +768,8 @@ fn gguf_smollm2_tokenizer() {
     let cases = golden["cases"].as_array().unwrap();
     assert!(cases.len() >= 55);
     for case in cases {
+        let want = assert_tokenizes_as_transformers(tokenizer, case, "SmolLM2");
         let text = case["text"].as_str().unwrap();
-        let want: Vec<u32> = case["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        let got = tokenizer.encode(text, true).unwrap().get_ids().to_vec();
-        assert_eq!(got, want, "ids of {text:?}");
-        let decoded = tokenizer.decode(&want, false).unwrap();
-        assert_eq!(
-            decoded,
-            case["decoded"].as_str().unwrap(),
-            "decode of {text:?}"
-        );
         let decoded = tokenizer.decode(&want, true).unwrap();
         assert_eq!(
             decoded,
