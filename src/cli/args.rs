@@ -174,8 +174,8 @@ pub struct SftArgs {
     /// Output checkpoint directory.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Start from this checkpoint (one of --init or --config is needed, unless --resume).
-    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    /// Start from this checkpoint: a nanoGPT or Hugging Face directory, or a GGUF file (one of --init or --config is needed, unless --resume).
+    #[arg(long, value_name = "PATH", conflicts_with = "config")]
     pub init: Option<PathBuf>,
     /// Start from a fresh model: a preset (GPT-2: tiny, small, medium, gpt2; the Llama family: llama-tiny, qwen2-tiny, qwen3-tiny) or a config.json file (nanoGPT or Hugging Face).
     #[arg(long, value_name = "NAME|FILE")]
@@ -256,12 +256,12 @@ pub struct LossArgs {
 /// The policy, its reference and the preference data of `train` and `eval`.
 #[derive(Debug, Args, Clone)]
 pub struct PairArgs {
-    /// Policy checkpoint (for `train`, the initial policy).
-    #[arg(long, value_name = "DIR")]
+    /// Policy checkpoint (for `train`, the initial policy): a nanoGPT or Hugging Face directory, or a GGUF file.
+    #[arg(long, value_name = "PATH")]
     pub policy: PathBuf,
-    /// Frozen reference checkpoint (usually the SFT checkpoint the policy starts from); or --reference-free.
+    /// Frozen reference checkpoint (usually the SFT checkpoint the policy starts from; a directory or a GGUF file); or --reference-free.
     /// SimPO and ORPO take none.
-    #[arg(long = "ref", value_name = "DIR")]
+    #[arg(long = "ref", value_name = "PATH")]
     pub reference: Option<PathBuf>,
     /// Reference-free DPO: reference log-probs are taken as 0.
     #[arg(long, conflicts_with = "reference")]
@@ -325,8 +325,8 @@ pub struct EvalCliArgs {
 /// `dpo generate`
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Model checkpoint.
-    #[arg(long, value_name = "DIR")]
+    /// Model checkpoint: a nanoGPT or Hugging Face directory, or a GGUF file.
+    #[arg(long, value_name = "PATH")]
     pub model: PathBuf,
     /// The prompt text (tokenized by the model's tokenizer.json, else bytes).
     #[arg(
