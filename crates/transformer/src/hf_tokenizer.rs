@@ -18,11 +18,16 @@
 //! `add_special_tokens=False`, as TRL encodes); special tokens written in a
 //! text (`<|endoftext|>`) are still recognised as themselves.
 
+use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::chat_template::{ChatTemplate, ChatTemplateError};
+
 use crate::checkpoint::{read_bounded, CheckpointError};
+use crate::gguf::CHAT_TEMPLATE_FILE;
 use crate::tokenizer::{ByteTokenizer, Tokenizer};
 
 /// The tokenizer itself.
@@ -39,16 +44,19 @@ pub const TOKENIZER_FILES: [&str; 6] = [
     SPECIAL_TOKENS_FILE,
     "vocab.json",
     "merges.txt",
-    crate::gguf::CHAT_TEMPLATE_FILE,
+    CHAT_TEMPLATE_FILE,
 ];
 /// The largest tokenizer file read: 64 MiB (GPT-2's `tokenizer.json` is 1.4 MB,
 /// the largest common ones about 20 MB).
 pub const MAX_TOKENIZER_BYTES: u64 = 64 << 20;
 
-/// A `tokenizer.json` tokenizer with its EOS token.
+/// A `tokenizer.json` tokenizer with its EOS token and chat template.
 pub struct HfTokenizer {
     inner: tokenizers::Tokenizer,
     eos_id: Option<u32>,
+    /// The chat template, or why there is none (absent, or does not compile:
+    /// an error only when a conversation is rendered, as in transformers).
+    chat_template: Result<ChatTemplate, ChatTemplateError>,
 }
 
 impl std::fmt::Debug for HfTokenizer {
@@ -56,6 +64,7 @@ impl std::fmt::Debug for HfTokenizer {
         f.debug_struct("HfTokenizer")
             .field("vocab_size", &self.vocab_size())
             .field("eos_id", &self.eos_id)
+            .field("chat_template", &self.chat_template.is_ok())
             .finish()
     }
 }
@@ -67,52 +76,91 @@ fn format_error(path: &Path, message: String) -> CheckpointError {
     }
 }
 
-impl HfTokenizer {
-    /// A tokenizer with its EOS id (e.g. one built from a GGUF file's metadata).
-    pub fn new(inner: tokenizers::Tokenizer, eos_id: Option<u32>) -> HfTokenizer {
-        HfTokenizer { inner, eos_id }
-    }
+/// The special tokens a chat template may write, under the names
+/// transformers gives them.
+const SPECIAL_TOKEN_NAMES: [&str; 4] = ["bos_token", "eos_token", "unk_token", "pad_token"];
 
-    /// The tokenizer of the bytes of a `tokenizer.json` (`path` names it in
-    /// errors) with the EOS token named `eos_token`, if any (it must be in
-    /// the vocabulary).
-    pub fn from_bytes(
-        bytes: &[u8],
-        eos_token: Option<&str>,
-        path: &Path,
-    ) -> Result<HfTokenizer, CheckpointError> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes)
-            .map_err(|e| format_error(path, format!("not a tokenizers file: {e}")))?;
-        let eos_id = match eos_token {
-            None => None,
+impl HfTokenizer {
+    /// The tokenizer of a set of tokenizer files, `(name, bytes)` as
+    /// [`tokenizer_files`] returns them (a directory's, or those a GGUF file
+    /// describes): `tokenizer.json`, with the special tokens of
+    /// `tokenizer_config.json`, else `special_tokens_map.json`, and the chat
+    /// template of `chat_template.jinja`, else `tokenizer_config.json`'s
+    /// `chat_template` (a string, or a list of named templates of which
+    /// `default` is used). `model_eos_id` (a `config.json`'s `eos_token_id`)
+    /// is the EOS where the files name none. `None` without a
+    /// `tokenizer.json`; `dir` names the files in errors.
+    pub fn from_files(
+        files: &[(&str, Vec<u8>)],
+        model_eos_id: Option<u32>,
+        dir: &Path,
+    ) -> Result<Option<HfTokenizer>, CheckpointError> {
+        let file = |name: &str| files.iter().find(|(n, _)| *n == name).map(|(_, b)| b);
+        let Some(tokenizer_bytes) = file(TOKENIZER_FILE) else {
+            return Ok(None);
+        };
+        let path = dir.join(TOKENIZER_FILE);
+        let inner = tokenizers::Tokenizer::from_bytes(tokenizer_bytes)
+            .map_err(|e| format_error(&path, format!("not a tokenizers file: {e}")))?;
+        let json_file = |name: &str| -> Result<Value, CheckpointError> {
+            match file(name) {
+                None => Ok(Value::Null),
+                Some(bytes) => serde_json::from_slice(bytes)
+                    .map_err(|e| format_error(&dir.join(name), format!("not JSON: {e}"))),
+            }
+        };
+        let config = json_file(TOKENIZER_CONFIG_FILE)?;
+        let special_map = json_file(SPECIAL_TOKENS_FILE)?;
+        let mut special_tokens = BTreeMap::new();
+        for name in SPECIAL_TOKEN_NAMES {
+            let token = match special_token(&config, name, &dir.join(TOKENIZER_CONFIG_FILE))? {
+                Some(token) => Some(token),
+                None => special_token(&special_map, name, &dir.join(SPECIAL_TOKENS_FILE))?,
+            };
+            if let Some(token) = token {
+                special_tokens.insert(name.to_string(), token);
+            }
+        }
+        let eos_id = match special_tokens.get("eos_token") {
             Some(token) => Some(inner.token_to_id(token).ok_or_else(|| {
                 format_error(
-                    path,
+                    &path,
                     format!("the eos_token {token:?} is not in the vocabulary"),
                 )
             })?),
+            None => model_eos_id.filter(|&id| (id as usize) < inner.get_vocab_size(true)),
         };
-        Ok(HfTokenizer { inner, eos_id })
+        if let (None, Some(id)) = (special_tokens.get("eos_token"), eos_id) {
+            if let Some(token) = inner.id_to_token(id) {
+                special_tokens.insert("eos_token".to_string(), token);
+            }
+        }
+        let source = match file(CHAT_TEMPLATE_FILE) {
+            Some(bytes) => Some(
+                String::from_utf8(bytes.clone())
+                    .map_err(|_| format_error(&dir.join(CHAT_TEMPLATE_FILE), "not UTF-8".into()))?,
+            ),
+            None => config_chat_template(&config, &dir.join(TOKENIZER_CONFIG_FILE))?,
+        };
+        let chat_template = match source {
+            Some(source) => ChatTemplate::new(&source, special_tokens),
+            None => Err(ChatTemplateError::Missing),
+        };
+        Ok(Some(HfTokenizer {
+            inner,
+            eos_id,
+            chat_template,
+        }))
     }
 
-    /// The tokenizer of `dir/tokenizer.json` with its EOS (see the module
-    /// docs); `None` when `dir` has no `tokenizer.json`.
+    /// The tokenizer of the files of `dir` (see [`HfTokenizer::from_files`]),
+    /// with `config.json`'s `eos_token_id` as the EOS where they name none
+    /// (GPT-2's own files name it only there); `None` when `dir` has no
+    /// `tokenizer.json`.
     pub fn from_dir(dir: &Path) -> Result<Option<HfTokenizer>, CheckpointError> {
-        let path = dir.join(TOKENIZER_FILE);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let bytes = read_bounded(&path, MAX_TOKENIZER_BYTES)?;
-        let eos = match eos_token(&dir.join(TOKENIZER_CONFIG_FILE))? {
-            Some(token) => Some(token),
-            None => eos_token(&dir.join(SPECIAL_TOKENS_FILE))?,
-        };
-        let mut tokenizer = HfTokenizer::from_bytes(&bytes, eos.as_deref(), &path)?;
-        if tokenizer.eos_id.is_none() {
-            tokenizer.eos_id = model_eos_id(&dir.join(crate::checkpoint::CONFIG_FILE))?
-                .filter(|&id| (id as usize) < tokenizer.vocab_size());
-        }
-        Ok(Some(tokenizer))
+        let files = tokenizer_files(dir)?;
+        let model_eos = model_eos_id(&dir.join(crate::checkpoint::CONFIG_FILE))?;
+        HfTokenizer::from_files(&files, model_eos, dir)
     }
 }
 
@@ -130,25 +178,49 @@ fn model_eos_id(path: &Path) -> Result<Option<u32>, CheckpointError> {
         .and_then(|id| u32::try_from(id).ok()))
 }
 
-/// `eos_token` of a `tokenizer_config.json` or `special_tokens_map.json`
-/// (none when the file is absent).
-fn eos_token(path: &Path) -> Result<Option<String>, CheckpointError> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let bytes = read_bounded(path, MAX_TOKENIZER_BYTES)?;
-    let value: Value =
-        serde_json::from_slice(&bytes).map_err(|e| format_error(path, format!("not JSON: {e}")))?;
-    match value.get("eos_token") {
+/// The special token `name` (`eos_token`, ...) of a parsed
+/// `tokenizer_config.json` or `special_tokens_map.json`: a string, or an
+/// object with a `content` string; none when absent or null.
+fn special_token(file: &Value, name: &str, path: &Path) -> Result<Option<String>, CheckpointError> {
+    match file.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(Value::Object(o)) => match o.get("content") {
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            _ => Err(format_error(path, "eos_token has no content string".into())),
+            _ => Err(format_error(path, format!("{name} has no content string"))),
         },
         Some(other) => Err(format_error(
             path,
-            format!("eos_token {other} is not a string"),
+            format!("{name} {other} is not a string"),
+        )),
+    }
+}
+
+/// `chat_template` of a parsed `tokenizer_config.json`: a string, or a list
+/// of `{"name", "template"}` of which the one named `default` is used.
+fn config_chat_template(config: &Value, path: &Path) -> Result<Option<String>, CheckpointError> {
+    match config.get("chat_template") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Array(named)) => {
+            let default = named
+                .iter()
+                .find(|t| t.get("name").and_then(Value::as_str) == Some("default"));
+            match default
+                .and_then(|t| t.get("template"))
+                .and_then(Value::as_str)
+            {
+                Some(template) => Ok(Some(template.to_string())),
+                None => Err(format_error(
+                    path,
+                    "chat_template is a list of named templates without one named \"default\""
+                        .into(),
+                )),
+            }
+        }
+        Some(_) => Err(format_error(
+            path,
+            "chat_template is neither a string nor a list of named templates".into(),
         )),
     }
 }
@@ -174,6 +246,20 @@ impl Tokenizer for HfTokenizer {
 
     fn eos_id(&self) -> Option<u32> {
         self.eos_id
+    }
+
+    fn encode_with_offsets(&self, text: &str) -> (Vec<u32>, Vec<Range<usize>>) {
+        match self.inner.encode(text, false) {
+            Ok(encoding) => (
+                encoding.get_ids().to_vec(),
+                encoding.get_offsets().iter().map(|&(a, b)| a..b).collect(),
+            ),
+            Err(_) => (Vec::new(), Vec::new()),
+        }
+    }
+
+    fn chat_template(&self) -> Result<&ChatTemplate, ChatTemplateError> {
+        self.chat_template.as_ref().map_err(Clone::clone)
     }
 }
 

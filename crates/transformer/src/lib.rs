@@ -11,6 +11,7 @@
 //! - [`hf`]: the same model in Hugging Face GPT-2 files (read and written);
 //! - [`sampling`]: greedy / temperature / top-k generation with a KV cache;
 //! - [`tokenizer`]: text to ids (bytes by default);
+//! - [`chat_template`]: a conversation -> text, as transformers' `apply_chat_template`;
 //! - [`hf_tokenizer`]: a checkpoint's `tokenizer.json` (Hugging Face BPE and others).
 //! - [`gguf`]: llama.cpp GGUF files (Llama, Qwen2, Qwen3) read natively, dequantized to f32.
 //!
@@ -25,6 +26,7 @@
 //! assert_eq!(logits.shape(), &[1, 3, 256]);
 //! ```
 
+pub mod chat_template;
 pub mod checkpoint;
 pub mod config;
 pub mod gguf;
@@ -36,6 +38,7 @@ pub mod params;
 pub mod sampling;
 pub mod tokenizer;
 
+pub use chat_template::{ChatTemplate, ChatTemplateError, Rendered};
 pub use checkpoint::{
     detect_format, load_config, parse_config, write_atomic, write_synced, CheckpointError,
     CheckpointFormat,

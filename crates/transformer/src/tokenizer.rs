@@ -4,6 +4,10 @@
 //! any text round-trips and no vocabulary file is needed. Other tokenizers can
 //! be added behind the [`Tokenizer`] trait.
 
+use std::ops::Range;
+
+use crate::chat_template::{ChatTemplate, ChatTemplateError};
+
 /// Maps text to token ids and back.
 pub trait Tokenizer: Send + Sync {
     /// The ids of `text`.
@@ -16,6 +20,14 @@ pub trait Tokenizer: Send + Sync {
     /// there, and training appends it to each response.
     fn eos_id(&self) -> Option<u32> {
         None
+    }
+    /// The ids of `text` with the byte range of `text` each came from (what
+    /// maps a chat template's generation blocks to tokens).
+    fn encode_with_offsets(&self, text: &str) -> (Vec<u32>, Vec<Range<usize>>);
+    /// The chat template that turns a conversation into this tokenizer's
+    /// text, or why there is none.
+    fn chat_template(&self) -> Result<&ChatTemplate, ChatTemplateError> {
+        Err(ChatTemplateError::Missing)
     }
 }
 
@@ -35,6 +47,12 @@ impl Tokenizer for ByteTokenizer {
 
     fn vocab_size(&self) -> usize {
         256
+    }
+
+    fn encode_with_offsets(&self, text: &str) -> (Vec<u32>, Vec<Range<usize>>) {
+        let ids = self.encode(text);
+        let offsets = (0..ids.len()).map(|i| i..i + 1).collect();
+        (ids, offsets)
     }
 }
 

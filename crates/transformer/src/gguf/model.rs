@@ -141,8 +141,11 @@ pub fn load_model(path: &Path) -> Result<GgufModel, CheckpointError> {
         TOKENIZER_CONFIG_FILE,
         (serde_json::to_string_pretty(&tokenizer_config).unwrap() + "\n").into_bytes(),
     ));
+    // The tokenizer is read from the files it is saved as, as a directory's is.
+    let tokenizer = HfTokenizer::from_files(&tokenizer_files, checkpoint.eos_id, path)?
+        .expect("tokenizer.json is among the files");
     Ok(GgufModel {
-        tokenizer: HfTokenizer::new(tokenizer, checkpoint.eos_id),
+        tokenizer,
         model,
         tokenizer_files,
     })
