@@ -176,6 +176,13 @@ pub fn load_rows<R: TrainingRow>(
     if report_skips && prepared.load.skipped > 0 {
         eprintln!("{}: {}", path.display(), prepared.load);
     }
+    if report_skips && prepared.load.prompt_not_prefix > 0 {
+        eprintln!(
+            "{}: warning: in {} conversational rows the prompt rendered alone is not a prefix of prompt + response (the chat template renders the open assistant turn differently, or tokens merge across the boundary); their responses start where the two diverge, as TRL does",
+            path.display(),
+            prepared.load.prompt_not_prefix
+        );
+    }
     if report_skips && prepared.truncation.skipped > 0 {
         eprintln!("{}: {}", path.display(), prepared.truncation);
     }

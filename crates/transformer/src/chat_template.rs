@@ -44,6 +44,8 @@ use std::ops::Range;
 use minijinja::value::{Kwargs, Value};
 use minijinja::{Environment, Error, ErrorKind};
 
+use crate::tokenizer::Tokenizer;
+
 /// The instructions one rendering may run: far more than any real
 /// template needs for a long conversation (SmolLM2's uses about 30 per
 /// message), few enough that an endless loop fails in well under a second.
@@ -200,6 +202,34 @@ impl ChatTemplate {
         }
         Ok(rendered)
     }
+}
+
+/// The ids of a rendered text and, for each, whether it is the assistant's
+/// (inside a generation block), as transformers'
+/// `return_assistant_tokens_mask`: each block marks the tokens from the one
+/// holding its first byte to the one holding its last.
+pub fn tokenize_with_assistant_mask(
+    tokenizer: &dyn Tokenizer,
+    rendered: &Rendered,
+) -> (Vec<u32>, Vec<bool>) {
+    let (ids, offsets) = tokenizer.encode_with_offsets(&rendered.text);
+    let token_at = |byte: usize| offsets.iter().position(|o| o.start <= byte && byte < o.end);
+    let mut mask = vec![false; ids.len()];
+    for block in &rendered.generation {
+        let Some(first) = token_at(block.start) else {
+            break;
+        };
+        // transformers marks to the end of the text when the last byte's token is
+        // unknown, or is the first token (a falsy index in Python).
+        let last = match block.end.checked_sub(1).and_then(token_at) {
+            Some(last) if last > 0 => last,
+            _ => ids.len().saturating_sub(1),
+        };
+        for flag in mask.iter_mut().take(last + 1).skip(first) {
+            *flag = true;
+        }
+    }
+    (ids, mask)
 }
 
 /// The template with each `{% generation %}` / `{% endgeneration %}` tag

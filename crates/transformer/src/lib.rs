@@ -38,7 +38,7 @@ pub mod params;
 pub mod sampling;
 pub mod tokenizer;
 
-pub use chat_template::{ChatTemplate, ChatTemplateError, Rendered};
+pub use chat_template::{tokenize_with_assistant_mask, ChatTemplate, ChatTemplateError, Rendered};
 pub use checkpoint::{
     detect_format, load_config, parse_config, write_atomic, write_synced, CheckpointError,
     CheckpointFormat,

@@ -24,6 +24,7 @@
 //! `load_sft`, `truncate_row`, `batch`, `get_log_probs`).
 
 mod batch;
+mod conversation;
 mod jsonl;
 mod prepare;
 mod rows;
@@ -105,6 +106,10 @@ pub struct LoadReport {
     pub first_skipped_lines: Vec<usize>,
     /// Why the first skipped rows were bad (same order as `first_skipped_lines`).
     pub first_skipped_reasons: Vec<String>,
+    /// Conversational rows whose prompt, rendered alone, is not a prefix of
+    /// prompt + response: their responses start where the two diverge (TRL's
+    /// rule, with its warning).
+    pub prompt_not_prefix: usize,
 }
 
 impl LoadReport {
@@ -208,6 +213,21 @@ pub enum BadLine {
         /// `chosen` or `rejected`.
         field: &'static str,
     },
+    /// A conversational field that is not a list of messages.
+    #[error("{field} must be a list of messages, objects with a \"role\" string (a row's fields are all messages or all text)")]
+    NotMessages {
+        /// The field's name.
+        field: &'static str,
+    },
+    /// A conversational row without a field it needs.
+    #[error("missing field '{field}' (a list of messages)")]
+    MissingMessages {
+        /// The field's name.
+        field: &'static str,
+    },
+    /// The chat template is missing, or failed on the row's messages.
+    #[error("{0}")]
+    ChatTemplate(String),
     /// A `text` row that also has prompt/completion/chosen/rejected fields.
     #[error("a text row cannot also have {field}")]
     TextRowWithOtherField {

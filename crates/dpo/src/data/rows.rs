@@ -4,6 +4,7 @@
 //! `tests/golden/torch_reference.py` reads the same rows (`load_prefs`,
 //! `load_sft`, `field_ids`, `scored`, `common_prefix`).
 
+use super::conversation::{self, Tokenized};
 use super::jsonl::{read_rows, read_rows_from, JsonRow};
 use super::{BadLine, DataError, LoadReport, PreferenceRow, SftRow};
 use serde_json::Value;
@@ -53,7 +54,11 @@ pub(super) fn check_form(row: &JsonRow, fields: &[&'static str]) -> Result<(), B
 }
 
 /// Checks that every id is in `[0, vocab_size)`.
-fn check_range(ids: &[u32], field: &'static str, vocab_size: usize) -> Result<(), BadLine> {
+pub(super) fn check_range(
+    ids: &[u32],
+    field: &'static str,
+    vocab_size: usize,
+) -> Result<(), BadLine> {
     match ids.iter().find(|&&id| id as usize >= vocab_size) {
         Some(&id) => Err(BadLine::IdOutOfRange {
             field,
@@ -264,6 +269,59 @@ const PROMPT_KEYS: [&str; 2] = ["prompt", "prompt_ids"];
 const RESPONSE_KEYS: [&str; 4] = ["chosen", "chosen_ids", "rejected", "rejected_ids"];
 const COMPLETION_KEYS: [&str; 2] = ["completion", "completion_ids"];
 
+/// A conversational preference row's ids: `prompt` with `chosen` and
+/// `rejected` (lists of messages), or, without a `prompt`, the messages the
+/// two share from the start as the prompt (module [`conversation`]).
+fn conversational_pair(
+    row: &JsonRow,
+    tokenizer: &dyn Tokenizer,
+    vocab_size: usize,
+    prompt_not_prefix: &mut usize,
+) -> Result<(Vec<u32>, [Vec<u32>; 2]), BadLine> {
+    let chosen = conversation::required_messages(row, "chosen")?;
+    let rejected = conversation::required_messages(row, "rejected")?;
+    let (prompt, chosen, rejected) = match conversation::messages(row, "prompt")? {
+        Some(prompt) => (prompt, chosen, rejected),
+        None => conversation::split_implicit_prompt(chosen, rejected)?,
+    };
+    let tokenized = conversation::tokenize_conversation(
+        prompt,
+        [("chosen", chosen), ("rejected", rejected)],
+        tokenizer,
+        vocab_size,
+    )?;
+    Ok(count_divergence(tokenized, prompt_not_prefix))
+}
+
+/// A conversational `prompt` + `completion` row's ids (SFT and KTO).
+pub(super) fn conversational_completion(
+    row: &JsonRow,
+    tokenizer: &dyn Tokenizer,
+    vocab_size: usize,
+    prompt_not_prefix: &mut usize,
+) -> Result<(Vec<u32>, Vec<u32>), BadLine> {
+    let prompt = conversation::required_messages(row, "prompt")?;
+    let completion = conversation::required_messages(row, "completion")?;
+    let tokenized = conversation::tokenize_conversation(
+        prompt,
+        [("completion", completion)],
+        tokenizer,
+        vocab_size,
+    )?;
+    let (prompt, [completion]) = count_divergence(tokenized, prompt_not_prefix);
+    Ok((prompt, completion))
+}
+
+/// The ids of a tokenized conversation, counting it when its prompt was
+/// not a prefix of its sequences.
+fn count_divergence<const N: usize>(
+    tokenized: Tokenized<N>,
+    prompt_not_prefix: &mut usize,
+) -> (Vec<u32>, [Vec<u32>; N]) {
+    *prompt_not_prefix += usize::from(tokenized.prompt_not_prefix);
+    (tokenized.prompt, tokenized.responses)
+}
+
 /// One preference row: `{"prompt", "chosen", "rejected"}`, its `_ids` form, or
 /// the implicit-prompt form. `line` is stored in the row.
 fn parse_preference(
@@ -271,7 +329,21 @@ fn parse_preference(
     line: usize,
     tokenizer: &dyn Tokenizer,
     vocab_size: usize,
+    prompt_not_prefix: &mut usize,
 ) -> Result<PreferenceRow, BadLine> {
+    if conversation::is_conversational(row) {
+        let (prompt, [chosen, rejected]) =
+            conversational_pair(row, tokenizer, vocab_size, prompt_not_prefix)?;
+        let pair = PreferenceRow {
+            prompt,
+            chosen,
+            rejected,
+            line,
+        };
+        check_scored(&pair.prompt, &pair.chosen, "chosen")?;
+        check_scored(&pair.prompt, &pair.rejected, "rejected")?;
+        return Ok(pair);
+    }
     check_form(row, &["prompt", "chosen", "rejected"])?;
     let implicit = !has_any(row, &PROMPT_KEYS) && has_any(row, &RESPONSE_KEYS);
     let texts = ["prompt", "chosen", "rejected"].map(|f| text_field(row, f));
@@ -310,7 +382,11 @@ fn parse_sft(
     line: usize,
     tokenizer: &dyn Tokenizer,
     vocab_size: usize,
+    prompt_not_prefix: &mut usize,
 ) -> Result<SftRow, BadLine> {
+    if conversation::is_conversational(row) {
+        return parse_conversational_sft(row, line, tokenizer, vocab_size, prompt_not_prefix);
+    }
     if has_any(row, &["text", "text_ids"]) {
         let others = PROMPT_KEYS
             .iter()
@@ -338,7 +414,7 @@ fn parse_sft(
         });
     }
     if !has_any(row, &COMPLETION_KEYS) && has_any(row, &RESPONSE_KEYS) {
-        let pair = parse_preference(row, line, tokenizer, vocab_size)?;
+        let pair = parse_preference(row, line, tokenizer, vocab_size, prompt_not_prefix)?;
         return Ok(SftRow {
             prompt: pair.prompt,
             completion: pair.chosen,
@@ -353,6 +429,53 @@ fn parse_sft(
         completion,
         line,
     })
+}
+
+/// A conversational SFT row: `{"messages"}` (the whole conversation is the
+/// target, as TRL's language-modeling rows: every token but the first),
+/// `{"prompt", "completion"}` (the completion is the target), or a
+/// preference row (trained on prompt + chosen).
+fn parse_conversational_sft(
+    row: &JsonRow,
+    line: usize,
+    tokenizer: &dyn Tokenizer,
+    vocab_size: usize,
+    prompt_not_prefix: &mut usize,
+) -> Result<SftRow, BadLine> {
+    let (prompt, completion) = if let Some(messages) = conversation::messages(row, "messages")? {
+        let others = ["prompt", "completion", "chosen", "rejected"];
+        if let Some(field) = others.iter().find(|k| row.contains_key(**k)) {
+            return Err(BadLine::TextRowWithOtherField {
+                field: field.to_string(),
+            });
+        }
+        let ids = conversation::render_ids(messages, false, "messages", tokenizer, vocab_size)?;
+        check_scored(&[], &ids, "messages")?;
+        (Vec::new(), ids)
+    } else if row.contains_key("completion") {
+        conversational_completion(row, tokenizer, vocab_size, prompt_not_prefix)?
+    } else {
+        let (prompt, [chosen, _]) =
+            conversational_pair(row, tokenizer, vocab_size, prompt_not_prefix)?;
+        (prompt, chosen)
+    };
+    check_scored(&prompt, &completion, "completion")?;
+    Ok(SftRow {
+        prompt,
+        completion,
+        line,
+    })
+}
+
+/// Runs a loader with a counter of the conversational rows whose prompt was
+/// not a prefix of their sequences, and puts the count in its report.
+pub(super) fn counting_divergence<R>(
+    load: impl FnOnce(&mut usize) -> Result<(Vec<R>, LoadReport), DataError>,
+) -> Result<(Vec<R>, LoadReport), DataError> {
+    let mut count = 0;
+    let (rows, mut report) = load(&mut count)?;
+    report.prompt_not_prefix = count;
+    Ok((rows, report))
 }
 
 /// Loads a preference JSONL file (`.gz` read through gzip).
@@ -370,8 +493,10 @@ pub fn load_preferences(
     vocab_size: usize,
     skip_invalid: bool,
 ) -> Result<(Vec<PreferenceRow>, LoadReport), DataError> {
-    read_rows(path, skip_invalid, |row, line| {
-        parse_preference(row, line, tokenizer, vocab_size)
+    counting_divergence(|count| {
+        read_rows(path, skip_invalid, |row, line| {
+            parse_preference(row, line, tokenizer, vocab_size, count)
+        })
     })
 }
 
@@ -384,8 +509,10 @@ pub fn read_preferences(
     vocab_size: usize,
     skip_invalid: bool,
 ) -> Result<(Vec<PreferenceRow>, LoadReport), DataError> {
-    read_rows_from(reader, name, skip_invalid, |row, line| {
-        parse_preference(row, line, tokenizer, vocab_size)
+    counting_divergence(|count| {
+        read_rows_from(reader, name, skip_invalid, |row, line| {
+            parse_preference(row, line, tokenizer, vocab_size, count)
+        })
     })
 }
 
@@ -397,8 +524,10 @@ pub fn read_sft(
     vocab_size: usize,
     skip_invalid: bool,
 ) -> Result<(Vec<SftRow>, LoadReport), DataError> {
-    read_rows_from(reader, name, skip_invalid, |row, line| {
-        parse_sft(row, line, tokenizer, vocab_size)
+    counting_divergence(|count| {
+        read_rows_from(reader, name, skip_invalid, |row, line| {
+            parse_sft(row, line, tokenizer, vocab_size, count)
+        })
     })
 }
 
@@ -414,8 +543,10 @@ pub fn load_sft(
     vocab_size: usize,
     skip_invalid: bool,
 ) -> Result<(Vec<SftRow>, LoadReport), DataError> {
-    read_rows(path, skip_invalid, |row, line| {
-        parse_sft(row, line, tokenizer, vocab_size)
+    counting_divergence(|count| {
+        read_rows(path, skip_invalid, |row, line| {
+            parse_sft(row, line, tokenizer, vocab_size, count)
+        })
     })
 }
 

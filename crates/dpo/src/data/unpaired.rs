@@ -6,13 +6,17 @@
 //! {"prompt_ids": [50, 43, 50, 61], "completion_ids": [53], "label": false}
 //! ```
 //!
-//! Loading, bad lines, `--skip-invalid` and truncation follow the rules of
+//! Conversational rows have `prompt` and `completion` lists of messages
+//! (module `conversation`). Loading, bad lines, `--skip-invalid` and truncation follow the rules of
 //! every other row (docs/spec.md section 3): the completion is the one
 //! response, truncated like an SFT completion.
 
+use super::conversation::is_conversational;
 use super::jsonl::{read_rows, JsonRow};
 use super::prepare::{LoadFn, TrainingRow};
-use super::rows::{check_form, check_scored, prompt_and_completion};
+use super::rows::{
+    check_form, check_scored, conversational_completion, counting_divergence, prompt_and_completion,
+};
 use super::{BadLine, DataError, LoadReport, SftRow};
 use serde_json::Value;
 use std::path::Path;
@@ -63,9 +67,14 @@ fn parse_unpaired(
     line: usize,
     tokenizer: &dyn Tokenizer,
     vocab_size: usize,
+    prompt_not_prefix: &mut usize,
 ) -> Result<UnpairedRow, BadLine> {
-    check_form(row, &["prompt", "completion"])?;
-    let (prompt, completion) = prompt_and_completion(row, tokenizer, vocab_size)?;
+    let (prompt, completion) = if is_conversational(row) {
+        conversational_completion(row, tokenizer, vocab_size, prompt_not_prefix)?
+    } else {
+        check_form(row, &["prompt", "completion"])?;
+        prompt_and_completion(row, tokenizer, vocab_size)?
+    };
     let desirable = parse_label(row)?;
     check_scored(&prompt, &completion, "completion")?;
     Ok(UnpairedRow {
@@ -87,8 +96,10 @@ pub fn load_unpaired(
     vocab_size: usize,
     skip_invalid: bool,
 ) -> Result<(Vec<UnpairedRow>, LoadReport), DataError> {
-    read_rows(path, skip_invalid, |row, line| {
-        parse_unpaired(row, line, tokenizer, vocab_size)
+    counting_divergence(|count| {
+        read_rows(path, skip_invalid, |row, line| {
+            parse_unpaired(row, line, tokenizer, vocab_size, count)
+        })
     })
 }
 
