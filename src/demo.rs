@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use autograd::Precision;
-use dpo::data::{PairLayout, PreferenceRow};
+use dpo::data::{LoadOptions, PairLayout, PreferenceRow};
 use dpo::loss::{DpoLossConfig, DpoMetrics, LossType};
 use dpo::objective::evaluate_pairs;
 use dpo::scoring::score_pairs;
@@ -174,7 +174,8 @@ fn demo_run(
         eval_data,
         eval_fraction: 0.0,
         max_prompt_length: None,
-        skip_invalid: false,
+        options: LoadOptions::default(),
+        chat_template: None,
     };
     let run = RunSettings {
         out,
@@ -341,7 +342,7 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary> {
         reference.config(),
         &ByteTokenizer,
         None,
-        false,
+        &LoadOptions::default(),
         true,
     )?
     .rows;

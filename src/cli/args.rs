@@ -43,6 +43,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Convert a checkpoint between nanoGPT's and Hugging Face's GPT-2 files (exactly: same tensors).
     Convert(ConvertArgs),
+    /// Convert a data file: HH-RLHF's "\n\nHuman:"/"\n\nAssistant:" dialogues into conversational preference rows (TRL's hh-rlhf-helpful-base layout), ready for a chat template.
+    ConvertData(ConvertDataArgs),
     /// Draw a `--metrics` file as an SVG (or HTML) report: loss, rewards, margins, accuracies, throughput.
     Plot(PlotArgs),
 }
@@ -100,6 +102,9 @@ pub struct OptimArgs {
     /// Skip bad rows (reporting their count and first line numbers) instead of refusing the file.
     #[arg(long)]
     pub skip_invalid: bool,
+    /// A Jinja chat template file to render conversational rows with, instead of the model's own (TRL's chat_template_path); the checkpoints written carry it as chat_template.jinja.
+    #[arg(long, value_name = "FILE")]
+    pub chat_template: Option<PathBuf>,
     /// Held-out data of the same kind as --data, evaluated every --eval-every steps and at the end.
     #[arg(long, value_name = "FILE")]
     pub eval_data: Option<PathBuf>,
@@ -165,6 +170,23 @@ pub struct ConvertArgs {
     pub to: SaveFormat,
 }
 
+/// `dpo convert-data`
+#[derive(Debug, Args)]
+pub struct ConvertDataArgs {
+    /// The file to convert (JSONL, optionally .gz).
+    #[arg(value_name = "IN")]
+    pub input: PathBuf,
+    /// The JSONL file to write (replaced whole, atomically).
+    #[arg(value_name = "OUT")]
+    pub output: PathBuf,
+    /// The layout of IN: hh-rlhf, Anthropic's {"chosen", "rejected"} dialogues.
+    #[arg(long, value_parser = ["hh-rlhf"], value_name = "FORMAT")]
+    pub from: String,
+    /// Skip rows that do not convert (reporting their count and first line numbers) instead of refusing the file.
+    #[arg(long)]
+    pub skip_invalid: bool,
+}
+
 /// `dpo sft`
 #[derive(Debug, Args)]
 pub struct SftArgs {
@@ -183,6 +205,9 @@ pub struct SftArgs {
     /// Learning rate.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
+    /// Train only on the assistant's tokens of conversational rows: those the chat template marks with {% generation %} ... {% endgeneration %} (TRL's assistant_only_loss; see --chat-template).
+    #[arg(long)]
+    pub assistant_only_loss: bool,
     #[command(flatten)]
     pub optim: OptimArgs,
 }
@@ -318,6 +343,9 @@ pub struct EvalCliArgs {
     /// Skip bad rows instead of refusing the file.
     #[arg(long)]
     pub skip_invalid: bool,
+    /// A Jinja chat template file to render conversational rows with, instead of the model's own.
+    #[arg(long, value_name = "FILE")]
+    pub chat_template: Option<PathBuf>,
     #[command(flatten)]
     pub loss: LossArgs,
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use dpo::data::PairLayout;
+use dpo::data::{LoadOptions, PairLayout};
 use dpo::loss::kto::KtoConfig;
 use dpo::loss::{DpoLossConfig, LossType, WeightedLoss};
 use serde::Serialize;
@@ -12,8 +12,8 @@ use transformer::sampling::{generate_until, SamplingOptions};
 use transformer::ModelConfig;
 
 use super::args::{
-    Cli, Command, EvalCliArgs, GenerateArgs, LossArgs, LossName, OnOff, OptimArgs, PairArgs,
-    SaveFormat, SftArgs, TrainArgs,
+    Cli, Command, ConvertDataArgs, EvalCliArgs, GenerateArgs, LossArgs, LossName, OnOff, OptimArgs,
+    PairArgs, SaveFormat, SftArgs, TrainArgs,
 };
 use crate::trainer::setup::load_checkpoint;
 use crate::trainer::{
@@ -38,7 +38,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 let args = KtoTrainArgs {
                     reference,
                     config,
-                    data: data_args(&a.pairs.data, &a.optim),
+                    data: data_args(&a.pairs.data, &a.optim, false),
                     run: run_settings(&a.out, &a.optim, a.lr),
                     policy: a.pairs.policy,
                 };
@@ -55,14 +55,31 @@ pub fn run(cli: Cli) -> Result<()> {
                 max_prompt_length: a.max_prompt_length,
                 batch_size: a.batch_size,
                 skip_invalid: a.skip_invalid,
+                chat_template: a.chat_template,
             })?),
         },
         Command::Generate(a) => print_json(&run_generate(&a)?),
         Command::Convert(a) => print_json(&super::convert::run_convert(&a)?),
+        Command::ConvertData(a) => print_json(&convert_data(&a)?),
         Command::Plot(a) => print_json(
             &crate::report::plot_metrics(&a.file, a.out.as_deref()).map_err(anyhow::Error::msg)?,
         ),
     }
+}
+
+/// `dpo convert-data --from hh-rlhf IN OUT`: rows converted, rows skipped.
+fn convert_data(a: &ConvertDataArgs) -> Result<serde_json::Value> {
+    let report = dpo::data::convert_hh_rlhf(&a.input, &a.output, a.skip_invalid)?;
+    if report.skipped > 0 {
+        eprintln!("{}: {report}", a.input.display());
+    }
+    Ok(serde_json::json!({
+        "from": a.from,
+        "input": a.input.display().to_string(),
+        "output": a.output.display().to_string(),
+        "rows": report.rows,
+        "skipped": report.skipped,
+    }))
 }
 
 fn print_json<S: Serialize>(value: &S) -> Result<()> {
@@ -86,7 +103,7 @@ fn sft_args(a: SftArgs) -> Result<SftTrainArgs> {
     };
     Ok(SftTrainArgs {
         init,
-        data: data_args(&a.data, &a.optim),
+        data: data_args(&a.data, &a.optim, a.assistant_only_loss),
         run: run_settings(&a.out, &a.optim, a.lr),
     })
 }
@@ -147,7 +164,7 @@ fn train_args(a: TrainArgs, (loss, reference): (DpoLossConfig, Option<PathBuf>))
         reference,
         layout: pair_layout(a.pairs.prefix_sharing),
         loss,
-        data: data_args(&a.pairs.data, &a.optim),
+        data: data_args(&a.pairs.data, &a.optim, false),
         run: run_settings(&a.out, &a.optim, a.lr),
         policy: a.pairs.policy,
     }
@@ -163,6 +180,7 @@ fn eval_args(a: EvalCliArgs, (loss, reference): (DpoLossConfig, Option<PathBuf>)
         max_prompt_length: a.max_prompt_length,
         batch_size: a.batch_size.max(1),
         skip_invalid: a.skip_invalid,
+        chat_template: a.chat_template,
     }
 }
 
@@ -195,13 +213,17 @@ fn reference(a: &PairArgs, command: &str, loss: &DpoLossConfig) -> Result<Option
     }
 }
 
-fn data_args(data: &Path, a: &OptimArgs) -> DataArgs {
+fn data_args(data: &Path, a: &OptimArgs, assistant_only_loss: bool) -> DataArgs {
     DataArgs {
         data: data.to_path_buf(),
         eval_data: a.eval_data.clone(),
         eval_fraction: a.eval_fraction,
         max_prompt_length: a.max_prompt_length,
-        skip_invalid: a.skip_invalid,
+        options: LoadOptions {
+            skip_invalid: a.skip_invalid,
+            assistant_only_loss,
+        },
+        chat_template: a.chat_template.clone(),
     }
 }
 

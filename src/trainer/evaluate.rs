@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::{ensure, Result};
-use dpo::data::{PairLayout, PreferenceRow};
+use dpo::data::{LoadOptions, PairLayout, PreferenceRow};
 use dpo::loss::{DpoLossConfig, DpoMetrics};
 use dpo::objective::evaluate_pairs;
 use serde::Serialize;
@@ -33,6 +33,8 @@ pub struct EvalArgs {
     pub batch_size: usize,
     /// Skip bad rows instead of refusing the file.
     pub skip_invalid: bool,
+    /// A chat template to render conversational rows with, instead of the model's.
+    pub chat_template: Option<PathBuf>,
 }
 
 /// The result of `dpo eval`: the metrics plus counts.
@@ -48,7 +50,10 @@ pub struct EvalReport {
 /// Runs `dpo eval`.
 pub fn run_eval(args: &EvalArgs) -> Result<EvalReport> {
     args.loss.validate()?;
-    let loaded = load_checkpoint(&args.policy, "policy")?;
+    let mut loaded = load_checkpoint(&args.policy, "policy")?;
+    if let Some(path) = &args.chat_template {
+        loaded.set_chat_template(path)?;
+    }
     let policy = loaded.model;
     let reference = load_reference(args.reference.as_deref(), &policy)?;
     let prepared = load_rows::<PreferenceRow>(
@@ -56,7 +61,10 @@ pub fn run_eval(args: &EvalArgs) -> Result<EvalReport> {
         policy.config(),
         loaded.tokenizer.as_ref(),
         args.max_prompt_length,
-        args.skip_invalid,
+        &LoadOptions {
+            skip_invalid: args.skip_invalid,
+            assistant_only_loss: false,
+        },
         true,
     )?;
     let metrics = evaluate_pairs(

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{anyhow, ensure, Result};
-use dpo::data::UnpairedRow;
+use dpo::data::{LoadOptions, UnpairedRow};
 use dpo::loss::kto::{KtoConfig, KtoMetrics};
 use dpo::objective::{evaluate_unpaired, KtoObjective, Objective};
 use serde::Serialize;
@@ -133,6 +133,8 @@ pub struct KtoEvalArgs {
     pub batch_size: usize,
     /// Skip bad rows instead of refusing the file.
     pub skip_invalid: bool,
+    /// A chat template to render conversational rows with, instead of the model's.
+    pub chat_template: Option<PathBuf>,
 }
 
 /// The result of `dpo eval --loss kto`: the metrics plus counts.
@@ -149,7 +151,10 @@ pub struct KtoEvalReport {
 pub fn run_kto_eval(args: &KtoEvalArgs) -> Result<KtoEvalReport> {
     args.config.validate()?;
     check_kl_batch_size(args.batch_size)?;
-    let loaded = load_checkpoint(&args.policy, "policy")?;
+    let mut loaded = load_checkpoint(&args.policy, "policy")?;
+    if let Some(path) = &args.chat_template {
+        loaded.set_chat_template(path)?;
+    }
     let policy = loaded.model;
     let reference = load_reference(Some(&args.reference), &policy)?
         .ok_or_else(|| anyhow!("KTO needs a reference model"))?;
@@ -158,7 +163,10 @@ pub fn run_kto_eval(args: &KtoEvalArgs) -> Result<KtoEvalReport> {
         policy.config(),
         loaded.tokenizer.as_ref(),
         args.max_prompt_length,
-        args.skip_invalid,
+        &LoadOptions {
+            skip_invalid: args.skip_invalid,
+            assistant_only_loss: false,
+        },
         true,
     )?;
     let metrics = evaluate_unpaired(

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, ensure, Context, Result};
-use dpo::data::{self, prepare_rows, DataError, PreparedRows, TrainingRow};
+use dpo::data::{self, prepare_rows, DataError, LoadOptions, PreparedRows, TrainingRow};
 use transformer::hf_tokenizer::TOKENIZER_FILE;
 use transformer::{
     detect_format, load_tokenizer, tokenizer_files, ByteTokenizer, CheckpointFormat, Model,
@@ -39,6 +39,25 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
+    /// Replaces the model's chat template with the Jinja file at `path`
+    /// (`--chat-template`, TRL's `chat_template_path`): the tokenizer renders
+    /// conversations with it, and the checkpoints written from this model
+    /// carry it as their `chat_template.jinja`.
+    pub fn set_chat_template(&mut self, path: &Path) -> Result<()> {
+        let context = || format!("--chat-template {}", path.display());
+        let bytes = transformer::checkpoint::read_bounded(path, MAX_TEMPLATE_BYTES)
+            .with_context(context)?;
+        let source = String::from_utf8(bytes).map_err(|_| anyhow!("{}: not UTF-8", context()))?;
+        self.tokenizer
+            .set_chat_template(&source)
+            .with_context(context)?;
+        self.tokenizer_files
+            .retain(|(name, _)| *name != transformer::gguf::CHAT_TEMPLATE_FILE);
+        self.tokenizer_files
+            .push((transformer::gguf::CHAT_TEMPLATE_FILE, source.into_bytes()));
+        Ok(())
+    }
+
     /// What a run's checkpoints write: `save_format`, or this model's format.
     pub fn model_files(&self, save_format: Option<CheckpointFormat>) -> ModelFiles {
         ModelFiles {
@@ -47,6 +66,9 @@ impl LoadedModel {
         }
     }
 }
+
+/// The largest chat template read: 1 MiB (real ones are a few KiB).
+const MAX_TEMPLATE_BYTES: u64 = 1 << 20;
 
 /// Loads a checkpoint with its tokenizer (see [`LoadedModel`]); errors name
 /// `what` it is and where. A `tokenizer.json` with more ids than the
@@ -156,7 +178,7 @@ pub fn load_rows<R: TrainingRow>(
     config: &ModelConfig,
     tokenizer: &dyn Tokenizer,
     max_prompt_length: Option<usize>,
-    skip_invalid: bool,
+    options: &LoadOptions,
     report_skips: bool,
 ) -> Result<PreparedRows<R>> {
     let budget = prompt_budget(max_prompt_length, config.block_size)?;
@@ -166,7 +188,7 @@ pub fn load_rows<R: TrainingRow>(
         config.vocab_size,
         config.block_size,
         budget,
-        skip_invalid,
+        options,
     )
     .map_err(|e| match e {
         // The one data error that does not name its file.
@@ -200,8 +222,11 @@ pub struct DataArgs {
     pub eval_fraction: f64,
     /// Prompt budget of truncation; default `block_size / 2`.
     pub max_prompt_length: Option<usize>,
-    /// Skip bad rows instead of refusing the file.
-    pub skip_invalid: bool,
+    /// Skip bad rows instead of refusing the file; train on the assistant's
+    /// tokens only (SFT).
+    pub options: LoadOptions,
+    /// A chat template to use instead of the model's (`--chat-template`).
+    pub chat_template: Option<PathBuf>,
 }
 
 /// A run's training rows and held-out rows.
@@ -236,7 +261,7 @@ pub fn load_train_data<R: TrainingRow>(
             config,
             tokenizer,
             args.max_prompt_length,
-            args.skip_invalid,
+            &args.options,
             report_skips,
         )
     };
@@ -317,7 +342,7 @@ pub fn prepare_run<R: TrainingRow>(
         open_run_dir(&run.out, run.resume.then_some((setup.stage, &run.hyper)))?;
     }
     comm.barrier();
-    let loaded = match setup.init {
+    let mut loaded = match setup.init {
         _ if run.resume => load_checkpoint(&run.out, "--resume: the checkpoint in --out")?,
         (InitialModel::Checkpoint(dir), what) => load_checkpoint(dir, what)?,
         (InitialModel::Config(config), _) => {
@@ -334,6 +359,9 @@ pub fn prepare_run<R: TrainingRow>(
             }
         }
     };
+    if let Some(path) = &setup.data.chat_template {
+        loaded.set_chat_template(path)?;
+    }
     let model_files = loaded.model_files(run.save_format);
     check_training_memory(loaded.model.config(), &run.hyper, setup.with_reference)?;
     let data = load_train_data::<R>(

@@ -301,6 +301,7 @@ mod tests {
                 prompt: p.prompt,
                 completion: p.chosen,
                 line: p.line,
+                completion_mask: None,
             })
             .collect();
         let mut objective = SftObjective::new(rows, vec![], 4);
@@ -315,6 +316,7 @@ mod tests {
                 prompt: vec![1, 2],
                 completion: vec![3 + i, 4],
                 line: 1,
+                completion_mask: None,
             })
             .collect();
         let mut objective = SftObjective::new(rows.clone(), vec![], 4);

@@ -27,7 +27,9 @@ What it writes, for `tests/chat_goldens.rs` (no Python needed there):
     (return_assistant_tokens_mask) for the training template, or the error a template raised;
   - rows/*.jsonl: conversational preference, SFT and KTO rows, and data.json: the ids TRL 1.16's
     own `DPOTrainer`, `SFTTrainer` and `KTOTrainer` dataset preparation gives each row with
-    each style (prompt_ids/chosen_ids/rejected_ids; input_ids/labels; prompt_ids/completion_ids).
+    each style (prompt_ids/chosen_ids/rejected_ids; input_ids/labels; prompt_ids/completion_ids),
+    and (under "assistant_only") the SFT rows with `assistant_only_loss=True` and the training
+    template.
 """
 
 import json
@@ -263,6 +265,18 @@ def fake_trainer(tok):
     return types.SimpleNamespace(_tokenizer=tok, chat_template=None, completion_only_loss=True, calculate_KL=False)
 
 
+def trl_assistant_only_rows(tok, work):
+    """`SFTTrainer` with `assistant_only_loss=True` (the template has generation blocks)."""
+    out = {}
+    for name, rows in (("sft_messages", SFT_ROWS), ("sft_prompt_completion", SFT_PROMPT_COMPLETION_ROWS)):
+        args = SFTConfig(output_dir=work, max_length=None, report_to=[], use_cpu=True, bf16=False,
+                         assistant_only_loss=True)
+        sft = SFTTrainer._prepare_dataset(
+            fake_trainer(tok), datasets.Dataset.from_list(rows), tok, args, False, None, "train")
+        out[name] = [{"input_ids": list(row["input_ids"]), "labels": list(row["labels"])} for row in sft]
+    return out
+
+
 def trl_rows(tok, style, work):
     out = {}
     for name, rows in (("preference", PREFERENCE_ROWS), ("preference_implicit", IMPLICIT_PREFERENCE_ROWS)):
@@ -301,7 +315,9 @@ def main(out_dir):
         for style in STYLES:
             tok = make_tokenizer(out_dir, style)
             render[style] = render_cases(tok, style)
-            if style != "smollm2_training":
+            if style == "smollm2_training":
+                data["assistant_only"] = trl_assistant_only_rows(tok, work)
+            else:
                 data[style] = trl_rows(tok, style, work)
     with open(os.path.join(out_dir, "conversations.json"), "w") as f:
         json.dump(CONVERSATIONS, f, indent=1, ensure_ascii=False)

@@ -51,6 +51,7 @@ fn avx512_and_portable_bf16_steps_are_bitwise_equal() {
             prompt: (0..3 + i).map(|t| (t * 31 + i * 7) % 300).collect(),
             completion: (0..20 + 5 * i).map(|t| (t * 17 + i) % 300).collect(),
             line: i as usize + 1,
+            completion_mask: None,
         })
         .collect();
     let (loss_avx, grads_avx) = step_bits(&model, &rows);

@@ -53,6 +53,7 @@ fn rows(count: usize, seed: u64) -> Vec<SftRow> {
                 prompt: sequence[..split].to_vec(),
                 completion: sequence[split..].to_vec(),
                 line: i + 1,
+                completion_mask: None,
             }
         })
         .collect()

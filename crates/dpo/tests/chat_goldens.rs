@@ -7,7 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
-use dpo::data::{load_preferences, load_sft, load_unpaired, SftRow};
+use dpo::data::{
+    load_preferences, load_sft, load_sft_with, load_unpaired, BadLine, DataError, LoadOptions,
+    SftRow,
+};
 use serde_json::Value;
 use transformer::{tokenize_with_assistant_mask, ChatTemplateError, HfTokenizer, Tokenizer};
 
@@ -31,6 +34,14 @@ fn conversations() -> serde_json::Map<String, Value> {
     // row files would lose the refused ones, so they are listed here too.
     let text = std::fs::read_to_string(golden_dir().join("conversations.json")).unwrap();
     serde_json::from_str(&text).unwrap()
+}
+
+/// The template styles of data.json (its other key holds the assistant-only rows).
+fn styles(data: &Value) -> impl Iterator<Item = (&String, &Value)> {
+    data.as_object()
+        .unwrap()
+        .iter()
+        .filter(|(key, _)| *key != "assistant_only")
 }
 
 fn ids(value: &Value) -> Vec<u32> {
@@ -92,7 +103,7 @@ fn templates_render_as_transformers_renders_them() {
 #[test]
 fn conversational_preference_rows_match_trl_dpo_trainer() {
     let data = read_json("data.json");
-    for (style, expected) in data.as_object().unwrap() {
+    for (style, expected) in styles(&data) {
         let tokenizer = tokenizer(style);
         for file in ["preference", "preference_implicit"] {
             let path = golden_dir().join(format!("rows/{file}.jsonl"));
@@ -118,16 +129,18 @@ fn assert_sft_row_matches(row: &SftRow, trl: &Value, what: &str) {
     let sequence: Vec<u32> = row.prompt.iter().chain(&row.completion).copied().collect();
     assert_eq!(sequence, ids(&trl["input_ids"]), "{what}");
     let labels = trl["labels"].as_array().unwrap();
+    let p = row.prompt.len();
     for (t, label) in labels.iter().enumerate().skip(1) {
         let trained = label.as_i64() != Some(-100);
-        assert_eq!(trained, t >= row.prompt.len(), "{what}: token {t}");
+        let target = t >= p && row.completion_mask.as_ref().is_none_or(|mask| mask[t - p]);
+        assert_eq!(trained, target, "{what}: token {t}");
     }
 }
 
 #[test]
 fn conversational_sft_rows_match_trl_sft_trainer() {
     let data = read_json("data.json");
-    for (style, expected) in data.as_object().unwrap() {
+    for (style, expected) in styles(&data) {
         let tokenizer = tokenizer(style);
         for file in ["sft_messages", "sft_prompt_completion"] {
             let path = golden_dir().join(format!("rows/{file}.jsonl"));
@@ -144,7 +157,7 @@ fn conversational_sft_rows_match_trl_sft_trainer() {
 #[test]
 fn conversational_kto_rows_match_trl_kto_trainer() {
     let data = read_json("data.json");
-    for (style, expected) in data.as_object().unwrap() {
+    for (style, expected) in styles(&data) {
         let tokenizer = tokenizer(style);
         let path = golden_dir().join("rows/kto.jsonl");
         let (rows, _) = load_unpaired(&path, &tokenizer, tokenizer.vocab_size(), false).unwrap();
@@ -156,4 +169,67 @@ fn conversational_kto_rows_match_trl_kto_trainer() {
             assert_eq!(row.completion, ids(&trl["completion_ids"]), "{what}");
         }
     }
+}
+
+const ASSISTANT_ONLY: LoadOptions = LoadOptions {
+    skip_invalid: false,
+    assistant_only_loss: true,
+};
+
+#[test]
+fn assistant_only_loss_matches_trl_sft_trainer() {
+    let data = read_json("data.json");
+    let tokenizer = tokenizer("smollm2_training");
+    for file in ["sft_messages", "sft_prompt_completion"] {
+        let path = golden_dir().join(format!("rows/{file}.jsonl"));
+        let (rows, _) =
+            load_sft_with(&path, &tokenizer, tokenizer.vocab_size(), &ASSISTANT_ONLY).unwrap();
+        let expected = data["assistant_only"][file].as_array().unwrap();
+        assert_eq!(rows.len(), expected.len(), "{file}");
+        for (row, trl) in rows.iter().zip(expected) {
+            assert!(row.completion_mask.is_some());
+            assert_sft_row_matches(
+                row,
+                trl,
+                &format!("assistant-only {file} line {}", row.line),
+            );
+        }
+    }
+}
+
+#[test]
+fn assistant_only_loss_refuses_what_it_cannot_mask() {
+    let bad_line = |style: &str, file: &str| {
+        let tokenizer = tokenizer(style);
+        let path = golden_dir().join(format!("rows/{file}.jsonl"));
+        match load_sft_with(&path, &tokenizer, tokenizer.vocab_size(), &ASSISTANT_ONLY) {
+            Err(DataError::BadLine { problem, .. }) => problem,
+            other => panic!("{style} {file}: {other:?}"),
+        }
+    };
+    // A template without generation blocks, and rows that are not conversations.
+    assert_eq!(
+        bad_line("smollm2", "sft_messages"),
+        BadLine::NoGenerationBlocks
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let text_rows = dir.path().join("text.jsonl");
+    std::fs::write(&text_rows, "{\"prompt\": \"a\", \"completion\": \"b\"}\n").unwrap();
+    let tokenizer = tokenizer("smollm2_training");
+    let err = load_sft_with(
+        &text_rows,
+        &tokenizer,
+        tokenizer.vocab_size(),
+        &ASSISTANT_ONLY,
+    );
+    assert!(
+        matches!(
+            err,
+            Err(DataError::BadLine {
+                problem: BadLine::AssistantOnlyNeedsMessages,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
 }

@@ -933,6 +933,7 @@ fn truncation_branches() {
         prompt: vec![],
         completion: seq(15, 0),
         line: 3,
+        completion_mask: None,
     };
     let (cut, truncated) = truncate_row(&text, block, p);
     assert!(truncated);
@@ -941,26 +942,30 @@ fn truncation_branches() {
         SftRow {
             prompt: vec![],
             completion: seq(10, 0),
-            line: 3
+            line: 3,
+            completion_mask: None
         }
     );
     let row = SftRow {
         prompt: seq(8, 0),
         completion: seq(4, 100),
         line: 1,
+        completion_mask: None,
     };
     assert_eq!(
         truncate_row(&row, block, p).0,
         SftRow {
             prompt: seq(5, 3),
             completion: seq(4, 100),
-            line: 1
+            line: 1,
+            completion_mask: None
         }
     );
     let row = SftRow {
         prompt: seq(2, 0),
         completion: seq(8, 100),
         line: 1,
+        completion_mask: None,
     };
     assert_eq!(truncate_row(&row, block, p), (row.clone(), false));
 }
@@ -1014,6 +1019,7 @@ fn a_row_left_without_a_scored_token_is_refused_or_skipped() {
         prompt: vec![1; 9],
         completion: vec![5],
         line: 2,
+        completion_mask: None,
     }];
     assert_eq!(
         truncate_rows(&sft_rows, 4, 0, false).unwrap_err().line(),
@@ -1079,11 +1085,13 @@ fn collated_sft_follows_the_target_convention() {
             prompt: vec![1, 2, 3],
             completion: vec![4],
             line: 1,
+            completion_mask: None,
         },
         SftRow {
             prompt: vec![],
             completion: vec![7, 8, 9],
             line: 2,
+            completion_mask: None,
         },
     ];
     let batch = collate_sft(&rows);

@@ -8,7 +8,7 @@ use std::io::Write;
 use autograd::{Precision, Tape};
 use dpo::data::{
     collate_pairs, epoch_batches, load_preferences, padding_share, prepare_rows, truncate_rows,
-    DataError, PairLayout, PreferenceRow, SftRow,
+    DataError, LoadOptions, PairLayout, PreferenceRow, SftRow,
 };
 use dpo::loss::{dpo_loss, DpoLossConfig, LossType};
 use dpo::objective::{sft_batch_loss, DpoObjective, Objective, SftObjective};
@@ -94,8 +94,15 @@ fn prepare_rows_is_load_then_truncate() {
         r#"{"prompt": "hi", "chosen": " a fine answer", "rejected": " bad"}"#,
         r#"{"prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [4, 5]}"#,
     ]);
-    let prepared =
-        prepare_rows::<PreferenceRow>(file.path(), &ByteTokenizer, 256, 12, 6, false).unwrap();
+    let prepared = prepare_rows::<PreferenceRow>(
+        file.path(),
+        &ByteTokenizer,
+        256,
+        12,
+        6,
+        &LoadOptions::default(),
+    )
+    .unwrap();
     let (loaded, load) = load_preferences(file.path(), &ByteTokenizer, 256, false).unwrap();
     let (truncated, report) = truncate_rows(&loaded, 12, 6, false).unwrap();
     assert_eq!(prepared.rows, truncated);
@@ -110,11 +117,28 @@ fn prepare_rows_refuses_a_file_left_empty_by_truncation() {
     // A 1-token response after a prompt cut to nothing has no scored token.
     let file =
         jsonl_file(&[r#"{"prompt_ids": [1, 2, 3], "chosen_ids": [4], "rejected_ids": [5, 6, 7]}"#]);
-    let err =
-        prepare_rows::<PreferenceRow>(file.path(), &ByteTokenizer, 256, 3, 0, true).unwrap_err();
+    let err = prepare_rows::<PreferenceRow>(
+        file.path(),
+        &ByteTokenizer,
+        256,
+        3,
+        0,
+        &LoadOptions {
+            skip_invalid: true,
+            assistant_only_loss: false,
+        },
+    )
+    .unwrap_err();
     assert!(matches!(err, DataError::NoRows { skipped: 1, .. }), "{err}");
-    let err =
-        prepare_rows::<PreferenceRow>(file.path(), &ByteTokenizer, 256, 3, 0, false).unwrap_err();
+    let err = prepare_rows::<PreferenceRow>(
+        file.path(),
+        &ByteTokenizer,
+        256,
+        3,
+        0,
+        &LoadOptions::default(),
+    )
+    .unwrap_err();
     assert!(
         matches!(err, DataError::NoScoredTokenAfterTruncation { line: 1, .. }),
         "{err}"
@@ -130,6 +154,7 @@ fn sft_objective_batch_loss_is_the_sft_loss_of_its_rows() {
             prompt: p.prompt,
             completion: p.chosen,
             line: 0,
+            completion_mask: None,
         })
         .collect();
     let mut objective = SftObjective::new(rows.clone(), rows[..2].to_vec(), 2);
@@ -258,6 +283,7 @@ fn orpo_nll_is_the_sft_loss_of_the_whole_chosen_sequences() {
             prompt: Vec::new(),
             completion: [&rows[i].prompt[..], &rows[i].chosen[..]].concat(),
             line: 0,
+            completion_mask: None,
         })
         .collect();
     let (nll, scored) = sft_batch_loss(&policy, &tape, &params, &whole);

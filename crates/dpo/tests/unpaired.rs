@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use dpo::data::{
     kl_partners, kl_sequences, load_unpaired, prepare_rows, truncate_rows, BadLine, DataError,
-    UnpairedRow,
+    LoadOptions, UnpairedRow,
 };
 use transformer::ByteTokenizer;
 
@@ -221,7 +221,9 @@ fn prepare_rows_loads_and_truncates_unpaired_files() {
         r#"{"prompt": "a long prompt that will be cut", "completion": "yes", "label": false}"#
     );
     let (_dir, path) = data_file("unpaired.jsonl", text.as_bytes());
-    let prepared = prepare_rows::<UnpairedRow>(&path, &ByteTokenizer, 256, 16, 8, false).unwrap();
+    let prepared =
+        prepare_rows::<UnpairedRow>(&path, &ByteTokenizer, 256, 16, 8, &LoadOptions::default())
+            .unwrap();
     assert_eq!(prepared.rows.len(), 2);
     assert_eq!(prepared.truncation.truncated, 1);
     // 30 + 3 tokens in a block of 16: the prompt keeps its last 8 tokens.

@@ -78,6 +78,9 @@ pub enum ChatTemplateError {
     /// The tokenizer has no chat template.
     #[error("the model has no chat template (chat_template.jinja, tokenizer_config.json's chat_template, or a GGUF's tokenizer.chat_template)")]
     Missing,
+    /// The model reads bytes: no tokenizer files to carry a template with.
+    #[error("a chat template needs the model's tokenizer.json (this model reads bytes)")]
+    NoTokenizerFile,
     /// The conversation is not one a template can be given.
     #[error("{0}")]
     BadConversation(String),

@@ -90,7 +90,7 @@ pub const MAX_HEADER_BYTES: u64 = 100_000_000;
 /// Reads the file `path` whole, refusing it past `max_bytes` after reading at
 /// most one byte more: a file that is a link to `/dev/zero`, or that is far
 /// larger than what it should hold, is refused instead of filling the memory.
-pub(crate) fn read_bounded(path: &Path, max_bytes: u64) -> Result<Vec<u8>, CheckpointError> {
+pub fn read_bounded(path: &Path, max_bytes: u64) -> Result<Vec<u8>, CheckpointError> {
     let file = fs::File::open(path).map_err(io_error(path))?;
     let mut bytes = Vec::new();
     file.take(max_bytes + 1)

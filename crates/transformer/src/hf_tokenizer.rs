@@ -57,6 +57,8 @@ pub struct HfTokenizer {
     /// The chat template, or why there is none (absent, or does not compile:
     /// an error only when a conversation is rendered, as in transformers).
     chat_template: Result<ChatTemplate, ChatTemplateError>,
+    /// `bos_token`, `eos_token`, ... as strings: what a template may write.
+    special_tokens: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for HfTokenizer {
@@ -143,13 +145,14 @@ impl HfTokenizer {
             None => config_chat_template(&config, &dir.join(TOKENIZER_CONFIG_FILE))?,
         };
         let chat_template = match source {
-            Some(source) => ChatTemplate::new(&source, special_tokens),
+            Some(source) => ChatTemplate::new(&source, special_tokens.clone()),
             None => Err(ChatTemplateError::Missing),
         };
         Ok(Some(HfTokenizer {
             inner,
             eos_id,
             chat_template,
+            special_tokens,
         }))
     }
 
@@ -260,6 +263,11 @@ impl Tokenizer for HfTokenizer {
 
     fn chat_template(&self) -> Result<&ChatTemplate, ChatTemplateError> {
         self.chat_template.as_ref().map_err(Clone::clone)
+    }
+
+    fn set_chat_template(&mut self, source: &str) -> Result<(), ChatTemplateError> {
+        self.chat_template = Ok(ChatTemplate::new(source, self.special_tokens.clone())?);
+        Ok(())
     }
 }
 

@@ -29,6 +29,12 @@ pub trait Tokenizer: Send + Sync {
     fn chat_template(&self) -> Result<&ChatTemplate, ChatTemplateError> {
         Err(ChatTemplateError::Missing)
     }
+    /// Replaces the chat template with the Jinja `source` (TRL's
+    /// `chat_template_path`), rendered with this tokenizer's special tokens.
+    fn set_chat_template(&mut self, source: &str) -> Result<(), ChatTemplateError> {
+        let _ = source;
+        Err(ChatTemplateError::NoTokenizerFile)
+    }
 }
 
 /// One token per UTF-8 byte.

@@ -114,7 +114,20 @@ pub fn collate_sft(rows: &[SftRow]) -> SftTokens {
         .iter()
         .map(|r| (&r.prompt[..], &r.completion[..]))
         .collect();
-    let (ids, targets, seq_len, scored_tokens) = collate_sequences(&sequences);
+    let (ids, mut targets, seq_len, mut scored_tokens) = collate_sequences(&sequences);
+    // A masked completion token is no target: the target predicting it goes.
+    for (s, row) in rows.iter().enumerate() {
+        let Some(mask) = &row.completion_mask else {
+            continue;
+        };
+        for (j, &trained) in mask.iter().enumerate() {
+            let t = row.prompt.len() + j;
+            if !trained && t >= 1 {
+                targets[s * seq_len + t - 1] = IGNORE_INDEX;
+                scored_tokens[s] -= 1;
+            }
+        }
+    }
     SftTokens {
         ids,
         targets,

@@ -30,7 +30,7 @@
 //! `chosen` and `rejected` share from the start (TRL's `extract_prompt`).
 
 use serde_json::Value;
-use transformer::Tokenizer;
+use transformer::{tokenize_with_assistant_mask, Tokenizer};
 
 use super::jsonl::JsonRow;
 use super::rows::check_range;
@@ -134,6 +134,29 @@ pub(super) fn render_ids(
     let ids = tokenizer.encode(&rendered.text);
     check_range(&ids, field, vocab_size)?;
     Ok(ids)
+}
+
+/// `messages` through the chat template (no generation prompt), tokenized,
+/// with the mask of the assistant's tokens: those inside the template's
+/// generation blocks (transformers' `return_assistant_tokens_mask`).
+pub(super) fn render_with_mask(
+    messages: &[Value],
+    field: &'static str,
+    tokenizer: &dyn Tokenizer,
+    vocab_size: usize,
+) -> Result<(Vec<u32>, Vec<bool>), BadLine> {
+    let template = tokenizer
+        .chat_template()
+        .map_err(|e| BadLine::ChatTemplate(e.to_string()))?;
+    if !template.has_generation_blocks() {
+        return Err(BadLine::NoGenerationBlocks);
+    }
+    let rendered = template
+        .render(messages, false, false)
+        .map_err(|e| BadLine::ChatTemplate(e.to_string()))?;
+    let (ids, mask) = tokenize_with_assistant_mask(tokenizer, &rendered);
+    check_range(&ids, field, vocab_size)?;
+    Ok((ids, mask))
 }
 
 /// The module's rule: the prompt rendered with the generation prompt, each

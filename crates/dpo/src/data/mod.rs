@@ -25,6 +25,7 @@
 
 mod batch;
 mod conversation;
+mod hh_rlhf;
 mod jsonl;
 mod prepare;
 mod rows;
@@ -36,9 +37,12 @@ mod unpaired;
 pub use batch::{
     chosen_prompt_targets, collate_pairs, collate_sft, PairBatch, SftTokens, IGNORE_INDEX,
 };
+pub use hh_rlhf::{convert_hh_rlhf, hh_rlhf_to_messages, HhRlhfError};
 pub use jsonl::MAX_LINE_BYTES;
-pub use prepare::{prepare_rows, PreparedRows, TrainingRow};
-pub use rows::{load_preferences, load_sft, read_preferences, read_sft, scored_tokens};
+pub use prepare::{prepare_rows, LoadOptions, PreparedRows, TrainingRow};
+pub use rows::{
+    load_preferences, load_sft, load_sft_with, read_preferences, read_sft, scored_tokens,
+};
 pub use shared_batch::{collate_shared_pairs, PairInputs, PairLayout, SharedPairBatch};
 pub use split::{
     epoch_batches, eval_split, length_grouped_batches, padding_share, shuffled_batches,
@@ -84,6 +88,10 @@ pub struct SftRow {
     /// Ids of the completion: every one is a target except the first token of
     /// the sequence (which nothing predicts).
     pub completion: Vec<u32>,
+    /// Which completion tokens are targets, where not all are: with
+    /// `--assistant-only-loss`, those inside the chat template's generation
+    /// blocks (TRL's `assistant_masks`). `None`: every completion token.
+    pub completion_mask: Option<Vec<bool>>,
     /// 1-based line of the row in its file (for error messages).
     pub line: usize,
 }
@@ -234,6 +242,18 @@ pub enum BadLine {
         /// The extra field's name as written in the row.
         field: String,
     },
+    /// `--assistant-only-loss` on a row that is not a conversation.
+    #[error("--assistant-only-loss needs conversational rows (lists of messages), as TRL's assistant_only_loss")]
+    AssistantOnlyNeedsMessages,
+    /// `--assistant-only-loss` with a template that marks no assistant text.
+    #[error("--assistant-only-loss needs a chat template that marks the assistant's text with {{% generation %}} ... {{% endgeneration %}} (give one with --chat-template FILE)")]
+    NoGenerationBlocks,
+    /// `--assistant-only-loss` on a row with no assistant token to train on.
+    #[error("no assistant token to train on (--assistant-only-loss): the row has no assistant message, or the template's generation blocks are empty")]
+    NoAssistantTokens,
+    /// An HH-RLHF row whose dialogues do not follow its layout.
+    #[error("not an HH-RLHF dialogue pair: {0}")]
+    NotHhRlhf(hh_rlhf::HhRlhfError),
     /// An unpaired (KTO) row without its `label`.
     #[error("missing field 'label' (true: a desirable completion, false: an undesirable one)")]
     MissingLabel,
@@ -274,6 +294,14 @@ pub enum DataError {
         line: usize,
         /// The cap, in bytes.
         max_bytes: usize,
+    },
+    /// An output file could not be written.
+    #[error("{path}: cannot write: {message}")]
+    Write {
+        /// The file as given.
+        path: String,
+        /// What went wrong.
+        message: String,
     },
     /// A bad line (see [`BadLine`]), reported as `path:LINE: why`.
     #[error("{path}:{line}: {problem}")]

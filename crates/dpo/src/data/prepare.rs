@@ -6,14 +6,24 @@ use std::path::Path;
 use transformer::Tokenizer;
 
 use super::{
-    load_preferences, load_sft, truncate_rows, DataError, LoadReport, PreferenceRow, SftRow,
-    TruncationReport,
+    load_preferences, load_sft_with, scored_tokens, truncate_rows, DataError, LoadReport,
+    PreferenceRow, SftRow, TruncationReport,
 };
 
+/// How a file of rows is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Skip bad rows (counted in the report) instead of refusing the file.
+    pub skip_invalid: bool,
+    /// SFT rows: train only on the assistant's tokens, those inside the chat
+    /// template's generation blocks (TRL's `assistant_only_loss`).
+    pub assistant_only_loss: bool,
+}
+
 /// Reads and validates a file of rows: `(path, tokenizer, vocab_size,
-/// skip_invalid)` -> the rows and what was skipped.
+/// options)` -> the rows and what was skipped.
 pub type LoadFn<R> =
-    fn(&Path, &dyn Tokenizer, usize, bool) -> Result<(Vec<R>, LoadReport), DataError>;
+    fn(&Path, &dyn Tokenizer, usize, &LoadOptions) -> Result<(Vec<R>, LoadReport), DataError>;
 
 /// A kind of row a data file holds: preference pairs, supervised rows or
 /// unpaired (KTO) rows. Each is a prompt followed by one or more responses
@@ -37,6 +47,15 @@ pub trait TrainingRow: Clone + Send + Sync + Sized {
     /// 1-based line of the row in its file (for error messages).
     fn line(&self) -> usize;
 
+    /// Each response's number of target tokens (all of its tokens but the
+    /// sequence's first, unless a mask says otherwise).
+    fn scored(&self) -> Vec<(&'static str, usize)> {
+        self.responses()
+            .into_iter()
+            .map(|(field, response)| (field, scored_tokens(self.prompt(), response)))
+            .collect()
+    }
+
     /// The length of the row's longest sequence, prompt + longest response:
     /// what it adds to the padded length of a batch (the key of
     /// length-grouped batching).
@@ -47,7 +66,9 @@ pub trait TrainingRow: Clone + Send + Sync + Sized {
 }
 
 impl TrainingRow for PreferenceRow {
-    const LOAD: LoadFn<Self> = load_preferences;
+    const LOAD: LoadFn<Self> = |path, tokenizer, vocab_size, options| {
+        load_preferences(path, tokenizer, vocab_size, options.skip_invalid)
+    };
 
     fn prompt(&self) -> &[u32] {
         &self.prompt
@@ -72,7 +93,7 @@ impl TrainingRow for PreferenceRow {
 }
 
 impl TrainingRow for SftRow {
-    const LOAD: LoadFn<Self> = load_sft;
+    const LOAD: LoadFn<Self> = load_sft_with;
 
     fn prompt(&self) -> &[u32] {
         &self.prompt
@@ -82,11 +103,30 @@ impl TrainingRow for SftRow {
         vec![("completion", &self.completion)]
     }
 
+    fn scored(&self) -> Vec<(&'static str, usize)> {
+        let all = scored_tokens(&self.prompt, &self.completion);
+        let count = match &self.completion_mask {
+            None => all,
+            // The first token of a sequence is never a target, masked or not.
+            Some(mask) => mask
+                .iter()
+                .enumerate()
+                .filter(|&(j, &trained)| trained && self.prompt.len() + j >= 1)
+                .count(),
+        };
+        vec![("completion", count)]
+    }
+
     fn cut(&self, prompt_start: usize, keep: usize) -> Self {
+        let keep = keep.min(self.completion.len());
         SftRow {
             prompt: self.prompt[prompt_start..].to_vec(),
-            completion: self.completion[..keep.min(self.completion.len())].to_vec(),
+            completion: self.completion[..keep].to_vec(),
             line: self.line,
+            completion_mask: self
+                .completion_mask
+                .as_ref()
+                .map(|mask| mask[..keep].to_vec()),
         }
     }
 
@@ -115,10 +155,11 @@ pub fn prepare_rows<R: TrainingRow>(
     vocab_size: usize,
     block_size: usize,
     max_prompt_length: usize,
-    skip_invalid: bool,
+    options: &LoadOptions,
 ) -> Result<PreparedRows<R>, DataError> {
-    let (rows, load) = R::LOAD(path, tokenizer, vocab_size, skip_invalid)?;
-    let (rows, truncation) = truncate_rows(&rows, block_size, max_prompt_length, skip_invalid)?;
+    let (rows, load) = R::LOAD(path, tokenizer, vocab_size, options)?;
+    let (rows, truncation) =
+        truncate_rows(&rows, block_size, max_prompt_length, options.skip_invalid)?;
     if rows.is_empty() {
         return Err(DataError::NoRows {
             path: path.display().to_string(),

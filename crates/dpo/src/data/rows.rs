@@ -6,6 +6,7 @@
 
 use super::conversation::{self, Tokenized};
 use super::jsonl::{read_rows, read_rows_from, JsonRow};
+use super::prepare::{LoadOptions, TrainingRow};
 use super::{BadLine, DataError, LoadReport, PreferenceRow, SftRow};
 use serde_json::Value;
 use std::io::BufRead;
@@ -382,10 +383,21 @@ fn parse_sft(
     line: usize,
     tokenizer: &dyn Tokenizer,
     vocab_size: usize,
+    assistant_only: bool,
     prompt_not_prefix: &mut usize,
 ) -> Result<SftRow, BadLine> {
     if conversation::is_conversational(row) {
-        return parse_conversational_sft(row, line, tokenizer, vocab_size, prompt_not_prefix);
+        return parse_conversational_sft(
+            row,
+            line,
+            tokenizer,
+            vocab_size,
+            assistant_only,
+            prompt_not_prefix,
+        );
+    }
+    if assistant_only {
+        return Err(BadLine::AssistantOnlyNeedsMessages);
     }
     if has_any(row, &["text", "text_ids"]) {
         let others = PROMPT_KEYS
@@ -411,6 +423,7 @@ fn parse_sft(
             prompt: Vec::new(),
             completion: text,
             line,
+            completion_mask: None,
         });
     }
     if !has_any(row, &COMPLETION_KEYS) && has_any(row, &RESPONSE_KEYS) {
@@ -419,6 +432,7 @@ fn parse_sft(
             prompt: pair.prompt,
             completion: pair.chosen,
             line,
+            completion_mask: None,
         });
     }
     check_form(row, &["prompt", "completion"])?;
@@ -428,43 +442,98 @@ fn parse_sft(
         prompt,
         completion,
         line,
+        completion_mask: None,
     })
 }
 
 /// A conversational SFT row: `{"messages"}` (the whole conversation is the
 /// target, as TRL's language-modeling rows: every token but the first),
 /// `{"prompt", "completion"}` (the completion is the target), or a
-/// preference row (trained on prompt + chosen).
+/// preference row (trained on prompt + chosen). With `assistant_only`, only
+/// the tokens inside the template's generation blocks are targets (TRL's
+/// `assistant_only_loss`; for a completion, those of it inside a block).
 fn parse_conversational_sft(
     row: &JsonRow,
     line: usize,
     tokenizer: &dyn Tokenizer,
     vocab_size: usize,
+    assistant_only: bool,
     prompt_not_prefix: &mut usize,
 ) -> Result<SftRow, BadLine> {
-    let (prompt, completion) = if let Some(messages) = conversation::messages(row, "messages")? {
+    let (prompt, completion, completion_mask) = if let Some(messages) =
+        conversation::messages(row, "messages")?
+    {
         let others = ["prompt", "completion", "chosen", "rejected"];
         if let Some(field) = others.iter().find(|k| row.contains_key(**k)) {
             return Err(BadLine::TextRowWithOtherField {
                 field: field.to_string(),
             });
         }
-        let ids = conversation::render_ids(messages, false, "messages", tokenizer, vocab_size)?;
-        check_scored(&[], &ids, "messages")?;
-        (Vec::new(), ids)
-    } else if row.contains_key("completion") {
-        conversational_completion(row, tokenizer, vocab_size, prompt_not_prefix)?
+        if assistant_only {
+            let (ids, mask) =
+                conversation::render_with_mask(messages, "messages", tokenizer, vocab_size)?;
+            (Vec::new(), ids, Some(mask))
+        } else {
+            let ids = conversation::render_ids(messages, false, "messages", tokenizer, vocab_size)?;
+            (Vec::new(), ids, None)
+        }
     } else {
-        let (prompt, [chosen, _]) =
-            conversational_pair(row, tokenizer, vocab_size, prompt_not_prefix)?;
-        (prompt, chosen)
+        let prompt = conversation::messages(row, "prompt")?;
+        let completion = conversation::messages(row, "completion")?;
+        let (prompt, completion) = match (prompt, completion) {
+            (Some(prompt), Some(completion)) => (prompt, completion),
+            (prompt, None) if !row.contains_key("completion") => {
+                let chosen = conversation::required_messages(row, "chosen")?;
+                let rejected = conversation::required_messages(row, "rejected")?;
+                match prompt {
+                    Some(prompt) => (prompt, chosen),
+                    None => {
+                        let (prompt, chosen, _) =
+                            conversation::split_implicit_prompt(chosen, rejected)?;
+                        (prompt, chosen)
+                    }
+                }
+            }
+            (None, _) => return Err(BadLine::MissingMessages { field: "prompt" }),
+            (_, None) => {
+                return Err(BadLine::MissingMessages {
+                    field: "completion",
+                })
+            }
+        };
+        let tokenized = conversation::tokenize_conversation(
+            prompt,
+            [("completion", completion)],
+            tokenizer,
+            vocab_size,
+        )?;
+        let (prompt_ids, [completion_ids]) = count_divergence(tokenized, prompt_not_prefix);
+        let mask = if assistant_only {
+            let conversation: Vec<Value> = prompt.iter().chain(completion).cloned().collect();
+            let (_, mask) =
+                conversation::render_with_mask(&conversation, "completion", tokenizer, vocab_size)?;
+            Some(mask[prompt_ids.len()..].to_vec())
+        } else {
+            None
+        };
+        (prompt_ids, completion_ids, mask)
     };
-    check_scored(&prompt, &completion, "completion")?;
-    Ok(SftRow {
+    let row = SftRow {
         prompt,
         completion,
+        completion_mask,
         line,
-    })
+    };
+    if row.scored()[0].1 < 1 {
+        return Err(if assistant_only {
+            BadLine::NoAssistantTokens
+        } else {
+            BadLine::NoScoredToken {
+                field: "completion",
+            }
+        });
+    }
+    Ok(row)
 }
 
 /// Runs a loader with a counter of the conversational rows whose prompt was
@@ -526,7 +595,7 @@ pub fn read_sft(
 ) -> Result<(Vec<SftRow>, LoadReport), DataError> {
     counting_divergence(|count| {
         read_rows_from(reader, name, skip_invalid, |row, line| {
-            parse_sft(row, line, tokenizer, vocab_size, count)
+            parse_sft(row, line, tokenizer, vocab_size, false, count)
         })
     })
 }
@@ -543,9 +612,32 @@ pub fn load_sft(
     vocab_size: usize,
     skip_invalid: bool,
 ) -> Result<(Vec<SftRow>, LoadReport), DataError> {
+    let options = LoadOptions {
+        skip_invalid,
+        assistant_only_loss: false,
+    };
+    load_sft_with(path, tokenizer, vocab_size, &options)
+}
+
+/// [`load_sft`] with every option: `assistant_only_loss` trains on the
+/// assistant's tokens only (conversational rows and a template with
+/// generation blocks needed; each row's [`SftRow::completion_mask`]).
+pub fn load_sft_with(
+    path: &Path,
+    tokenizer: &dyn Tokenizer,
+    vocab_size: usize,
+    options: &LoadOptions,
+) -> Result<(Vec<SftRow>, LoadReport), DataError> {
     counting_divergence(|count| {
-        read_rows(path, skip_invalid, |row, line| {
-            parse_sft(row, line, tokenizer, vocab_size, count)
+        read_rows(path, options.skip_invalid, |row, line| {
+            parse_sft(
+                row,
+                line,
+                tokenizer,
+                vocab_size,
+                options.assistant_only_loss,
+                count,
+            )
         })
     })
 }

@@ -3,7 +3,6 @@
 //! TRL's `DPOTrainer` up to 0.28 with `truncation_mode="keep_end"`.
 
 use super::prepare::TrainingRow;
-use super::rows::scored_tokens;
 use super::{write_lines, DataError, MAX_REPORTED_LINES};
 use std::fmt;
 
@@ -120,16 +119,16 @@ impl fmt::Display for TruncationReport {
 /// (the reference's `_check_scored_after_truncation`).
 pub(super) fn check_scored_after_truncation(
     line: usize,
-    prompt: &[u32],
-    responses: &[(&'static str, &[u32])],
+    prompt_len: usize,
+    scored: &[(&'static str, usize)],
     max_prompt_length: usize,
 ) -> Result<(), DataError> {
-    for &(field, response) in responses {
-        if scored_tokens(prompt, response) < 1 {
+    for &(field, count) in scored {
+        if count < 1 {
             return Err(DataError::NoScoredTokenAfterTruncation {
                 line,
                 field,
-                prompt_len: prompt.len(),
+                prompt_len,
                 max_prompt_length,
             });
         }
@@ -154,8 +153,8 @@ pub fn truncate_rows<R: TrainingRow>(
         report.truncated += usize::from(truncated);
         let checked = check_scored_after_truncation(
             row.line(),
-            row.prompt(),
-            &row.responses(),
+            row.prompt().len(),
+            &row.scored(),
             max_prompt_length,
         );
         match checked {

@@ -48,6 +48,7 @@ impl UnpairedRow {
             prompt: self.prompt.clone(),
             completion: self.completion.clone(),
             line: self.line,
+            completion_mask: None,
         }
     }
 }
@@ -104,7 +105,9 @@ pub fn load_unpaired(
 }
 
 impl TrainingRow for UnpairedRow {
-    const LOAD: LoadFn<Self> = load_unpaired;
+    const LOAD: LoadFn<Self> = |path, tokenizer, vocab_size, options| {
+        load_unpaired(path, tokenizer, vocab_size, options.skip_invalid)
+    };
 
     fn prompt(&self) -> &[u32] {
         &self.prompt
@@ -168,8 +171,7 @@ pub fn kl_sequences(rows: &[UnpairedRow], batch_size: usize, block_size: usize) 
             SftRow {
                 prompt: row.prompt.clone(),
                 completion: completion[..keep].to_vec(),
-                line: row.line,
-            }
+                line: row.line, completion_mask: None }
         })
         .collect()
 }
