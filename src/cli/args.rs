@@ -39,7 +39,7 @@ pub enum Command {
     Train(TrainArgs),
     /// DPO (SimPO, ORPO, KTO) metrics of a policy over a preference (or, with `--loss kto`, unpaired) file, JSON on stdout.
     Eval(EvalCliArgs),
-    /// Sample a continuation of a prompt.
+    /// Sample a continuation of a prompt, or a chat model's reply to `--messages`.
     Generate(GenerateArgs),
     /// Convert a checkpoint between nanoGPT's and Hugging Face's GPT-2 files (exactly: same tensors).
     Convert(ConvertArgs),
@@ -322,29 +322,9 @@ pub struct EvalCliArgs {
     pub loss: LossArgs,
 }
 
-/// `dpo generate`
-#[derive(Debug, Args)]
-pub struct GenerateArgs {
-    /// Model checkpoint: a nanoGPT or Hugging Face directory, or a GGUF file.
-    #[arg(long, value_name = "PATH")]
-    pub model: PathBuf,
-    /// The prompt text (tokenized by the model's tokenizer.json, else bytes).
-    #[arg(
-        long,
-        required_unless_present = "prompt_ids",
-        conflicts_with = "prompt_ids"
-    )]
-    pub prompt: Option<String>,
-    /// The prompt as token ids, comma-separated (e.g. `15496,11,995`).
-    #[arg(long, value_name = "IDS", value_delimiter = ',')]
-    pub prompt_ids: Option<Vec<u32>>,
-    /// Also print the token ids of the prompt and of the completion.
-    #[arg(long)]
-    pub print_ids: bool,
-    /// Tokens to generate, at most 1048576 (past the block size the context
-    /// window slides; memory stays bounded).
-    #[arg(long, default_value_t = 64)]
-    pub max_new_tokens: usize,
+/// How the next token is drawn, in `generate` and `chat`.
+#[derive(Debug, Args, Clone)]
+pub struct SamplingArgs {
     /// Sampling temperature; 0 means greedy.
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f64,
@@ -354,8 +334,45 @@ pub struct GenerateArgs {
     /// Sampling seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+/// `dpo generate`
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Model checkpoint: a nanoGPT or Hugging Face directory, or a GGUF file.
+    #[arg(long, value_name = "PATH")]
+    pub model: PathBuf,
+    /// The prompt text (tokenized by the model's tokenizer.json, else bytes).
+    #[arg(
+        long,
+        required_unless_present_any = ["prompt_ids", "messages"],
+        conflicts_with_all = ["prompt_ids", "messages"]
+    )]
+    pub prompt: Option<String>,
+    /// The prompt as token ids, comma-separated (e.g. `15496,11,995`).
+    #[arg(
+        long,
+        value_name = "IDS",
+        value_delimiter = ',',
+        conflicts_with = "messages"
+    )]
+    pub prompt_ids: Option<Vec<u32>>,
+    /// A conversation as a JSON list of {"role","content"} messages (or @FILE holding it):
+    /// the prompt is the model's chat template applied to it, with the assistant's turn
+    /// opened, and the completion is the assistant's reply.
+    #[arg(long, value_name = "JSON|@FILE")]
+    pub messages: Option<String>,
+    /// Also print the token ids of the prompt and of the completion.
+    #[arg(long)]
+    pub print_ids: bool,
+    /// Tokens to generate, at most 1048576 (past the block size the context
+    /// window slides; memory stays bounded).
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Stop when the completion contains this text (cut before it); repeatable.
-    /// Generation also stops at the tokenizer's end-of-sequence token, if it has one.
+    /// Generation also stops at an end-of-sequence token: the tokenizer's, or one the model's config.json names.
     #[arg(long, value_name = "TEXT")]
     pub stop: Vec<String>,
 }

@@ -5,7 +5,9 @@
 
 mod args;
 mod commands;
+mod conversation;
 mod convert;
+mod generate;
 
 pub use args::Cli;
 
