@@ -41,6 +41,19 @@ pub enum Command {
     Eval(EvalCliArgs),
     /// Sample a continuation of a prompt, or a chat model's reply to `--messages`.
     Generate(GenerateArgs),
+    /// Talk with a chat model in the terminal: each line typed is a message, the reply streams back.
+    ///
+    /// Each line read from stdin is a user message. The model's chat template
+    /// is applied to the whole conversation so far, and the reply is printed
+    /// to stdout as its tokens come, until an end-of-sequence token or
+    /// --max-new-tokens. A conversation that outgrows the model's context
+    /// starts over (the system message kept). Lines starting with `/` are
+    /// commands: `/reset` starts the conversation over (keeping the system
+    /// message), `/system TEXT` sets the system message and starts over
+    /// (`/system` alone removes it). Ctrl-D (end of input) leaves. Prompts and
+    /// notices go to stderr, replies to stdout. A reply is the one
+    /// `dpo generate --messages` gives for the same conversation and flags.
+    Chat(ChatArgs),
     /// Convert a checkpoint between nanoGPT's and Hugging Face's GPT-2 files (exactly: same tensors).
     Convert(ConvertArgs),
     /// Draw a `--metrics` file as an SVG (or HTML) report: loss, rewards, margins, accuracies, throughput.
@@ -375,6 +388,22 @@ pub struct GenerateArgs {
     /// Generation also stops at an end-of-sequence token: the tokenizer's, or one the model's config.json names.
     #[arg(long, value_name = "TEXT")]
     pub stop: Vec<String>,
+}
+
+/// `dpo chat`
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// A chat model (one whose tokenizer has a chat template): a checkpoint directory or a GGUF file.
+    #[arg(long, value_name = "PATH")]
+    pub model: PathBuf,
+    /// The system message the conversation starts with.
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+    /// The most tokens of one reply (a reply also ends where the model's context does).
+    #[arg(long, default_value_t = 512)]
+    pub max_new_tokens: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
 }
 
 /// `dpo plot`

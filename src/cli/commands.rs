@@ -56,6 +56,7 @@ pub fn run(cli: Cli) -> Result<()> {
             })?),
         },
         Command::Generate(a) => print_json(&super::generate::run_generate(&a)?),
+        Command::Chat(a) => super::chat::run_chat(&a),
         Command::Convert(a) => print_json(&super::convert::run_convert(&a)?),
         Command::Plot(a) => print_json(
             &crate::report::plot_metrics(&a.file, a.out.as_deref()).map_err(anyhow::Error::msg)?,

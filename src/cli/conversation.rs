@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
-use serde_json::Value;
+use serde_json::{json, Value};
 use transformer::{ChatTemplateError, Tokenizer};
 
 /// The largest `--messages @FILE` read: 64 MiB.
@@ -87,10 +87,100 @@ fn read_messages_file(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(context)
 }
 
+/// The running conversation of `dpo chat`: an optional system message and
+/// the turns after it.
+#[derive(Debug, Clone, Default)]
+pub struct Conversation {
+    system: Option<String>,
+    turns: Vec<Value>,
+}
+
+impl Conversation {
+    /// An empty conversation that starts with `system`, if any.
+    pub fn new(system: Option<String>) -> Self {
+        Conversation {
+            system,
+            turns: Vec::new(),
+        }
+    }
+
+    /// All its messages, the system message first, as a template takes them.
+    pub fn messages(&self) -> Vec<Value> {
+        let system = self
+            .system
+            .iter()
+            .map(|text| json!({"role": "system", "content": text}));
+        system.chain(self.turns.iter().cloned()).collect()
+    }
+
+    /// How many user and assistant messages it holds.
+    pub fn turns(&self) -> usize {
+        self.turns.len()
+    }
+
+    /// Adds a message of the user.
+    pub fn push_user(&mut self, text: &str) {
+        self.turns.push(json!({"role": "user", "content": text}));
+    }
+
+    /// Adds the assistant's reply.
+    pub fn push_assistant(&mut self, text: &str) {
+        self.turns
+            .push(json!({"role": "assistant", "content": text}));
+    }
+
+    /// Takes back the last message (one the template refused).
+    pub fn pop(&mut self) {
+        self.turns.pop();
+    }
+
+    /// Starts over: no turns, the system message kept.
+    pub fn reset(&mut self) {
+        self.turns.clear();
+    }
+
+    /// Starts over with only its last message (and the system message).
+    pub fn keep_last(&mut self) {
+        let start = self.turns.len().saturating_sub(1);
+        self.turns.drain(..start);
+    }
+
+    /// Sets the system message (`None` removes it) and starts over.
+    pub fn set_system(&mut self, system: Option<String>) {
+        self.system = system;
+        self.reset();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    #[test]
+    fn messages_put_the_system_message_first_and_survive_a_reset() {
+        let mut conversation = Conversation::new(Some("Be brief.".into()));
+        conversation.push_user("Hi");
+        conversation.push_assistant("Hello");
+        conversation.push_user("Bye");
+        let roles: Vec<Value> = conversation
+            .messages()
+            .iter()
+            .map(|m| m["role"].clone())
+            .collect();
+        assert_eq!(roles, ["system", "user", "assistant", "user"]);
+        conversation.keep_last();
+        assert_eq!(
+            conversation.messages(),
+            [
+                json!({"role": "system", "content": "Be brief."}),
+                json!({"role": "user", "content": "Bye"}),
+            ]
+        );
+        conversation.reset();
+        assert_eq!(conversation.messages().len(), 1);
+        conversation.set_system(None);
+        assert!(conversation.messages().is_empty());
+    }
 
     #[test]
     fn messages_must_be_a_list_of_role_and_content_objects() {
