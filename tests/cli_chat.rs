@@ -104,12 +104,24 @@ fn chat_model(dir: &Path, template: Option<&str>) -> PathBuf {
     model
 }
 
+/// Greedy decoding, as most tests ask for.
+const GREEDY: [&str; 2] = ["--temperature", "0"];
+
 /// `dpo generate --messages` of `messages`, greedy, with the chat's reply length.
 fn generate_messages(model: &Path, messages: &Value) -> serde_json::Map<String, Value> {
+    generate_messages_with(model, messages, &GREEDY)
+}
+
+/// `dpo generate --messages` of `messages` with the chat's reply length and `flags`.
+fn generate_messages_with(
+    model: &Path,
+    messages: &Value,
+    flags: &[&str],
+) -> serde_json::Map<String, Value> {
     let messages = messages.to_string();
     let args = ["generate", "--model", s(model), "--messages", &messages];
-    let greedy = ["--temperature", "0", "--max-new-tokens", MAX_NEW_TOKENS];
-    dpo(&[&args[..], &greedy, &["--print-ids"]].concat())
+    let length = ["--max-new-tokens", MAX_NEW_TOKENS, "--print-ids"];
+    dpo(&[&args[..], &length, flags].concat())
         .assert_ok()
         .json()
 }
@@ -124,10 +136,21 @@ fn reply_to(model: &Path, messages: &Value) -> String {
 
 /// `dpo chat --model MODEL` greedy, with `extra` flags, fed `input` on a pipe.
 fn chat_piped(model: &Path, extra: &[&str], input: &str) -> Run {
+    chat_run(model, &[&GREEDY[..], extra].concat(), input)
+}
+
+/// `dpo chat --model MODEL` with the tests' reply length and `flags`, fed
+/// `input` on a pipe.
+fn chat_run(model: &Path, flags: &[&str], input: &str) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dpo"))
-        .args(["chat", "--model", s(model), "--temperature", "0"])
-        .args(["--max-new-tokens", MAX_NEW_TOKENS])
-        .args(extra)
+        .args([
+            "chat",
+            "--model",
+            s(model),
+            "--max-new-tokens",
+            MAX_NEW_TOKENS,
+        ])
+        .args(flags)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -272,6 +295,30 @@ fn chat_with_piped_input_prints_only_the_replies_on_stdout() {
         !run.stderr.contains("> "),
         "no prompt without a terminal:\n{run}"
     );
+}
+
+#[test]
+fn a_sampled_chat_gives_the_replies_generate_gives_with_the_same_seed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = chat_model(tmp.path(), Some(CHATML));
+    let sampling = ["--temperature", "1.5", "--top-k", "40", "--seed", "7"];
+    let reply = |messages: Value| {
+        let generated = generate_messages_with(&model, &messages, &sampling);
+        generated["completion"].as_str().unwrap().to_string()
+    };
+    let first = reply(json!([{"role": "user", "content": "Hi"}]));
+    let second = reply(json!([
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": first},
+        {"role": "user", "content": "Why?"},
+    ]));
+    let run = chat_run(&model, &sampling, "Hi\nWhy?\n");
+    run.assert_ok();
+    assert_eq!(run.stdout, format!("{first}\n{second}\n"), "{run}");
+    // Sampling, not greedy decoding: another seed, another reply.
+    let reseeded = ["--temperature", "1.5", "--top-k", "40", "--seed", "8"];
+    let other = chat_run(&model, &reseeded, "Hi\nWhy?\n");
+    assert_ne!(other.assert_ok().stdout, run.stdout);
 }
 
 #[test]
