@@ -18,7 +18,7 @@ use transformer::Model;
 
 #[test]
 fn help_of_every_subcommand() {
-    for sub in ["", "sft", "train", "eval", "generate", "demo"] {
+    for sub in ["", "sft", "train", "eval", "generate", "chat", "demo"] {
         let args: Vec<&str> = [sub, "--help"]
             .into_iter()
             .filter(|a| !a.is_empty())
@@ -31,7 +31,7 @@ fn help_of_every_subcommand() {
         );
     }
     let top = dpo(&["--help"]);
-    for sub in ["sft", "train", "eval", "generate", "demo"] {
+    for sub in ["sft", "train", "eval", "generate", "chat", "demo"] {
         assert!(top.stdout.contains(sub), "dpo --help does not list {sub}");
     }
 }

@@ -39,8 +39,21 @@ pub enum Command {
     Train(TrainArgs),
     /// DPO (SimPO, ORPO, KTO) metrics of a policy over a preference (or, with `--loss kto`, unpaired) file, JSON on stdout.
     Eval(EvalCliArgs),
-    /// Sample a continuation of a prompt.
+    /// Sample a continuation of a prompt, or a chat model's reply to `--messages`.
     Generate(GenerateArgs),
+    /// Talk with a chat model in the terminal: each line typed is a message, the reply streams back.
+    ///
+    /// Each line read from stdin is a user message. The model's chat template
+    /// is applied to the whole conversation so far, and the reply is printed
+    /// to stdout as its tokens come, until an end-of-sequence token or
+    /// --max-new-tokens. A conversation that outgrows the model's context
+    /// starts over (the system message kept). Lines starting with `/` are
+    /// commands: `/reset` starts the conversation over (keeping the system
+    /// message), `/system TEXT` sets the system message and starts over
+    /// (`/system` alone removes it). Ctrl-D (end of input) leaves. Prompts and
+    /// notices go to stderr, replies to stdout. A reply is the one
+    /// `dpo generate --messages` gives for the same conversation and flags.
+    Chat(ChatArgs),
     /// Convert a checkpoint between nanoGPT's and Hugging Face's GPT-2 files (exactly: same tensors).
     Convert(ConvertArgs),
     /// Convert a data file: HH-RLHF's "\n\nHuman:"/"\n\nAssistant:" dialogues into conversational preference rows (TRL's hh-rlhf-helpful-base layout), ready for a chat template.
@@ -350,29 +363,9 @@ pub struct EvalCliArgs {
     pub loss: LossArgs,
 }
 
-/// `dpo generate`
-#[derive(Debug, Args)]
-pub struct GenerateArgs {
-    /// Model checkpoint: a nanoGPT or Hugging Face directory, or a GGUF file.
-    #[arg(long, value_name = "PATH")]
-    pub model: PathBuf,
-    /// The prompt text (tokenized by the model's tokenizer.json, else bytes).
-    #[arg(
-        long,
-        required_unless_present = "prompt_ids",
-        conflicts_with = "prompt_ids"
-    )]
-    pub prompt: Option<String>,
-    /// The prompt as token ids, comma-separated (e.g. `15496,11,995`).
-    #[arg(long, value_name = "IDS", value_delimiter = ',')]
-    pub prompt_ids: Option<Vec<u32>>,
-    /// Also print the token ids of the prompt and of the completion.
-    #[arg(long)]
-    pub print_ids: bool,
-    /// Tokens to generate, at most 1048576 (past the block size the context
-    /// window slides; memory stays bounded).
-    #[arg(long, default_value_t = 64)]
-    pub max_new_tokens: usize,
+/// How the next token is drawn, in `generate` and `chat`.
+#[derive(Debug, Args, Clone)]
+pub struct SamplingArgs {
     /// Sampling temperature; 0 means greedy.
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f64,
@@ -382,10 +375,63 @@ pub struct GenerateArgs {
     /// Sampling seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+/// `dpo generate`
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Model checkpoint: a nanoGPT or Hugging Face directory, or a GGUF file.
+    #[arg(long, value_name = "PATH")]
+    pub model: PathBuf,
+    /// The prompt text (tokenized by the model's tokenizer.json, else bytes).
+    #[arg(
+        long,
+        required_unless_present_any = ["prompt_ids", "messages"],
+        conflicts_with_all = ["prompt_ids", "messages"]
+    )]
+    pub prompt: Option<String>,
+    /// The prompt as token ids, comma-separated (e.g. `15496,11,995`).
+    #[arg(
+        long,
+        value_name = "IDS",
+        value_delimiter = ',',
+        conflicts_with = "messages"
+    )]
+    pub prompt_ids: Option<Vec<u32>>,
+    /// A conversation as a JSON list of {"role","content"} messages (or @FILE holding it):
+    /// the prompt is the model's chat template applied to it, with the assistant's turn
+    /// opened, and the completion is the assistant's reply.
+    #[arg(long, value_name = "JSON|@FILE")]
+    pub messages: Option<String>,
+    /// Also print the token ids of the prompt and of the completion.
+    #[arg(long)]
+    pub print_ids: bool,
+    /// Tokens to generate, at most 1048576 (past the block size the context
+    /// window slides; memory stays bounded).
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Stop when the completion contains this text (cut before it); repeatable.
-    /// Generation also stops at the tokenizer's end-of-sequence token, if it has one.
+    /// Generation also stops at an end-of-sequence token: the tokenizer's, or one the model's config.json names.
     #[arg(long, value_name = "TEXT")]
     pub stop: Vec<String>,
+}
+
+/// `dpo chat`
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// A chat model (one whose tokenizer has a chat template): a checkpoint directory or a GGUF file.
+    #[arg(long, value_name = "PATH")]
+    pub model: PathBuf,
+    /// The system message the conversation starts with.
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+    /// The most tokens of one reply (a reply also ends where the model's context does).
+    #[arg(long, default_value_t = 512)]
+    pub max_new_tokens: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
 }
 
 /// `dpo plot`

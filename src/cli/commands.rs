@@ -8,14 +8,12 @@ use dpo::data::{LoadOptions, PairLayout};
 use dpo::loss::kto::KtoConfig;
 use dpo::loss::{DpoLossConfig, LossType, WeightedLoss};
 use serde::Serialize;
-use transformer::sampling::{generate_until, SamplingOptions};
 use transformer::ModelConfig;
 
 use super::args::{
-    Cli, Command, ConvertDataArgs, EvalCliArgs, GenerateArgs, LossArgs, LossName, OnOff, OptimArgs,
-    PairArgs, SaveFormat, SftArgs, TrainArgs,
+    Cli, Command, ConvertDataArgs, EvalCliArgs, LossArgs, LossName, OnOff, OptimArgs, PairArgs,
+    SaveFormat, SftArgs, TrainArgs,
 };
-use crate::trainer::setup::load_checkpoint;
 use crate::trainer::{
     on_every_rank, run_eval, run_kto_eval, train_dpo, train_kto, train_sft, DataArgs, DpoTrainArgs,
     EvalArgs, InitialModel, KtoEvalArgs, KtoTrainArgs, RunSettings, SftTrainArgs, TrainHyper,
@@ -58,7 +56,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 chat_template: a.chat_template,
             })?),
         },
-        Command::Generate(a) => print_json(&run_generate(&a)?),
+        Command::Generate(a) => print_json(&super::generate::run_generate(&a)?),
+        Command::Chat(a) => super::chat::run_chat(&a),
         Command::Convert(a) => print_json(&super::convert::run_convert(&a)?),
         Command::ConvertData(a) => print_json(&convert_data(&a)?),
         Command::Plot(a) => print_json(
@@ -290,97 +289,6 @@ fn loss_config(a: &LossArgs) -> Result<DpoLossConfig> {
         discopop_tau: a.discopop_tau.unwrap_or(DpoLossConfig::DISCOPOP_TAU),
         simpo_gamma: a.simpo_gamma.unwrap_or(DpoLossConfig::SIMPO_GAMMA),
         bco_running_mean: !a.bco_no_running_mean,
-    })
-}
-
-/// What `dpo generate` prints.
-#[derive(Debug, Serialize)]
-struct Generation {
-    prompt: String,
-    completion: String,
-    text: String,
-    new_tokens: usize,
-    /// Why generation ended: `length`, `eos` or `stop`.
-    finish_reason: &'static str,
-    /// With `--print-ids`: the prompt's token ids.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    prompt_ids: Option<Vec<u32>>,
-    /// With `--print-ids`: the completion's token ids (EOS and stop text excluded).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    completion_ids: Option<Vec<u32>>,
-}
-
-/// The most tokens `dpo generate` makes in one call.
-const MAX_NEW_TOKENS: usize = 1 << 20;
-
-/// `dpo generate`: a continuation of the prompt, cut at the first `--stop`
-/// text (not included) or at the tokenizer's end-of-sequence token. Text
-/// goes through the model's tokenizer (its `tokenizer.json`, else bytes).
-fn run_generate(a: &GenerateArgs) -> Result<Generation> {
-    let loaded = load_checkpoint(&a.model, "model")?;
-    let (model, tokenizer) = (loaded.model, loaded.tokenizer);
-    let (prompt_text, prompt) = match (&a.prompt, &a.prompt_ids) {
-        (_, Some(ids)) => (tokenizer.decode(ids), ids.clone()),
-        (Some(text), None) => (text.clone(), tokenizer.encode(text)),
-        (None, None) => bail!("dpo generate needs --prompt TEXT or --prompt-ids IDS"),
-    };
-    ensure!(!prompt.is_empty(), "--prompt must not be empty");
-    let vocab_size = model.config().vocab_size;
-    if let Some(&bad) = prompt.iter().find(|&&id| id as usize >= vocab_size) {
-        bail!("the prompt's token {bad} is outside the model's vocabulary of {vocab_size}");
-    }
-    ensure!(
-        a.temperature.is_finite() && a.temperature >= 0.0,
-        "--temperature must be >= 0, got {}",
-        a.temperature
-    );
-    ensure!(
-        a.stop.iter().all(|s| !s.is_empty()),
-        "--stop must not be empty"
-    );
-    ensure!(
-        a.max_new_tokens <= MAX_NEW_TOKENS,
-        "--max-new-tokens {} is more than {MAX_NEW_TOKENS}, the most one generation holds",
-        a.max_new_tokens
-    );
-    let options = SamplingOptions {
-        temperature: a.temperature as f32,
-        top_k: a.top_k,
-        seed: a.seed,
-    };
-    let eos = tokenizer.eos_id();
-    let stops = |tokens: &[u32]| {
-        let text = tokenizer.decode(tokens);
-        a.stop.iter().filter_map(|s| text.find(s.as_str())).min()
-    };
-    // Checked after each token, a stop text can only have just been completed:
-    // it lies within the last `longest` tokens (each at least a byte), so only
-    // they are decoded, plus 3 for a character cut at the window's start.
-    let longest = a.stop.iter().map(String::len).max().unwrap_or(0) + 3;
-    let mut new_tokens = generate_until(&model, &prompt, a.max_new_tokens, options, |tokens| {
-        let tail = &tokens[tokens.len().saturating_sub(longest)..];
-        tokens.last().copied() == eos || (!a.stop.is_empty() && stops(tail).is_some())
-    })
-    .with_context(|| format!("model {}", a.model.display()))?;
-    let mut finish_reason = "length";
-    if let Some(at) = new_tokens.iter().position(|&id| Some(id) == eos) {
-        new_tokens.truncate(at);
-        finish_reason = "eos";
-    }
-    let mut completion = tokenizer.decode(&new_tokens);
-    if let Some(at) = stops(&new_tokens) {
-        completion.truncate(at);
-        new_tokens = tokenizer.encode(&completion);
-        finish_reason = "stop";
-    }
-    Ok(Generation {
-        text: format!("{prompt_text}{completion}"),
-        prompt: prompt_text,
-        completion,
-        new_tokens: new_tokens.len(),
-        finish_reason,
-        prompt_ids: a.print_ids.then_some(prompt),
-        completion_ids: a.print_ids.then_some(new_tokens),
     })
 }
 

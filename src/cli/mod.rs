@@ -1,11 +1,15 @@
 //! The `dpo` command line (docs/spec.md section 5).
 //!
-//! Logs and progress go to stderr, results as one JSON object on stdout.
+//! Logs and progress go to stderr, results as one JSON object on stdout
+//! (`dpo chat` writes its replies there instead, as they come).
 //! Every error is one line on stderr and a non-zero exit.
 
 mod args;
+mod chat;
 mod commands;
+mod conversation;
 mod convert;
+mod generate;
 
 pub use args::Cli;
 

@@ -65,6 +65,21 @@ impl LoadedModel {
             tokenizer_files: self.tokenizer_files.clone(),
         }
     }
+
+    /// The ids that end a generation: the tokenizer's end-of-sequence token
+    /// and those of the model's `config.json` (a Llama-family `eos_token_id`,
+    /// which may list several: Llama 3's instruct models end a turn with
+    /// either of two), as transformers' `generate` stops at any of them.
+    pub fn eos_ids(&self) -> Vec<u32> {
+        let from_config = self.model.config().llama.iter();
+        let mut ids: Vec<u32> = self.tokenizer.eos_id().into_iter().collect();
+        for &id in from_config.flat_map(|llama| &llama.special.eos) {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
+    }
 }
 
 /// The largest chat template read: 1 MiB (real ones are a few KiB).

@@ -11,6 +11,7 @@
 //! - [`hf`]: the same model in Hugging Face GPT-2 files (read and written);
 //! - [`sampling`]: greedy / temperature / top-k generation with a KV cache;
 //! - [`tokenizer`]: text to ids (bytes by default);
+//! - [`text_stream`]: the text of tokens as they come, whole characters only;
 //! - [`chat_template`]: a conversation -> text, as transformers' `apply_chat_template`;
 //! - [`hf_tokenizer`]: a checkpoint's `tokenizer.json` (Hugging Face BPE and others).
 //! - [`gguf`]: llama.cpp GGUF files (Llama, Qwen2, Qwen3) read natively, dequantized to f32.
@@ -36,6 +37,7 @@ pub mod kv_cache;
 pub mod model;
 pub mod params;
 pub mod sampling;
+pub mod text_stream;
 pub mod tokenizer;
 
 pub use chat_template::{tokenize_with_assistant_mask, ChatTemplate, ChatTemplateError, Rendered};
@@ -49,4 +51,5 @@ pub use kv_cache::KvCache;
 pub use model::{AttentionMode, Model, UnpaddedRows};
 pub use params::{gradcheck_params, param_specs, ModelParams};
 pub use sampling::{generate, SamplingOptions};
+pub use text_stream::TextStream;
 pub use tokenizer::{ByteTokenizer, Tokenizer};

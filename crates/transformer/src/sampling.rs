@@ -14,9 +14,15 @@
 //! cropped context every step). The context kept is at most twice the block,
 //! so a long generation holds only its new tokens, however long it runs.
 //!
+//! [`generate_streaming`] hands each new token to the caller as it is made
+//! (to print it, or to stop on a text) and ends at any of a set of
+//! end-of-sequence ids; [`generate`] and [`generate_until`] run the same loop.
+//!
 //! A model with an inf or NaN weight gives non-finite logits, from which no
 //! token can be drawn: generation stops with [`GenerateError`] rather than
 //! emit token 0 forever.
+
+use std::ops::ControlFlow;
 
 use autograd::{Float, Tape};
 use rand::rngs::StdRng;
@@ -179,8 +185,8 @@ pub fn generate(
 }
 
 /// [`generate`], ending early once `stop(new_tokens)` is true (checked after
-/// every new token, e.g. for an end-of-sequence token or a stop text). The
-/// tokens are those [`generate`] would give, up to that point.
+/// every new token, the last one too, e.g. for an end-of-sequence token or a
+/// stop text). The tokens are those [`generate`] would give, up to that point.
 pub fn generate_until(
     model: &Model<f32>,
     prompt: &[u32],
@@ -203,7 +209,7 @@ pub fn generate_until(
         let next = sample_next(&logits, &options, &mut rng);
         out.push(next as u32);
         context.push(next);
-        if out.len() == max_new_tokens || stop(&out) {
+        if stop(&out) || out.len() == max_new_tokens {
             return Ok(out);
         }
         if context.len() >= 2 * block_size {
@@ -217,6 +223,61 @@ pub fn generate_until(
             cache.prefill(model, &context[context.len() - block_size..])
         };
     }
+}
+
+/// Why [`generate_streaming`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// `max_new_tokens` tokens were made.
+    Length,
+    /// The model made one of the end-of-sequence ids.
+    Eos,
+    /// The caller's `on_token` asked to stop.
+    Stopped,
+}
+
+/// What [`generate_streaming`] made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Streamed {
+    /// The new tokens, without the end-of-sequence token that ended them.
+    pub tokens: Vec<u32>,
+    /// Why generation ended.
+    pub finish: Finish,
+}
+
+/// [`generate`] for a caller that takes tokens as they come (a chat that
+/// prints them, a stop text to watch for): after each new token that is not
+/// one of `eos`, `on_token(new_tokens)` is called, and generation ends when
+/// it returns [`ControlFlow::Break`]. A token in `eos` ends generation
+/// without being passed on or returned. The tokens are those [`generate`]
+/// would give, up to that point.
+///
+/// # Errors
+/// [`GenerateError`] when the model's logits are not finite.
+///
+/// # Panics
+/// If the prompt is empty or holds an id outside the vocabulary.
+pub fn generate_streaming(
+    model: &Model<f32>,
+    prompt: &[u32],
+    max_new_tokens: usize,
+    options: SamplingOptions,
+    eos: &[u32],
+    mut on_token: impl FnMut(&[u32]) -> ControlFlow<()>,
+) -> Result<Streamed, GenerateError> {
+    let mut finish = Finish::Length;
+    let mut tokens = generate_until(model, prompt, max_new_tokens, options, |new| {
+        if new.last().is_some_and(|id| eos.contains(id)) {
+            finish = Finish::Eos;
+        } else if on_token(new).is_break() {
+            finish = Finish::Stopped;
+        }
+        finish != Finish::Length
+    })?;
+    if finish == Finish::Eos {
+        tokens.pop();
+    }
+    Ok(Streamed { tokens, finish })
 }
 
 /// [`generate`] without a cache: a full forward pass over the (cropped)

@@ -1,11 +1,13 @@
 //! The no-grad forward against the tape forward, and KV-cached generation
 //! against full re-forward generation.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use autograd::Tape;
 use transformer::sampling::{
-    generate_uncached, generate_until, last_logits, sample_next, GenerateError,
+    generate_streaming, generate_uncached, generate_until, last_logits, sample_next, Finish,
+    GenerateError, Streamed,
 };
 use transformer::{generate, KvCache, Model, ModelConfig, SamplingOptions};
 
@@ -178,6 +180,58 @@ fn generation_until_a_condition_is_a_prefix_of_the_full_generation() {
     assert_eq!(calls, 5, "the condition is checked after every new token");
     let never = generate_until(&model, &[1, 2, 3], 20, options, |_| false).unwrap();
     assert_eq!(never, full);
+}
+
+#[test]
+fn streaming_hands_out_every_token_of_the_full_generation_and_ends_at_an_eos() {
+    let model = model();
+    let options = SamplingOptions {
+        temperature: 1.0,
+        top_k: None,
+        seed: 7,
+    };
+    let full = generate(&model, &[1, 2, 3], 20, options).unwrap();
+    // No EOS: every token is handed out, in order, the last one too.
+    let mut seen = Vec::new();
+    let streamed = generate_streaming(&model, &[1, 2, 3], 20, options, &[], |new| {
+        assert_eq!(new[..seen.len()], seen[..], "earlier tokens do not change");
+        seen.push(*new.last().unwrap());
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(seen, full);
+    let expected = Streamed {
+        tokens: full.clone(),
+        finish: Finish::Length,
+    };
+    assert_eq!(streamed, expected);
+
+    // The 6th token as an EOS (with an id that never comes beside it): the
+    // tokens before its first appearance, the EOS itself neither handed out
+    // nor returned.
+    let eos = full[5];
+    let first = full.iter().position(|&id| id == eos).unwrap();
+    let mut handed_out = 0;
+    let streamed = generate_streaming(&model, &[1, 2, 3], 20, options, &[99, eos], |new| {
+        handed_out = new.len();
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(streamed.tokens, full[..first]);
+    assert_eq!(streamed.finish, Finish::Eos);
+    assert_eq!(handed_out, first);
+
+    // The caller stops it: the tokens up to then.
+    let streamed = generate_streaming(&model, &[1, 2, 3], 20, options, &[], |new| {
+        if new.len() == 4 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .unwrap();
+    assert_eq!(streamed.tokens, full[..4]);
+    assert_eq!(streamed.finish, Finish::Stopped);
 }
 
 #[test]
