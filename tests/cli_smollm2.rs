@@ -5,6 +5,9 @@
 //!   pairs (`tests/golden/smollm2/trl_eval`, made by
 //!   `tests/golden/make_llama_golden.py`), with the reference the GGUF and
 //!   the policy the same model with its final norm weight times 1.05f32;
+//! - the same on HH-RLHF pairs in TRL's conversational form
+//!   (`smollm2/trl_chat_eval`), rendered by SmolLM2's chat template, and
+//!   their ids equal to TRL's;
 //! - `convert --to hf` writes a directory `dpo` reads back to the same
 //!   tensors, with the tokenizer, its special tokens and the chat template;
 //! - `train` runs on the GGUF and writes Hugging Face checkpoints.
@@ -56,15 +59,13 @@ fn assert_metrics(got: &serde_json::Map<String, Value>, expected: &Value) {
     assert_eq!(got["num_pairs"], expected["num_pairs"]);
 }
 
-#[test]
-#[ignore = "needs the real SmolLM2 GGUF (DPO_SMOLLM2_GGUF): run by .ci/run"]
-fn smollm2_eval_gives_trls_dpo_metrics() {
-    let gguf = smollm2_path();
-    let tmp = tempfile::tempdir().unwrap();
-    let (converted, policy) = (tmp.path().join("hf"), tmp.path().join("policy"));
-    let run = dpo(&["convert", s(&gguf), s(&converted), "--to", "hf"]);
+/// The policy of the TRL goldens, written under `tmp`: the GGUF model as a
+/// Hugging Face directory with its final RMSNorm's weight times 1.05 in
+/// float32 (as torch's `mul_`).
+fn perturbed_policy(gguf: &Path, tmp: &Path) -> PathBuf {
+    let (converted, policy) = (tmp.join("hf"), tmp.join("policy"));
+    let run = dpo(&["convert", s(gguf), s(&converted), "--to", "hf"]);
     assert_eq!(run.assert_ok().json()["from"], "gguf");
-    // The policy: the final RMSNorm's weight times 1.05 in float32, as torch's mul_.
     let mut model = Model::<f32>::load(&converted).unwrap();
     Arc::make_mut(&mut model.params_mut().ln_f.weight).mapv_inplace(|w| w * 1.05f32);
     fs::create_dir(&policy).unwrap();
@@ -73,7 +74,68 @@ fn smollm2_eval_gives_trls_dpo_metrics() {
         fs::copy(&path, policy.join(path.file_name().unwrap())).unwrap();
     }
     model.save(&policy).unwrap();
+    policy
+}
 
+#[test]
+#[ignore = "needs the real SmolLM2 GGUF (DPO_SMOLLM2_GGUF): run by .ci/run"]
+fn smollm2_eval_on_conversations_gives_trls_dpo_metrics() {
+    // HH-RLHF pairs in TRL's conversational form, through SmolLM2's chat template.
+    let gguf = smollm2_path();
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = perturbed_policy(&gguf, tmp.path());
+    let chat_dir = common::golden_dir().join("smollm2/trl_chat_eval");
+    let data = chat_dir.join("pairs.jsonl");
+    let got = dpo(&[
+        "eval",
+        "--policy",
+        s(&policy),
+        "--ref",
+        s(&gguf),
+        "--data",
+        s(&data),
+        "--beta",
+        "0.1",
+    ])
+    .assert_ok()
+    .json();
+    assert_metrics(&got, &read_json(&chat_dir.join("metrics.json")));
+}
+
+#[test]
+#[ignore = "needs the real SmolLM2 GGUF (DPO_SMOLLM2_GGUF): run by .ci/run"]
+fn smollm2_conversations_tokenize_as_trl_does() {
+    let tokenizer = transformer::gguf::load_model(&smollm2_path())
+        .unwrap()
+        .tokenizer;
+    let chat_dir = common::golden_dir().join("smollm2/trl_chat_eval");
+    let (rows, report) =
+        dpo::data::load_preferences(&chat_dir.join("pairs.jsonl"), &tokenizer, 49152, false)
+            .unwrap();
+    let expected = read_json(&chat_dir.join("ids.json"));
+    let expected = expected["pairs"].as_array().unwrap();
+    assert_eq!(rows.len(), expected.len());
+    let ids = |v: &Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.as_u64().unwrap() as u32)
+            .collect()
+    };
+    for (row, trl) in rows.iter().zip(expected) {
+        assert_eq!(row.prompt, ids(&trl["prompt_ids"]), "line {}", row.line);
+        assert_eq!(row.chosen, ids(&trl["chosen_ids"]), "line {}", row.line);
+        assert_eq!(row.rejected, ids(&trl["rejected_ids"]), "line {}", row.line);
+    }
+    assert_eq!(report.prompt_not_prefix, 0);
+}
+
+#[test]
+#[ignore = "needs the real SmolLM2 GGUF (DPO_SMOLLM2_GGUF): run by .ci/run"]
+fn smollm2_eval_gives_trls_dpo_metrics() {
+    let gguf = smollm2_path();
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = perturbed_policy(&gguf, tmp.path());
     let data = trl_dir().join("pairs.jsonl");
     let eval = |policy: &Path| {
         dpo(&[

@@ -620,10 +620,88 @@ def write_trl(out):
         "pairs": cases})
 
 
+# --------------------------------------------------------------------------------------------
+# part trl_chat: DPOTrainer.evaluate on SmolLM2 with conversational pairs through its template
+
+
+def hh_to_messages(example):
+    """TRL's examples/datasets/hh-rlhf-helpful-base.py `extract_dialogue`, as published."""
+    chosen, rejected = example["chosen"], example["rejected"]
+    common = []
+    for c1, c2 in zip(chosen, rejected):
+        if c1 != c2:
+            break
+        common.append(c1)
+    prompt_text = "".join(common)
+    if not prompt_text.endswith("\n\nAssistant: "):
+        prompt_text = prompt_text[: prompt_text.rfind("\n\nAssistant: ")] + "\n\nAssistant: "
+    chosen_line = chosen[len(prompt_text):]
+    rejected_line = rejected[len(prompt_text):]
+    prompt_text = prompt_text[: -len("\n\nAssistant: ")]
+    prompt_lines = re.split(r"(\n\nAssistant: |\n\nHuman: )", prompt_text)[1:]
+    prompt = []
+    for idx in range(0, len(prompt_lines), 2):
+        role = "user" if prompt_lines[idx] == "\n\nHuman: " else "assistant"
+        prompt.append({"role": role, "content": prompt_lines[idx + 1]})
+    return {"prompt": prompt, "chosen": [{"role": "assistant", "content": chosen_line}],
+            "rejected": [{"role": "assistant", "content": rejected_line}]}
+
+
+def chat_pairs(tok, n=8, max_tokens=200):
+    """The first HH-RLHF rows (from row 20 on) whose conversation fits in max_tokens: the source
+    rows and their conversational form."""
+    sources, pairs = [], []
+    for row in hh_rows()[20:]:
+        pair = hh_to_messages(row)
+        if not pair["chosen"][0]["content"].strip() or not pair["rejected"][0]["content"].strip():
+            continue
+        n_c = len(tok.apply_chat_template(pair["prompt"] + pair["chosen"], tokenize=True)["input_ids"])
+        n_r = len(tok.apply_chat_template(pair["prompt"] + pair["rejected"], tokenize=True)["input_ids"])
+        if max(n_c, n_r) <= max_tokens:
+            sources.append(row)
+            pairs.append(pair)
+        if len(pairs) == n:
+            return sources, pairs
+    raise RuntimeError("not enough short conversations")
+
+
+def write_trl_chat(out):
+    root = os.path.join(out, "smollm2", "trl_chat_eval")
+    if os.path.isdir(root):
+        shutil.rmtree(root)
+    os.makedirs(root)
+    tok, ref = load_smollm2()
+    ref.is_quantized, ref.hf_quantizer = False, None
+    del ref.config.quantization_config
+    policy = copy.deepcopy(ref)
+    with torch.no_grad():
+        policy.model.norm.weight.mul_(1.05)
+    sources, pairs = chat_pairs(tok)
+    for name, rows in (("hh_source.jsonl", sources), ("pairs.jsonl", pairs)):
+        with open(os.path.join(root, name), "w") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    keys = ["loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+            "logps/chosen", "logps/rejected"]
+    with tempfile.TemporaryDirectory() as workdir:
+        prepared, metrics = trl_metrics(policy, ref, tok, pairs, workdir)
+    write_json(os.path.join(root, "metrics.json"), {
+        "beta": BETA, "loss_type": "sigmoid", "num_pairs": len(pairs), "max_length": 512,
+        "policy": POLICY_PERTURBATION, "ref": "the GGUF model (SmolLM2-135M-Instruct.Q4_1, float32)",
+        "data": "pairs.jsonl: hh_source.jsonl (HH-RLHF harmless-base test rows) through TRL's "
+                "hh-rlhf-helpful-base extract_dialogue, rendered by SmolLM2's chat template",
+        "metrics": {k: metrics[f"eval_{k}"] for k in keys}})
+    write_json(os.path.join(root, "ids.json"), {
+        "doc": "TRL 1.16 DPOTrainer's tokenization of pairs.jsonl through SmolLM2's chat template",
+        "pairs": [{k: list(row[k]) for k in ("prompt_ids", "chosen_ids", "rejected_ids")}
+                  for row in prepared]})
+    print(f"  trl_chat_eval: {metrics}")
+
+
 if __name__ == "__main__":
     if len(sys.argv) < 2:
-        sys.exit("usage: make_llama_golden.py OUTDIR [llama|smollm2|trl ...]")
-    parts = sys.argv[2:] or ["llama", "smollm2", "trl"]
+        sys.exit("usage: make_llama_golden.py OUTDIR [llama|smollm2|trl|trl_chat ...]")
+    parts = sys.argv[2:] or ["llama", "smollm2", "trl", "trl_chat"]
     pinned = {"transformers": "5.24.0", "trl": "1.16.0"}
     found = {k: v for k, v in versions().items() if k in pinned}
     if found != pinned:
@@ -636,4 +714,6 @@ if __name__ == "__main__":
         write_smollm2(sys.argv[1])
     if "trl" in parts:
         write_trl(sys.argv[1])
+    if "trl_chat" in parts:
+        write_trl_chat(sys.argv[1])
     print(f"wrote {parts} to {sys.argv[1]}")
