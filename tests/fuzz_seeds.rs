@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use dpo::data::{read_preferences, read_sft};
-use transformer::{parse_config, ByteTokenizer, Model, ModelConfig};
+use transformer::{parse_config, ByteTokenizer, ChatTemplate, Model, ModelConfig};
 
 /// Every file under `fuzz/seeds/TARGET` and `fuzz/regressions/TARGET`.
 fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -90,4 +90,36 @@ fn safetensors_inputs_load_or_are_refused() {
         }
     }
     assert!(loaded > 0, "the valid seed does not load");
+}
+
+#[test]
+fn chat_template_inputs_render_or_are_refused() {
+    let files = inputs("chat_template");
+    assert!(files.len() >= 10, "the seeds are missing");
+    let mut rendered = 0;
+    for (path, bytes) in files {
+        let at = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        let Ok(source) = std::str::from_utf8(&bytes[..at]) else {
+            continue;
+        };
+        let conversation = bytes.get(at + 1..).unwrap_or_default();
+        let messages: Vec<serde_json::Value> =
+            serde_json::from_slice(conversation).unwrap_or_default();
+        let special = [("eos_token".to_string(), "</s>".to_string())].into();
+        let Ok(template) = ChatTemplate::new(source, special) else {
+            continue;
+        };
+        for add_generation_prompt in [false, true] {
+            if let Ok(out) = template.render(&messages, add_generation_prompt, false) {
+                assert!(out.text.len() <= transformer::chat_template::MAX_OUTPUT_BYTES);
+                assert!(
+                    out.generation.iter().all(|r| r.end <= out.text.len()),
+                    "{}",
+                    path.display()
+                );
+                rendered += 1;
+            }
+        }
+    }
+    assert!(rendered > 0, "no seed renders");
 }
