@@ -19,7 +19,7 @@ use serde_json::Value;
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use transformer::ByteTokenizer;
+use transformer::{ByteTokenizer, Tokenizer};
 
 /// `../shared` beside the repository, or the folder named by `DPO_SHARED_DIR`.
 fn shared_dir() -> PathBuf {
@@ -1171,4 +1171,26 @@ fn length_grouped_batches_cover_every_index_once_and_pad_less() {
     assert!(length_grouped_batches(&[], 8, 3).is_empty());
     assert_eq!(padding_share(&[vec![0, 1]], &[2, 4]), 0.25);
     assert_eq!(padding_share(&[], &[]), 0.0);
+}
+
+#[test]
+#[ignore = "needs ../shared/datasets: run by .ci/run"]
+fn hh_rlhf_converts_to_conversations_that_a_chatml_template_tokenizes() {
+    // The chat recipe's first step on the published file: every row converts,
+    // and every pair renders through SmolLM2's template (the chat goldens'
+    // tokenizer) with its prompt a prefix of both sequences.
+    let dir = tempfile::tempdir().unwrap();
+    let converted = dir.path().join("hh-chat.jsonl");
+    let input = shared_path("datasets/hh-rlhf-harmless-base-test.jsonl.gz");
+    let report = dpo::data::convert_hh_rlhf(&input, &converted, false).unwrap();
+    assert_eq!((report.rows, report.skipped), (2312, 0));
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/chat/smollm2");
+    let tokenizer = transformer::HfTokenizer::from_dir(&golden)
+        .unwrap()
+        .unwrap();
+    // The four rows whose response is empty still render a whole turn.
+    let (rows, report) =
+        load_preferences(&converted, &tokenizer, tokenizer.vocab_size(), false).unwrap();
+    assert_eq!(rows.len(), 2312);
+    assert_eq!(report.prompt_not_prefix, 0);
 }
