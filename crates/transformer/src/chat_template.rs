@@ -47,9 +47,10 @@ use minijinja::{Environment, Error, ErrorKind};
 use crate::tokenizer::Tokenizer;
 
 /// The instructions one rendering may run: far more than any real
-/// template needs for a long conversation (SmolLM2's uses about 30 per
-/// message), few enough that an endless loop fails in well under a second.
-pub const FUEL: u64 = 20_000_000;
+/// template needs for a long conversation (SmolLM2's runs about 30 per
+/// message, templates that scan the conversation twice a few hundred), few
+/// enough that a loop that never ends fails in a fraction of a second.
+pub const FUEL: u64 = 2_000_000;
 /// The deepest nesting of macro calls and includes.
 pub const MAX_DEPTH: usize = 64;
 /// The longest text one rendering may produce: 64 MiB.
