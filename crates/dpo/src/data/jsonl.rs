@@ -7,6 +7,7 @@
 //! memory, whatever `skip_invalid` says (the rest of such a line cannot be
 //! skipped without reading it).
 
+use super::collect::RowCollector;
 use super::{BadLine, DataError, LoadReport};
 use flate2::read::MultiGzDecoder;
 use serde_json::{Map, Value};
@@ -86,8 +87,7 @@ pub(crate) fn read_rows_from<R>(
     mut parse_row: impl FnMut(&JsonRow, usize) -> Result<R, BadLine>,
 ) -> Result<(Vec<R>, LoadReport), DataError> {
     let shown = || name.to_string();
-    let mut rows = Vec::new();
-    let mut report = LoadReport::default();
+    let mut rows = RowCollector::new(skip_invalid);
     let mut bytes = Vec::new();
     let mut line = 0;
     loop {
@@ -113,31 +113,14 @@ pub(crate) fn read_rows_from<R>(
                 max_bytes: MAX_LINE_BYTES,
             });
         }
-        let parsed = parse_line(&bytes, line).and_then(|row| match row {
-            Some(row) => parse_row(&row, line).map(Some),
-            None => Ok(None),
-        });
-        match parsed {
-            Ok(Some(row)) => rows.push(row),
-            Ok(None) => {}
-            Err(problem) if skip_invalid => report.skip(line, problem.to_string()),
-            Err(problem) => {
-                return Err(DataError::BadLine {
-                    path: shown(),
-                    line,
-                    problem,
-                })
-            }
-        }
+        let parsed = match parse_line(&bytes, line) {
+            Ok(Some(row)) => parse_row(&row, line),
+            Ok(None) => continue,
+            Err(problem) => Err(problem),
+        };
+        rows.take(parsed, line, name, line)?;
     }
-    if rows.is_empty() {
-        return Err(DataError::NoRows {
-            path: shown(),
-            skipped: report.skipped,
-        });
-    }
-    report.rows = rows.len();
-    Ok((rows, report))
+    rows.finish(name)
 }
 
 #[cfg(test)]

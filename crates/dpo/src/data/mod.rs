@@ -24,6 +24,7 @@
 //! `load_sft`, `truncate_row`, `batch`, `get_log_probs`).
 
 mod batch;
+mod collect;
 mod jsonl;
 mod prepare;
 mod rows;
