@@ -1,5 +1,7 @@
 //! Reading a JSON Lines file (plain or gzip) one object per line, with
-//! 1-based line numbers and the skip-or-refuse policy for bad lines.
+//! 1-based line numbers and the skip-or-refuse policy for bad lines; and
+//! [`read_rows`], the one entry of every loader, which sends a Parquet file
+//! or a directory of Parquet shards to [`super::parquet_rows`] instead.
 //!
 //! A line is read into memory whole, so its length is bounded: a line longer
 //! than [`MAX_LINE_BYTES`] (a file that is a link to `/dev/zero`, a binary
@@ -8,7 +10,7 @@
 //! skipped without reading it).
 
 use super::collect::RowCollector;
-use super::{BadLine, DataError, LoadReport};
+use super::{parquet_rows, BadLine, DataError, LoadReport};
 use flate2::read::MultiGzDecoder;
 use serde_json::{Map, Value};
 use std::fs::File;
@@ -69,12 +71,16 @@ fn json_error_message(e: &serde_json::Error) -> String {
 
 /// Reads every row of `path` through `parse_row(row, line)`. A bad line is an
 /// error naming it, or with `skip_invalid` is skipped and counted. A file with
-/// no rows left is an error too.
+/// no rows left is an error too. `path` is JSON Lines (plain or `.gz`), or a
+/// Parquet file or a directory of them ([`parquet_rows::is_parquet`]).
 pub(crate) fn read_rows<R>(
     path: &Path,
     skip_invalid: bool,
     parse_row: impl FnMut(&JsonRow, usize) -> Result<R, BadLine>,
 ) -> Result<(Vec<R>, LoadReport), DataError> {
+    if parquet_rows::is_parquet(path) {
+        return parquet_rows::read_rows(path, skip_invalid, parse_row);
+    }
     let reader = open_lines(path)?;
     read_rows_from(reader, &path.display().to_string(), skip_invalid, parse_row)
 }
