@@ -13,7 +13,10 @@
 //! they can take unbounded memory: the crate checks the footer against the
 //! file's length, and [`pages`] checks every page header's declared sizes
 //! against its column chunk and [`MAX_PAGE_BYTES`] before anything is read.
+//! A decoder of the crate that panics on a corrupt page is caught by
+//! [`guard`] and refuses the file the same way.
 
+mod guard;
 mod json;
 mod pages;
 mod schema;
@@ -26,6 +29,8 @@ use ::parquet::file::metadata::ParquetMetaDataReader;
 use ::parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
 use ::parquet::record::reader::RowIter;
 use serde_json::{Map, Value};
+
+use guard::guarded;
 
 use super::collect::RowCollector;
 use super::jsonl::JsonRow;
@@ -138,20 +143,24 @@ fn for_each_object<C: ChunkReader + 'static>(
         path: name.to_string(),
         reason: one_line(&reason),
     };
-    let metadata = ParquetMetaDataReader::new()
-        .parse_and_finish(&reader)
+    let metadata = guarded(|| ParquetMetaDataReader::new().parse_and_finish(&reader))
+        .map_err(&refuse)?
         .map_err(|e| refuse(e.to_string()))?;
     pages::check_pages(&reader, &metadata).map_err(refuse)?;
     let projection = schema::plain_schema(metadata.file_metadata().schema()).map_err(refuse)?;
-    let file = SerializedFileReader::new(reader).map_err(|e| refuse(e.to_string()))?;
+    let file = guarded(|| SerializedFileReader::new(reader))
+        .map_err(&refuse)?
+        .map_err(|e| refuse(e.to_string()))?;
     let mut row = 0;
     for group in 0..file.num_row_groups() {
-        let in_group =
-            |e: ::parquet::errors::ParquetError| refuse(format!("row group {}: {e}", group + 1));
-        let row_group = file.get_row_group(group).map_err(in_group)?;
-        let rows = RowIter::from_row_group(Some(projection.clone()), row_group.as_ref())
-            .map_err(in_group)?;
-        for record in rows {
+        let in_group = |e: String| refuse(format!("row group {}: {e}", group + 1));
+        let row_group = guarded(|| file.get_row_group(group))
+            .map_err(in_group)?
+            .map_err(|e| in_group(e.to_string()))?;
+        let mut rows = guarded(|| RowIter::from_row_group(Some(projection.clone()), &*row_group))
+            .map_err(in_group)?
+            .map_err(|e| in_group(e.to_string()))?;
+        while let Some(record) = guarded(|| rows.next()).map_err(in_group)? {
             row += 1;
             let record = record.map_err(|e| refuse(format!("row {row}: {e}")))?;
             visit(row, json::row_object(&record))?;
