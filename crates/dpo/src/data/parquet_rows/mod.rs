@@ -143,30 +143,30 @@ fn for_each_object<C: ChunkReader + 'static>(
         path: name.to_string(),
         reason: one_line(&reason),
     };
-    let metadata = guarded(|| ParquetMetaDataReader::new().parse_and_finish(&reader))
-        .map_err(&refuse)?
-        .map_err(|e| refuse(e.to_string()))?;
-    pages::check_pages(&reader, &metadata).map_err(refuse)?;
-    let projection = schema::plain_schema(metadata.file_metadata().schema()).map_err(refuse)?;
-    let file = guarded(|| SerializedFileReader::new(reader))
-        .map_err(&refuse)?
-        .map_err(|e| refuse(e.to_string()))?;
+    let metadata =
+        decode(|| ParquetMetaDataReader::new().parse_and_finish(&reader)).map_err(&refuse)?;
+    pages::check_pages(&reader, &metadata).map_err(&refuse)?;
+    let projection = schema::plain_schema(metadata.file_metadata().schema()).map_err(&refuse)?;
+    let file = decode(|| SerializedFileReader::new(reader)).map_err(&refuse)?;
     let mut row = 0;
     for group in 0..file.num_row_groups() {
         let in_group = |e: String| refuse(format!("row group {}: {e}", group + 1));
-        let row_group = guarded(|| file.get_row_group(group))
-            .map_err(in_group)?
-            .map_err(|e| in_group(e.to_string()))?;
-        let mut rows = guarded(|| RowIter::from_row_group(Some(projection.clone()), &*row_group))
-            .map_err(in_group)?
-            .map_err(|e| in_group(e.to_string()))?;
-        while let Some(record) = guarded(|| rows.next()).map_err(in_group)? {
+        let row_group = decode(|| file.get_row_group(group)).map_err(in_group)?;
+        let mut rows = decode(|| RowIter::from_row_group(Some(projection.clone()), &*row_group))
+            .map_err(in_group)?;
+        let mut next = || decode(|| rows.next().transpose());
+        while let Some(record) = next().map_err(|e| refuse(format!("row {}: {e}", row + 1)))? {
             row += 1;
-            let record = record.map_err(|e| refuse(format!("row {row}: {e}")))?;
             visit(row, json::row_object(&record))?;
         }
     }
     Ok(())
+}
+
+/// A call into the `parquet` crate: its value, or its error or the panic
+/// it ended in as a message.
+fn decode<T>(call: impl FnOnce() -> ::parquet::errors::Result<T>) -> Result<T, String> {
+    guarded(call)?.map_err(|e| e.to_string())
 }
 
 /// The first line of an error message, at most 300 characters: the crate's
