@@ -28,6 +28,9 @@ snappy, zstd, none):
   ids_golden.snappy.parquet, text_golden.snappy.parquet, sft_golden.snappy.parquet
                    the CLI goldens' ids/prefs.jsonl, text/prefs.jsonl and sft/sft.jsonl (twins
                    in place; MANIFEST.json evaluates the first two as `dpo eval --data X.parquet`)
+  other_types      int32, float32, float64, a list of lists, a map, a struct with a null field,
+                   a null bool, written by pyarrow (data page v2, no dictionary, zstd);
+                   other_types.jsonl holds the objects they must read as
   bad/             refused files: prompt_int (prompt an int64 column), not_utf8 (prompt a binary
                    column holding \\xff), bad_rows (row 3 has no rejected, row 5 an empty
                    chosen: implicit-prompt errors), empty (zero rows, the schema of text_prefs),
@@ -161,6 +164,34 @@ def to_parquet(jsonl, path, compression="snappy", batch_size=2):
     return dataset
 
 
+# Column types `datasets` does not write from JSON (int32, float32, maps, lists of lists) and a
+# layout it does not use (data page v2, no dictionary), written by pyarrow itself, with the
+# JSON objects they must read as: a null column or struct field is an absent key.
+OTHER_TYPES_EXPECTED = [
+    {"i32": 1, "f32": 0.25, "f64": 0.5, "nested": [[1], [2, 3]], "map": {"k": 1},
+     "struct": {"a": "x"}, "flag": True},
+    {"i32": -2, "f32": 2.5, "f64": 1e300, "nested": [], "map": {"x": None}},
+]
+
+
+def write_other_types(out):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({
+        "i32": pa.array([1, -2], type=pa.int32()),
+        "f32": pa.array([0.25, 2.5], type=pa.float32()),
+        "f64": pa.array([0.5, 1e300], type=pa.float64()),
+        "nested": pa.array([[[1], [2, 3]], []], type=pa.list_(pa.list_(pa.int64()))),
+        "map": pa.array([[("k", 1)], [("x", None)]], type=pa.map_(pa.string(), pa.int64())),
+        "struct": pa.array([{"a": "x", "b": None}, None], type=pa.struct([("a", pa.string()), ("b", pa.int64())])),
+        "flag": pa.array([True, None], type=pa.bool_()),
+    })
+    pq.write_table(table, os.path.join(out, "other_types.parquet"), compression="zstd",
+                   data_page_version="2.0", use_dictionary=False)
+    write_jsonl(os.path.join(out, "other_types.jsonl"), OTHER_TYPES_EXPECTED)
+
+
 def write_goldens(golden):
     import datasets
     import pyarrow
@@ -199,6 +230,8 @@ def write_goldens(golden):
     write_jsonl(os.path.join(bad, "big_page.jsonl"), [{"prompt": "a" * BIG_PAGE, "chosen": "b", "rejected": "c"}])
     to_parquet(os.path.join(bad, "big_page.jsonl"), os.path.join(bad, "big_page.snappy.parquet"))
     os.remove(os.path.join(bad, "big_page.jsonl"))
+
+    write_other_types(out)
 
     versions = {"datasets": datasets.__version__, "pyarrow": pyarrow.__version__, "pinned": PINNED,
                 "python": sys.version.split()[0]}

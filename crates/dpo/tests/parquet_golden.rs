@@ -64,6 +64,16 @@ fn every_codec_reads_as_its_jsonl_twin() {
 }
 
 #[test]
+fn other_column_types_read_as_json() {
+    // int32, float32, a list of lists, a map, a struct with a null field, a
+    // null bool; data page v2 without a dictionary (written by pyarrow).
+    let file = parquet("other_types.parquet");
+    let expected = jsonl_objects(&parquet("other_types.jsonl"));
+    assert_eq!(parquet_objects(&file), expected);
+    assert!(!expected[1].contains_key("flag") && !expected[1].contains_key("struct"));
+}
+
+#[test]
 fn a_null_column_is_a_missing_key() {
     // The implicit-prompt row has no prompt: a null in the Parquet column.
     let rows = parquet_objects(&parquet("text_prefs.snappy.parquet"));
