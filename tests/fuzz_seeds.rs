@@ -6,7 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use dpo::data::{read_preferences, read_sft};
+use dpo::data::{read_parquet_objects, read_preferences, read_sft};
+use serde_json::Value;
 use transformer::{parse_config, ByteTokenizer, ChatTemplate, Model, ModelConfig};
 
 /// Every file under `fuzz/seeds/TARGET` and `fuzz/regressions/TARGET`.
@@ -55,6 +56,56 @@ fn jsonl_rows_inputs_load_or_are_refused() {
         }
     }
     assert!(loaded > 0, "no seed is a loadable file");
+}
+
+#[test]
+fn parquet_rows_inputs_load_or_are_refused() {
+    let files = inputs("parquet_rows");
+    assert!(files.len() >= 20, "the seeds are missing");
+    let (mut loaded, mut refused) = (0, 0);
+    for (path, bytes) in files {
+        let Some((&pick, file)) = bytes.split_first() else {
+            continue;
+        };
+        let vocab_size = 1 + pick as usize * 2;
+        let objects = match read_parquet_objects(file.to_vec(), "seed") {
+            Ok(objects) => objects,
+            Err(err) => {
+                assert!(!err.to_string().contains('\n'), "{}: {err}", path.display());
+                refused += 1;
+                continue;
+            }
+        };
+        // As the fuzz target: one JSON line per row, a row without an object
+        // a line that is not UTF-8.
+        let mut lines = Vec::new();
+        for (i, (row, object)) in objects.into_iter().enumerate() {
+            assert_eq!(row, i + 1, "{}", path.display());
+            match object {
+                Ok(object) => lines.extend(Value::Object(object).to_string().into_bytes()),
+                Err(_) => lines.push(0xff),
+            }
+            lines.push(b'\n');
+        }
+        for skip_invalid in [false, true] {
+            let preferences =
+                read_preferences(&lines[..], "seed", &ByteTokenizer, vocab_size, skip_invalid);
+            let sft = read_sft(&lines[..], "seed", &ByteTokenizer, vocab_size, skip_invalid);
+            loaded += usize::from(preferences.is_ok()) + usize::from(sft.is_ok());
+            if let Ok((rows, _)) = preferences {
+                for row in rows {
+                    let ids = row.prompt.iter().chain(&row.chosen).chain(&row.rejected);
+                    assert!(
+                        ids.into_iter().all(|&id| (id as usize) < vocab_size),
+                        "{}",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+    assert!(loaded > 0, "no seed is a loadable file");
+    assert!(refused > 0, "the decoder-panic regression is not refused");
 }
 
 #[test]

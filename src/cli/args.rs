@@ -203,7 +203,8 @@ pub struct ConvertDataArgs {
 /// `dpo sft`
 #[derive(Debug, Args)]
 pub struct SftArgs {
-    /// SFT data: {"prompt","completion"} or {"text"} rows (or `_ids` forms), or preference rows (trains on the chosen side).
+    /// SFT data: {"prompt","completion"} or {"text"} rows (or `_ids` forms), or preference rows (trains on the chosen side);
+    /// JSON Lines (.gz accepted), a .parquet file or a directory of .parquet shards.
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
     /// Output checkpoint directory.
@@ -305,7 +306,8 @@ pub struct PairArgs {
     #[arg(long, conflicts_with = "reference")]
     pub reference_free: bool,
     /// Preference data: {"prompt","chosen","rejected"}, {"chosen","rejected"} or `_ids` forms; with
-    /// --loss kto, unpaired {"prompt","completion","label": true|false} rows; .gz accepted.
+    /// --loss kto, unpaired {"prompt","completion","label": true|false} rows. JSON Lines (.gz
+    /// accepted), a .parquet file or a directory of .parquet shards.
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
     /// on (default): each pair is one sequence [prompt | chosen | rejected], the prompt run once

@@ -229,7 +229,7 @@ pub fn load_rows<R: TrainingRow>(
 /// Where a run's rows come from, whatever its objective.
 #[derive(Debug, Clone)]
 pub struct DataArgs {
-    /// Training data (JSONL, optionally .gz).
+    /// Training data (JSONL, optionally .gz; a Parquet file or a directory of Parquet shards).
     pub data: PathBuf,
     /// Held-out data of the same kind, evaluated during training.
     pub eval_data: Option<PathBuf>,

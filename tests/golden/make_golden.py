@@ -44,7 +44,8 @@ KEEP = ("make_golden.py", "torch_reference.py", "README.md",  # what OUTDIR keep
         "make_trl_losses.py", "trl_losses",  # the TRL loss goldens: make_trl_losses.py, called below
         "make_trl_kto.py", "trl_kto",  # KTO goldens from TRL: make_trl_kto.py, called below
         "make_hf_golden.py", "hf",  # Hugging Face GPT-2 goldens: make_hf_golden.py, called below
-        "make_llama_golden.py", "llama", "smollm2")  # Llama-family goldens: run on its own (needs the GGUF)
+        "make_llama_golden.py", "llama", "smollm2",  # Llama-family goldens: run on its own (needs the GGUF)
+        "make_parquet_golden.py", "parquet")  # Parquet twins of data files: make_parquet_golden.py, called below
 SEED = 1234
 BETA = 0.1
 LR = 0.5  # plain SGD, so the step is large enough to check to 1%
@@ -286,6 +287,17 @@ def bad_case(out, manifest):
                                        "bad_line": bad_line})
 
 
+def parquet_checks(manifest):
+    """`dpo eval` on the Parquet twins of ids/prefs.jsonl and text/prefs.jsonl (written by
+    make_parquet_golden.py, with the `datasets` library) must print the JSONL files' metrics."""
+    for case in ("ids", "text"):
+        check = dict(next(c for c in manifest["checks"] if c["name"] == f"{case}/eval_sigmoid"),
+                     name=f"{case}/eval_sigmoid_parquet")
+        twin = f"parquet/{case}_golden.snappy.parquet"
+        check["argv"] = [twin if a == f"{case}/prefs.jsonl" else a for a in check["argv"]]
+        manifest["checks"].append(check)
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: make_golden.py OUTDIR")
@@ -322,6 +334,7 @@ def main():
     text_case(out, gen, manifest)
     sft_case(out, gen, manifest)
     bad_case(out, manifest)
+    parquet_checks(manifest)
     write_json(os.path.join(out, "MANIFEST.json"), manifest)
     print(f"wrote {len(manifest['checks'])} checks to {out}")
     try:  # the TRL goldens need trl from pip (see make_trl_losses.py, make_trl_kto.py)
@@ -337,6 +350,14 @@ def main():
         write_goldens(os.path.join(out, "trl_kto"))
         from make_hf_golden import write_goldens as write_hf_goldens
         write_hf_goldens(os.path.join(out, "hf"))
+    try:  # the Parquet twins need the datasets library (see make_parquet_golden.py)
+        import datasets  # noqa: F401
+    except ImportError:
+        print("datasets not installed: parquet/ left as it is")
+    else:
+        import subprocess
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "make_parquet_golden.py")
+        subprocess.run([sys.executable, script, out], check=True)
 
 
 if __name__ == "__main__":

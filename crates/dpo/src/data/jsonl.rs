@@ -1,5 +1,7 @@
 //! Reading a JSON Lines file (plain or gzip) one object per line, with
-//! 1-based line numbers and the skip-or-refuse policy for bad lines.
+//! 1-based line numbers and the skip-or-refuse policy for bad lines; and
+//! [`read_rows`], the one entry of every loader, which sends a Parquet file
+//! or a directory of Parquet shards to [`super::parquet_rows`] instead.
 //!
 //! A line is read into memory whole, so its length is bounded: a line longer
 //! than [`MAX_LINE_BYTES`] (a file that is a link to `/dev/zero`, a binary
@@ -7,7 +9,8 @@
 //! memory, whatever `skip_invalid` says (the rest of such a line cannot be
 //! skipped without reading it).
 
-use super::{BadLine, DataError, LoadReport};
+use super::collect::RowCollector;
+use super::{parquet_rows, BadLine, DataError, LoadReport};
 use flate2::read::MultiGzDecoder;
 use serde_json::{Map, Value};
 use std::fs::File;
@@ -68,12 +71,16 @@ fn json_error_message(e: &serde_json::Error) -> String {
 
 /// Reads every row of `path` through `parse_row(row, line)`. A bad line is an
 /// error naming it, or with `skip_invalid` is skipped and counted. A file with
-/// no rows left is an error too.
+/// no rows left is an error too. `path` is JSON Lines (plain or `.gz`), or a
+/// Parquet file or a directory of them ([`parquet_rows::is_parquet`]).
 pub(crate) fn read_rows<R>(
     path: &Path,
     skip_invalid: bool,
     parse_row: impl FnMut(&JsonRow, usize) -> Result<R, BadLine>,
 ) -> Result<(Vec<R>, LoadReport), DataError> {
+    if parquet_rows::is_parquet(path) {
+        return parquet_rows::read_rows(path, skip_invalid, parse_row);
+    }
     let reader = open_lines(path)?;
     read_rows_from(reader, &path.display().to_string(), skip_invalid, parse_row)
 }
@@ -86,8 +93,7 @@ pub(crate) fn read_rows_from<R>(
     mut parse_row: impl FnMut(&JsonRow, usize) -> Result<R, BadLine>,
 ) -> Result<(Vec<R>, LoadReport), DataError> {
     let shown = || name.to_string();
-    let mut rows = Vec::new();
-    let mut report = LoadReport::default();
+    let mut rows = RowCollector::new(skip_invalid);
     let mut bytes = Vec::new();
     let mut line = 0;
     loop {
@@ -113,31 +119,14 @@ pub(crate) fn read_rows_from<R>(
                 max_bytes: MAX_LINE_BYTES,
             });
         }
-        let parsed = parse_line(&bytes, line).and_then(|row| match row {
-            Some(row) => parse_row(&row, line).map(Some),
-            None => Ok(None),
-        });
-        match parsed {
-            Ok(Some(row)) => rows.push(row),
-            Ok(None) => {}
-            Err(problem) if skip_invalid => report.skip(line, problem.to_string()),
-            Err(problem) => {
-                return Err(DataError::BadLine {
-                    path: shown(),
-                    line,
-                    problem,
-                })
-            }
-        }
+        let parsed = match parse_line(&bytes, line) {
+            Ok(Some(row)) => parse_row(&row, line),
+            Ok(None) => continue,
+            Err(problem) => Err(problem),
+        };
+        rows.take(parsed, line, name, line)?;
     }
-    if rows.is_empty() {
-        return Err(DataError::NoRows {
-            path: shown(),
-            skipped: report.skipped,
-        });
-    }
-    report.rows = rows.len();
-    Ok((rows, report))
+    rows.finish(name)
 }
 
 #[cfg(test)]

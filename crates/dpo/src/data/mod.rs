@@ -1,11 +1,12 @@
-//! Preference and SFT data: JSON Lines files -> validated token rows ->
+//! Preference and SFT data: JSON Lines or Parquet files -> validated token rows ->
 //! truncated rows -> padded token batches (docs/spec.md section 3).
 //!
 //! The pipeline, in the order the trainer runs it:
 //!
 //! 1. [`load_preferences`] / [`load_sft`] / [`load_unpaired`] (KTO) read a
-//!    `.jsonl` (or `.jsonl.gz`) file, tokenize text fields, and refuse every
-//!    bad line with its 1-based line number before anything is trained
+//!    `.jsonl` (or `.jsonl.gz`) file, a `.parquet` file or a directory of
+//!    Parquet shards, tokenize text fields, and refuse every bad line (or
+//!    row) with its 1-based number before anything is trained
 //!    ([`DataError`] prints `path:LINE: message`). With `skip_invalid` the
 //!    bad rows are skipped and counted in a [`LoadReport`] instead.
 //! 2. [`truncate_rows`] (per row: [`truncate_row`]) fits each row into the
@@ -24,9 +25,11 @@
 //! `load_sft`, `truncate_row`, `batch`, `get_log_probs`).
 
 mod batch;
+mod collect;
 mod conversation;
 mod hh_rlhf;
 mod jsonl;
+mod parquet_rows;
 mod prepare;
 mod rows;
 mod shared_batch;
@@ -39,6 +42,7 @@ pub use batch::{
 };
 pub use hh_rlhf::{convert_hh_rlhf, hh_rlhf_to_messages, HhRlhfError};
 pub use jsonl::MAX_LINE_BYTES;
+pub use parquet_rows::{read_parquet_objects, ParquetObject, MAX_PAGE_BYTES};
 pub use prepare::{prepare_rows, LoadOptions, PreparedRows, TrainingRow};
 pub use rows::{
     load_preferences, load_sft, load_sft_with, read_preferences, read_sft, scored_tokens,
@@ -161,6 +165,12 @@ pub enum BadLine {
     /// The line's bytes are not UTF-8.
     #[error("not valid UTF-8")]
     NotUtf8,
+    /// A string value of a Parquet row whose bytes are not UTF-8.
+    #[error("column {column} is not valid UTF-8")]
+    ValueNotUtf8 {
+        /// The top-level column that holds it.
+        column: String,
+    },
     /// The line does not parse as JSON.
     #[error("not valid JSON: {0}")]
     NotJson(String),
@@ -320,6 +330,21 @@ pub enum DataError {
         path: String,
         /// Bad rows skipped on the way (with `skip_invalid`).
         skipped: usize,
+    },
+    /// A Parquet file that cannot be read: not Parquet, truncated, corrupt,
+    /// or declaring a size past the file or past [`MAX_PAGE_BYTES`].
+    #[error("{path}: cannot read as Parquet: {reason}")]
+    Parquet {
+        /// The file as given (a shard, for a directory).
+        path: String,
+        /// What is wrong, one line.
+        reason: String,
+    },
+    /// A directory given as data that holds no `.parquet` file.
+    #[error("{path}: a directory with no .parquet file in it")]
+    NoParquetFiles {
+        /// The directory as given.
+        path: String,
     },
     /// `--max-prompt-length` not below `block_size`.
     #[error("max prompt length {max_prompt_length} must be below the block size {block_size}")]
