@@ -59,6 +59,23 @@ fn assert_metrics(got: &serde_json::Map<String, Value>, expected: &Value) {
     assert_eq!(got["num_pairs"], expected["num_pairs"]);
 }
 
+/// `dpo eval` of `policy` against `reference` on `data` at beta 0.1 (TRL's goldens').
+fn eval_metrics(policy: &Path, reference: &Path, data: &Path) -> serde_json::Map<String, Value> {
+    dpo(&[
+        "eval",
+        "--policy",
+        s(policy),
+        "--ref",
+        s(reference),
+        "--data",
+        s(data),
+        "--beta",
+        "0.1",
+    ])
+    .assert_ok()
+    .json()
+}
+
 /// The policy of the TRL goldens, written under `tmp`: the GGUF model as a
 /// Hugging Face directory with its final RMSNorm's weight times 1.05 in
 /// float32 (as torch's `mul_`).
@@ -85,20 +102,7 @@ fn smollm2_eval_on_conversations_gives_trls_dpo_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     let policy = perturbed_policy(&gguf, tmp.path());
     let chat_dir = common::golden_dir().join("smollm2/trl_chat_eval");
-    let data = chat_dir.join("pairs.jsonl");
-    let got = dpo(&[
-        "eval",
-        "--policy",
-        s(&policy),
-        "--ref",
-        s(&gguf),
-        "--data",
-        s(&data),
-        "--beta",
-        "0.1",
-    ])
-    .assert_ok()
-    .json();
+    let got = eval_metrics(&policy, &gguf, &chat_dir.join("pairs.jsonl"));
     assert_metrics(&got, &read_json(&chat_dir.join("metrics.json")));
 }
 
@@ -137,21 +141,7 @@ fn smollm2_eval_gives_trls_dpo_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     let policy = perturbed_policy(&gguf, tmp.path());
     let data = trl_dir().join("pairs.jsonl");
-    let eval = |policy: &Path| {
-        dpo(&[
-            "eval",
-            "--policy",
-            s(policy),
-            "--ref",
-            s(&gguf),
-            "--data",
-            s(&data),
-            "--beta",
-            "0.1",
-        ])
-        .assert_ok()
-        .json()
-    };
+    let eval = |policy: &Path| eval_metrics(policy, &gguf, &data);
     assert_metrics(&eval(&policy), &read_json(&trl_dir().join("metrics.json")));
     assert_metrics(
         &eval(&gguf),

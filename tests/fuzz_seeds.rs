@@ -28,6 +28,29 @@ fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     files
 }
 
+/// Reads `file` (JSON lines) as preference and as SFT rows, refusing and
+/// skipping bad lines; every id of a loaded pair must be inside the
+/// vocabulary. Returns how many of the four loads gave rows.
+fn load_as_rows(file: &[u8], vocab_size: usize, path: &Path) -> usize {
+    let mut loaded = 0;
+    for skip_invalid in [false, true] {
+        let preferences = read_preferences(file, "seed", &ByteTokenizer, vocab_size, skip_invalid);
+        let sft = read_sft(file, "seed", &ByteTokenizer, vocab_size, skip_invalid);
+        loaded += usize::from(preferences.is_ok()) + usize::from(sft.is_ok());
+        if let Ok((rows, _)) = preferences {
+            for row in rows {
+                let ids = row.prompt.iter().chain(&row.chosen).chain(&row.rejected);
+                assert!(
+                    ids.into_iter().all(|&id| (id as usize) < vocab_size),
+                    "{}",
+                    path.display()
+                );
+            }
+        }
+    }
+    loaded
+}
+
 #[test]
 fn jsonl_rows_inputs_load_or_are_refused() {
     let files = inputs("jsonl_rows");
@@ -38,22 +61,7 @@ fn jsonl_rows_inputs_load_or_are_refused() {
             continue;
         };
         let vocab_size = 1 + pick as usize * 2;
-        for skip_invalid in [false, true] {
-            let preferences =
-                read_preferences(file, "seed", &ByteTokenizer, vocab_size, skip_invalid);
-            let sft = read_sft(file, "seed", &ByteTokenizer, vocab_size, skip_invalid);
-            loaded += usize::from(preferences.is_ok()) + usize::from(sft.is_ok());
-            if let Ok((rows, _)) = preferences {
-                for row in rows {
-                    let ids = row.prompt.iter().chain(&row.chosen).chain(&row.rejected);
-                    assert!(
-                        ids.into_iter().all(|&id| (id as usize) < vocab_size),
-                        "{}",
-                        path.display()
-                    );
-                }
-            }
-        }
+        loaded += load_as_rows(file, vocab_size, &path);
     }
     assert!(loaded > 0, "no seed is a loadable file");
 }
@@ -87,22 +95,7 @@ fn parquet_rows_inputs_load_or_are_refused() {
             }
             lines.push(b'\n');
         }
-        for skip_invalid in [false, true] {
-            let preferences =
-                read_preferences(&lines[..], "seed", &ByteTokenizer, vocab_size, skip_invalid);
-            let sft = read_sft(&lines[..], "seed", &ByteTokenizer, vocab_size, skip_invalid);
-            loaded += usize::from(preferences.is_ok()) + usize::from(sft.is_ok());
-            if let Ok((rows, _)) = preferences {
-                for row in rows {
-                    let ids = row.prompt.iter().chain(&row.chosen).chain(&row.rejected);
-                    assert!(
-                        ids.into_iter().all(|&id| (id as usize) < vocab_size),
-                        "{}",
-                        path.display()
-                    );
-                }
-            }
-        }
+        loaded += load_as_rows(&lines, vocab_size, &path);
     }
     assert!(loaded > 0, "no seed is a loadable file");
     assert!(refused > 0, "the decoder-panic regression is not refused");

@@ -303,6 +303,17 @@ pub(super) fn conversational_completion(
 ) -> Result<(Vec<u32>, Vec<u32>), BadLine> {
     let prompt = conversation::required_messages(row, "prompt")?;
     let completion = conversation::required_messages(row, "completion")?;
+    completion_ids(prompt, completion, tokenizer, vocab_size, prompt_not_prefix)
+}
+
+/// The ids of a conversational prompt and completion (lists of messages).
+fn completion_ids(
+    prompt: &[Value],
+    completion: &[Value],
+    tokenizer: &dyn Tokenizer,
+    vocab_size: usize,
+    prompt_not_prefix: &mut usize,
+) -> Result<(Vec<u32>, Vec<u32>), BadLine> {
     let tokenized = conversation::tokenize_conversation(
         prompt,
         [("completion", completion)],
@@ -501,13 +512,8 @@ fn parse_conversational_sft(
                 })
             }
         };
-        let tokenized = conversation::tokenize_conversation(
-            prompt,
-            [("completion", completion)],
-            tokenizer,
-            vocab_size,
-        )?;
-        let (prompt_ids, [completion_ids]) = count_divergence(tokenized, prompt_not_prefix);
+        let (prompt_ids, completion_ids) =
+            completion_ids(prompt, completion, tokenizer, vocab_size, prompt_not_prefix)?;
         let mask = if assistant_only {
             let conversation: Vec<Value> = prompt.iter().chain(completion).cloned().collect();
             let (_, mask) =
