@@ -78,6 +78,9 @@ pub(super) fn required_messages<'a>(
     messages(row, field)?.ok_or(BadLine::MissingMessages { field })
 }
 
+/// A prompt and the two responses of a pair, as lists of messages.
+pub(super) type PromptAndResponses<'a> = (&'a [Value], &'a [Value], &'a [Value]);
+
 /// TRL's `extract_prompt` for conversational rows: the prompt is the
 /// messages `chosen` and `rejected` share from the start, up to the first
 /// that differs. Where neither list differs within the shorter one's length,
@@ -85,7 +88,7 @@ pub(super) fn required_messages<'a>(
 pub(super) fn split_implicit_prompt<'a>(
     chosen: &'a [Value],
     rejected: &'a [Value],
-) -> Result<(&'a [Value], &'a [Value], &'a [Value]), BadLine> {
+) -> Result<PromptAndResponses<'a>, BadLine> {
     let shared_len = chosen.len().min(rejected.len());
     if shared_len == 0 {
         let field = if chosen.is_empty() {

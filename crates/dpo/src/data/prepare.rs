@@ -29,7 +29,7 @@ pub type LoadFn<R> =
 /// unpaired (KTO) rows. Each is a prompt followed by one or more responses
 /// scored after it; loading, truncation and batching read them through this.
 pub trait TrainingRow: Clone + Send + Sync + Sized {
-    /// How a file of such rows is read ([`load_preferences`], [`load_sft`],
+    /// How a file of such rows is read ([`load_preferences`], [`super::load_sft`],
     /// [`super::load_unpaired`]).
     const LOAD: LoadFn<Self>;
 
