@@ -10,7 +10,7 @@ use transformer::CheckpointFormat;
 
 use crate::trainer::{OptimizerKind, ScheduleKind};
 
-/// Direct Preference Optimization of small GPT-2-style models on CPU.
+/// Preference-tuning (DPO and its family, SFT, KTO) of GPT-2 and Llama-family models on CPU.
 ///
 /// Typical pipeline: `dpo sft` a model on demonstrations, then `dpo train` it
 /// with DPO against its own SFT checkpoint as the frozen reference, then
@@ -203,8 +203,9 @@ pub struct ConvertDataArgs {
 /// `dpo sft`
 #[derive(Debug, Args)]
 pub struct SftArgs {
-    /// SFT data: {"prompt","completion"} or {"text"} rows (or `_ids` forms), or preference rows (trains on the chosen side);
-    /// JSON Lines (.gz accepted), a .parquet file or a directory of .parquet shards.
+    /// SFT data: {"prompt","completion"} or {"text"} rows (or `_ids` forms), conversational {"messages": [...]} or
+    /// {"prompt": [...], "completion": [...]} rows (rendered by the chat template), or preference rows (trains on the
+    /// chosen side); JSON Lines (.gz accepted), a .parquet file or a directory of .parquet shards.
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
     /// Output checkpoint directory.
@@ -305,7 +306,8 @@ pub struct PairArgs {
     /// Reference-free DPO: reference log-probs are taken as 0.
     #[arg(long, conflicts_with = "reference")]
     pub reference_free: bool,
-    /// Preference data: {"prompt","chosen","rejected"}, {"chosen","rejected"} or `_ids` forms; with
+    /// Preference data: {"prompt","chosen","rejected"}, {"chosen","rejected"} or `_ids` forms, their
+    /// conversational forms (lists of {"role","content"} messages, rendered by the chat template); with
     /// --loss kto, unpaired {"prompt","completion","label": true|false} rows. JSON Lines (.gz
     /// accepted), a .parquet file or a directory of .parquet shards.
     #[arg(long, value_name = "FILE")]
