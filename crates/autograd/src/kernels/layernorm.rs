@@ -12,11 +12,8 @@
 use rayon::prelude::*;
 
 use super::simd::{sum_lanes, sum_map_lanes};
-use super::PAR_MIN_ELEMENTS;
+use super::{map_row_blocks, PAR_MIN_ELEMENTS, ROWS_PER_TASK};
 use crate::float::Float;
-
-/// Rows per parallel task (and per partial sum of `dweight`/`dbias`).
-pub const ROWS_PER_TASK: usize = 32;
 
 /// ```text
 /// mean = (1/C) sum_c x_c          var = (1/C) sum_c (x_c - mean)^2
@@ -137,18 +134,7 @@ pub fn layernorm_backward<T: Float>(
         }
         (dw, db)
     };
-    let block_len = ROWS_PER_TASK * c;
-    let partials: Vec<(Vec<T>, Vec<T>)> = if n * c < PAR_MIN_ELEMENTS {
-        dinp.chunks_mut(block_len.max(1))
-            .enumerate()
-            .map(|(i, blk)| block(i * ROWS_PER_TASK, blk))
-            .collect()
-    } else {
-        dinp.par_chunks_mut(block_len)
-            .enumerate()
-            .map(|(i, blk)| block(i * ROWS_PER_TASK, blk))
-            .collect()
-    };
+    let partials: Vec<(Vec<T>, Vec<T>)> = map_row_blocks(dinp, c, block);
     // Partial sums added in block order: the same result for any thread count.
     dweight.iter_mut().for_each(|v| *v = T::zero());
     let mut dbias = dbias;

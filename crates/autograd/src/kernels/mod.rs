@@ -41,5 +41,33 @@ pub mod swiglu;
 /// rayon tasks costs more than the work.
 pub const PAR_MIN_ELEMENTS: usize = 1 << 15;
 
+/// Rows per task of the normalization kernels' backward passes: the rows are
+/// cut into blocks of this many, whatever the number of threads.
+pub const ROWS_PER_TASK: usize = 32;
+
+/// Runs `block(first_row, rows)` on each block of [`ROWS_PER_TASK`] rows of
+/// `data` (rows of `c` values; split over rayon from [`PAR_MIN_ELEMENTS`]
+/// values on) and returns what each block gave, in block order: a sum of
+/// them taken in that order is the same for any number of threads.
+pub(crate) fn map_row_blocks<T: Send, P: Send>(
+    data: &mut [T],
+    c: usize,
+    block: impl Fn(usize, &mut [T]) -> P + Sync,
+) -> Vec<P> {
+    use rayon::prelude::*;
+    let block_len = ROWS_PER_TASK * c;
+    if data.len() < PAR_MIN_ELEMENTS {
+        data.chunks_mut(block_len.max(1))
+            .enumerate()
+            .map(|(i, blk)| block(i * ROWS_PER_TASK, blk))
+            .collect()
+    } else {
+        data.par_chunks_mut(block_len)
+            .enumerate()
+            .map(|(i, blk)| block(i * ROWS_PER_TASK, blk))
+            .collect()
+    }
+}
+
 /// Fixed chunk length of parallel elementwise loops.
 pub const PAR_CHUNK: usize = 1 << 14;

@@ -13,11 +13,8 @@
 use rayon::prelude::*;
 
 use super::simd::sum_map_lanes;
-use super::PAR_MIN_ELEMENTS;
+use super::{map_row_blocks, PAR_MIN_ELEMENTS, ROWS_PER_TASK};
 use crate::float::Float;
-
-/// Rows per parallel task (and per partial sum of `dweight`).
-pub const ROWS_PER_TASK: usize = 32;
 
 /// ```text
 /// rstd  = 1 / sqrt((1/C) sum_c x_c^2 + eps)
@@ -110,18 +107,7 @@ pub fn rmsnorm_backward<T: Float>(
         }
         dw
     };
-    let block_len = ROWS_PER_TASK * c;
-    let partials: Vec<Vec<T>> = if n * c < PAR_MIN_ELEMENTS {
-        dinp.chunks_mut(block_len.max(1))
-            .enumerate()
-            .map(|(i, blk)| block(i * ROWS_PER_TASK, blk))
-            .collect()
-    } else {
-        dinp.par_chunks_mut(block_len)
-            .enumerate()
-            .map(|(i, blk)| block(i * ROWS_PER_TASK, blk))
-            .collect()
-    };
+    let partials: Vec<Vec<T>> = map_row_blocks(dinp, c, block);
     // Partial sums added in block order: the same result for any thread count.
     dweight.iter_mut().for_each(|v| *v = T::zero());
     for dw_part in &partials {
