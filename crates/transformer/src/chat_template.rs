@@ -102,6 +102,7 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     source: String,
     special_tokens: BTreeMap<String, String>,
+    has_generation_blocks: bool,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -110,13 +111,6 @@ impl std::fmt::Debug for ChatTemplate {
             .field("source_bytes", &self.source.len())
             .field("special_tokens", &self.special_tokens)
             .finish()
-    }
-}
-
-impl Clone for ChatTemplate {
-    fn clone(&self) -> Self {
-        ChatTemplate::new(&self.source, self.special_tokens.clone())
-            .expect("a template that compiled once compiles again")
     }
 }
 
@@ -139,12 +133,15 @@ impl ChatTemplate {
         env.add_filter(GENERATION_FILTER, |text: String| {
             format!("{GENERATION_START}{text}{GENERATION_END}")
         });
-        env.add_template_owned(TEMPLATE_NAME, with_generation_filter(source))
+        let compiled = with_generation_filter(source);
+        let has_generation_blocks = compiled != source;
+        env.add_template_owned(TEMPLATE_NAME, compiled)
             .map_err(|e| ChatTemplateError::Syntax(one_line(&e)))?;
         Ok(ChatTemplate {
             env,
             source: source.to_string(),
             special_tokens,
+            has_generation_blocks,
         })
     }
 
@@ -156,7 +153,7 @@ impl ChatTemplate {
     /// Whether the template marks the assistant's text with
     /// `{% generation %}` blocks (what `--assistant-only-loss` needs).
     pub fn has_generation_blocks(&self) -> bool {
-        self.source != with_generation_filter(&self.source)
+        self.has_generation_blocks
     }
 
     /// Renders `messages` (a list of message objects): with
