@@ -188,6 +188,7 @@ fn demo_run(
         progress: true,
         save_format: None,
         precision: autograd::Precision::F32,
+        lora: None,
     };
     (data, run)
 }
@@ -321,7 +322,7 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary> {
     let dpo = train_dpo(
         &DpoTrainArgs {
             policy: sft_dir.clone(),
-            reference: Some(sft_dir.clone()),
+            reference: crate::trainer::ReferenceModel::Checkpoint(sft_dir.clone()),
             loss: loss.clone(),
             layout: PairLayout::default(),
             data: dpo_data,

@@ -148,6 +148,63 @@ pub struct OptimArgs {
     /// nanogpt (default: the format of the starting checkpoint; for --config, nanogpt for GPT-2 and hf for the Llama family).
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub save_format: Option<SaveFormat>,
+    #[command(flatten)]
+    pub lora: LoraArgs,
+}
+
+/// LoRA flags shared by `sft` and `train` (PEFT's `LoraConfig`; docs/lora.md).
+#[derive(Debug, Args, Clone)]
+pub struct LoraArgs {
+    /// Train LoRA adapters on the frozen model instead of the model (TRL's --use_peft). Checkpoints are PEFT
+    /// adapters (adapter_config.json + adapter_model.safetensors); with no --ref, DPO's reference is the model
+    /// with its adapters off, so no second model is loaded.
+    #[arg(long, help_heading = "LoRA")]
+    pub use_peft: bool,
+    /// The adapters' rank r.
+    #[arg(
+        long,
+        default_value_t = 16,
+        value_name = "R",
+        requires = "use_peft",
+        help_heading = "LoRA"
+    )]
+    pub lora_r: usize,
+    /// The adapters' alpha: their output is scaled by alpha / r.
+    #[arg(
+        long,
+        default_value_t = 32.0,
+        value_name = "F",
+        requires = "use_peft",
+        help_heading = "LoRA"
+    )]
+    pub lora_alpha: f64,
+    /// Dropout on the adapters' input while training.
+    #[arg(
+        long,
+        default_value_t = 0.05,
+        value_name = "P",
+        requires = "use_peft",
+        help_heading = "LoRA"
+    )]
+    pub lora_dropout: f64,
+    /// The layers to adapt, by name (`q_proj,v_proj`; GPT-2: `c_attn,c_proj,c_fc`), or `all-linear` (every linear
+    /// layer but the LM head). Default: PEFT's for the architecture, q_proj,v_proj (Llama family) or c_attn (GPT-2).
+    #[arg(
+        long,
+        alias = "lora-target-modules",
+        value_delimiter = ',',
+        value_name = "NAME,...",
+        requires = "use_peft",
+        help_heading = "LoRA"
+    )]
+    pub lora_targets: Vec<String>,
+    /// Scale the adapters by alpha / sqrt(r) (rank-stabilized LoRA) instead of alpha / r.
+    #[arg(long, requires = "use_peft", help_heading = "LoRA")]
+    pub use_rslora: bool,
+    /// Start from this trained adapter (a PEFT directory) instead of fresh ones; it is also the frozen reference,
+    /// unless --ref is given. Its r, alpha and layers are the adapter's own.
+    #[arg(long, value_name = "DIR", requires = "use_peft", help_heading = "LoRA")]
+    pub init_adapter: Option<PathBuf>,
 }
 
 /// A checkpoint format, as the command line names it.

@@ -1,9 +1,9 @@
 //! What each subcommand does: turn arguments into library and trainer calls,
 //! print one JSON object on stdout.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use dpo::data::{LoadOptions, PairLayout};
 use dpo::loss::kto::KtoConfig;
 use dpo::loss::{DpoLossConfig, LossType, WeightedLoss};
@@ -16,7 +16,8 @@ use super::args::{
 };
 use crate::trainer::{
     on_every_rank, run_eval, run_kto_eval, train_dpo, train_kto, train_sft, DataArgs, DpoTrainArgs,
-    EvalArgs, InitialModel, KtoEvalArgs, KtoTrainArgs, RunSettings, SftTrainArgs, TrainHyper,
+    EvalArgs, InitialModel, KtoEvalArgs, KtoTrainArgs, LoraSettings, ReferenceModel, RunSettings,
+    SftTrainArgs, TrainHyper,
 };
 
 /// Runs one parsed command line.
@@ -27,7 +28,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let args = sft_args(a)?;
             print_on_root(on_every_rank(|comm| train_sft(&args, comm))?)
         }
-        Command::Train(a) => match objective(&a.loss, &a.pairs, "train")? {
+        Command::Train(a) => match objective(&a.loss, &a.pairs, "train", a.optim.lora.use_peft)? {
             LossChoice::Pairs(loss) => {
                 let args = train_args(a, loss);
                 print_on_root(on_every_rank(|comm| train_dpo(&args, comm))?)
@@ -43,7 +44,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 print_on_root(on_every_rank(|comm| train_kto(&args, comm))?)
             }
         },
-        Command::Eval(a) => match objective(&a.loss, &a.pairs, "eval")? {
+        Command::Eval(a) => match objective(
+            &a.loss,
+            &a.pairs,
+            "eval",
+            transformer::lora::is_adapter_dir(&a.pairs.policy),
+        )? {
             LossChoice::Pairs(loss) => print_json(&run_eval(&eval_args(a, loss))?),
             LossChoice::Kto(config, reference) => print_json(&run_kto_eval(&KtoEvalArgs {
                 policy: a.pairs.policy,
@@ -107,16 +113,22 @@ fn sft_args(a: SftArgs) -> Result<SftTrainArgs> {
     })
 }
 
-/// What `train` and `eval` optimise or measure: pair losses with their
-/// reference (`None`: reference-free), or KTO with its reference.
+/// What `train` and `eval` optimise or measure: pair losses or KTO, with
+/// their reference.
 enum LossChoice {
-    Pairs((DpoLossConfig, Option<PathBuf>)),
-    Kto(KtoConfig, PathBuf),
+    Pairs((DpoLossConfig, ReferenceModel)),
+    Kto(KtoConfig, ReferenceModel),
 }
 
 /// The loss of `--loss` and the flags that go with it; a flag of the other
-/// kind is refused with one line.
-fn objective(loss: &LossArgs, pairs: &PairArgs, command: &str) -> Result<LossChoice> {
+/// kind is refused with one line. `with_adapters`: the policy trains (or
+/// is) LoRA adapters, whose base is the reference when no `--ref` is given.
+fn objective(
+    loss: &LossArgs,
+    pairs: &PairArgs,
+    command: &str,
+    with_adapters: bool,
+) -> Result<LossChoice> {
     if !loss.loss.contains(&LossName::Kto) {
         for (flag, given) in [
             ("--desirable-weight", loss.desirable_weight.is_some()),
@@ -125,7 +137,7 @@ fn objective(loss: &LossArgs, pairs: &PairArgs, command: &str) -> Result<LossCho
             ensure!(!given, "{flag} applies to --loss kto only");
         }
         let config = loss_config(loss)?;
-        let reference = reference(pairs, command, &config)?;
+        let reference = reference(pairs, command, &config, with_adapters)?;
         return Ok(LossChoice::Pairs((config, reference)));
     }
     ensure!(
@@ -147,9 +159,11 @@ fn objective(loss: &LossArgs, pairs: &PairArgs, command: &str) -> Result<LossCho
             "{flag} does not apply to --loss kto (unpaired rows)"
         );
     }
-    let reference = pairs.reference.clone().ok_or_else(|| {
-        anyhow!("dpo {command} --loss kto needs a frozen reference: --ref DIR (usually the SFT checkpoint the policy starts from)")
-    })?;
+    let reference = match &pairs.reference {
+        Some(path) => ReferenceModel::Checkpoint(path.clone()),
+        None if with_adapters => ReferenceModel::AdaptersOff,
+        None => bail!("dpo {command} --loss kto needs a frozen reference: --ref DIR (usually the SFT checkpoint the policy starts from)"),
+    };
     let config = KtoConfig {
         beta: loss.beta,
         desirable_weight: loss.desirable_weight.unwrap_or(1.0),
@@ -158,7 +172,7 @@ fn objective(loss: &LossArgs, pairs: &PairArgs, command: &str) -> Result<LossCho
     Ok(LossChoice::Kto(config, reference))
 }
 
-fn train_args(a: TrainArgs, (loss, reference): (DpoLossConfig, Option<PathBuf>)) -> DpoTrainArgs {
+fn train_args(a: TrainArgs, (loss, reference): (DpoLossConfig, ReferenceModel)) -> DpoTrainArgs {
     DpoTrainArgs {
         reference,
         layout: pair_layout(a.pairs.prefix_sharing),
@@ -169,7 +183,7 @@ fn train_args(a: TrainArgs, (loss, reference): (DpoLossConfig, Option<PathBuf>))
     }
 }
 
-fn eval_args(a: EvalCliArgs, (loss, reference): (DpoLossConfig, Option<PathBuf>)) -> EvalArgs {
+fn eval_args(a: EvalCliArgs, (loss, reference): (DpoLossConfig, ReferenceModel)) -> EvalArgs {
     EvalArgs {
         reference,
         layout: pair_layout(a.pairs.prefix_sharing),
@@ -192,22 +206,29 @@ fn pair_layout(prefix_sharing: Option<OnOff>) -> PairLayout {
 }
 
 /// `--ref DIR`, or none with `--reference-free`; one of them is needed,
-/// except by SimPO and ORPO, which use no reference and refuse one.
-fn reference(a: &PairArgs, command: &str, loss: &DpoLossConfig) -> Result<Option<PathBuf>> {
+/// except by SimPO and ORPO, which use no reference and refuse one, and
+/// `with_adapters`, where the reference is the adapters' base.
+fn reference(
+    a: &PairArgs,
+    command: &str,
+    loss: &DpoLossConfig,
+    with_adapters: bool,
+) -> Result<ReferenceModel> {
     if loss.is_reference_free() {
         ensure!(
             a.reference.is_none(),
             "--loss {} is reference-free: drop --ref",
             loss.names()
         );
-        return Ok(None);
+        return Ok(ReferenceModel::Free);
     }
     match (&a.reference, a.reference_free) {
         (Some(_), true) => bail!("--ref and --reference-free exclude each other"),
-        (Some(dir), false) => Ok(Some(dir.clone())),
-        (None, true) => Ok(None),
+        (Some(dir), false) => Ok(ReferenceModel::Checkpoint(dir.clone())),
+        (None, true) => Ok(ReferenceModel::Free),
+        (None, false) if with_adapters => Ok(ReferenceModel::AdaptersOff),
         (None, false) => bail!(
-            "dpo {command} needs a frozen reference: --ref DIR (usually the SFT checkpoint the policy starts from), or --reference-free"
+            "dpo {command} needs a frozen reference: --ref DIR (usually the SFT checkpoint the policy starts from), or --reference-free (or, with --use-peft, neither: the model with its adapters off)"
         ),
     }
 }
@@ -249,6 +270,14 @@ fn run_settings(out: &Path, a: &OptimArgs, lr: f64) -> RunSettings {
         progress: !a.no_progress,
         save_format: a.save_format.map(SaveFormat::format),
         precision: a.precision,
+        lora: a.lora.use_peft.then(|| LoraSettings {
+            r: a.lora.lora_r,
+            alpha: a.lora.lora_alpha,
+            dropout: a.lora.lora_dropout,
+            targets: (!a.lora.lora_targets.is_empty()).then(|| a.lora.lora_targets.clone()),
+            use_rslora: a.lora.use_rslora,
+            init_adapter: a.lora.init_adapter.clone(),
+        }),
     }
 }
 

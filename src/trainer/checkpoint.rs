@@ -44,8 +44,10 @@ use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use transformer::checkpoint::unique_suffix;
+use transformer::checkpoint::{CONFIG_FILE, WEIGHTS_FILE};
 use transformer::hf::INDEX_FILE;
 use transformer::hf_tokenizer::TOKENIZER_FILES;
+use transformer::lora::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
 use transformer::{write_synced, CheckpointFormat, Model};
 
 use super::settings::{AnyOptimizer, TrainHyper};
@@ -212,9 +214,17 @@ fn publish_staged(dir: &Path) -> Result<()> {
             .with_context(|| format!("cannot read {}", state_path.display()))?;
         let state: TrainerState = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a trainer state", state_path.display()))?;
-        let optional = [OPTIMIZER_FILE, INDEX_FILE]
-            .into_iter()
-            .chain(TOKENIZER_FILES);
+        // A full model's files and an adapter's replace each other.
+        let optional = [
+            OPTIMIZER_FILE,
+            INDEX_FILE,
+            CONFIG_FILE,
+            WEIGHTS_FILE,
+            ADAPTER_CONFIG_FILE,
+            ADAPTER_WEIGHTS_FILE,
+        ]
+        .into_iter()
+        .chain(TOKENIZER_FILES);
         for name in optional {
             let stale = dir.join(name);
             if !state.sha256.contains_key(name) && stale.exists() {
@@ -277,7 +287,7 @@ fn optimizer_tensors(model: &Model<f32>, optimizer: &AnyOptimizer) -> Vec<(Strin
     };
     let mut named = Vec::new();
     for (moment, tensors) in adamw.state() {
-        for (name, t) in model.param_names().iter().zip(tensors) {
+        for (name, t) in model.trainable_names().iter().zip(tensors) {
             named.push((format!("{name}.{moment}"), t));
         }
     }
@@ -413,7 +423,9 @@ pub fn load_optimizer_state(
             let mut by_name = read_f32_tensors(&path)?;
             let mut take = |moment: &str| -> Result<Vec<Tensor<f32>>> {
                 model
-                    .named_params()
+                    .trainable_names()
+                    .into_iter()
+                    .zip(model.trainable_params())
                     .map(|(name, param)| {
                         let key = format!("{name}.{moment}");
                         let t = by_name

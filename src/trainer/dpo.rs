@@ -13,6 +13,7 @@ use dpo::scoring::score_pairs;
 use transformer::Model;
 
 use super::distributed::{all_gather_f64, Collective};
+use super::lora::ReferenceModel;
 use super::setup::{load_reference, prepare_run, DataArgs, InitialModel, RunSetup};
 use super::split::share;
 use super::train_loop::{train, RunSettings, TrainSummary};
@@ -22,8 +23,8 @@ use super::train_loop::{train, RunSettings, TrainSummary};
 pub struct DpoTrainArgs {
     /// The initial policy checkpoint (with `--resume`: the one in `--out`).
     pub policy: PathBuf,
-    /// The frozen reference checkpoint; `None` for reference-free DPO.
-    pub reference: Option<PathBuf>,
+    /// The frozen reference.
+    pub reference: ReferenceModel,
     /// Loss settings.
     pub loss: DpoLossConfig,
     /// How pairs go through the models (`--prefix-sharing`).
@@ -76,11 +77,12 @@ pub fn train_dpo(args: &DpoTrainArgs, comm: &dyn Collective) -> Result<TrainSumm
         data: &args.data,
         run,
         split_refusal: DpoObjective::split_refusal_of(&args.loss),
-        with_reference: args.reference.is_some(),
+        with_reference: matches!(args.reference, ReferenceModel::Checkpoint(_)),
     };
     let prepared = prepare_run::<PreferenceRow>(&setup, comm)?;
     let (mut policy, data) = (prepared.policy, prepared.data);
-    let reference = load_reference(args.reference.as_deref(), &policy)?;
+    let init_adapter = run.lora.as_ref().and_then(|l| l.init_adapter.as_deref());
+    let reference = load_reference(&args.reference, &policy, init_adapter)?;
 
     let batch_size = eval_batch_size(run.hyper.batch_size);
     let mut objective = if comm.ranks() == 1 {

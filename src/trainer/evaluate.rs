@@ -12,6 +12,7 @@ use dpo::loss::{DpoLossConfig, DpoMetrics};
 use dpo::objective::evaluate_pairs;
 use serde::Serialize;
 
+use super::lora::ReferenceModel;
 use super::setup::{load_checkpoint, load_reference, load_rows};
 
 /// Everything `dpo eval` needs.
@@ -19,8 +20,8 @@ use super::setup::{load_checkpoint, load_reference, load_rows};
 pub struct EvalArgs {
     /// The policy checkpoint.
     pub policy: PathBuf,
-    /// The reference checkpoint; `None` for reference-free metrics.
-    pub reference: Option<PathBuf>,
+    /// The reference.
+    pub reference: ReferenceModel,
     /// Preference data.
     pub data: PathBuf,
     /// Loss settings.
@@ -55,7 +56,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<EvalReport> {
         loaded.set_chat_template(path)?;
     }
     let policy = loaded.model;
-    let reference = load_reference(args.reference.as_deref(), &policy)?;
+    let reference = load_reference(&args.reference, &policy, None)?;
     let prepared = load_rows::<PreferenceRow>(
         &args.data,
         policy.config(),

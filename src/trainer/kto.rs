@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::distributed::Collective;
 use super::dpo::eval_batch_size;
+use super::lora::ReferenceModel;
 use super::setup::{
     load_checkpoint, load_reference, load_rows, prepare_run, DataArgs, InitialModel, RunSetup,
 };
@@ -23,8 +24,8 @@ use super::train_loop::{train, RunSettings, TrainSummary};
 pub struct KtoTrainArgs {
     /// The initial policy checkpoint (with `--resume`: the one in `--out`).
     pub policy: PathBuf,
-    /// The frozen reference checkpoint.
-    pub reference: PathBuf,
+    /// The frozen reference (not [`ReferenceModel::Free`]).
+    pub reference: ReferenceModel,
     /// Loss settings.
     pub config: KtoConfig,
     /// Unpaired rows.
@@ -81,11 +82,12 @@ pub fn train_kto(args: &KtoTrainArgs, comm: &dyn Collective) -> Result<TrainSumm
         data: &args.data,
         run,
         split_refusal: Some(KtoObjective::SPLIT_REFUSAL.into()),
-        with_reference: true,
+        with_reference: matches!(args.reference, ReferenceModel::Checkpoint(_)),
     };
     let prepared = prepare_run::<UnpairedRow>(&setup, comm)?;
     let (mut policy, data) = (prepared.policy, prepared.data);
-    let reference = load_reference(Some(&args.reference), &policy)?
+    let init_adapter = run.lora.as_ref().and_then(|l| l.init_adapter.as_deref());
+    let reference = load_reference(&args.reference, &policy, init_adapter)?
         .ok_or_else(|| anyhow!("KTO needs a reference model"))?;
     if let Some(advice) = weight_advice(&data.train, &args.config) {
         eprintln!("warning: {advice}");
@@ -121,8 +123,8 @@ pub fn train_kto(args: &KtoTrainArgs, comm: &dyn Collective) -> Result<TrainSumm
 pub struct KtoEvalArgs {
     /// The policy checkpoint.
     pub policy: PathBuf,
-    /// The reference checkpoint.
-    pub reference: PathBuf,
+    /// The reference (not [`ReferenceModel::Free`]).
+    pub reference: ReferenceModel,
     /// Unpaired data.
     pub data: PathBuf,
     /// Loss settings.
@@ -156,7 +158,7 @@ pub fn run_kto_eval(args: &KtoEvalArgs) -> Result<KtoEvalReport> {
         loaded.set_chat_template(path)?;
     }
     let policy = loaded.model;
-    let reference = load_reference(Some(&args.reference), &policy)?
+    let reference = load_reference(&args.reference, &policy, None)?
         .ok_or_else(|| anyhow!("KTO needs a reference model"))?;
     let prepared = load_rows::<UnpairedRow>(
         &args.data,

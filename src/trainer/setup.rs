@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use dpo::data::{self, prepare_rows, DataError, LoadOptions, PreparedRows, TrainingRow};
 use transformer::hf_tokenizer::TOKENIZER_FILE;
 use transformer::{
@@ -13,6 +13,7 @@ use transformer::{
 
 use super::checkpoint::{open_run_dir, ModelFiles};
 use super::distributed::Collective;
+use super::lora::{adapters_off_reference, start_adapters, ReferenceModel};
 use super::settings::TrainHyper;
 use super::step::check_split;
 use super::train_loop::{DataCounts, RunSettings};
@@ -89,8 +90,31 @@ const MAX_TEMPLATE_BYTES: u64 = 1 << 20;
 /// `what` it is and where. A `tokenizer.json` with more ids than the
 /// model's vocabulary is refused. (Without one, text is read as bytes, and
 /// a model with fewer than 256 ids is for `_ids` rows.)
+///
+/// A directory holding a PEFT adapter (`adapter_config.json`, no
+/// `config.json`) is loaded as its base model (`base_model_name_or_path`)
+/// with the adapter on it, as PEFT's `AutoPeftModelForCausalLM` does; its
+/// tokenizer is the adapter directory's own when it has a `tokenizer.json`
+/// (`dpo` writes one beside every adapter it trains), the base's otherwise.
 pub fn load_checkpoint(path: &Path, what: &str) -> Result<LoadedModel> {
     let context = || format!("{what} {}", path.display());
+    if transformer::lora::is_adapter_dir(path) {
+        let base_path = transformer::lora::adapter_base_path(path).with_context(context)?;
+        ensure!(
+            !transformer::lora::is_adapter_dir(&base_path),
+            "{}: its base model {} is an adapter too (stacked adapters are not supported)",
+            context(),
+            base_path.display()
+        );
+        let mut loaded = load_checkpoint(&base_path, &format!("the base model of {what}"))?;
+        let lora = transformer::Lora::load(path, loaded.model.config()).with_context(context)?;
+        loaded.model = loaded.model.with_lora(lora);
+        if path.join(TOKENIZER_FILE).is_file() {
+            loaded.tokenizer = load_tokenizer(path).with_context(context)?;
+            loaded.tokenizer_files = tokenizer_files(path).with_context(context)?;
+        }
+        return Ok(loaded);
+    }
     if transformer::gguf::is_gguf(path) {
         // A GGUF file: its runs' checkpoints are Hugging Face directories.
         let gguf = transformer::gguf::load_model(path).with_context(context)?;
@@ -162,9 +186,21 @@ pub fn check_training_memory(
     Ok(())
 }
 
-/// The frozen reference (if any), which must have the policy's config.
-pub fn load_reference(path: Option<&Path>, policy: &Model<f32>) -> Result<Option<Model<f32>>> {
-    let Some(path) = path else { return Ok(None) };
+/// The frozen reference (`None`: reference-free), which must have the
+/// policy's config. [`ReferenceModel::AdaptersOff`] is the policy's base
+/// (with `init_adapter`, if the run started from one).
+pub fn load_reference(
+    reference: &ReferenceModel,
+    policy: &Model<f32>,
+    init_adapter: Option<&Path>,
+) -> Result<Option<Model<f32>>> {
+    let path = match reference {
+        ReferenceModel::Free => return Ok(None),
+        ReferenceModel::AdaptersOff => {
+            return adapters_off_reference(policy, init_adapter).map(Some)
+        }
+        ReferenceModel::Checkpoint(path) => path,
+    };
     let reference = load_model(path, "reference")?;
     ensure!(
         reference.config() == policy.config(),
@@ -374,6 +410,25 @@ pub fn prepare_run<R: TrainingRow>(
             }
         }
     };
+    match (&run.lora, setup.init) {
+        (Some(_), _) if run.resume => ensure!(
+            loaded.model.lora().is_some(),
+            "--resume --use-peft: the run in {} trained the whole model, not adapters: drop --use-peft",
+            run.out.display()
+        ),
+        (None, _) if run.resume => ensure!(
+            loaded.model.lora().is_none(),
+            "--resume: the run in {} trains LoRA adapters: give --use-peft (and the same LoRA flags) to continue it",
+            run.out.display()
+        ),
+        (Some(lora), (InitialModel::Checkpoint(path), _)) => {
+            loaded.model = start_adapters(loaded.model, path, lora, run.hyper.seed)?;
+        }
+        (Some(_), (InitialModel::Config(_), _)) => bail!(
+            "--use-peft adapts a pretrained model: start from a checkpoint (--init), not a fresh --config"
+        ),
+        (None, _) => {}
+    }
     if let Some(path) = &setup.data.chat_template {
         loaded.set_chat_template(path)?;
     }

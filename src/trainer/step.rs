@@ -53,32 +53,52 @@ pub fn check_split(
     Ok(())
 }
 
+/// The seed of one micro-batch's dropout masks: the step's seed mixed with
+/// the micro-batch's place among all ranks' micro-batches (splitmix64's
+/// finalizer), so that no two micro-batches of a run share a mask.
+fn micro_batch_seed(step_seed: u64, rank: usize, micro: usize) -> u64 {
+    let mut z =
+        step_seed ^ ((rank as u64) << 32 | micro as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// The gradient of the loss of the global `batch` with respect to `model`'s
-/// parameters: this rank's micro-batches run one after the other (one tape
-/// alive at a time, its GEMMs in `precision`), then the ranks' gradients
-/// are summed.
+/// trainable parameters ([`Model::trainable_params`]: all of them, or its
+/// LoRA adapters): this rank's micro-batches run one after the other (one
+/// tape alive at a time, its GEMMs in `precision`), then the ranks'
+/// gradients are summed. `step_seed` seeds the adapters' dropout, if any.
+#[allow(clippy::too_many_arguments)]
 pub fn step_gradient<O: Objective>(
     objective: &mut O,
     model: &Model<f32>,
     batch: &[usize],
     grad_accum: usize,
     precision: Precision,
+    step_seed: u64,
     comm: &dyn Collective,
 ) -> Result<StepGradient> {
     let batch_weight = objective.batch_weight(batch);
     let mut grads: Option<Vec<Tensor<f32>>> = None;
     let mut parts = Vec::new();
-    for micro in micro_batches(batch, comm.rank(), comm.ranks(), grad_accum) {
+    let micros = micro_batches(batch, comm.rank(), comm.ranks(), grad_accum);
+    for (index, micro) in micros.into_iter().enumerate() {
         let share = if micro.len() == batch.len() {
             1.0
         } else {
             objective.batch_weight(micro) / batch_weight
         };
         let tape = Tape::<f32>::new().with_precision(precision);
-        let params = model.bind(&tape);
+        let seed = micro_batch_seed(step_seed, comm.rank(), index);
+        let params = model.bind_for_training(&tape, seed);
         let out = objective.batch_loss(model, &tape, &params, micro);
         let mut store = tape.backward(&out.loss);
-        let mut micro_grads: Vec<_> = params.iter().map(|p| store.take_or_zeros(p)).collect();
+        let mut micro_grads: Vec<_> = model
+            .trainable_vars(&params)
+            .into_iter()
+            .map(|p| store.take_or_zeros(p))
+            .collect();
         if share != 1.0 {
             let share = share as f32;
             micro_grads
@@ -100,8 +120,8 @@ pub fn step_gradient<O: Objective>(
     // A rank whose share of a short batch is empty adds zeros.
     let mut grads = grads.unwrap_or_else(|| {
         model
-            .params()
-            .iter()
+            .trainable_params()
+            .into_iter()
             .map(|p| Tensor::zeros(p.raw_dim()))
             .collect()
     });
@@ -253,10 +273,18 @@ mod tests {
     fn accumulation_matches_whole_batch<O: Objective>(objective: &mut O, rows: usize) {
         let model = model();
         let batch: Vec<usize> = (0..rows).rev().collect();
-        let whole = step_gradient(objective, &model, &batch, 1, F32, &SingleProcess).unwrap();
+        let whole = step_gradient(objective, &model, &batch, 1, F32, 0, &SingleProcess).unwrap();
         for grad_accum in [2, 3, rows, rows + 2] {
-            let split =
-                step_gradient(objective, &model, &batch, grad_accum, F32, &SingleProcess).unwrap();
+            let split = step_gradient(
+                objective,
+                &model,
+                &batch,
+                grad_accum,
+                F32,
+                0,
+                &SingleProcess,
+            )
+            .unwrap();
             let diff = worst_relative_diff(&split.grads, &whole.grads);
             assert!(
                 diff < 1e-5,
@@ -283,6 +311,7 @@ mod tests {
             &[0, 1, 2, 3, 4],
             2,
             F32,
+            0,
             &SingleProcess,
         )
         .unwrap()
@@ -320,8 +349,16 @@ mod tests {
             })
             .collect();
         let mut objective = SftObjective::new(rows.clone(), vec![], 4);
-        let step =
-            step_gradient(&mut objective, &model, &[0, 1, 2], 1, F32, &SingleProcess).unwrap();
+        let step = step_gradient(
+            &mut objective,
+            &model,
+            &[0, 1, 2],
+            1,
+            F32,
+            0,
+            &SingleProcess,
+        )
+        .unwrap();
         // The plain step of the loop before data parallelism.
         let tape = Tape::<f32>::new();
         let params = model.bind(&tape);

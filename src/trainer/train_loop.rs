@@ -36,6 +36,7 @@ use super::checkpoint::{
     optimizer_and_start_step, read_state, save_checkpoint, ModelFiles, TrainerState,
 };
 use super::distributed::Collective;
+use super::lora::LoraSettings;
 use super::progress::{log_line, progress_bar, MetricsLog};
 use super::settings::TrainHyper;
 use super::step::{check_split, step_gradient};
@@ -66,6 +67,8 @@ pub struct RunSettings {
     /// The arithmetic of the training step's GEMMs (`--precision`); the
     /// weights, gradients, optimizer, evaluation and checkpoints are f32.
     pub precision: Precision,
+    /// Train LoRA adapters on the frozen model instead of the model (`--use-peft`).
+    pub lora: Option<LoraSettings>,
 }
 
 /// The rows a run trains on, for its summary.
@@ -247,6 +250,7 @@ pub fn train<O: Objective>(
             batch,
             hyper.grad_accum,
             settings.precision,
+            hyper.seed ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03),
             comm,
         )?;
         let loss = gradient.batch.loss;
@@ -262,7 +266,7 @@ pub fn train<O: Objective>(
         let mut grads = gradient.grads;
         let grad_norm = hyper.clip(&mut grads);
         let lr = schedule.lr(hyper.lr, step);
-        optimizer.step(model.params_mut(), &grads, lr);
+        optimizer.step(model.trainable_params_mut(), &grads, lr);
         let step_ms = step_started.elapsed().as_secs_f64() * 1e3;
 
         let batch_out = gradient.batch;

@@ -191,6 +191,22 @@ impl Model<f32> {
     /// Loads a checkpoint directory in either format, or a GGUF file
     /// (strictly; see the module docs, [`crate::hf`] and [`crate::gguf`]).
     pub fn load(dir: &Path) -> Result<Model<f32>, CheckpointError> {
+        if crate::lora::is_adapter_dir(dir) {
+            // A PEFT adapter: its base model, then the adapter on it.
+            let base_path = crate::lora::adapter_base_path(dir)?;
+            if crate::lora::is_adapter_dir(&base_path) {
+                return Err(CheckpointError::Format {
+                    path: dir.join(crate::lora::ADAPTER_CONFIG_FILE),
+                    message: format!(
+                        "its base model {} is an adapter too (stacked adapters are not supported)",
+                        base_path.display()
+                    ),
+                });
+            }
+            let base = Model::load(&base_path)?;
+            let lora = crate::lora::Lora::load(dir, base.config())?;
+            return Ok(base.with_lora(lora));
+        }
         if crate::gguf::is_gguf(dir) {
             return Ok(crate::gguf::load_model(dir)?.model);
         }
@@ -299,11 +315,17 @@ impl Model<f32> {
     }
 
     /// The files of a checkpoint of this model in `format`: the same two
-    /// names in both formats, [`WEIGHTS_FILE`] then [`CONFIG_FILE`].
+    /// names in both formats, [`WEIGHTS_FILE`] then [`CONFIG_FILE`]. A model
+    /// with adapters writes the adapter alone, as PEFT does:
+    /// `adapter_model.safetensors` then `adapter_config.json` ([`crate::lora`]).
     pub fn checkpoint_files_as(
         &self,
         format: CheckpointFormat,
     ) -> Result<[(&'static str, Vec<u8>); 2], CheckpointError> {
+        if let Some(lora) = self.lora() {
+            // The adapter alone, in PEFT's files, whatever the base's format.
+            return lora.files(self.config());
+        }
         let (config_json, weights) = match format {
             CheckpointFormat::NanoGpt => (
                 serde_json::to_string_pretty(self.config()).unwrap() + "\n",

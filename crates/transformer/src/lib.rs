@@ -34,6 +34,7 @@ pub mod gguf;
 pub mod hf;
 pub mod hf_tokenizer;
 pub mod kv_cache;
+pub mod lora;
 pub mod model;
 pub mod params;
 pub mod sampling;
@@ -48,6 +49,7 @@ pub use checkpoint::{
 pub use config::ModelConfig;
 pub use hf_tokenizer::{load_tokenizer, tokenizer_files, HfTokenizer};
 pub use kv_cache::KvCache;
+pub use lora::{Lora, LoraConfig};
 pub use model::{AttentionMode, Model, UnpaddedRows};
 pub use params::{gradcheck_params, param_specs, ModelParams};
 pub use sampling::{generate, SamplingOptions};

@@ -45,6 +45,7 @@ use rand_distr::{Distribution, Normal};
 
 use crate::config::ModelConfig;
 use crate::kv_cache::{KvCache, LayerKvCache};
+use crate::lora::{Dropout, Lora, LoraAdapter};
 use crate::params::{
     param_specs, Block, CausalSelfAttention, Init, Linear, Mlp, ModelParams, Norm, Qkv,
 };
@@ -54,8 +55,13 @@ pub const LAYER_NORM_EPS: f64 = 1e-5;
 
 impl<T: Float> Linear<Var<T>> {
     /// y = x @ weight^T + bias          x: (..., IN) -> y: (..., OUT)
+    /// (+ the LoRA term, [`LoraAdapter::forward`], when the layer has one)
     pub fn forward(&self, tape: &Tape<T>, x: &Var<T>) -> Var<T> {
-        tape.linear(x, &self.weight, self.bias.as_ref())
+        let y = tape.linear(x, &self.weight, self.bias.as_ref());
+        match &self.lora {
+            None => y,
+            Some(lora) => tape.add(&y, &lora.forward(tape, x)),
+        }
     }
 }
 
@@ -272,13 +278,17 @@ impl UnpaddedRows {
     }
 }
 
-/// A decoder (GPT-2 or the Llama family) with its parameters.
+/// A decoder (GPT-2 or the Llama family) with its parameters, and maybe
+/// LoRA adapters on them ([`crate::lora`]).
 #[derive(Clone)]
 pub struct Model<T> {
     config: ModelConfig,
     params: ModelParams<Arc<Tensor<T>>>,
     /// The rotary embedding's frequencies (the Llama family), from the config.
     rope: Option<Arc<RopeFrequencies>>,
+    /// Adapters: when present, they are what trains, and `params` is the
+    /// frozen base.
+    lora: Option<Lora<T>>,
 }
 
 /// The rotary frequencies of a Llama-family config (`None` for GPT-2).
@@ -345,6 +355,7 @@ impl<T: Float> Model<T> {
             rope: rope_frequencies(&config),
             config,
             params,
+            lora: None,
         }
     }
 
@@ -411,9 +422,114 @@ impl<T: Float> Model<T> {
     }
 
     /// Every parameter as a leaf of `tape`, without a copy. On a no-grad tape
-    /// they are constants.
+    /// they are constants. With adapters, the base parameters are constants
+    /// (no gradient, no weight-gradient GEMM), and the adapters are leaves
+    /// set into their layers ([`crate::params::Linear::lora`]), without dropout.
     pub fn bind(&self, tape: &Tape<T>) -> ModelParams<Var<T>> {
-        self.params.map(|p| tape.leaf(p.clone()))
+        self.bind_with_dropout(tape, None)
+    }
+
+    /// [`Model::bind`] for a training step: the adapters' dropout
+    /// (`lora_dropout`) draws its masks from `dropout_seed`, each layer its
+    /// own.
+    pub fn bind_for_training(&self, tape: &Tape<T>, dropout_seed: u64) -> ModelParams<Var<T>> {
+        self.bind_with_dropout(tape, Some(dropout_seed))
+    }
+
+    fn bind_with_dropout(&self, tape: &Tape<T>, dropout_seed: Option<u64>) -> ModelParams<Var<T>> {
+        let Some(lora) = &self.lora else {
+            return self.params.map(|p| tape.leaf(p.clone()));
+        };
+        let mut bound = self.params.map(|p| tape.constant(p.clone()));
+        let (scale, p) = (lora.config.scale(), lora.config.dropout);
+        for (layer, (linear, pair)) in bound.linears_mut().into_iter().zip(&lora.pairs).enumerate()
+        {
+            let Some(pair) = pair else { continue };
+            linear.lora = Some(LoraAdapter {
+                a: tape.leaf(pair.a.clone()),
+                b: tape.leaf(pair.b.clone()),
+                scale,
+                dropout: dropout_seed.filter(|_| p > 0.0).map(|seed| Dropout {
+                    p,
+                    // One stream per layer: splitmix-style mixing of the step's seed.
+                    seed: seed ^ (layer as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                }),
+            });
+        }
+        bound
+    }
+
+    /// The adapters, if the model has them.
+    pub fn lora(&self) -> Option<&Lora<T>> {
+        self.lora.as_ref()
+    }
+
+    /// The same base with these adapters (they must be for this config:
+    /// one entry per linear layer, made by [`Lora::new`] or [`Lora::load`]).
+    ///
+    /// # Panics
+    /// If `lora` has another number of layers than this model.
+    pub fn with_lora(mut self, lora: Lora<T>) -> Model<T> {
+        assert_eq!(
+            lora.pairs.len(),
+            self.params.linears().len(),
+            "Model::with_lora: adapters for another model"
+        );
+        self.lora = Some(lora);
+        self
+    }
+
+    /// The base model alone: the same weights (shared, not copied), no adapters.
+    pub fn without_lora(&self) -> Model<T> {
+        Model {
+            lora: None,
+            ..self.clone()
+        }
+    }
+
+    /// The parameters a training step updates, in order: the adapters'
+    /// A and B when the model has adapters, every parameter otherwise.
+    pub fn trainable_params(&self) -> Vec<&Arc<Tensor<T>>> {
+        match &self.lora {
+            Some(lora) => lora.tensors(),
+            None => self.params.iter().collect(),
+        }
+    }
+
+    /// [`Model::trainable_params`], mutably: `optimizer.step(model.trainable_params_mut(), &grads, lr)`.
+    pub fn trainable_params_mut(&mut self) -> Vec<&mut Arc<Tensor<T>>> {
+        match &mut self.lora {
+            Some(lora) => lora.tensors_mut(),
+            None => self.params.iter_mut().collect(),
+        }
+    }
+
+    /// The names of [`Model::trainable_params`]: PEFT's adapter keys, or the
+    /// parameter names ([`Model::param_names`]).
+    pub fn trainable_names(&self) -> Vec<String> {
+        match &self.lora {
+            Some(lora) => lora.names(&self.config),
+            None => self.param_names(),
+        }
+    }
+
+    /// The bound [`Model::trainable_params`] of `params` (from [`Model::bind`]
+    /// of this model), in the same order: where a step reads its gradients.
+    pub fn trainable_vars<'a>(&self, params: &'a ModelParams<Var<T>>) -> Vec<&'a Var<T>> {
+        match &self.lora {
+            Some(_) => params
+                .linears()
+                .into_iter()
+                .filter_map(|l| l.lora.as_ref())
+                .flat_map(|l| [&l.a, &l.b])
+                .collect(),
+            None => params.iter().collect(),
+        }
+    }
+
+    /// Scalars in [`Model::trainable_params`].
+    pub fn num_trainable_params(&self) -> usize {
+        self.trainable_params().iter().map(|p| p.len()).sum()
     }
 
     /// The output of `ln_f`: (B, T, C), for token `ids` (B*T, row-major) and
@@ -629,11 +745,13 @@ impl<T: Float> Model<T> {
 
     /// The same model with every parameter converted to `U`.
     pub fn cast<U: Float>(&self) -> Model<U> {
-        Model::from_params(
+        let mut model = Model::from_params(
             self.config.clone(),
             self.params
                 .map(|p| Arc::new(p.mapv(|x| U::cast(x.as_f64())))),
-        )
+        );
+        model.lora = self.lora.as_ref().map(Lora::cast);
+        model
     }
 
     /// The same model in f64 (for gradient checks).
@@ -644,5 +762,23 @@ impl<T: Float> Model<T> {
     /// The same model in f32 (rounded).
     pub fn to_f32(&self) -> Model<f32> {
         self.cast()
+    }
+}
+
+impl Model<f32> {
+    /// The model with its adapters merged into the base weights, W + s · B A
+    /// for each adapted layer (PEFT's `merge_and_unload`); a plain model is
+    /// returned as it is. Only the adapted weights are copied.
+    pub fn merge_lora(&self) -> Model<f32> {
+        let mut merged = self.without_lora();
+        if let Some(lora) = &self.lora {
+            let weights = merged
+                .params
+                .linears_mut()
+                .into_iter()
+                .map(|l| &mut l.weight);
+            lora.merge_into(weights);
+        }
+        merged
     }
 }

@@ -37,6 +37,7 @@
 //! those of the checkpoints on disk.
 
 use crate::config::{LlamaConfig, ModelConfig};
+use crate::lora::LoraAdapter;
 
 /// Standard deviation of the nanoGPT init of weights and embeddings.
 pub const INIT_STD: f64 = 0.02;
@@ -66,13 +67,19 @@ pub struct ParamSpec {
     pub init: Init,
 }
 
-/// A linear layer: `y = x @ weight^T + bias`, weight (OUT, IN), bias (OUT).
+/// A linear layer: `y = x @ weight^T + bias`, weight (OUT, IN), bias (OUT),
+/// plus `lora`'s low-rank term where it has one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Linear<P> {
     /// (OUT, IN), PyTorch's layout.
     pub weight: P,
     /// (OUT), absent with `bias: false`.
     pub bias: Option<P>,
+    /// A LoRA adapter ([`crate::lora`]). It is not one of the model's
+    /// parameters: it is set only in the parameters that a model with
+    /// adapters binds to a tape ([`crate::Model::bind`]), and the maps of
+    /// this tree (the canonical order) leave it out.
+    pub lora: Option<LoraAdapter<P>>,
 }
 
 /// A norm over the last axis: GPT-2's LayerNorm (weight, bias) or the Llama
@@ -294,6 +301,7 @@ fn linear_spec(name: String, out: usize, inp: usize, std: f64, bias: bool) -> Li
             Init::Normal { std },
         ),
         bias: bias.then(|| spec(format!("{name}.bias"), vec![out], Init::Zeros)),
+        lora: None,
     }
 }
 
@@ -392,6 +400,55 @@ impl<P> ModelParams<P> {
         );
         let mut flat = flat.into_iter();
         specs.into_map(|_| flat.next().unwrap())
+    }
+}
+
+impl<P> ModelParams<P> {
+    /// Every linear layer of the blocks, in the canonical order: per block
+    /// the q, k, v projections (or `c_attn`), `c_proj` (`o_proj`), then the
+    /// MLP's `gate`, `c_fc` (`up_proj`) and `c_proj` (`down_proj`). These are
+    /// the layers LoRA can adapt (the LM head is not one of them).
+    pub fn linears(&self) -> Vec<&Linear<P>> {
+        let mut linears = Vec::new();
+        for block in &self.h {
+            match &block.attn.qkv {
+                Qkv::Fused(c_attn) => linears.push(c_attn),
+                Qkv::Split { q, k, v } => linears.extend([q, k, v]),
+            }
+            linears.push(&block.attn.c_proj);
+            linears.extend(block.mlp.gate.as_ref());
+            linears.extend([&block.mlp.c_fc, &block.mlp.c_proj]);
+        }
+        linears
+    }
+
+    /// [`ModelParams::linears`], mutably.
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear<P>> {
+        let mut linears = Vec::new();
+        for block in &mut self.h {
+            match &mut block.attn.qkv {
+                Qkv::Fused(c_attn) => linears.push(c_attn),
+                Qkv::Split { q, k, v } => linears.extend([q, k, v]),
+            }
+            linears.push(&mut block.attn.c_proj);
+            linears.extend(block.mlp.gate.as_mut());
+            linears.extend([&mut block.mlp.c_fc, &mut block.mlp.c_proj]);
+        }
+        linears
+    }
+}
+
+impl ModelParams<ParamSpec> {
+    /// The module name of every linear layer of `config`, in the order of
+    /// [`ModelParams::linears`]: its weight's name without `.weight`
+    /// (`model.layers.0.self_attn.q_proj`, `transformer.h.0.attn.c_attn`),
+    /// as PEFT names the modules it adapts.
+    pub fn linear_modules(config: &ModelConfig) -> Vec<String> {
+        ModelParams::specs(config)
+            .linears()
+            .iter()
+            .map(|l| l.weight.name.trim_end_matches(".weight").to_string())
+            .collect()
     }
 }
 
@@ -539,6 +596,7 @@ impl<P> Linear<P> {
         Linear {
             weight: f(self.weight),
             bias: self.bias.map(f),
+            lora: None,
         }
     }
 
@@ -546,6 +604,7 @@ impl<P> Linear<P> {
         Linear {
             weight: &self.weight,
             bias: self.bias.as_ref(),
+            lora: None,
         }
     }
 
@@ -553,6 +612,7 @@ impl<P> Linear<P> {
         Linear {
             weight: &mut self.weight,
             bias: self.bias.as_mut(),
+            lora: None,
         }
     }
 }

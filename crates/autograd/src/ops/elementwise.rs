@@ -141,6 +141,29 @@ impl<T: Float> Tape<T> {
         })
     }
 
+    /// Inverted dropout: y = x * m,  dx = dy * m,  where each m_i is 0 with
+    /// probability `p` and 1 / (1 - p) otherwise (so E[y] = x), drawn in
+    /// row-major order from `StdRng::seed_from_u64(seed)`: the same seed
+    /// gives the same mask on any number of threads. The mask is a constant
+    /// of the tape, so this is [`Tape::mul`] by it.
+    ///
+    /// # Panics
+    /// Unless `0 <= p < 1`.
+    pub fn dropout(&self, x: &Var<T>, p: f64, seed: u64) -> Var<T> {
+        use rand::{Rng, SeedableRng};
+        assert!((0.0..1.0).contains(&p), "dropout: p = {p} is not in [0, 1)");
+        let keep = T::cast(1.0 / (1.0 - p));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mask = Tensor::from_shape_simple_fn(x.value().raw_dim(), || {
+            if rng.gen::<f64>() < p {
+                T::zero()
+            } else {
+                keep
+            }
+        });
+        self.mul(x, &self.constant(mask))
+    }
+
     /// y = x^p  (p a scalar)             dx = dy * p x^(p-1)
     pub fn powf(&self, x: &Var<T>, p: T) -> Var<T> {
         let y = map_tensor(x.value(), |v| v.powf(p));

@@ -271,7 +271,7 @@ fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 
 /// The f32 values of a tensor's little-endian bytes of `dtype`, or `None` for
 /// a dtype other than F32, F16 and BF16.
-fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+pub(crate) fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
     let halves = || {
         bytes
             .chunks_exact(2)
