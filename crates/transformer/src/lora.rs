@@ -162,7 +162,8 @@ pub struct LoraAdapter<P> {
     pub b: P,
     /// s = alpha / r (or alpha / sqrt r).
     pub scale: f64,
-    /// While training with `lora_dropout > 0`.
+    /// While training with `lora_dropout > 0` ([`crate::Model::bind_for_training`]);
+    /// `None` in evaluation and generation.
     pub dropout: Option<Dropout>,
 }
 
@@ -174,7 +175,7 @@ impl<T: Float> LoraAdapter<Var<T>> {
     /// The scale multiplies h, the narrow (..., r) activation.
     pub fn forward(&self, tape: &Tape<T>, x: &Var<T>) -> Var<T> {
         let x = match self.dropout {
-            Some(Dropout { p, seed }) if p > 0.0 && tape.grad_enabled() => tape.dropout(x, p, seed),
+            Some(Dropout { p, seed }) if p > 0.0 => tape.dropout(x, p, seed),
             _ => x.clone(),
         };
         let h = tape.linear(&x, &self.a, None); // (..., r)
