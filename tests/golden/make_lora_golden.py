@@ -60,7 +60,8 @@ warmup, constant schedule, max_grad_norm 0 = no clipping, disable_dropout, seque
                              is_trainable=True) and no ref_model: TRL 1.16 + PEFT >= 0.20 then adds a
                              frozen copy of the adapter named "ref" and uses it as the reference
                              (so before the step policy == reference: loss ln 2, rewards 0);
-                             metrics.json, adapter_after_step/, training_args.json
+                             metrics.json (with how far its step lands from case (a)'s; its
+                             adapter is not saved, 1.9 MB), training_args.json
   trl_lora/versions.json     the versions used and the GGUF's sha256
 
 Part `roundtrip`: loads a base model directory and an adapter directory written by another program
@@ -99,7 +100,7 @@ LORA_STD = 0.3
 SEQ_LENGTHS = [7, 5]
 R, ALPHA = 4, 8
 TRL_R, TRL_ALPHA, TRL_B_STD = 8, 16, 0.02
-LR = 0.01
+LR = 0.1  # one SGD step moves the adapter by about 2% (relative), far above float32 noise
 BETA = llama.BETA
 TRL_MAX_TOKENS = 64
 PINNED = {"transformers": "5.24.0", "trl": "1.16.0", "peft": "0.21.2"}
@@ -493,7 +494,8 @@ def run_trl(model, tok, pairs, workdir, peft_config=None, load_adapter=None):
         "lora_dropout_modules_after_init": dropouts,
         "max_abs_adapter_change": delta, "max_relative_adapter_change": rel,
     }
-    return trainer, summary, json.loads(args.to_json_string())
+    config = json.loads(args.to_json_string().replace(workdir, "OUTPUT_DIR"))
+    return trainer, summary, config, after
 
 
 def write_trl(out):
@@ -531,7 +533,7 @@ def write_trl(out):
 
     # case (a): base + peft_config, our adapter copied in: reference = adapters disabled = the base
     with tempfile.TemporaryDirectory() as workdir:
-        trainer, summary, args = run_trl(copy.deepcopy(base), tok, pairs, workdir,
+        trainer, summary, args, after_a = run_trl(copy.deepcopy(base), tok, pairs, workdir,
                                          peft_config=LoraConfig(**lora_kwargs), load_adapter=adapter)
         prepared = trainer.train_dataset
         trainer.model.save_pretrained(os.path.join(root, "adapter_after_step"),
@@ -572,14 +574,20 @@ def write_trl(out):
     n = len(cases)
     lc = sum(c["policy"]["chosen"] for c in cases) / n
     assert abs(lc - summary["eval_before_step"]["logps/chosen"]) < 1e-3, (lc, summary)
+    rc = BETA * sum(c["policy"]["chosen"] - c["ref"]["chosen"] for c in cases) / n
+    assert abs(rc - summary["eval_before_step"]["rewards/chosen"]) < 1e-4, (rc, summary)  # ref = base
 
     # case (b): model = PeftModel(is_trainable=True): TRL adds a frozen copy "ref" as the reference
     sub = os.path.join(root, "ref_adapter_copy")
     model = PeftModel.from_pretrained(copy.deepcopy(base), adapter_dir, is_trainable=True)
     with tempfile.TemporaryDirectory() as workdir:
-        trainer, summary_b, args_b = run_trl(model, tok, pairs, workdir)
-        trainer.model.save_pretrained(os.path.join(sub, "adapter_after_step"),
-                                      selected_adapters=["default"])
+        trainer, summary_b, args_b, after_b = run_trl(model, tok, pairs, workdir)
+    # not saved (1.9 MB): how far its step is from case (a)'s, whose reference differs
+    os.makedirs(sub)
+    summary_b["adapter_after_step_vs_case_a"] = {
+        "max_abs_diff": max((after_b[k] - after_a[k]).abs().max().item() for k in after_a),
+        "max_abs_step": summary_b.pop("max_abs_adapter_change"),
+        "max_relative_step": summary_b.pop("max_relative_adapter_change")}
     write_json(os.path.join(sub, "metrics.json"), {
         "doc": REF_DOC, "case": "b: DPOTrainer(model=PeftModel.from_pretrained(base, adapter/, "
                                 "is_trainable=True), ref_model=None); reference = TRL's 'ref' copy "
@@ -595,7 +603,8 @@ def write_trl(out):
     with open(llama.SMOLLM2_GGUF, "rb") as f:
         sha = hashlib.sha256(f.read()).hexdigest()
     write_json(os.path.join(root, "versions.json"),
-               versions({"gguf_file": os.path.basename(llama.SMOLLM2_GGUF), "gguf_sha256": sha}))
+               versions({"gguf_file": os.path.basename(llama.SMOLLM2_GGUF), "gguf_sha256": sha,
+                         "torch_threads": torch.get_num_threads()}))
 
 
 if __name__ == "__main__":
