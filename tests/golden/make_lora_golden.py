@@ -54,7 +54,8 @@ warmup, constant schedule, max_grad_norm 0 = no clipping, disable_dropout, seque
   trl_lora/metrics.json      reference = the base (see REF_DOC): DPOTrainer.evaluate on the 4 rows
                              before the step, the metrics TRL logged for step 1 (computed before the
                              update), the batch order TRL used, the grad norm
-  trl_lora/adapter_after_step/  the adapter after the SGD step (save_pretrained, "default" adapter)
+  trl_lora/adapter_after_step/  the adapter after the SGD step (save_pretrained, "default" adapter);
+                             metrics.json's loss_after_step is the DPO loss recomputed with it
   trl_lora/training_args.json   the DPOConfig used (to_dict), and how the trainer was built
   trl_lora/ref_adapter_copy/    the same with model = PeftModel.from_pretrained(base, adapter/,
                              is_trainable=True) and no ref_model: TRL 1.16 + PEFT >= 0.20 then adds a
@@ -576,6 +577,26 @@ def write_trl(out):
     assert abs(lc - summary["eval_before_step"]["logps/chosen"]) < 1e-3, (lc, summary)
     rc = BETA * sum(c["policy"]["chosen"] - c["ref"]["chosen"] for c in cases) / n
     assert abs(rc - summary["eval_before_step"]["rewards/chosen"]) < 1e-4, (rc, summary)  # ref = base
+
+    # the saved step reloads and lowers the loss: recompute it with adapter_after_step/
+    stepped = PeftModel.from_pretrained(copy.deepcopy(base),
+                                        os.path.join(root, "adapter_after_step")).eval()
+    losses = []
+    for c in cases:
+        pc = llama.completion_logps(stepped, c["prompt_ids"], c["chosen_ids"])
+        pr = llama.completion_logps(stepped, c["prompt_ids"], c["rejected_ids"])
+        z = BETA * ((pc - c["ref"]["chosen"]) - (pr - c["ref"]["rejected"]))
+        losses.append(-torch.nn.functional.logsigmoid(torch.tensor(z, dtype=torch.float64)).item())
+    after_loss = sum(losses) / n
+    assert after_loss < summary["eval_before_step"]["loss"], (after_loss, summary)
+    with open(os.path.join(root, "metrics.json")) as f:
+        metrics = json.load(f)
+    metrics["loss_after_step"] = {
+        "doc": "mean over the pairs of -log sigmoid(beta ((pc - rc) - (pr - rr))) with pc, pr the "
+               "float32 summed completion log-probs of PeftModel.from_pretrained(base, "
+               "adapter_after_step/) (batch 1) and rc, rr logps.json's ref; float64 arithmetic",
+        "loss": after_loss, "per_pair": losses}
+    write_json(os.path.join(root, "metrics.json"), metrics)
 
     # case (b): model = PeftModel(is_trainable=True): TRL adds a frozen copy "ref" as the reference
     sub = os.path.join(root, "ref_adapter_copy")
