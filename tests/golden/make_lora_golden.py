@@ -42,7 +42,7 @@ Part `trl` -> OUTDIR/smollm2/trl_lora/ (needs the GGUF, see make_llama_golden.SM
 minutes on CPU): SmolLM2-135M-Instruct (Q4_1 GGUF dequantized to float32) with a LoRA adapter on
 q_proj and v_proj (r 8, alpha 16, dropout 0; lora_A = PEFT's own init under torch.manual_seed(SEED),
 lora_B = N(0, 0.02^2) seeded, so the policy stays near the base); TRL 1.16 DPOTrainer, beta 0.1,
-sigmoid loss, the 4 pairs as one batch, one SGD step (lr LR, no momentum, no weight decay, no
+sigmoid loss, the 4 pairs as one batch, one SGD step (lr 0.1 = LR, no momentum, no weight decay, no
 warmup, constant schedule, max_grad_norm 0 = no clipping, disable_dropout, sequential sampler):
 
   trl_lora/pairs.jsonl       4 prompt/chosen/rejected rows from HH-RLHF harmless-base (trl_pairs,
