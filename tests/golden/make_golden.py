@@ -45,7 +45,8 @@ KEEP = ("make_golden.py", "torch_reference.py", "README.md",  # what OUTDIR keep
         "make_trl_kto.py", "trl_kto",  # KTO goldens from TRL: make_trl_kto.py, called below
         "make_hf_golden.py", "hf",  # Hugging Face GPT-2 goldens: make_hf_golden.py, called below
         "make_llama_golden.py", "llama", "smollm2",  # Llama-family goldens: run on its own (needs the GGUF)
-        "make_parquet_golden.py", "parquet")  # Parquet twins of data files: make_parquet_golden.py, called below
+        "make_parquet_golden.py", "parquet",  # Parquet twins of data files: make_parquet_golden.py, called below
+        "make_lora_golden.py", "lora")  # LoRA goldens from PEFT and TRL: run on its own
 SEED = 1234
 BETA = 0.1
 LR = 0.5  # plain SGD, so the step is large enough to check to 1%

@@ -366,7 +366,8 @@ impl Lora<f32> {
             "init_lora_weights": true,
             "layers_pattern": null,
             "layers_to_transform": null,
-            "lora_alpha": c.alpha,
+            // an integer where it is one, as PEFT's int field is written
+            "lora_alpha": if c.alpha.fract() == 0.0 && c.alpha.abs() < 1e15 { json!(c.alpha as i64) } else { json!(c.alpha) },
             "lora_dropout": c.dropout,
             "modules_to_save": null,
             "peft_type": "LORA",
