@@ -54,7 +54,7 @@ pub enum Command {
     /// notices go to stderr, replies to stdout. A reply is the one
     /// `dpo generate --messages` gives for the same conversation and flags.
     Chat(ChatArgs),
-    /// Convert a checkpoint between nanoGPT's and Hugging Face's GPT-2 files (exactly: same tensors).
+    /// Convert a checkpoint between nanoGPT's and Hugging Face's files (exactly: same tensors), or merge a LoRA adapter into its base (--merge-lora).
     Convert(ConvertArgs),
     /// Convert a data file: HH-RLHF's "\n\nHuman:"/"\n\nAssistant:" dialogues into conversational preference rows (TRL's hh-rlhf-helpful-base layout), ready for a chat template.
     ConvertData(ConvertDataArgs),
@@ -238,6 +238,9 @@ pub struct ConvertArgs {
     /// The format to write (F32, one file).
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub to: SaveFormat,
+    /// IN is a LoRA adapter (PEFT's files): write its base model with the adapter merged into the weights (PEFT's merge_and_unload).
+    #[arg(long)]
+    pub merge_lora: bool,
 }
 
 /// `dpo convert-data`

@@ -8,6 +8,10 @@
 //! logits. The tokenizer files of IN go along. OUT must not exist: it is
 //! built under a temporary name beside it and renamed into place at the end,
 //! so an interrupted conversion leaves no half-written checkpoint.
+//!
+//! IN may be a LoRA adapter directory (PEFT's files, with its base model
+//! named in `adapter_config.json`): `--merge-lora` writes the base with the
+//! adapter merged into its weights, W + s · B A (PEFT's `merge_and_unload`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -43,7 +47,21 @@ pub fn run_convert(a: &ConvertArgs) -> Result<Conversion> {
         "{} exists: dpo convert writes a new directory",
         a.output.display()
     );
-    let loaded = load_checkpoint(&a.input, "IN")?;
+    let mut loaded = load_checkpoint(&a.input, "IN")?;
+    if loaded.model.lora().is_some() {
+        ensure!(
+            a.merge_lora,
+            "IN {} is a LoRA adapter: add --merge-lora to write its base model with the adapter merged in",
+            a.input.display()
+        );
+        loaded.model = loaded.model.merge_lora();
+    } else {
+        ensure!(
+            !a.merge_lora,
+            "--merge-lora: IN {} is not a LoRA adapter directory (no adapter_config.json)",
+            a.input.display()
+        );
+    }
     let to = a.to.format();
     let cannot = || format!("cannot write {}", a.output.display());
     let mut files: Vec<(&'static str, Vec<u8>)> = loaded
