@@ -55,42 +55,8 @@ fi
 TORCH_ENV=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
 
 # The model directory and the rows; prints the parameter count.
-PARAMS=$("${TORCH_ENV[@]}" "$PY" - "$WORK" "$WEIGHTS" "$LAYERS" <<'PY'
-import json, os, random, sys
-import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
-work, weights, layers = sys.argv[1], sys.argv[2], int(sys.argv[3])
-config = Qwen2Config(vocab_size=151936, hidden_size=896, num_hidden_layers=layers, num_attention_heads=14,
-                     num_key_value_heads=2, intermediate_size=4864, tie_word_embeddings=True,
-                     max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
-                     bos_token_id=151643, eos_token_id=151645, initializer_range=0.02)
-torch.manual_seed(0)
-with torch.device("meta"):
-    model = Qwen2ForCausalLM(config)
-model.to_empty(device="cpu")
-model.tie_weights()  # to_empty leaves the shared embedding / LM head shared; made sure
-with torch.no_grad():
-    for name, p in model.named_parameters():  # the tied matrix appears once
-        if name.endswith("norm.weight"):
-            p.fill_(1.0)
-        else:  # matrices and the q/k/v biases (nonzero, so that they are exercised)
-            p.normal_(0.0, 0.02)
-model = model.to(torch.bfloat16 if weights == "bf16" else torch.float32)
-assert all(b.bias is not None for b in (model.model.layers[0].self_attn.q_proj, model.model.layers[0].self_attn.k_proj,
-                                        model.model.layers[0].self_attn.v_proj))
-assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
-model.save_pretrained(os.path.join(work, "qwen25"))
-sys.path.insert(0, "benches/torch")
-from smollm2_dir import add_rope_theta  # noqa: E402  (rope_theta at the top level too, as the hub's file)
-add_rope_theta(os.path.join(work, "qwen25", "config.json"))
-rng = random.Random(0)
-ids = lambda n: [rng.randrange(config.vocab_size) for _ in range(n)]  # noqa: E731
-with open(os.path.join(work, "pairs.jsonl"), "w") as f:
-    for _ in range(16):  # 8 new pairs in each of the 2 steps
-        f.write(json.dumps({"prompt_ids": ids(256), "chosen_ids": ids(256), "rejected_ids": ids(256)}) + "\n")
-print(sum(p.numel() for p in model.parameters()))
-PY
-)
+PARAMS=$("${TORCH_ENV[@]}" "$PY" benches/torch/qwen25_dir.py "$WORK/qwen25" "$WEIGHTS" "$LAYERS" "$WORK/pairs.jsonl" 16 \
+  | tail -1)
 
 CMD=("$DPO" --threads "$THREADS" train --policy "$WORK/qwen25" --ref "$WORK/qwen25" --data "$WORK/pairs.jsonl"
      --out "$WORK/out" --steps 2 --batch-size 8 --lr 1e-6 --max-prompt-length 256 --precision "$PRECISION"

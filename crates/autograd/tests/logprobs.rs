@@ -281,10 +281,33 @@ fn lm_head_logprobs_kernels_match_a_plain_reference_for_any_chunking() {
         // dh is accumulated into, dwte overwritten.
         let (mut dh, mut dwte) = (vec![0.0; r * c], vec![f64::NAN; v * c]);
         lm_head_logprobs_backward(
-            &mut dh, &mut dwte, dlogp, h, wte, &targets, &lse, logits, dims,
+            &mut dh,
+            Some(&mut dwte),
+            dlogp,
+            h,
+            wte,
+            &targets,
+            &lse,
+            logits,
+            dims,
         );
         assert_close("dh", &dh, &ref_dh);
         assert_close("dwte", &dwte, &ref_dwte);
+        // A frozen head (no dwte asked for) gives the same dh.
+        let logits = lm_head_logprobs_forward(&mut logp, &mut lse, h, wte, &targets, dims);
+        let mut dh_frozen = vec![0.0; r * c];
+        lm_head_logprobs_backward(
+            &mut dh_frozen,
+            None,
+            dlogp,
+            h,
+            wte,
+            &targets,
+            &lse,
+            logits,
+            dims,
+        );
+        assert_eq!(dh_frozen, dh);
     }
 }
 
@@ -311,7 +334,15 @@ fn lm_head_logprobs_backward_from_kept_logits_equals_recomputed() {
     let backward = |logits| {
         let (mut dh, mut dwte) = (vec![0.0; r * c], vec![0.0; v * c]);
         lm_head_logprobs_backward(
-            &mut dh, &mut dwte, dlogp, h, wte, &targets, &lse, logits, dims,
+            &mut dh,
+            Some(&mut dwte),
+            dlogp,
+            h,
+            wte,
+            &targets,
+            &lse,
+            logits,
+            dims,
         );
         (dh, dwte)
     };
@@ -368,7 +399,7 @@ fn lm_head_logprobs_op_is_its_kernels_on_the_scored_rows() {
     let (mut dh, mut dwte) = (vec![0.0; r * c], vec![0.0; v * c]);
     lm_head_logprobs_backward(
         &mut dh,
-        &mut dwte,
+        Some(&mut dwte),
         &drow_logp,
         &h,
         wte.as_slice().unwrap(),

@@ -171,13 +171,14 @@ pub fn lm_head_logprobs_forward<T: Float>(
 /// dh           += dz @ wte[v0..v1]                                          (R, C)
 /// dwte[v0..v1]  = dz^T @ h                                                  (VC, C)
 /// ```
-/// dh: (R, C) is accumulated into (`+=`), dwte: (V, C) is overwritten;
+/// dh: (R, C) is accumulated into (`+=`), dwte: (V, C) is overwritten, or
+/// not computed at all when `None` (a frozen head: no GEMM for it);
 /// dlogp: (R) the gradient of each scored row's log-prob; h, wte, targets,
 /// lse as in the forward.
 #[allow(clippy::too_many_arguments)]
 pub fn lm_head_logprobs_backward<T: Float>(
     dh: &mut [T],
-    dwte: &mut [T],
+    mut dwte: Option<&mut [T]>,
     dlogp: &[T],
     h: &[T],
     wte: &[T],
@@ -188,7 +189,7 @@ pub fn lm_head_logprobs_backward<T: Float>(
 ) {
     dims.check(h, wte, targets);
     let LmHeadDims { r: rows, c, v, .. } = dims;
-    assert!(dh.len() == rows * c && dwte.len() == v * c);
+    assert!(dh.len() == rows * c && dwte.as_ref().is_none_or(|d| d.len() == v * c));
     assert!(dlogp.len() == rows && lse.len() == rows);
     if let Some(z) = &logits {
         assert!(
@@ -218,12 +219,17 @@ pub fn lm_head_logprobs_backward<T: Float>(
                 }
             });
         let dz = ArrayView2::from_shape((rows, v1 - v0), &dz).unwrap();
-        let dwte_chunk =
-            ArrayViewMut2::from_shape((v1 - v0, c), &mut dwte[v0 * c..v1 * c]).unwrap();
         let dh_view = dh.view_mut();
-        rayon::join(
-            || gemm_with(dims.precision, T::one(), dz, w_chunk, T::one(), dh_view),
-            || gemm_with(dims.precision, T::one(), dz.t(), h, T::zero(), dwte_chunk),
-        );
+        match dwte.as_deref_mut() {
+            Some(dwte) => {
+                let dwte_chunk =
+                    ArrayViewMut2::from_shape((v1 - v0, c), &mut dwte[v0 * c..v1 * c]).unwrap();
+                rayon::join(
+                    || gemm_with(dims.precision, T::one(), dz, w_chunk, T::one(), dh_view),
+                    || gemm_with(dims.precision, T::one(), dz.t(), h, T::zero(), dwte_chunk),
+                );
+            }
+            None => gemm_with(dims.precision, T::one(), dz, w_chunk, T::one(), dh_view),
+        }
     }
 }

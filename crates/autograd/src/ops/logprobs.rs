@@ -258,15 +258,17 @@ impl LmHeadLogprobs {
         }
 
         let w_saved: Arc<Tensor<T>> = wte.value_arc();
+        // A frozen head (LoRA) takes no gradient: its (V, C) GEMMs are skipped.
+        let need_w = wte.requires_grad();
         tape.record("lm_head_logprobs", out, &[hidden, wte], move |dlogp| {
             let dlogp = dlogp.as_slice().unwrap();
             let drow_logp: Vec<T> = scored.seqs.iter().map(|&s| dlogp[s]).collect(); // (R)
             let w = contiguous(&w_saved);
             let mut dh = vec![T::zero(); n_rows * channels];
-            let mut dwte = vec![T::zero(); vocab * channels];
+            let mut dwte = need_w.then(|| vec![T::zero(); vocab * channels]);
             lm_head_logprobs_backward(
                 &mut dh,
-                &mut dwte,
+                dwte.as_deref_mut(),
                 &drow_logp,
                 &h,
                 &w,
@@ -283,7 +285,7 @@ impl LmHeadLogprobs {
             }
             vec![
                 Some(Tensor::from_shape_vec(IxDyn(&[seqs, seq_len, channels]), dhidden).unwrap()),
-                Some(Tensor::from_shape_vec(IxDyn(&[vocab, channels]), dwte).unwrap()),
+                dwte.map(|dwte| Tensor::from_shape_vec(IxDyn(&[vocab, channels]), dwte).unwrap()),
             ]
         })
     }
