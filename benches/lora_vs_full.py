@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""lora_vs_full.py [DPO_BINARY] [--threads 2] [--steps 3] [--layers 24] [--sides full,lora,lora-bf16,trl]
-               [--rounds 1]
+"""lora_vs_full.py [DPO_BINARY] [--threads 2] [--steps 3] [--layers 24] [--rounds 1]
+               [--sides full,lora,full+gc,lora+gc,trl]
 -- a LoRA DPO step against a full fine-tuning DPO step (`dpo`), and against TRL 1.16 + PEFT, on
 a Qwen2.5-0.5B-shaped model: time per step and peak memory.
 
@@ -13,7 +13,8 @@ the sigmoid loss (beta 0.1), clipping at 1.
   full       `dpo train --policy M --ref M`: every weight trained; the reference a second model.
   lora       `dpo train --policy M --use-peft --lora-targets all-linear` (r 16, alpha 32,
              dropout 0.05): the base frozen, the reference the base with its adapters off.
-  lora-bf16  the same with `--base-precision bf16` (the frozen base stored in bf16).
+  SIDE+gc    the same with `--gradient-checkpointing` (each block recomputed in the backward
+             pass: one more forward of the blocks, one block's activations in memory).
   trl        TRL 1.16 DPOTrainer(model=M, peft_config=LoraConfig(r=16, lora_alpha=32,
              lora_dropout=0.05, target_modules="all-linear")), float32 (bf16=False), no gradient
              checkpointing (TRL's default turns it on: set off here, as `dpo` does not recompute),
@@ -92,13 +93,13 @@ def run_dpo(binary, kind, model, data, threads, steps, root):
     cmd = [binary, "--threads", str(threads), "train", "--policy", model, "--data", data, "--out", out,
            "--steps", str(steps), "--batch-size", str(PAIRS), "--lr", "1e-6", "--max-prompt-length", "256",
            "--metrics", metrics, "--no-progress"]
-    if kind == "full":
+    if kind.startswith("full"):
         cmd += ["--ref", model]
     else:
         cmd += ["--use-peft", "--lora-r", "16", "--lora-alpha", "32", "--lora-dropout", "0.05",
                 "--lora-targets", "all-linear"]
-        if kind == "lora-bf16":
-            cmd += ["--base-precision", "bf16"]
+    if kind.endswith("+gc"):
+        cmd += ["--gradient-checkpointing"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     at_steps, peak = poll_peak(proc, metrics, steps)
     if proc.wait() != 0:
@@ -166,7 +167,7 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--layers", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--sides", default="full,lora,lora-bf16,trl")
+    parser.add_argument("--sides", default="full,lora,full+gc,lora+gc,trl")
     a = parser.parse_args()
     sides = a.sides.split(",")
     info = cpu()

@@ -148,6 +148,11 @@ pub struct OptimArgs {
     /// nanogpt (default: the format of the starting checkpoint; for --config, nanogpt for GPT-2 and hf for the Llama family).
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub save_format: Option<SaveFormat>,
+    /// Recompute each block's activations in the backward pass instead of keeping them (transformers'
+    /// gradient_checkpointing): the activations of a step take one block's memory instead of all blocks', for one
+    /// more forward pass of the blocks; the same gradients.
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
     #[command(flatten)]
     pub lora: LoraArgs,
 }

@@ -270,6 +270,7 @@ fn run_settings(out: &Path, a: &OptimArgs, lr: f64) -> RunSettings {
         progress: !a.no_progress,
         save_format: a.save_format.map(SaveFormat::format),
         precision: a.precision,
+        gradient_checkpointing: a.gradient_checkpointing,
         lora: a.lora.use_peft.then(|| LoraSettings {
             r: a.lora.lora_r,
             alpha: a.lora.lora_alpha,

@@ -429,6 +429,9 @@ pub fn prepare_run<R: TrainingRow>(
         ),
         (None, _) => {}
     }
+    loaded
+        .model
+        .set_gradient_checkpointing(run.gradient_checkpointing);
     if let Some(path) = &setup.data.chat_template {
         loaded.set_chat_template(path)?;
     }

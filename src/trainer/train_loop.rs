@@ -67,6 +67,8 @@ pub struct RunSettings {
     /// The arithmetic of the training step's GEMMs (`--precision`); the
     /// weights, gradients, optimizer, evaluation and checkpoints are f32.
     pub precision: Precision,
+    /// Recompute each block's activations in the backward pass (`--gradient-checkpointing`).
+    pub gradient_checkpointing: bool,
     /// Train LoRA adapters on the frozen model instead of the model (`--use-peft`).
     pub lora: Option<LoraSettings>,
 }

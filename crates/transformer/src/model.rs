@@ -223,6 +223,107 @@ impl<T: Float> Block<Var<T>> {
     }
 }
 
+/// What a recomputed block needs besides its tensors, owned (a backward
+/// closure outlives the forward's borrows): the norm, the heads, the rotary
+/// frequencies with the rows' positions, and the unpadded rows of prefix
+/// sharing.
+#[derive(Clone)]
+struct SavedContext {
+    norm: NormKind,
+    heads: AttentionHeads,
+    rope: Option<Arc<RopeFrequencies>>,
+    positions: Arc<Vec<usize>>,
+    rows: Option<Arc<UnpaddedRows>>,
+}
+
+impl SavedContext {
+    fn new<T: Float>(model: &Model<T>, positions: Vec<usize>, rows: Option<UnpaddedRows>) -> Self {
+        SavedContext {
+            norm: model.norm_kind(),
+            heads: model.config.attention_heads(),
+            rope: model.rope.clone(),
+            positions: Arc::new(positions),
+            rows: rows.map(Arc::new),
+        }
+    }
+
+    /// The block's forward with this context: causal, or segmented over the rows.
+    fn forward<T: Float>(&self, block: &Block<Var<T>>, tape: &Tape<T>, x: &Var<T>) -> Var<T> {
+        let context = BlockContext {
+            norm: self.norm,
+            heads: self.heads,
+            rope: self.rope.as_deref().map(|f| (f, &self.positions[..])),
+        };
+        let mode = match &self.rows {
+            Some(rows) => AttentionMode::Segmented(rows),
+            None => AttentionMode::Causal,
+        };
+        block.forward(tape, x, context, mode)
+    }
+}
+
+impl<T: Float> Block<Var<T>> {
+    /// The same block with each tensor (adapters included) replaced by `f(tensor)`.
+    fn rebind(&self, mut f: impl FnMut(&Var<T>) -> Var<T>) -> Block<Var<T>> {
+        let mut block = self.clone();
+        block.visit_mut(&mut |v| *v = f(v));
+        block
+    }
+
+    /// [`Block::forward`] with gradient checkpointing, as one op on `tape`:
+    ///
+    /// ```text
+    /// forward:   y = block(x) on a no-grad tape: nothing kept but x
+    /// backward:  y = block(x) again on a fresh tape, x and the trained tensors its leaves;
+    ///            dx, dtheta = that tape's backward from dy
+    /// ```
+    /// The second forward runs the same kernels on the same values (the same
+    /// dropout masks: their seeds are in the adapters), so the gradients are
+    /// those of [`Block::forward`].
+    fn forward_checkpointed(&self, tape: &Tape<T>, x: &Var<T>, context: &SavedContext) -> Var<T> {
+        let precision = tape.precision();
+        let inner = Tape::<T>::no_grad().with_precision(precision);
+        let y = {
+            let block = self.rebind(|v| inner.constant(v.value_arc()));
+            let y = context.forward(&block, &inner, &inner.constant(x.value_arc()));
+            y.value_arc()
+        };
+        let mut trained = Vec::new();
+        self.clone().visit_mut(&mut |v| {
+            if v.requires_grad() {
+                trained.push(v.clone());
+            }
+        });
+        let mut inputs = vec![x];
+        inputs.extend(&trained);
+        let (block, context, x_value) = (self.clone(), context.clone(), x.value_arc());
+        let x_needs_grad = x.requires_grad();
+        tape.record("checkpointed_block", y, &inputs, move |dy| {
+            let tape = Tape::<T>::new().with_precision(precision);
+            let x = if x_needs_grad {
+                tape.leaf(x_value)
+            } else {
+                tape.constant(x_value)
+            };
+            let mut leaves = Vec::new();
+            let block = block.rebind(|v| {
+                if v.requires_grad() {
+                    let leaf = tape.leaf(v.value_arc());
+                    leaves.push(leaf.clone());
+                    leaf
+                } else {
+                    tape.constant(v.value_arc())
+                }
+            });
+            let y = context.forward(&block, &tape, &x);
+            let mut grads = tape.backward_with(&y, dy.clone());
+            let mut out = vec![x_needs_grad.then(|| grads.take_or_zeros(&x))];
+            out.extend(leaves.iter().map(|leaf| Some(grads.take_or_zeros(leaf))));
+            out
+        })
+    }
+}
+
 impl<P> ModelParams<P> {
     /// The LM head's weight (V, C): `lm_head` when the model has its own,
     /// the token table otherwise (tied).
@@ -289,6 +390,9 @@ pub struct Model<T> {
     /// Adapters: when present, they are what trains, and `params` is the
     /// frozen base.
     lora: Option<Lora<T>>,
+    /// Recompute each block in the backward pass instead of keeping its
+    /// activations ([`Model::set_gradient_checkpointing`]).
+    checkpointing: bool,
 }
 
 /// The rotary frequencies of a Llama-family config (`None` for GPT-2).
@@ -356,6 +460,7 @@ impl<T: Float> Model<T> {
             config,
             params,
             lora: None,
+            checkpointing: false,
         }
     }
 
@@ -457,6 +562,16 @@ impl<T: Float> Model<T> {
             });
         }
         bound
+    }
+
+    /// Gradient checkpointing (transformers' `gradient_checkpointing_enable`):
+    /// on a tape that records gradients, each block keeps only its input; its
+    /// activations are computed again, block by block, in the backward pass
+    /// ([`Block::forward_checkpointed`]). The activations of a step then take
+    /// one block's worth of memory instead of all of them, for one more
+    /// forward pass of the blocks. The gradients are the same.
+    pub fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.checkpointing = on;
     }
 
     /// The adapters, if the model has them.
@@ -606,9 +721,16 @@ impl<T: Float> Model<T> {
         // x = wte[idx] (+ wpe[t]), real positions only
         let mut x = self.embed(tape, params, &real_ids, &real_positions, &shape); // (N, C) or (B, T, C)
         let context = self.block_context(&real_positions);
-        for block in &params.h {
-            let mode = AttentionMode::Segmented(&rows);
-            x = block.forward(tape, &x, context, mode); // (N, C)
+        if self.checkpointing && tape.grad_enabled() {
+            let saved = SavedContext::new(self, real_positions.clone(), Some(rows.clone()));
+            for block in &params.h {
+                x = block.forward_checkpointed(tape, &x, &saved); // (N, C)
+            }
+        } else {
+            for block in &params.h {
+                let mode = AttentionMode::Segmented(&rows);
+                x = block.forward(tape, &x, context, mode); // (N, C)
+            }
         }
         let hidden = params.ln_f.forward(tape, &x, context.norm); // (N, C) or (B, T, C)
         if rows.has_padding() {
@@ -678,6 +800,13 @@ impl<T: Float> Model<T> {
         // x = wte[idx] (+ wpe[t])
         let mut x = self.embed(tape, params, ids, &positions, &[batch, seq_len]); // (B, T, C)
         let context = self.block_context(&positions);
+        if cache.is_none() && self.checkpointing && tape.grad_enabled() {
+            let saved = SavedContext::new(self, positions.clone(), None);
+            for block in &params.h {
+                x = block.forward_checkpointed(tape, &x, &saved); // (B, T, C)
+            }
+            return params.ln_f.forward(tape, &x, context.norm);
+        }
         for (layer, block) in params.h.iter().enumerate() {
             let mode = match cache.as_deref_mut() {
                 None => AttentionMode::Causal,

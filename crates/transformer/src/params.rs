@@ -424,16 +424,48 @@ impl<P> ModelParams<P> {
 
     /// [`ModelParams::linears`], mutably.
     pub fn linears_mut(&mut self) -> Vec<&mut Linear<P>> {
-        let mut linears = Vec::new();
-        for block in &mut self.h {
-            match &mut block.attn.qkv {
-                Qkv::Fused(c_attn) => linears.push(c_attn),
-                Qkv::Split { q, k, v } => linears.extend([q, k, v]),
-            }
-            linears.push(&mut block.attn.c_proj);
-            linears.extend(block.mlp.gate.as_mut());
-            linears.extend([&mut block.mlp.c_fc, &mut block.mlp.c_proj]);
+        self.h.iter_mut().flat_map(Block::linears_mut).collect()
+    }
+}
+
+impl<P> Block<P> {
+    /// Calls `f` on every tensor of the block, its LoRA adapters' A and B
+    /// included (in no order that anything else relies on): what a
+    /// recomputed block ([`crate::Model::set_gradient_checkpointing`]) binds
+    /// again.
+    pub fn visit_mut(&mut self, f: &mut impl FnMut(&mut P)) {
+        let norm = |n: &mut Norm<P>, f: &mut dyn FnMut(&mut P)| {
+            f(&mut n.weight);
+            n.bias.iter_mut().for_each(&mut *f);
+        };
+        norm(&mut self.ln_1, f);
+        norm(&mut self.ln_2, f);
+        for n in [&mut self.attn.q_norm, &mut self.attn.k_norm]
+            .into_iter()
+            .flatten()
+        {
+            norm(n, f);
         }
+        for linear in self.linears_mut() {
+            f(&mut linear.weight);
+            linear.bias.iter_mut().for_each(&mut *f);
+            if let Some(lora) = &mut linear.lora {
+                f(&mut lora.a);
+                f(&mut lora.b);
+            }
+        }
+    }
+
+    /// The block's linear layers, in the order of [`ModelParams::linears`].
+    fn linears_mut(&mut self) -> Vec<&mut Linear<P>> {
+        let mut linears = Vec::new();
+        match &mut self.attn.qkv {
+            Qkv::Fused(c_attn) => linears.push(c_attn),
+            Qkv::Split { q, k, v } => linears.extend([q, k, v]),
+        }
+        linears.push(&mut self.attn.c_proj);
+        linears.extend(self.mlp.gate.as_mut());
+        linears.extend([&mut self.mlp.c_fc, &mut self.mlp.c_proj]);
         linears
     }
 }
