@@ -167,3 +167,34 @@ fn chat_template_inputs_render_or_are_refused() {
     }
     assert!(rendered > 0, "no seed renders");
 }
+
+#[test]
+fn lora_adapter_inputs_load_or_are_refused() {
+    let files = inputs("lora_adapter");
+    assert!(files.len() >= 5, "the seeds are missing");
+    let base =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/lora/llama/base/config.json");
+    let model = transformer::hf::parse_hf_config(&std::fs::read(&base).unwrap(), &base).unwrap();
+    let mut loaded = 0;
+    for (path, bytes) in files {
+        let at = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        let (config, weights) = (&bytes[..at], bytes.get(at + 1..).unwrap_or_default());
+        let result = transformer::Lora::from_bytes(
+            (config, Path::new("adapter_config.json")),
+            (weights, Path::new("adapter_model.safetensors")),
+            &model,
+        );
+        match result {
+            Ok(lora) => {
+                assert!(lora
+                    .pairs
+                    .iter()
+                    .flatten()
+                    .all(|p| p.a.shape()[0] == lora.config.r));
+                loaded += 1;
+            }
+            Err(e) => assert_eq!(e.to_string().lines().count(), 1, "{}", path.display()),
+        }
+    }
+    assert!(loaded > 0, "the valid seed does not load");
+}

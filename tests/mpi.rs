@@ -165,6 +165,53 @@ fn two_ranks_train_a_llama_family_model_like_one_process() {
     );
 }
 
+/// LoRA adapters (all-linear, no dropout) on a tiny Llama train on 2 ranks,
+/// and on 2 ranks with 2 micro-batches each, to the single process's adapters.
+#[test]
+fn two_ranks_train_lora_adapters_like_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = eight_pairs(tmp.path());
+    let runs = [(0, "one", "1"), (2, "two", "1"), (2, "two_accum", "2")];
+    for (ranks, name, grad_accum) in runs {
+        let out = tmp.path().join(name);
+        let train = [
+            "train",
+            "--policy",
+            "lora/llama/base",
+            "--use-peft",
+            "--lora-targets",
+            "all-linear",
+            "--lora-r",
+            "4",
+            "--lora-dropout",
+            "0",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "0.5",
+            "--max-grad-norm",
+            "0",
+            "--batch-size",
+            "8",
+            "--grad-accum",
+            grad_accum,
+            "--steps",
+            "3",
+            "--no-progress",
+        ];
+        launch(ranks, &train).assert_ok();
+        assert!(out.join("adapter_model.safetensors").is_file());
+    }
+    for name in ["two", "two_accum"] {
+        let diff = worst_relative_diff(&tmp.path().join(name), &tmp.path().join("one"));
+        assert!(diff <= 1e-5, "LoRA, {name} vs 1 process: off by {diff:e}");
+    }
+}
+
 #[test]
 fn gradient_accumulation_on_two_ranks_equals_the_single_process() {
     // SFT: the loss is a mean over scored tokens, so the micro-batches weigh

@@ -168,11 +168,12 @@ pub fn metric_close(actual: f64, expected: f64) -> bool {
 pub fn load_weights(dir: &Path) -> (ModelConfig, Vec<(String, Vec<f32>)>) {
     let model =
         Model::<f32>::load(dir).unwrap_or_else(|e| panic!("cannot load {}: {e}", dir.display()));
+    // the trained tensors: every parameter, or a LoRA checkpoint's adapters
     let tensors = model
-        .param_names()
-        .iter()
-        .zip(model.params())
-        .map(|(name, t)| (name.clone(), t.iter().copied().collect()))
+        .trainable_names()
+        .into_iter()
+        .zip(model.trainable_params())
+        .map(|(name, t)| (name, t.iter().copied().collect()))
         .collect();
     (model.config().clone(), tensors)
 }

@@ -388,22 +388,34 @@ impl Lora<f32> {
     /// in one line naming the file.
     pub fn load(dir: &Path, model_config: &ModelConfig) -> Result<Lora<f32>, CheckpointError> {
         let config_path = dir.join(ADAPTER_CONFIG_FILE);
-        let bytes = read_bounded(&config_path, MAX_CONFIG_BYTES)?;
-        let file: PeftConfigFile = serde_json::from_slice(&bytes)
-            .map_err(|e| adapter_error(&config_path, format!("not a PEFT adapter config: {e}")))?;
-        let config = file.lora_config(&config_path)?;
-        let base_model = file.base_model_name_or_path.clone();
-
+        let config_bytes = read_bounded(&config_path, MAX_CONFIG_BYTES)?;
+        let r = parse_config(&config_bytes, &config_path)?.0.r;
+        // A and B of every layer at rank r, in f32, plus the header: nothing larger is read.
+        let most = linear_shapes(model_config)
+            .iter()
+            .map(|&(out, inp)| (r as u64).saturating_mul(4 * (out + inp) as u64))
+            .fold(MAX_HEADER_BYTES, u64::saturating_add);
         let weights_path = dir.join(ADAPTER_WEIGHTS_FILE);
+        let weights_bytes = read_bounded(&weights_path, most)?;
+        Lora::from_bytes(
+            (&config_bytes, &config_path),
+            (&weights_bytes, &weights_path),
+            model_config,
+        )
+    }
+
+    /// [`Lora::load`] from the two files' bytes (each with the path its
+    /// errors name).
+    pub fn from_bytes(
+        (config_bytes, config_path): (&[u8], &Path),
+        (weights_bytes, weights_path): (&[u8], &Path),
+        model_config: &ModelConfig,
+    ) -> Result<Lora<f32>, CheckpointError> {
+        let (config, base_model) = parse_config(config_bytes, config_path)?;
+        let weights_path = weights_path.to_path_buf();
         let modules = ModelParams::linear_modules(model_config);
         let shapes = linear_shapes(model_config);
-        // A and B of every layer at rank r, in f32, plus the header: nothing larger is read.
-        let most: u64 = shapes
-            .iter()
-            .map(|&(out, inp)| 4 * (config.r * (out + inp)) as u64)
-            .sum();
-        let bytes = read_bounded(&weights_path, most + MAX_HEADER_BYTES)?;
-        let file = SafeTensors::deserialize(&bytes)
+        let file = SafeTensors::deserialize(weights_bytes)
             .map_err(|e| adapter_error(&weights_path, format!("not a safetensors file: {e:?}")))?;
         let index: BTreeMap<&str, usize> = modules
             .iter()
@@ -483,6 +495,16 @@ impl Lora<f32> {
         if adapted == 0 {
             return Err(adapter_error(&weights_path, "holds no LoRA tensor"));
         }
+        let mut config = config;
+        if config.target_modules.is_empty() {
+            // A file that does not say which layers it targets: the ones it adapts, by name.
+            config.target_modules = modules
+                .iter()
+                .zip(&pairs)
+                .filter(|(_, pair)| pair.is_some())
+                .map(|(module, _)| module.clone())
+                .collect();
+        }
         Ok(Lora {
             config,
             pairs,
@@ -504,6 +526,16 @@ impl Lora<f32> {
     }
 }
 
+/// The settings and the base model's name of an `adapter_config.json`.
+fn parse_config(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(LoraConfig, Option<String>), CheckpointError> {
+    let file: PeftConfigFile = serde_json::from_slice(bytes)
+        .map_err(|e| adapter_error(path, format!("not a PEFT adapter config: {e}")))?;
+    Ok((file.lora_config(path)?, file.base_model_name_or_path))
+}
+
 /// Whether `dir` holds an adapter (PEFT's `adapter_config.json`) rather than a whole model.
 pub fn is_adapter_dir(dir: &Path) -> bool {
     dir.join(ADAPTER_CONFIG_FILE).is_file() && !dir.join(crate::checkpoint::CONFIG_FILE).exists()
@@ -515,9 +547,8 @@ pub fn is_adapter_dir(dir: &Path) -> bool {
 pub fn adapter_base_path(dir: &Path) -> Result<PathBuf, CheckpointError> {
     let config_path = dir.join(ADAPTER_CONFIG_FILE);
     let bytes = read_bounded(&config_path, MAX_CONFIG_BYTES)?;
-    let file: PeftConfigFile = serde_json::from_slice(&bytes)
-        .map_err(|e| adapter_error(&config_path, format!("not a PEFT adapter config: {e}")))?;
-    file.base_model_name_or_path
+    parse_config(&bytes, &config_path)?
+        .1
         .filter(|s| !s.is_empty())
         .map(PathBuf::from)
         .ok_or_else(|| {
@@ -599,14 +630,16 @@ impl PeftConfigFile {
             r: self.r,
             alpha: self.lora_alpha,
             dropout: self.lora_dropout,
-            target_modules: if target_modules.is_empty() {
-                vec!["(from the file's tensors)".into()]
-            } else {
-                target_modules
-            },
+            target_modules,
             use_rslora: self.use_rslora,
         };
-        config.validate().map_err(|e| adapter_error(path, e))?;
+        // (no target_modules: the adapted layers are named from the tensors)
+        LoraConfig {
+            target_modules: vec![ALL_LINEAR.into()],
+            ..config.clone()
+        }
+        .validate()
+        .map_err(|e| adapter_error(path, e))?;
         Ok(config)
     }
 }
