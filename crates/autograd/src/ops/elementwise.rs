@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use super::{broadcast_shape, sum_to_shape};
 use crate::float::Float;
 use crate::kernels::elementwise as k;
@@ -27,6 +29,20 @@ fn map_tensor<T: Float>(inp: &Tensor<T>, f: impl Fn(T) -> T + Sync) -> Tensor<T>
     let mut out = vec![T::zero(); inp.len()];
     k::map(&inp_data, &mut out, f);
     Tensor::from_shape_vec(inp.raw_dim(), out).unwrap()
+}
+
+/// Elements per task of [`Tape::dropout`].
+const DROPOUT_CHUNK: usize = 1 << 14;
+
+/// Whether dropout keeps element `index` under `seed` at drop rate `p`:
+/// splitmix64 of (seed, index), its top 53 bits as a uniform u in [0, 1),
+/// kept when u >= p.
+pub fn dropout_keeps(seed: u64, index: u64, p: f64) -> bool {
+    let mut z = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 * (1.0 / (1u64 << 53) as f64) >= p
 }
 
 /// `dinp = dout * g(saved)` elementwise (same shapes).
@@ -141,27 +157,35 @@ impl<T: Float> Tape<T> {
         })
     }
 
-    /// Inverted dropout: y = x * m,  dx = dy * m,  where each m_i is 0 with
-    /// probability `p` and 1 / (1 - p) otherwise (so E[y] = x), drawn in
-    /// row-major order from `StdRng::seed_from_u64(seed)`: the same seed
-    /// gives the same mask on any number of threads. The mask is a constant
-    /// of the tape, so this is [`Tape::mul`] by it.
+    /// Inverted dropout: y = x * m,  dx = dy * m,  where m_i is 0 with
+    /// probability `p` and 1 / (1 - p) otherwise (so E[y] = x).
+    ///
+    /// m_i is a function of (`seed`, i) alone ([`dropout_keeps`]): the same
+    /// seed gives the same mask on any number of threads, and the backward
+    /// pass draws it again instead of keeping it (nothing is saved).
     ///
     /// # Panics
     /// Unless `0 <= p < 1`.
     pub fn dropout(&self, x: &Var<T>, p: f64, seed: u64) -> Var<T> {
-        use rand::{Rng, SeedableRng};
         assert!((0.0..1.0).contains(&p), "dropout: p = {p} is not in [0, 1)");
-        let keep = T::cast(1.0 / (1.0 - p));
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mask = Tensor::from_shape_simple_fn(x.value().raw_dim(), || {
-            if rng.gen::<f64>() < p {
-                T::zero()
-            } else {
-                keep
-            }
-        });
-        self.mul(x, &self.constant(mask))
+        let scale = T::cast(1.0 / (1.0 - p));
+        let masked = move |values: &Tensor<T>| {
+            let data = contiguous(values);
+            let mut out = vec![T::zero(); data.len()];
+            out.par_chunks_mut(DROPOUT_CHUNK)
+                .zip(data.par_chunks(DROPOUT_CHUNK))
+                .enumerate()
+                .for_each(|(chunk, (out, data))| {
+                    let first = (chunk * DROPOUT_CHUNK) as u64;
+                    for (i, (o, &v)) in out.iter_mut().zip(data).enumerate() {
+                        let keep = dropout_keeps(seed, first + i as u64, p);
+                        *o = if keep { v * scale } else { T::zero() };
+                    }
+                });
+            Tensor::from_shape_vec(values.raw_dim(), out).unwrap()
+        };
+        let y = masked(x.value());
+        self.record("dropout", y, &[x], move |dy| vec![Some(masked(dy))])
     }
 
     /// y = x^p  (p a scalar)             dx = dy * p x^(p-1)
