@@ -245,3 +245,31 @@ fn defaults_are_peft_defaults() {
         assert_eq!(a, b, "{arch}");
     }
 }
+
+/// An adapter trained by `dpo` (5 steps of DPO on every linear layer of the
+/// tiny Llama, `tests/golden/lora/dpo_written`), loaded by PEFT's
+/// `PeftModel.from_pretrained`: PEFT's logits are `dpo`'s.
+#[test]
+fn adapter_written_by_dpo_gives_peft_the_same_logits() {
+    let dir = golden_dir("dpo_written");
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("peft_logits.json")).unwrap())
+            .unwrap();
+    let base = Model::load(&golden_dir("llama").join("base")).unwrap();
+    let lora = Lora::load(&dir.join("adapter"), base.config()).unwrap();
+    let model = base.with_lora(lora);
+    for (i, ids) in expected["ids"].as_array().unwrap().iter().enumerate() {
+        let ids: Vec<usize> = ids
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        let theirs = floats(&expected["logits_f32"][i]);
+        let scale = theirs.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let diff = max_abs_diff(&logits(&model, &ids), &theirs);
+        assert!(diff < 1e-5 * scale.max(1.0), "sequence {i}: off by {diff}");
+        let base_diff = max_abs_diff(&logits(&model.without_lora(), &ids), &theirs);
+        assert!(base_diff > 0.1, "the trained adapter changes nothing");
+    }
+}
