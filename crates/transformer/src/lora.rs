@@ -422,8 +422,8 @@ impl Lora<f32> {
             .enumerate()
             .map(|(i, m)| (m.as_str(), i))
             .collect();
-        let mut pairs: Vec<(Option<Tensor<f32>>, Option<Tensor<f32>>)> =
-            vec![(None, None); modules.len()];
+        // (A, B) of each linear layer as the file's tensors are read
+        let mut pairs: Vec<[Option<Tensor<f32>>; 2]> = vec![[None, None]; modules.len()];
         for (key, view) in file.tensors() {
             let tensor_error = |message: String| CheckpointError::Tensor {
                 path: weights_path.clone(),
@@ -466,26 +466,21 @@ impl Lora<f32> {
                 ))
             })?;
             let t = Tensor::from_shape_vec(IxDyn(&expected), data).unwrap();
-            let slot = &mut pairs[layer];
-            if which == 0 {
-                slot.0 = Some(t);
-            } else {
-                slot.1 = Some(t);
-            }
+            pairs[layer][which] = Some(t);
         }
         let mut adapted = 0;
         let pairs = pairs
             .into_iter()
             .zip(&modules)
             .map(|(pair, module)| match pair {
-                (Some(a), Some(b)) => {
+                [Some(a), Some(b)] => {
                     adapted += 1;
                     Ok(Some(LoraPair {
                         a: Arc::new(a),
                         b: Arc::new(b),
                     }))
                 }
-                (None, None) => Ok(None),
+                [None, None] => Ok(None),
                 _ => Err(adapter_error(
                     &weights_path,
                     format!("{module} has only one of lora_A and lora_B"),

@@ -8,7 +8,7 @@ use autograd::gradcheck::{gradcheck_with, GradcheckOptions};
 use transformer::{gradcheck_params, Model, ModelConfig, ModelParams};
 
 mod oracle;
-use oracle::{sft_loss, SftBatch};
+use oracle::{sft_loss, shrunk, SftBatch};
 
 fn check(config: ModelConfig) {
     let model = Model::<f64>::new(config.clone(), 0);
@@ -56,23 +56,6 @@ fn sft_loss_gradients_without_biases() {
         bias: false,
         llama: None,
     });
-}
-
-/// A Llama-family preset shrunk to gradcheck size: V 11, C 6, 4 query heads
-/// and 2 key/value heads of 4 (6 for Qwen3), an MLP 10 wide, 2 layers.
-fn shrunk(preset: &str) -> ModelConfig {
-    let mut config = ModelConfig::preset(preset).unwrap();
-    config.vocab_size = 11;
-    config.block_size = 8;
-    config.n_embd = 6;
-    let llama = config.llama.as_mut().unwrap();
-    llama.head_dim = if preset == "qwen3-tiny" { 6 } else { 4 };
-    llama.intermediate_size = 10;
-    if let Some(scaling) = &mut llama.rope.llama3 {
-        // positions 0..7 turn the low frequencies far enough to matter
-        scaling.original_max_position_embeddings = 4;
-    }
-    config
 }
 
 #[test]

@@ -34,6 +34,15 @@ fn floats(v: &Value) -> Vec<f64> {
     }
 }
 
+/// A sequence of token ids from its JSON list.
+fn ids_of(v: &Value) -> Vec<usize> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect()
+}
+
 /// The base and PEFT's adapter on it, in f32.
 fn adapted(name: &str) -> Model<f32> {
     let base = Model::load(&golden_dir(name).join("base")).unwrap();
@@ -69,12 +78,7 @@ fn check_logits(name: &str) {
     let model = adapted(name);
     let f64_model = model.to_f64();
     for (i, ids) in g["ids"].as_array().unwrap().iter().enumerate() {
-        let ids: Vec<usize> = ids
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
+        let ids = ids_of(ids);
         let theirs32 = floats(&g["logits_f32"][i]);
         let scale = theirs32.iter().fold(0f64, |m, v| m.max(v.abs()));
         let diff32 = max_abs_diff(&logits(&model, &ids), &theirs32);
@@ -114,12 +118,7 @@ fn check_gradients(name: &str) {
     let params = model.bind(&tape);
     let mut total = None;
     for ids in g["ids"].as_array().unwrap() {
-        let ids: Vec<usize> = ids
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
+        let ids = ids_of(ids);
         let t = ids.len();
         let logits = model.forward(&tape, &params, &ids, 1, t); // (1, T, V)
         let targets: Vec<i64> = ids[1..]
@@ -259,12 +258,7 @@ fn adapter_written_by_dpo_gives_peft_the_same_logits() {
     let lora = Lora::load(&dir.join("adapter"), base.config()).unwrap();
     let model = base.with_lora(lora);
     for (i, ids) in expected["ids"].as_array().unwrap().iter().enumerate() {
-        let ids: Vec<usize> = ids
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
+        let ids = ids_of(ids);
         let theirs = floats(&expected["logits_f32"][i]);
         let scale = theirs.iter().fold(0f64, |m, v| m.max(v.abs()));
         let diff = max_abs_diff(&logits(&model, &ids), &theirs);

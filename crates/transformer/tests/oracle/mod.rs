@@ -14,7 +14,7 @@
 #![allow(dead_code)] // each test file uses a part of it
 
 use autograd::{Float, Tape, Var};
-use transformer::{Model, ModelParams};
+use transformer::{Model, ModelConfig, ModelParams};
 
 /// The target of a position that is not scored: [`autograd::IGNORE_INDEX`].
 pub use autograd::IGNORE_INDEX as IGNORE;
@@ -87,6 +87,23 @@ pub fn sft_loss<T: Float>(
 ) -> Var<T> {
     let logits = model.forward(tape, params, &batch.ids, batch.batch, batch.seq_len); // (B, T, V)
     tape.cross_entropy(&logits, &batch.targets)
+}
+
+/// A Llama-family preset shrunk to gradcheck size: V 11, C 6, 4 query heads
+/// and 2 key/value heads of 4 (6 for Qwen3), an MLP 10 wide, 2 layers.
+pub fn shrunk(preset: &str) -> ModelConfig {
+    let mut config = ModelConfig::preset(preset).unwrap();
+    config.vocab_size = 11;
+    config.block_size = 8;
+    config.n_embd = 6;
+    let llama = config.llama.as_mut().unwrap();
+    llama.head_dim = if preset == "qwen3-tiny" { 6 } else { 4 };
+    llama.intermediate_size = 10;
+    if let Some(scaling) = &mut llama.rope.llama3 {
+        // positions 0..7 turn the low frequencies far enough to matter
+        scaling.original_max_position_embeddings = 4;
+    }
+    config
 }
 
 #[cfg(test)]
