@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """lora_vs_full.py [DPO_BINARY] [--threads 2] [--steps 3] [--layers 24] [--rounds 1]
-               [--sides full,lora,full+gc,lora+gc,trl]
+               [--sides lora+gc,full+gc,trl+gc (also: full, lora, trl)]
 -- a LoRA DPO step against a full fine-tuning DPO step (`dpo`), and against TRL 1.16 + PEFT, on
 a Qwen2.5-0.5B-shaped model: time per step and peak memory.
 
@@ -17,8 +17,8 @@ the sigmoid loss (beta 0.1), clipping at 1.
              pass: one more forward of the blocks, one block's activations in memory).
   trl        TRL 1.16 DPOTrainer(model=M, peft_config=LoraConfig(r=16, lora_alpha=32,
              lora_dropout=0.05, target_modules="all-linear")), float32 (bf16=False), no gradient
-             checkpointing (TRL's default turns it on: set off here, as `dpo` does not recompute),
-             precompute_ref_log_probs off (the reference, adapters disabled, in every step).
+             checkpointing, precompute_ref_log_probs off (the reference, adapters disabled, in
+             every step); `trl+gc` with gradient_checkpointing=True (TRL's default).
 
 Time: the median `step_ms` (dpo's metrics log; TRL: a callback around each training_step) of
 steps 2..STEPS (step 1 first-touches the buffers). Memory: the process's peak RSS (VmHWM of
@@ -117,7 +117,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, TrainerC
 from tokenizers import Tokenizer, models
 from trl import DPOConfig, DPOTrainer
 
-model_dir, data, threads, steps, out, pairs = sys.argv[1:7]
+model_dir, data, threads, steps, out, pairs, checkpointing = sys.argv[1:8]
 torch.set_num_threads(int(threads))
 rows = [json.loads(line) for line in open(data)]
 DPOTrainer._prepare_dataset = lambda self, dataset, *args, **kwargs: dataset  # rows are ids already
@@ -132,7 +132,7 @@ class StepTimer(TrainerCallback):
         rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 args = DPOConfig(output_dir=out, report_to="none", bf16=False, use_cpu=True, max_steps=int(steps),
                  per_device_train_batch_size=int(pairs), learning_rate=1e-6, max_length=None,
-                 precompute_ref_log_probs=False, gradient_checkpointing=False, logging_steps=1000,
+                 precompute_ref_log_probs=False, gradient_checkpointing=checkpointing == "1", logging_steps=1000,
                  save_strategy="no", dataloader_num_workers=0, disable_tqdm=True, shuffle_dataset=False)
 peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
                          task_type="CAUSAL_LM")
@@ -144,10 +144,10 @@ print(json.dumps({"step_ms": times, "peak_rss_steps": rss[-1]}))
 """
 
 
-def run_trl(model, data, threads, steps, root):
+def run_trl(model, data, threads, steps, root, checkpointing):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     out = subprocess.run([sys.executable, "-c", TRL_CHILD, model, data, str(threads), str(steps),
-                          os.path.join(root, "trl-out"), str(PAIRS)],
+                          os.path.join(root, "trl-out"), str(PAIRS), "1" if checkpointing else "0"],
                          capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise SystemExit(f"trl failed:\n{out.stderr[-3000:]}")
@@ -167,7 +167,7 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--layers", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--sides", default="full,lora,full+gc,lora+gc,trl")
+    parser.add_argument("--sides", default="lora+gc,full+gc,trl+gc")
     a = parser.parse_args()
     sides = a.sides.split(",")
     info = cpu()
@@ -181,9 +181,10 @@ def main():
         runs = {side: [] for side in sides}
         for _ in range(a.rounds):
             for side in sides:
-                if side == "trl" and runs["trl"]:
+                if side.startswith("trl") and runs[side]:
                     continue  # one TRL run: minutes a step
-                result = (run_trl(model, data, a.threads, a.steps, root) if side == "trl"
+                result = (run_trl(model, data, a.threads, a.steps, root, side.endswith("+gc"))
+                          if side.startswith("trl")
                           else run_dpo(a.binary, side, model, data, a.threads, a.steps, root))
                 print(f"{side}: {json.dumps(result)}", file=sys.stderr)
                 runs[side].append(result)
@@ -203,8 +204,10 @@ def main():
         m = f"{s['peak_rss_steps_gb'] / full['peak_rss_steps_gb']:.2f}x" if full else "-"
         print(f"{side:10} {s['step_ms']:9.0f} {t:>8} {s['peak_rss_steps_gb']:14.2f} GB {m:>8} "
               f"{s['peak_rss_run_gb']:12.2f} GB")
-    if "trl" in summary and "lora" in summary:
-        print(f"TRL + PEFT / dpo LoRA, time per step: {summary['trl']['step_ms'] / summary['lora']['step_ms']:.2f}x")
+    for gc in ("", "+gc"):
+        if "trl" + gc in summary and "lora" + gc in summary:
+            ratio = summary["trl" + gc]["step_ms"] / summary["lora" + gc]["step_ms"]
+            print(f"TRL + PEFT / dpo LoRA{gc}, time per step: {ratio:.2f}x")
     print(json.dumps({"bench": "lora_vs_full", "cpu": info, "threads": a.threads, "layers": a.layers,
                       "params": params, "steps": a.steps, "rounds": a.rounds, "summary": summary,
                       "runs": runs}))

@@ -172,8 +172,11 @@ impl<T: Float> Tape<T> {
         let y = y.into_shape_with_order(IxDyn(&out_shape)).unwrap();
         drop(x_std);
 
-        let (x_saved, w_saved) = (x.value_arc(), w.value_arc());
         let (need_x, need_w) = (x.requires_grad(), w.requires_grad());
+        // x is needed for dW only: a frozen weight (LoRA's base) keeps no copy of its input alive.
+        let x_saved = need_w.then(|| x.value_arc());
+        let w_saved = w.value_arc();
+        let x_shape = x.shape().to_vec();
         let inputs: Vec<&Var<T>> = match b {
             Some(b) => vec![x, w, b],
             None => vec![x, w],
@@ -183,19 +186,19 @@ impl<T: Float> Tape<T> {
         self.record("linear", y, &inputs, move |dy| {
             let dy_std = dy.as_standard_layout();
             let dy2 = dy_std.view().into_shape_with_order((rows, n_out)).unwrap();
-            let x_std = x_saved.as_standard_layout();
-            let x2 = x_std.view().into_shape_with_order((rows, n_in)).unwrap();
             let (dx, dw) = rayon::join(
                 || {
                     need_x.then(|| {
                         let mut dx = Array2::<T>::zeros((rows, n_in));
                         let w = view2(&w_saved);
                         gemm_with(precision, T::one(), dy2, w, T::zero(), dx.view_mut());
-                        dx.into_shape_with_order(IxDyn(x_saved.shape())).unwrap()
+                        dx.into_shape_with_order(IxDyn(&x_shape)).unwrap()
                     })
                 },
                 || {
-                    need_w.then(|| {
+                    x_saved.map(|x_saved| {
+                        let x_std = x_saved.as_standard_layout();
+                        let x2 = x_std.view().into_shape_with_order((rows, n_in)).unwrap();
                         let mut dw = Array2::<T>::zeros((n_out, n_in));
                         gemm_with(precision, T::one(), dy2.t(), x2, T::zero(), dw.view_mut());
                         dw.into_dyn()
