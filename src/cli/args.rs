@@ -148,6 +148,9 @@ pub struct OptimArgs {
     /// nanogpt (default: the format of the starting checkpoint; for --config, nanogpt for GPT-2 and hf for the Llama family).
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub save_format: Option<SaveFormat>,
+    /// Train even when the estimated peak memory of the run (weights, gradients, optimizer, reference, activations, checkpoint saves) is more than this machine (or its cgroup) has available.
+    #[arg(long)]
+    pub allow_oom_risk: bool,
 }
 
 /// A checkpoint format, as the command line names it.

@@ -76,7 +76,7 @@ pub fn train_dpo(args: &DpoTrainArgs, comm: &dyn Collective) -> Result<TrainSumm
         data: &args.data,
         run,
         split_refusal: DpoObjective::split_refusal_of(&args.loss),
-        with_reference: args.reference.is_some(),
+        reference: args.reference.as_deref(),
     };
     let prepared = prepare_run::<PreferenceRow>(&setup, comm)?;
     let (mut policy, data) = (prepared.policy, prepared.data);

@@ -81,7 +81,7 @@ pub fn train_kto(args: &KtoTrainArgs, comm: &dyn Collective) -> Result<TrainSumm
         data: &args.data,
         run,
         split_refusal: Some(KtoObjective::SPLIT_REFUSAL.into()),
-        with_reference: true,
+        reference: Some(&args.reference),
     };
     let prepared = prepare_run::<UnpairedRow>(&setup, comm)?;
     let (mut policy, data) = (prepared.policy, prepared.data);

@@ -10,6 +10,7 @@ pub mod distributed;
 pub mod dpo;
 pub mod evaluate;
 pub mod kto;
+pub mod memory;
 pub mod progress;
 pub mod settings;
 pub mod setup;

@@ -12,8 +12,8 @@ use transformer::{
 };
 
 use super::checkpoint::{open_run_dir, ModelFiles};
+use super::memory::{available_memory, check_fits, ModelDims, StepMemory};
 use super::distributed::Collective;
-use super::settings::TrainHyper;
 use super::step::check_split;
 use super::train_loop::{DataCounts, RunSettings};
 
@@ -120,46 +120,49 @@ pub fn load_checkpoint(path: &Path, what: &str) -> Result<LoadedModel> {
     })
 }
 
-/// This machine's physical memory in bytes (`MemTotal` of `/proc/meminfo`),
-/// or `None` where it cannot be read.
-fn physical_memory() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+/// What the peak memory of a run training every parameter of `config`
+/// depends on (see [`super::memory`]), for rows of `seq_len` tokens: a pair
+/// objective runs two sequences per row (chosen and rejected; KTO a
+/// completion and its KL sequence), SFT one.
+fn step_memory(setup: &RunSetup<'_>, config: &ModelConfig, seq_len: usize) -> StepMemory {
+    let hyper = &setup.run.hyper;
+    let params = config.num_params().unwrap_or(u64::MAX);
+    let rows = hyper.batch_size.div_ceil(hyper.grad_accum.max(1)) as u64;
+    let sequences_per_row = if setup.stage == "sft" { 1 } else { 2 };
+    // Evaluation scores `batch_size` rows per forward (SFT), the reference
+    // and pair evaluation `eval_batch_size` rows.
+    let scoring_rows = if setup.stage == "sft" {
+        hyper.batch_size
+    } else {
+        super::dpo::eval_batch_size(hyper.batch_size)
+    } as u64;
+    StepMemory {
+        params,
+        trainable_params: params,
+        with_reference: setup.reference.is_some(),
+        optimizer_moments: if hyper.optimizer_name() == "adamw" {
+            2
+        } else {
+            0
+        },
+        accumulates: hyper.grad_accum > 1,
+        sequences: rows * sequences_per_row,
+        scoring_sequences: scoring_rows * sequences_per_row,
+        seq_len: seq_len.min(config.block_size) as u64,
+        dims: ModelDims::of(config),
+        precision: setup.run.precision,
+    }
 }
 
-/// Refuses a run whose model, with its gradients, its optimizer's state and
-/// the frozen reference, cannot fit in this machine's memory, before any of
-/// them is allocated: f32 weights, one gradient per weight, AdamW's two
-/// moments, and a second copy of the weights for the reference. (The
-/// activations come on top, and grow with the batch.)
-pub fn check_training_memory(
-    config: &ModelConfig,
-    hyper: &TrainHyper,
-    with_reference: bool,
-) -> Result<()> {
-    let Some(memory) = physical_memory() else {
-        return Ok(());
-    };
-    let params = config.num_params().unwrap_or(u64::MAX);
-    let moments = if hyper.optimizer_name() == "adamw" {
-        2
-    } else {
-        0
-    };
-    let copies = 2 + moments + u64::from(with_reference);
-    let needed = params.saturating_mul(4 * copies);
-    let gib = |bytes: u64| bytes as f64 / f64::from(1u32 << 30);
-    ensure!(
-        needed <= memory,
-        "the model has {params} parameters: training it needs {:.1} GiB for weights, gradients{}{}, more than this machine's {:.1} GiB",
-        gib(needed),
-        if moments > 0 { ", AdamW's moments" } else { "" },
-        if with_reference { " and the reference" } else { "" },
-        gib(memory)
-    );
-    Ok(())
+/// Refuses a run whose peak, on rows of `seq_len` tokens, would not fit in
+/// the memory this machine (or its cgroup) has available, unless
+/// `--allow-oom-risk`: one line with both figures and what to lower.
+fn check_training_memory(setup: &RunSetup<'_>, config: &ModelConfig, seq_len: usize) -> Result<()> {
+    check_fits(
+        &step_memory(setup, config, seq_len),
+        available_memory(),
+        setup.run.allow_oom_risk,
+    )
 }
 
 /// The frozen reference (if any), which must have the policy's config.
@@ -323,8 +326,8 @@ pub struct RunSetup<'a> {
     pub run: &'a RunSettings,
     /// Why a batch of this objective cannot be split over ranks, if it cannot.
     pub split_refusal: Option<String>,
-    /// Whether a reference model is held in memory beside the policy.
-    pub with_reference: bool,
+    /// The frozen reference held in memory beside the policy, if any.
+    pub reference: Option<&'a Path>,
 }
 
 /// A training run set up, whatever its objective.
@@ -343,9 +346,10 @@ pub struct PreparedRun<R> {
 /// 1. the hyper-parameters, and whether a batch may be split over the ranks;
 /// 2. `--out` opened by the root rank (checked against the run to resume),
 ///    then a barrier, so that the other ranks read it whole;
-/// 3. the initial model (the checkpoint in `--out` when resuming), and
-///    whether training it fits in memory;
-/// 4. the training and held-out rows, tokenized by the model's tokenizer.
+/// 3. the initial model (the checkpoint in `--out` when resuming); a fresh
+///    one is first checked to fit in memory on rows of its whole block;
+/// 4. the training and held-out rows, tokenized by the model's tokenizer,
+///    and whether a step on the longest of them fits in memory.
 pub fn prepare_run<R: TrainingRow>(
     setup: &RunSetup<'_>,
     comm: &dyn Collective,
@@ -362,8 +366,9 @@ pub fn prepare_run<R: TrainingRow>(
         (InitialModel::Checkpoint(dir), what) => load_checkpoint(dir, what)?,
         (InitialModel::Config(config), _) => {
             config.validate().map_err(|e| anyhow!("--config: {e}"))?;
-            // Before the weights are allocated.
-            check_training_memory(config, &run.hyper, setup.with_reference)?;
+            // Before the weights are allocated (no row is read yet: rows as
+            // long as the block, the most a fresh byte-level model reads).
+            check_training_memory(setup, config, config.block_size)?;
             // A fresh model reads bytes and is saved as nanoGPT (GPT-2) or
             // Hugging Face (the Llama family) files by default.
             LoadedModel {
@@ -378,14 +383,16 @@ pub fn prepare_run<R: TrainingRow>(
         loaded.set_chat_template(path)?;
     }
     let model_files = loaded.model_files(run.save_format);
-    check_training_memory(loaded.model.config(), &run.hyper, setup.with_reference)?;
+    let config = loaded.model.config();
     let data = load_train_data::<R>(
         setup.data,
-        loaded.model.config(),
+        config,
         loaded.tokenizer.as_ref(),
         run.hyper.seed,
         comm.is_root(),
     )?;
+    let longest = data.train.iter().chain(&data.held_out).map(R::padded_len).max();
+    check_training_memory(setup, config, longest.unwrap_or(config.block_size))?;
     Ok(PreparedRun {
         policy: loaded.model,
         model_files,

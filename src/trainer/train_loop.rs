@@ -66,6 +66,9 @@ pub struct RunSettings {
     /// The arithmetic of the training step's GEMMs (`--precision`); the
     /// weights, gradients, optimizer, evaluation and checkpoints are f32.
     pub precision: Precision,
+    /// Train even when a step's estimated peak memory is more than is
+    /// available (`--allow-oom-risk`).
+    pub allow_oom_risk: bool,
 }
 
 /// The rows a run trains on, for its summary.
