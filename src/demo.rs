@@ -188,6 +188,7 @@ fn demo_run(
         progress: true,
         save_format: None,
         precision: autograd::Precision::F32,
+        overwrite: false,
         allow_oom_risk: false,
     };
     (data, run)

@@ -148,6 +148,9 @@ pub struct OptimArgs {
     /// nanogpt (default: the format of the starting checkpoint; for --config, nanogpt for GPT-2 and hf for the Llama family).
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub save_format: Option<SaveFormat>,
+    /// Replace checkpoint files (config.json, model.safetensors, adapter files) in --out that no run of this command wrote (they carry no trainer_state.json of its stage).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Train even when the estimated peak memory of the run (weights, gradients, optimizer, reference, activations, checkpoint saves) is more than this machine (or its cgroup) has available.
     #[arg(long)]
     pub allow_oom_risk: bool,

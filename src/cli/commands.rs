@@ -249,6 +249,7 @@ fn run_settings(out: &Path, a: &OptimArgs, lr: f64) -> RunSettings {
         progress: !a.no_progress,
         save_format: a.save_format.map(SaveFormat::format),
         precision: a.precision,
+        overwrite: a.overwrite,
         allow_oom_risk: a.allow_oom_risk,
     }
 }

@@ -11,7 +11,7 @@ use transformer::{
     ModelConfig, Tokenizer,
 };
 
-use super::checkpoint::{open_run_dir, ModelFiles};
+use super::checkpoint::{check_out_apart, check_replaceable, open_run_dir, ModelFiles};
 use super::memory::{available_memory, check_fits, ModelDims, StepMemory};
 use super::distributed::Collective;
 use super::step::check_split;
@@ -330,6 +330,23 @@ pub struct RunSetup<'a> {
     pub reference: Option<&'a Path>,
 }
 
+impl RunSetup<'_> {
+    /// What the run reads, which `--out` must not be: the initial checkpoint
+    /// (unless resuming: then it is `--out`), the reference, the data.
+    fn inputs(&self) -> Vec<(&str, &Path)> {
+        let mut inputs = Vec::new();
+        if let (InitialModel::Checkpoint(path), what) = self.init {
+            if !self.run.resume {
+                inputs.push((if what == "policy" { "--policy" } else { what }, path.as_path()));
+            }
+        }
+        inputs.extend(self.reference.map(|path| ("--ref", path)));
+        inputs.push(("--data", self.data.data.as_path()));
+        inputs.extend(self.data.eval_data.as_deref().map(|path| ("--eval-data", path)));
+        inputs
+    }
+}
+
 /// A training run set up, whatever its objective.
 pub struct PreparedRun<R> {
     /// The model to train: the initial one, or the checkpoint in `--out` when resuming.
@@ -358,6 +375,10 @@ pub fn prepare_run<R: TrainingRow>(
     run.hyper.validate()?;
     check_split(setup.split_refusal.clone(), &run.hyper, comm)?;
     if comm.is_root() {
+        check_out_apart(&run.out, &setup.inputs())?;
+        if !run.resume {
+            check_replaceable(&run.out, setup.stage, run.overwrite)?;
+        }
         open_run_dir(&run.out, run.resume.then_some((setup.stage, &run.hyper)))?;
     }
     comm.barrier();

@@ -66,6 +66,9 @@ pub struct RunSettings {
     /// The arithmetic of the training step's GEMMs (`--precision`); the
     /// weights, gradients, optimizer, evaluation and checkpoints are f32.
     pub precision: Precision,
+    /// Replace checkpoint files in `out` that no run of this stage wrote
+    /// (`--overwrite`).
+    pub overwrite: bool,
     /// Train even when a step's estimated peak memory is more than is
     /// available (`--allow-oom-risk`).
     pub allow_oom_risk: bool,
