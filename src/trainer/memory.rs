@@ -20,9 +20,9 @@
 //! LM head      4 * 3 min(B T V, 2^24)   the logits chunk, its gradient, the kept logits
 //! bf16         2 (V C + B T W)          GEMM inputs rounded to bf16, one at a time
 //! or the save's
-//! model file   8 P                      each tensor's bytes, then the serialized file
-//! optimizer    12 P_t * moments         the same for the moments, with the slack of
-//!   file                                their growing buffers
+//! files        12 (P + P_t * moments)   the model's and the moments' bytes: each
+//!                                       tensor's, the serialized file's, and the
+//!                                       slack of their growing buffers
 //! ```
 //!
 //! with `P` parameters, `P_t` of them trained, `B` sequences of a micro-batch
@@ -144,9 +144,7 @@ impl StepMemory {
         let gradients = f32s(self.trainable_params).saturating_mul(1 + u64::from(self.accumulates));
         let optimizer = f32s(self.trainable_params).saturating_mul(self.optimizer_moments);
         let reference = if self.with_reference { weights } else { 0 };
-        let save = weights
-            .saturating_mul(2)
-            .saturating_add(optimizer.saturating_mul(3));
+        let save = weights.saturating_add(optimizer).saturating_mul(3);
         let tokens = self.sequences.saturating_mul(self.seq_len);
         let per_token = dims
             .saved_per_token()
@@ -167,7 +165,11 @@ impl StepMemory {
                 ),
         );
         let activations = taped.max(scoring);
-        let lm_head = f32s(3 * tokens.saturating_mul(dims.vocab_size).min(LM_HEAD_CHUNK_ELEMENTS));
+        let lm_head = f32s(
+            3 * tokens
+                .saturating_mul(dims.vocab_size)
+                .min(LM_HEAD_CHUNK_ELEMENTS),
+        );
         let bf16 = match self.precision {
             Precision::F32 => 0,
             Precision::Bf16 => dims
@@ -215,7 +217,11 @@ fn cgroup_headroom() -> Option<u64> {
 
 /// Refuses a step of `estimate` that does not fit in `available` bytes,
 /// with one line giving both and what to lower, unless `allow_oom_risk`.
-pub fn check_fits(estimate: &StepMemory, available: Option<u64>, allow_oom_risk: bool) -> Result<()> {
+pub fn check_fits(
+    estimate: &StepMemory,
+    available: Option<u64>,
+    allow_oom_risk: bool,
+) -> Result<()> {
     let Some(available) = available else {
         return Ok(());
     };
@@ -246,12 +252,18 @@ mod tests {
     #[test]
     fn dims_of_gpt2_and_llama() {
         let dims = gpt2_small_dims();
-        assert_eq!((dims.q_width, dims.kv_width, dims.mlp_width), (128, 128, 512));
+        assert_eq!(
+            (dims.q_width, dims.kv_width, dims.mlp_width),
+            (128, 128, 512)
+        );
         // 6 C + 4 C + 2 * 4 C
         assert_eq!(dims.saved_per_token(), 18 * 128);
         let llama = ModelDims::of(&ModelConfig::preset("llama-tiny").unwrap());
         // 4 heads of 8, 2 kv heads of 8, intermediate 88, gated.
-        assert_eq!((llama.q_width, llama.kv_width, llama.mlp_width), (32, 16, 88));
+        assert_eq!(
+            (llama.q_width, llama.kv_width, llama.mlp_width),
+            (32, 16, 88)
+        );
         assert_eq!(llama.saved_per_token(), 6 * 32 + 4 * 32 + 5 * 16 + 3 * 88);
     }
 
@@ -278,18 +290,15 @@ mod tests {
         let activations = 4 * (tokens * 4 * (18 * 128 + 4 * 10) + tokens * 128);
         let lm_head = 4 * 3 * tokens * 256;
         let fixed = weights + moments + reference + BASE_BYTES;
-        assert_eq!(
-            step.peak_bytes(),
-            fixed + gradients + activations + lm_head
-        );
-        // Without activations, the save is the peak: the model's file and
-        // three times the moments.
+        assert_eq!(step.peak_bytes(), fixed + gradients + activations + lm_head);
+        // Without activations, the save is the peak: three times the
+        // weights and the moments.
         let saved = StepMemory {
             sequences: 0,
             scoring_sequences: 0,
             ..step
         };
-        assert_eq!(saved.peak_bytes(), fixed + 2 * weights + 3 * moments);
+        assert_eq!(saved.peak_bytes(), fixed + 3 * (weights + moments));
         // A no-grad forward of many long sequences outgrows the tape of a small batch.
         let scoring = StepMemory {
             scoring_sequences: 1000,
@@ -328,8 +337,13 @@ mod tests {
             precision: Precision::F32,
         };
         assert_eq!(step.peak_bytes(), u64::MAX);
-        let e = check_fits(&step, Some(8 << 30), false).unwrap_err().to_string();
-        assert!(e.contains("8.0 GiB available") && e.contains("--batch-size"), "{e}");
+        let e = check_fits(&step, Some(8 << 30), false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("8.0 GiB available") && e.contains("--batch-size"),
+            "{e}"
+        );
         assert!(check_fits(&step, Some(8 << 30), true).is_ok());
         assert!(check_fits(&step, None, false).is_ok());
     }

@@ -12,8 +12,8 @@ use transformer::{
 };
 
 use super::checkpoint::{check_out_apart, check_replaceable, open_run_dir, ModelFiles};
-use super::memory::{available_memory, check_fits, ModelDims, StepMemory};
 use super::distributed::Collective;
+use super::memory::{available_memory, check_fits, ModelDims, StepMemory};
 use super::step::check_split;
 use super::train_loop::{DataCounts, RunSettings};
 
@@ -337,12 +337,20 @@ impl RunSetup<'_> {
         let mut inputs = Vec::new();
         if let (InitialModel::Checkpoint(path), what) = self.init {
             if !self.run.resume {
-                inputs.push((if what == "policy" { "--policy" } else { what }, path.as_path()));
+                inputs.push((
+                    if what == "policy" { "--policy" } else { what },
+                    path.as_path(),
+                ));
             }
         }
         inputs.extend(self.reference.map(|path| ("--ref", path)));
         inputs.push(("--data", self.data.data.as_path()));
-        inputs.extend(self.data.eval_data.as_deref().map(|path| ("--eval-data", path)));
+        inputs.extend(
+            self.data
+                .eval_data
+                .as_deref()
+                .map(|path| ("--eval-data", path)),
+        );
         inputs
     }
 }
@@ -412,7 +420,12 @@ pub fn prepare_run<R: TrainingRow>(
         run.hyper.seed,
         comm.is_root(),
     )?;
-    let longest = data.train.iter().chain(&data.held_out).map(R::padded_len).max();
+    let longest = data
+        .train
+        .iter()
+        .chain(&data.held_out)
+        .map(R::padded_len)
+        .max();
     check_training_memory(setup, config, longest.unwrap_or(config.block_size))?;
     Ok(PreparedRun {
         policy: loaded.model,
