@@ -197,7 +197,7 @@ pub fn check_replaceable(out: &Path, stage: &str, overwrite: bool) -> Result<()>
         let name = entry.file_name().to_string_lossy().into_owned();
         if is_checkpoint_file(&name) {
             bail!(
-                "--out {} already holds {name}, which no dpo {stage} run wrote (no {STATE_FILE} of one beside it): choose another --out, or pass --overwrite to replace it",
+                "--out {} already holds {name}, which no {stage} run wrote (no {STATE_FILE} with stage {stage} beside it): choose another --out, or pass --overwrite to replace it",
                 out.display()
             );
         }
