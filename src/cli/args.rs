@@ -212,6 +212,7 @@ pub struct SftArgs {
     /// SFT data: {"prompt","completion"} or {"text"} rows (or `_ids` forms), conversational {"messages": [...]} or
     /// {"prompt": [...], "completion": [...]} rows (rendered by the chat template), or preference rows (trains on the
     /// chosen side); JSON Lines (.gz accepted), a .parquet file or a directory of .parquet shards.
+    /// JSON Lines are read as a stream, once, start to end: a named pipe works, and waits for its writer (Ctrl-C ends the wait).
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
     /// Output checkpoint directory.
@@ -316,6 +317,7 @@ pub struct PairArgs {
     /// conversational forms (lists of {"role","content"} messages, rendered by the chat template); with
     /// --loss kto, unpaired {"prompt","completion","label": true|false} rows. JSON Lines (.gz
     /// accepted), a .parquet file or a directory of .parquet shards.
+    /// JSON Lines are read as a stream, once, start to end: a named pipe works, and waits for its writer (Ctrl-C ends the wait).
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
     /// on (default): each pair is one sequence [prompt | chosen | rejected], the prompt run once
