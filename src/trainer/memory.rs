@@ -1,4 +1,4 @@
-//! How much memory a training step needs at its peak, and how much this
+//! How much memory a training run needs at its peak, and how much this
 //! machine (or its cgroup) can still give: a run that cannot fit is refused
 //! before anything large is allocated, instead of being killed (or aborting
 //! in the allocator) minutes later.
@@ -28,14 +28,14 @@
 //! with `P` parameters, `P_t` of them trained, `B` sequences of a micro-batch
 //! of `T` tokens, `L` blocks and `a_layer` the floats a block saves per token
 //! ([`ModelDims::saved_per_token`]). The coefficients were measured against
-//! the peak resident memory of real runs (docs/spec.md, "Memory check"): the
-//! estimate is meant to err high by at most a quarter.
+//! the peak resident memory of real runs (docs/spec.md 5.5a, "The memory
+//! check"): the estimate is meant to err high, by at most a quarter.
 
 use anyhow::{bail, Result};
 use autograd::Precision;
 use transformer::ModelConfig;
 
-/// The sizes of a model that its step's memory depends on.
+/// The sizes of a model that the memory of its step depends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelDims {
     /// Blocks (L).
@@ -101,9 +101,9 @@ impl ModelDims {
     }
 }
 
-/// What the peak memory of a training step depends on.
+/// What the peak memory of a training run depends on.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StepMemory {
+pub struct RunMemory {
     /// Parameters of the model, frozen or trained.
     pub params: u64,
     /// Parameters that get a gradient and optimizer state (all of them, or
@@ -134,8 +134,8 @@ const LM_HEAD_CHUNK_ELEMENTS: u64 = 1 << 24;
 /// The program itself, its threads' stacks and the tokenized rows.
 const BASE_BYTES: u64 = 16 << 20;
 
-impl StepMemory {
-    /// The estimated peak resident memory of a step, in bytes (saturating:
+impl RunMemory {
+    /// The estimated peak resident memory of the run, in bytes (saturating:
     /// an absurd config gives `u64::MAX`, never a wrapped small number).
     pub fn peak_bytes(&self) -> u64 {
         let f32s = |n: u64| n.saturating_mul(4);
@@ -215,10 +215,10 @@ fn cgroup_headroom() -> Option<u64> {
     Some(limit.saturating_sub(used))
 }
 
-/// Refuses a step of `estimate` that does not fit in `available` bytes,
+/// Refuses a run of `estimate` that does not fit in `available` bytes,
 /// with one line giving both and what to lower, unless `allow_oom_risk`.
 pub fn check_fits(
-    estimate: &StepMemory,
+    estimate: &RunMemory,
     available: Option<u64>,
     allow_oom_risk: bool,
 ) -> Result<()> {
@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn the_peak_adds_up_its_terms() {
         let dims = gpt2_small_dims();
-        let step = StepMemory {
+        let step = RunMemory {
             params: 1000,
             trainable_params: 100,
             with_reference: true,
@@ -293,14 +293,14 @@ mod tests {
         assert_eq!(step.peak_bytes(), fixed + gradients + activations + lm_head);
         // Without activations, the save is the peak: three times the
         // weights and the moments.
-        let saved = StepMemory {
+        let saved = RunMemory {
             sequences: 0,
             scoring_sequences: 0,
             ..step
         };
         assert_eq!(saved.peak_bytes(), fixed + 3 * (weights + moments));
         // A no-grad forward of many long sequences outgrows the tape of a small batch.
-        let scoring = StepMemory {
+        let scoring = RunMemory {
             scoring_sequences: 1000,
             ..step
         };
@@ -310,7 +310,7 @@ mod tests {
             one_block - activations
         );
         // bf16 adds the rounded head and the widest activation.
-        let bf16 = StepMemory {
+        let bf16 = RunMemory {
             precision: Precision::Bf16,
             ..step
         };
@@ -324,7 +324,7 @@ mod tests {
     fn an_absurd_model_saturates_and_is_refused() {
         let mut config = ModelConfig::preset("tiny").unwrap();
         config.n_layer = usize::MAX / 2;
-        let step = StepMemory {
+        let step = RunMemory {
             params: u64::MAX,
             trainable_params: u64::MAX,
             with_reference: false,

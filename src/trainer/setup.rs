@@ -13,7 +13,7 @@ use transformer::{
 
 use super::checkpoint::{check_out_apart, check_replaceable, open_run_dir, ModelFiles};
 use super::distributed::Collective;
-use super::memory::{available_memory, check_fits, ModelDims, StepMemory};
+use super::memory::{available_memory, check_fits, ModelDims, RunMemory};
 use super::step::check_split;
 use super::train_loop::{DataCounts, RunSettings};
 
@@ -124,7 +124,7 @@ pub fn load_checkpoint(path: &Path, what: &str) -> Result<LoadedModel> {
 /// depends on (see [`super::memory`]), for rows of `seq_len` tokens: a pair
 /// objective runs two sequences per row (chosen and rejected; KTO a
 /// completion and its KL sequence), SFT one.
-fn step_memory(setup: &RunSetup<'_>, config: &ModelConfig, seq_len: usize) -> StepMemory {
+fn run_memory(setup: &RunSetup<'_>, config: &ModelConfig, seq_len: usize) -> RunMemory {
     let hyper = &setup.run.hyper;
     let params = config.num_params().unwrap_or(u64::MAX);
     let rows = hyper.batch_size.div_ceil(hyper.grad_accum.max(1)) as u64;
@@ -136,8 +136,9 @@ fn step_memory(setup: &RunSetup<'_>, config: &ModelConfig, seq_len: usize) -> St
     } else {
         super::dpo::eval_batch_size(hyper.batch_size)
     } as u64;
-    StepMemory {
+    RunMemory {
         params,
+        // Every parameter trains: gradients and moments for all of them.
         trainable_params: params,
         with_reference: setup.reference.is_some(),
         optimizer_moments: if hyper.optimizer_name() == "adamw" {
@@ -159,7 +160,7 @@ fn step_memory(setup: &RunSetup<'_>, config: &ModelConfig, seq_len: usize) -> St
 /// `--allow-oom-risk`: one line with both figures and what to lower.
 fn check_training_memory(setup: &RunSetup<'_>, config: &ModelConfig, seq_len: usize) -> Result<()> {
     check_fits(
-        &step_memory(setup, config, seq_len),
+        &run_memory(setup, config, seq_len),
         available_memory(),
         setup.run.allow_oom_risk,
     )
