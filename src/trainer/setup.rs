@@ -370,8 +370,10 @@ pub struct PreparedRun<R> {
 /// order that writes nothing new to `--out` before the inputs are validated:
 ///
 /// 1. the hyper-parameters, and whether a batch may be split over the ranks;
-/// 2. `--out` opened by the root rank (checked against the run to resume),
-///    then a barrier, so that the other ranks read it whole;
+/// 2. `--out` opened by the root rank: it must be none of the inputs, and
+///    is checked against the run to resume, or (a new run) must hold no
+///    checkpoint files of another kind of run; then a barrier, so that the
+///    other ranks read it whole;
 /// 3. the initial model (the checkpoint in `--out` when resuming); a fresh
 ///    one is first checked to fit in memory on rows of its whole block;
 /// 4. the training and held-out rows, tokenized by the model's tokenizer,
@@ -385,10 +387,12 @@ pub fn prepare_run<R: TrainingRow>(
     check_split(setup.split_refusal.clone(), &run.hyper, comm)?;
     if comm.is_root() {
         check_out_apart(&run.out, &setup.inputs())?;
+        open_run_dir(&run.out, run.resume.then_some((setup.stage, &run.hyper)))?;
+        // After open_run_dir has finished an interrupted save, whose state
+        // may still have been staged.
         if !run.resume {
             check_replaceable(&run.out, setup.stage, run.overwrite)?;
         }
-        open_run_dir(&run.out, run.resume.then_some((setup.stage, &run.hyper)))?;
     }
     comm.barrier();
     let mut loaded = match setup.init {
