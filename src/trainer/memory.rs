@@ -13,9 +13,9 @@
 //! base         16 MiB                   the program, its threads, the rows
 //! and either the step's
 //! gradients    4 P_t (x2 with --grad-accum > 1: the sum and the micro-batch's)
-//! activations  4 B T L (a_layer + NH T) the tape's saved tensors of every block,
-//!                                       with the attention probabilities (B, NH, T, T);
-//!              or, if more, 4 B' T (NH T + 2 W + 4 C): one block of a no-grad
+//! activations  4 B T L (a_layer + NH K) the tape's saved tensors of every block,
+//!                                       with the attention probabilities (B, NH, T, K);
+//!              or, if more, 4 B' T (NH K + 2 W + 4 C): one block of a no-grad
 //!                                       forward of B' sequences (reference, evaluation)
 //! LM head      4 * 3 min(B T V, 2^24)   the logits chunk, its gradient, the kept logits
 //! bf16         2 (V C + B T W)          GEMM inputs rounded to bf16, one at a time
@@ -26,7 +26,8 @@
 //! ```
 //!
 //! with `P` parameters, `P_t` of them trained, `B` sequences of a micro-batch
-//! of `T` tokens, `L` blocks and `a_layer` the floats a block saves per token
+//! of `T` tokens, attending over at most `K` keys, `L` blocks, `W` the widest
+//! activation of a block and `a_layer` the floats a block saves per token
 //! ([`ModelDims::saved_per_token`]). The coefficients were measured against
 //! the peak resident memory of real runs (docs/spec.md 5.5a, "The memory
 //! check"): the estimate is meant to err high, by at most a quarter.
@@ -123,6 +124,10 @@ pub struct RunMemory {
     pub scoring_sequences: u64,
     /// Tokens of each sequence (T): the longest row, at most the block.
     pub seq_len: u64,
+    /// Keys a query attends over at most (the attention probabilities'
+    /// last axis): T, or up to 2 T where a pair runs as one sequence
+    /// [prompt | chosen | rejected].
+    pub attended: u64,
     /// The model's sizes.
     pub dims: ModelDims,
     /// The GEMMs' arithmetic.
@@ -148,7 +153,7 @@ impl RunMemory {
         let tokens = self.sequences.saturating_mul(self.seq_len);
         let per_token = dims
             .saved_per_token()
-            .saturating_add(dims.n_head.saturating_mul(self.seq_len));
+            .saturating_add(dims.n_head.saturating_mul(self.attended));
         let taped = f32s(
             tokens
                 .saturating_mul(dims.n_layer)
@@ -160,7 +165,7 @@ impl RunMemory {
                 .saturating_mul(self.seq_len)
                 .saturating_mul(
                     dims.n_head
-                        .saturating_mul(self.seq_len)
+                        .saturating_mul(self.attended)
                         .saturating_add(2 * dims.widest() + 4 * dims.n_embd),
                 ),
         );
@@ -279,6 +284,7 @@ mod tests {
             sequences: 2,
             scoring_sequences: 4,
             seq_len: 10,
+            attended: 15,
             dims,
             precision: Precision::F32,
         };
@@ -287,7 +293,7 @@ mod tests {
         let gradients = 4 * 100 * 2; // the sum and the micro-batch's
         let reference = 4 * 1000;
         let tokens = 2 * 10;
-        let activations = 4 * (tokens * 4 * (18 * 128 + 4 * 10) + tokens * 128);
+        let activations = 4 * (tokens * 4 * (18 * 128 + 4 * 15) + tokens * 128);
         let lm_head = 4 * 3 * tokens * 256;
         let fixed = weights + moments + reference + BASE_BYTES;
         assert_eq!(step.peak_bytes(), fixed + gradients + activations + lm_head);
@@ -304,7 +310,7 @@ mod tests {
             scoring_sequences: 1000,
             ..step
         };
-        let one_block = 4 * 1000 * 10 * (4 * 10 + 2 * 512 + 4 * 128);
+        let one_block = 4 * 1000 * 10 * (4 * 15 + 2 * 512 + 4 * 128);
         assert_eq!(
             scoring.peak_bytes() - step.peak_bytes(),
             one_block - activations
@@ -333,6 +339,7 @@ mod tests {
             sequences: 8,
             scoring_sequences: 16,
             seq_len: 64,
+            attended: 64,
             dims: ModelDims::of(&config),
             precision: Precision::F32,
         };

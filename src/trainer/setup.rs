@@ -121,10 +121,11 @@ pub fn load_checkpoint(path: &Path, what: &str) -> Result<LoadedModel> {
 }
 
 /// What the peak memory of a run training every parameter of `config`
-/// depends on (see [`super::memory`]), for rows of `seq_len` tokens: a pair
-/// objective runs two sequences per row (chosen and rejected; KTO a
-/// completion and its KL sequence), SFT one.
-fn run_memory(setup: &RunSetup<'_>, config: &ModelConfig, seq_len: usize) -> RunMemory {
+/// depends on (see [`super::memory`]), for rows of `lengths.0` tokens whose
+/// queries attend over at most `lengths.1` keys: a pair objective runs two
+/// sequences per row (chosen and rejected; KTO a completion and its KL
+/// sequence), SFT one.
+fn run_memory(setup: &RunSetup<'_>, config: &ModelConfig, lengths: (usize, usize)) -> RunMemory {
     let hyper = &setup.run.hyper;
     let params = config.num_params().unwrap_or(u64::MAX);
     let rows = hyper.batch_size.div_ceil(hyper.grad_accum.max(1)) as u64;
@@ -149,18 +150,23 @@ fn run_memory(setup: &RunSetup<'_>, config: &ModelConfig, seq_len: usize) -> Run
         accumulates: hyper.grad_accum > 1,
         sequences: rows * sequences_per_row,
         scoring_sequences: scoring_rows * sequences_per_row,
-        seq_len: seq_len.min(config.block_size) as u64,
+        seq_len: lengths.0.min(config.block_size) as u64,
+        attended: lengths.1.min(2 * config.block_size) as u64,
         dims: ModelDims::of(config),
         precision: setup.run.precision,
     }
 }
 
-/// Refuses a run whose peak, on rows of `seq_len` tokens, would not fit in
+/// Refuses a run whose peak, on rows of `lengths` (see [`run_memory`]), would not fit in
 /// the memory this machine (or its cgroup) has available, unless
 /// `--allow-oom-risk`: one line with both figures and what to lower.
-fn check_training_memory(setup: &RunSetup<'_>, config: &ModelConfig, seq_len: usize) -> Result<()> {
+fn check_training_memory(
+    setup: &RunSetup<'_>,
+    config: &ModelConfig,
+    lengths: (usize, usize),
+) -> Result<()> {
     check_fits(
-        &run_memory(setup, config, seq_len),
+        &run_memory(setup, config, lengths),
         available_memory(),
         setup.run.allow_oom_risk,
     )
@@ -402,7 +408,8 @@ pub fn prepare_run<R: TrainingRow>(
             config.validate().map_err(|e| anyhow!("--config: {e}"))?;
             // Before the weights are allocated (no row is read yet: rows as
             // long as the block, the most a fresh byte-level model reads).
-            check_training_memory(setup, config, config.block_size)?;
+            let block = config.block_size;
+            check_training_memory(setup, config, (block, block))?;
             // A fresh model reads bytes and is saved as nanoGPT (GPT-2) or
             // Hugging Face (the Llama family) files by default.
             LoadedModel {
@@ -425,13 +432,13 @@ pub fn prepare_run<R: TrainingRow>(
         run.hyper.seed,
         comm.is_root(),
     )?;
-    let longest = data
-        .train
-        .iter()
-        .chain(&data.held_out)
-        .map(R::padded_len)
-        .max();
-    check_training_memory(setup, config, longest.unwrap_or(config.block_size))?;
+    let rows = || data.train.iter().chain(&data.held_out);
+    // A pair that shares its prompt runs as one sequence [prompt | chosen | rejected].
+    let whole_row =
+        |row: &R| row.prompt().len() + row.responses().iter().map(|(_, r)| r.len()).sum::<usize>();
+    let longest = rows().map(R::padded_len).max().unwrap_or(config.block_size);
+    let attended = rows().map(whole_row).max().unwrap_or(config.block_size);
+    check_training_memory(setup, config, (longest, attended.max(longest)))?;
     Ok(PreparedRun {
         policy: loaded.model,
         model_files,
