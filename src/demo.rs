@@ -190,6 +190,8 @@ fn demo_run(
         precision: autograd::Precision::F32,
         gradient_checkpointing: false,
         lora: None,
+        overwrite: false,
+        allow_oom_risk: false,
     };
     (data, run)
 }

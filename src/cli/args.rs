@@ -153,6 +153,12 @@ pub struct OptimArgs {
     /// more forward pass of the blocks; the same gradients.
     #[arg(long)]
     pub gradient_checkpointing: bool,
+    /// Replace checkpoint files (config.json, model.safetensors, adapter files) in --out that no run of this command wrote (they carry no trainer_state.json of its stage).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Train even when the estimated peak memory of the run (weights, gradients, optimizer, reference, activations, checkpoint saves) is more than this machine (or its cgroup) has available.
+    #[arg(long)]
+    pub allow_oom_risk: bool,
     #[command(flatten)]
     pub lora: LoraArgs,
 }
@@ -271,6 +277,7 @@ pub struct SftArgs {
     /// SFT data: {"prompt","completion"} or {"text"} rows (or `_ids` forms), conversational {"messages": [...]} or
     /// {"prompt": [...], "completion": [...]} rows (rendered by the chat template), or preference rows (trains on the
     /// chosen side); JSON Lines (.gz accepted), a .parquet file or a directory of .parquet shards.
+    /// JSON Lines are read as a stream, once, start to end: a named pipe works, and waits for its writer (Ctrl-C ends the wait).
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
     /// Output checkpoint directory.
@@ -375,6 +382,7 @@ pub struct PairArgs {
     /// conversational forms (lists of {"role","content"} messages, rendered by the chat template); with
     /// --loss kto, unpaired {"prompt","completion","label": true|false} rows. JSON Lines (.gz
     /// accepted), a .parquet file or a directory of .parquet shards.
+    /// JSON Lines are read as a stream, once, start to end: a named pipe works, and waits for its writer (Ctrl-C ends the wait).
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
     /// on (default): each pair is one sequence [prompt | chosen | rejected], the prompt run once

@@ -279,6 +279,8 @@ fn run_settings(out: &Path, a: &OptimArgs, lr: f64) -> RunSettings {
             use_rslora: a.lora.use_rslora,
             init_adapter: a.lora.init_adapter.clone(),
         }),
+        overwrite: a.overwrite,
+        allow_oom_risk: a.allow_oom_risk,
     }
 }
 

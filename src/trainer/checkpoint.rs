@@ -150,6 +150,63 @@ pub fn check_out_dir(dir: &Path) -> Result<()> {
         })
 }
 
+/// Refuses an `--out` that is one of the run's inputs (`inputs`: what each
+/// is, and its path), directly or through a symlink: the run's checkpoints
+/// would replace the model or the data it reads.
+pub fn check_out_apart(out: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
+    // An --out that does not exist yet is none of the inputs.
+    let Ok(real_out) = fs::canonicalize(out) else {
+        return Ok(());
+    };
+    for (what, path) in inputs {
+        if fs::canonicalize(path).is_ok_and(|real| real == real_out) {
+            bail!(
+                "--out {} is {what} {}: the run would save over what it reads; choose another --out",
+                out.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` is a file of a model (or adapter) checkpoint, one that a
+/// save replaces: `config.json`, `model.safetensors`, the shards of a
+/// sharded one and their index, `adapter_model.safetensors`, `adapter_config.json`.
+fn is_checkpoint_file(name: &str) -> bool {
+    let shard = name.starts_with("model-") && name.ends_with(".safetensors");
+    shard
+        || [
+            "config.json",
+            "model.safetensors",
+            INDEX_FILE,
+            "adapter_model.safetensors",
+            "adapter_config.json",
+        ]
+        .contains(&name)
+}
+
+/// Refuses to replace checkpoint files in `out` that no run of `stage` wrote
+/// (there is no `trainer_state.json` of that stage beside them: a model
+/// copied there, or another stage's run), unless `overwrite`.
+pub fn check_replaceable(out: &Path, stage: &str, overwrite: bool) -> Result<()> {
+    if overwrite || !out.is_dir() || read_state(out).is_ok_and(|state| state.stage == stage) {
+        return Ok(());
+    }
+    let entries = fs::read_dir(out).with_context(|| format!("cannot list {}", out.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list {}", out.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_checkpoint_file(&name) {
+            bail!(
+                "--out {} already holds {name}, which no {stage} run wrote (no {STATE_FILE} with stage {stage} beside it): choose another --out, or pass --overwrite to replace it",
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Prepares `--out` for a run: checks that it can be written (see
 /// [`check_out_dir`]), finishes a save that was interrupted after its commit
 /// point and removes what an earlier one left half-written. With `resume`,

@@ -77,7 +77,10 @@ pub fn train_dpo(args: &DpoTrainArgs, comm: &dyn Collective) -> Result<TrainSumm
         data: &args.data,
         run,
         split_refusal: DpoObjective::split_refusal_of(&args.loss),
-        with_reference: matches!(args.reference, ReferenceModel::Checkpoint(_)),
+        reference: match &args.reference {
+            ReferenceModel::Checkpoint(path) => Some(path.as_path()),
+            _ => None,
+        },
     };
     let prepared = prepare_run::<PreferenceRow>(&setup, comm)?;
     let (mut policy, data) = (prepared.policy, prepared.data);

@@ -82,7 +82,10 @@ pub fn train_kto(args: &KtoTrainArgs, comm: &dyn Collective) -> Result<TrainSumm
         data: &args.data,
         run,
         split_refusal: Some(KtoObjective::SPLIT_REFUSAL.into()),
-        with_reference: matches!(args.reference, ReferenceModel::Checkpoint(_)),
+        reference: match &args.reference {
+            ReferenceModel::Checkpoint(path) => Some(path.as_path()),
+            _ => None,
+        },
     };
     let prepared = prepare_run::<UnpairedRow>(&setup, comm)?;
     let (mut policy, data) = (prepared.policy, prepared.data);

@@ -11,6 +11,7 @@ pub mod dpo;
 pub mod evaluate;
 pub mod kto;
 pub mod lora;
+pub mod memory;
 pub mod progress;
 pub mod settings;
 pub mod setup;

@@ -11,10 +11,10 @@ use transformer::{
     ModelConfig, Tokenizer,
 };
 
-use super::checkpoint::{open_run_dir, ModelFiles};
+use super::checkpoint::{check_out_apart, check_replaceable, open_run_dir, ModelFiles};
 use super::distributed::Collective;
 use super::lora::{adapters_off_reference, start_adapters, ReferenceModel};
-use super::settings::TrainHyper;
+use super::memory::{available_memory, check_fits, ModelDims, RunMemory};
 use super::step::check_split;
 use super::train_loop::{DataCounts, RunSettings};
 
@@ -144,46 +144,63 @@ pub fn load_checkpoint(path: &Path, what: &str) -> Result<LoadedModel> {
     })
 }
 
-/// This machine's physical memory in bytes (`MemTotal` of `/proc/meminfo`),
-/// or `None` where it cannot be read.
-fn physical_memory() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+/// What the peak memory of a run of `config` training `trainable_params`
+/// (`None`: every parameter) depends on (see [`super::memory`]), for rows of `lengths.0` tokens whose
+/// queries attend over at most `lengths.1` keys: a pair objective runs two
+/// sequences per row (chosen and rejected; KTO a completion and its KL
+/// sequence), SFT one.
+fn run_memory(
+    setup: &RunSetup<'_>,
+    config: &ModelConfig,
+    trainable_params: Option<u64>,
+    lengths: (usize, usize),
+) -> RunMemory {
+    let hyper = &setup.run.hyper;
+    let params = config.num_params().unwrap_or(u64::MAX);
+    let rows = hyper.batch_size.div_ceil(hyper.grad_accum.max(1)) as u64;
+    let sequences_per_row = if setup.stage == "sft" { 1 } else { 2 };
+    // Evaluation scores `batch_size` rows per forward (SFT), the reference
+    // and pair evaluation `eval_batch_size` rows.
+    let scoring_rows = if setup.stage == "sft" {
+        hyper.batch_size
+    } else {
+        super::dpo::eval_batch_size(hyper.batch_size)
+    } as u64;
+    RunMemory {
+        params,
+        // Gradients and moments for what trains: every parameter, or the adapters.
+        trainable_params: trainable_params.unwrap_or(params),
+        with_reference: setup.reference.is_some(),
+        optimizer_moments: if hyper.optimizer_name() == "adamw" {
+            2
+        } else {
+            0
+        },
+        accumulates: hyper.grad_accum > 1,
+        sequences: rows * sequences_per_row,
+        scoring_sequences: scoring_rows * sequences_per_row,
+        seq_len: lengths.0.min(config.block_size) as u64,
+        attended: lengths.1.min(2 * config.block_size) as u64,
+        dims: ModelDims::of(config),
+        precision: setup.run.precision,
+        checkpointing: setup.run.gradient_checkpointing,
+    }
 }
 
-/// Refuses a run whose model, with its gradients, its optimizer's state and
-/// the frozen reference, cannot fit in this machine's memory, before any of
-/// them is allocated: f32 weights, one gradient per weight, AdamW's two
-/// moments, and a second copy of the weights for the reference. (The
-/// activations come on top, and grow with the batch.)
-pub fn check_training_memory(
+/// Refuses a run whose peak, on rows of `lengths` (see [`run_memory`]), would not fit in
+/// the memory this machine (or its cgroup) has available, unless
+/// `--allow-oom-risk`: one line with both figures and what to lower.
+fn check_training_memory(
+    setup: &RunSetup<'_>,
     config: &ModelConfig,
-    hyper: &TrainHyper,
-    with_reference: bool,
+    trainable_params: Option<u64>,
+    lengths: (usize, usize),
 ) -> Result<()> {
-    let Some(memory) = physical_memory() else {
-        return Ok(());
-    };
-    let params = config.num_params().unwrap_or(u64::MAX);
-    let moments = if hyper.optimizer_name() == "adamw" {
-        2
-    } else {
-        0
-    };
-    let copies = 2 + moments + u64::from(with_reference);
-    let needed = params.saturating_mul(4 * copies);
-    let gib = |bytes: u64| bytes as f64 / f64::from(1u32 << 30);
-    ensure!(
-        needed <= memory,
-        "the model has {params} parameters: training it needs {:.1} GiB for weights, gradients{}{}, more than this machine's {:.1} GiB",
-        gib(needed),
-        if moments > 0 { ", AdamW's moments" } else { "" },
-        if with_reference { " and the reference" } else { "" },
-        gib(memory)
-    );
-    Ok(())
+    check_fits(
+        &run_memory(setup, config, trainable_params, lengths),
+        available_memory(),
+        setup.run.allow_oom_risk,
+    )
 }
 
 /// The frozen reference (`None`: reference-free), which must have the
@@ -359,8 +376,33 @@ pub struct RunSetup<'a> {
     pub run: &'a RunSettings,
     /// Why a batch of this objective cannot be split over ranks, if it cannot.
     pub split_refusal: Option<String>,
-    /// Whether a reference model is held in memory beside the policy.
-    pub with_reference: bool,
+    /// The frozen reference held in memory beside the policy, if any.
+    pub reference: Option<&'a Path>,
+}
+
+impl RunSetup<'_> {
+    /// What the run reads, which `--out` must not be: the initial checkpoint
+    /// (unless resuming: then it is `--out`), the reference, the data.
+    fn inputs(&self) -> Vec<(&str, &Path)> {
+        let mut inputs = Vec::new();
+        if let (InitialModel::Checkpoint(path), what) = self.init {
+            if !self.run.resume {
+                inputs.push((
+                    if what == "policy" { "--policy" } else { what },
+                    path.as_path(),
+                ));
+            }
+        }
+        inputs.extend(self.reference.map(|path| ("--ref", path)));
+        inputs.push(("--data", self.data.data.as_path()));
+        inputs.extend(
+            self.data
+                .eval_data
+                .as_deref()
+                .map(|path| ("--eval-data", path)),
+        );
+        inputs
+    }
 }
 
 /// A training run set up, whatever its objective.
@@ -377,11 +419,14 @@ pub struct PreparedRun<R> {
 /// order that writes nothing new to `--out` before the inputs are validated:
 ///
 /// 1. the hyper-parameters, and whether a batch may be split over the ranks;
-/// 2. `--out` opened by the root rank (checked against the run to resume),
-///    then a barrier, so that the other ranks read it whole;
-/// 3. the initial model (the checkpoint in `--out` when resuming), and
-///    whether training it fits in memory;
-/// 4. the training and held-out rows, tokenized by the model's tokenizer.
+/// 2. `--out` opened by the root rank: it must be none of the inputs, and
+///    is checked against the run to resume, or (a new run) must hold no
+///    checkpoint files of another kind of run; then a barrier, so that the
+///    other ranks read it whole;
+/// 3. the initial model (the checkpoint in `--out` when resuming); a fresh
+///    one is first checked to fit in memory on rows of its whole block;
+/// 4. the training and held-out rows, tokenized by the model's tokenizer,
+///    and whether a step on the longest of them fits in memory.
 pub fn prepare_run<R: TrainingRow>(
     setup: &RunSetup<'_>,
     comm: &dyn Collective,
@@ -390,7 +435,13 @@ pub fn prepare_run<R: TrainingRow>(
     run.hyper.validate()?;
     check_split(setup.split_refusal.clone(), &run.hyper, comm)?;
     if comm.is_root() {
+        check_out_apart(&run.out, &setup.inputs())?;
         open_run_dir(&run.out, run.resume.then_some((setup.stage, &run.hyper)))?;
+        // After open_run_dir has finished an interrupted save, whose state
+        // may still have been staged.
+        if !run.resume {
+            check_replaceable(&run.out, setup.stage, run.overwrite)?;
+        }
     }
     comm.barrier();
     let mut loaded = match setup.init {
@@ -398,8 +449,10 @@ pub fn prepare_run<R: TrainingRow>(
         (InitialModel::Checkpoint(dir), what) => load_checkpoint(dir, what)?,
         (InitialModel::Config(config), _) => {
             config.validate().map_err(|e| anyhow!("--config: {e}"))?;
-            // Before the weights are allocated.
-            check_training_memory(config, &run.hyper, setup.with_reference)?;
+            // Before the weights are allocated (no row is read yet: rows as
+            // long as the block, the most a fresh byte-level model reads).
+            let block = config.block_size;
+            check_training_memory(setup, config, None, (block, block))?;
             // A fresh model reads bytes and is saved as nanoGPT (GPT-2) or
             // Hugging Face (the Llama family) files by default.
             LoadedModel {
@@ -436,13 +489,26 @@ pub fn prepare_run<R: TrainingRow>(
         loaded.set_chat_template(path)?;
     }
     let model_files = loaded.model_files(run.save_format);
-    check_training_memory(loaded.model.config(), &run.hyper, setup.with_reference)?;
+    let config = loaded.model.config();
     let data = load_train_data::<R>(
         setup.data,
-        loaded.model.config(),
+        config,
         loaded.tokenizer.as_ref(),
         run.hyper.seed,
         comm.is_root(),
+    )?;
+    let rows = || data.train.iter().chain(&data.held_out);
+    // A pair that shares its prompt runs as one sequence [prompt | chosen | rejected].
+    let whole_row =
+        |row: &R| row.prompt().len() + row.responses().iter().map(|(_, r)| r.len()).sum::<usize>();
+    let longest = rows().map(R::padded_len).max().unwrap_or(config.block_size);
+    let attended = rows().map(whole_row).max().unwrap_or(config.block_size);
+    let trainable = loaded.model.num_trainable_params() as u64;
+    check_training_memory(
+        setup,
+        config,
+        Some(trainable),
+        (longest, attended.max(longest)),
     )?;
     Ok(PreparedRun {
         policy: loaded.model,

@@ -30,7 +30,7 @@ pub fn train_sft(args: &SftTrainArgs, comm: &dyn Collective) -> Result<TrainSumm
         data: &args.data,
         run,
         split_refusal: None,
-        with_reference: false,
+        reference: None,
     };
     let mut prepared = prepare_run::<SftRow>(&setup, comm)?;
     let data = prepared.data;

@@ -71,6 +71,12 @@ pub struct RunSettings {
     pub gradient_checkpointing: bool,
     /// Train LoRA adapters on the frozen model instead of the model (`--use-peft`).
     pub lora: Option<LoraSettings>,
+    /// Replace checkpoint files in `out` that no run of this stage wrote
+    /// (`--overwrite`).
+    pub overwrite: bool,
+    /// Train even when a step's estimated peak memory is more than is
+    /// available (`--allow-oom-risk`).
+    pub allow_oom_risk: bool,
 }
 
 /// The rows a run trains on, for its summary.
