@@ -92,7 +92,10 @@ def run_dpo(binary, kind, model, data, threads, steps, root):
     subprocess.run(["rm", "-rf", out], check=True)
     cmd = [binary, "--threads", str(threads), "train", "--policy", model, "--data", data, "--out", out,
            "--steps", str(steps), "--batch-size", str(PAIRS), "--lr", "1e-6", "--max-prompt-length", "256",
-           "--metrics", metrics, "--no-progress"]
+           "--metrics", metrics, "--no-progress",
+           # the full run's final save (weights and AdamW serialized in memory) peaks near 24 GB,
+           # which the memory check refuses on a 24 GB machine; the steps themselves fit
+           "--allow-oom-risk"]
     if kind.startswith("full"):
         cmd += ["--ref", model]
     else:
@@ -133,7 +136,7 @@ class StepTimer(TrainerCallback):
 args = DPOConfig(output_dir=out, report_to="none", bf16=False, use_cpu=True, max_steps=int(steps),
                  per_device_train_batch_size=int(pairs), learning_rate=1e-6, max_length=None,
                  precompute_ref_log_probs=False, gradient_checkpointing=checkpointing == "1", logging_steps=1000,
-                 save_strategy="no", dataloader_num_workers=0, disable_tqdm=True, shuffle_dataset=False)
+                 save_strategy="no", dataloader_num_workers=0, disable_tqdm=True)
 peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
                          task_type="CAUSAL_LM")
 trainer = DPOTrainer(model=policy, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
