@@ -394,7 +394,11 @@ impl RunSetup<'_> {
             }
         }
         inputs.extend(self.reference.map(|path| ("--ref", path)));
-        let init_adapter = self.run.lora.as_ref().and_then(|l| l.init_adapter.as_deref());
+        let init_adapter = self
+            .run
+            .lora
+            .as_ref()
+            .and_then(|l| l.init_adapter.as_deref());
         inputs.extend(init_adapter.map(|path| ("--init-adapter", path)));
         inputs.push(("--data", self.data.data.as_path()));
         inputs.extend(
