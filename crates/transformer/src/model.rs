@@ -567,7 +567,7 @@ impl<T: Float> Model<T> {
     /// Gradient checkpointing (transformers' `gradient_checkpointing_enable`):
     /// on a tape that records gradients, each block keeps only its input; its
     /// activations are computed again, block by block, in the backward pass
-    /// ([`Block::forward_checkpointed`]). The activations of a step then take
+    /// (`Block::forward_checkpointed`). The activations of a step then take
     /// one block's worth of memory instead of all of them, for one more
     /// forward pass of the blocks. The gradients are the same.
     pub fn set_gradient_checkpointing(&mut self, on: bool) {

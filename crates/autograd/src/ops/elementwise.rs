@@ -158,7 +158,7 @@ impl<T: Float> Tape<T> {
     }
 
     /// Inverted dropout: y = x * m,  dx = dy * m,  where m_i is 0 with
-    /// probability `p` and 1 / (1 - p) otherwise (so E[y] = x).
+    /// probability `p` and 1 / (1 - p) otherwise (so the mean of y is x).
     ///
     /// m_i is a function of (`seed`, i) alone ([`dropout_keeps`]): the same
     /// seed gives the same mask on any number of threads, and the backward
