@@ -164,7 +164,20 @@ fn ctrl_c_ends_a_run_blocked_on_a_fifo_with_no_writer() {
     let fifo = tmp.path().join("data.jsonl");
     let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(made.success(), "mkfifo failed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dpo"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dpo"));
+    // A test run from a shell's background job inherits SIGINT ignored (a
+    // POSIX shell ignores it for its asynchronous commands, and the ignore
+    // passes through exec); Ctrl-C at a terminal reaches a process whose
+    // SIGINT is the default action, which is the case this test checks.
+    // SAFETY: signal() is async-signal-safe, as pre_exec requires.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = command
         .args(["sft", "--config", "tiny", "--no-progress", "--data"])
         .arg(&fifo)
         .arg("--out")
