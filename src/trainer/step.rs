@@ -14,6 +14,7 @@
 //! single backward pass, nothing scaled, nothing exchanged.
 
 use anyhow::{Context, Result};
+use autograd::ops::elementwise::splitmix64;
 use autograd::{Precision, Tape, Tensor};
 use dpo::objective::{MetricValue, Metrics, Objective};
 use serde::{Deserialize, Serialize};
@@ -54,14 +55,10 @@ pub fn check_split(
 }
 
 /// The seed of one micro-batch's dropout masks: the step's seed mixed with
-/// the micro-batch's place among all ranks' micro-batches (splitmix64's
-/// finalizer), so that no two micro-batches of a run share a mask.
+/// the micro-batch's place among all ranks' micro-batches, so that no two
+/// micro-batches of a run share a mask.
 fn micro_batch_seed(step_seed: u64, rank: usize, micro: usize) -> u64 {
-    let mut z =
-        step_seed ^ ((rank as u64) << 32 | micro as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    splitmix64(step_seed ^ ((rank as u64) << 32 | micro as u64))
 }
 
 /// The gradient of the loss of the global `batch` with respect to `model`'s

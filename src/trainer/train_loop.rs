@@ -258,7 +258,7 @@ pub fn train<O: Objective>(
             batch,
             hyper.grad_accum,
             settings.precision,
-            hyper.seed ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03),
+            autograd::ops::elementwise::splitmix64(hyper.seed ^ step.rotate_left(32)),
             comm,
         )?;
         let loss = gradient.batch.loss;

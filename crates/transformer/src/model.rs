@@ -37,6 +37,7 @@
 use std::sync::Arc;
 
 use autograd::kernels::attention::{AttentionHeads, KeyGap};
+use autograd::ops::elementwise::splitmix64;
 use autograd::{Float, Llama3RopeScaling, RopeFrequencies, Tape, Tensor, Var};
 use ndarray::IxDyn;
 use rand::rngs::StdRng;
@@ -288,15 +289,15 @@ impl<T: Float> Block<Var<T>> {
             let y = context.forward(&block, &inner, &inner.constant(x.value_arc()));
             y.value_arc()
         };
-        let mut trained = Vec::new();
-        self.clone().visit_mut(&mut |v| {
+        let (mut block, mut trained) = (self.clone(), Vec::new());
+        block.visit_mut(&mut |v| {
             if v.requires_grad() {
                 trained.push(v.clone());
             }
         });
         let mut inputs = vec![x];
         inputs.extend(&trained);
-        let (block, context, x_value) = (self.clone(), context.clone(), x.value_arc());
+        let (context, x_value) = (context.clone(), x.value_arc());
         let x_needs_grad = x.requires_grad();
         tape.record("checkpointed_block", y, &inputs, move |dy| {
             let tape = Tape::<T>::new().with_precision(precision);
@@ -556,8 +557,8 @@ impl<T: Float> Model<T> {
                 scale,
                 dropout: dropout_seed.filter(|_| p > 0.0).map(|seed| Dropout {
                     p,
-                    // One stream per layer: splitmix-style mixing of the step's seed.
-                    seed: seed ^ (layer as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    // one mask stream per layer
+                    seed: splitmix64(seed ^ layer as u64),
                 }),
             });
         }

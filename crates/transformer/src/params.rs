@@ -409,17 +409,7 @@ impl<P> ModelParams<P> {
     /// MLP's `gate`, `c_fc` (`up_proj`) and `c_proj` (`down_proj`). These are
     /// the layers LoRA can adapt (the LM head is not one of them).
     pub fn linears(&self) -> Vec<&Linear<P>> {
-        let mut linears = Vec::new();
-        for block in &self.h {
-            match &block.attn.qkv {
-                Qkv::Fused(c_attn) => linears.push(c_attn),
-                Qkv::Split { q, k, v } => linears.extend([q, k, v]),
-            }
-            linears.push(&block.attn.c_proj);
-            linears.extend(block.mlp.gate.as_ref());
-            linears.extend([&block.mlp.c_fc, &block.mlp.c_proj]);
-        }
-        linears
+        self.h.iter().flat_map(Block::linears).collect()
     }
 
     /// [`ModelParams::linears`], mutably.
@@ -457,6 +447,19 @@ impl<P> Block<P> {
     }
 
     /// The block's linear layers, in the order of [`ModelParams::linears`].
+    fn linears(&self) -> Vec<&Linear<P>> {
+        let mut linears = Vec::new();
+        match &self.attn.qkv {
+            Qkv::Fused(c_attn) => linears.push(c_attn),
+            Qkv::Split { q, k, v } => linears.extend([q, k, v]),
+        }
+        linears.push(&self.attn.c_proj);
+        linears.extend(self.mlp.gate.as_ref());
+        linears.extend([&self.mlp.c_fc, &self.mlp.c_proj]);
+        linears
+    }
+
+    /// [`Block::linears`], mutably.
     fn linears_mut(&mut self) -> Vec<&mut Linear<P>> {
         let mut linears = Vec::new();
         match &mut self.attn.qkv {

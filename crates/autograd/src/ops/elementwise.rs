@@ -34,14 +34,20 @@ fn map_tensor<T: Float>(inp: &Tensor<T>, f: impl Fn(T) -> T + Sync) -> Tensor<T>
 /// Elements per task of [`Tape::dropout`].
 const DROPOUT_CHUNK: usize = 1 << 14;
 
-/// Whether dropout keeps element `index` under `seed` at drop rate `p`:
-/// splitmix64 of (seed, index), its top 53 bits as a uniform u in [0, 1),
-/// kept when u >= p.
-pub fn dropout_keeps(seed: u64, index: u64, p: f64) -> bool {
-    let mut z = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+/// splitmix64's output function: 64 well-mixed bits from `x`, the one hash
+/// the seeds of dropout (a step's, a layer's, an element's) are made with.
+pub fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
+    z ^ (z >> 31)
+}
+
+/// Whether dropout keeps element `index` under `seed` at drop rate `p`:
+/// [`splitmix64`] of (seed, index), its top 53 bits as a uniform u in
+/// [0, 1), kept when u >= p.
+pub fn dropout_keeps(seed: u64, index: u64, p: f64) -> bool {
+    let z = splitmix64(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     (z >> 11) as f64 * (1.0 / (1u64 << 53) as f64) >= p
 }
 
