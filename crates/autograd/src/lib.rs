@@ -20,6 +20,7 @@
 //! - [`tape`]: the tape, [`Var`], the gradient store and the backward sweep;
 //! - [`ops`]: every differentiable op, forward and backward side by side;
 //! - [`kernels`]: the loops on plain slices that the ops call;
+//! - [`bf16_matrix`]: frozen weights stored as bf16, for the ops that read them;
 //! - [`optim`]: SGD, AdamW, gradient clipping, learning-rate schedules;
 //! - [`gradcheck`]: finite-difference checking of any op or model;
 //! - [`testing`]: a skip that shows, for tests that need certain hardware.
@@ -30,6 +31,7 @@
 //! build tensors with the matching version (`use autograd::ndarray::array;`)
 //! without a dependency of their own that could drift to another version.
 
+pub mod bf16_matrix;
 pub mod float;
 pub mod gradcheck;
 pub mod kernels;
@@ -39,6 +41,7 @@ pub mod precision;
 pub mod tape;
 pub mod testing;
 
+pub use bf16_matrix::Bf16Matrix;
 pub use float::Float;
 pub use kernels::logprobs::IGNORE_INDEX;
 pub use ops::logprobs::LmHeadLogprobs;

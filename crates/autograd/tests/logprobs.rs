@@ -3,7 +3,7 @@
 
 use autograd::gradcheck::{gradcheck, gradcheck_with, random_inputs, GradcheckOptions};
 use autograd::kernels::lm_head_logprobs::{
-    lm_head_logprobs_backward, lm_head_logprobs_forward, LmHeadDims,
+    lm_head_logprobs_backward, lm_head_logprobs_forward, HeadWeight, LmHeadDims,
 };
 use autograd::{LmHeadLogprobs, IGNORE_INDEX};
 use autograd::{Precision, Tape, Tensor, Var};
@@ -275,7 +275,14 @@ fn lm_head_logprobs_kernels_match_a_plain_reference_for_any_chunking() {
             precision: Precision::F32,
         };
         let (mut logp, mut lse) = (vec![f64::NAN; r], vec![f64::NAN; r]);
-        let logits = lm_head_logprobs_forward(&mut logp, &mut lse, h, wte, &targets, dims);
+        let logits = lm_head_logprobs_forward(
+            &mut logp,
+            &mut lse,
+            h,
+            HeadWeight::Values(wte),
+            &targets,
+            dims,
+        );
         assert_eq!(logits.is_some(), vc >= v, "vc = {vc}");
         assert_close("logp", &logp, &ref_logp);
         // dh is accumulated into, dwte overwritten.
@@ -285,7 +292,7 @@ fn lm_head_logprobs_kernels_match_a_plain_reference_for_any_chunking() {
             Some(&mut dwte),
             dlogp,
             h,
-            wte,
+            HeadWeight::Values(wte),
             &targets,
             &lse,
             logits,
@@ -294,14 +301,21 @@ fn lm_head_logprobs_kernels_match_a_plain_reference_for_any_chunking() {
         assert_close("dh", &dh, &ref_dh);
         assert_close("dwte", &dwte, &ref_dwte);
         // A frozen head (no dwte asked for) gives the same dh.
-        let logits = lm_head_logprobs_forward(&mut logp, &mut lse, h, wte, &targets, dims);
+        let logits = lm_head_logprobs_forward(
+            &mut logp,
+            &mut lse,
+            h,
+            HeadWeight::Values(wte),
+            &targets,
+            dims,
+        );
         let mut dh_frozen = vec![0.0; r * c];
         lm_head_logprobs_backward(
             &mut dh_frozen,
             None,
             dlogp,
             h,
-            wte,
+            HeadWeight::Values(wte),
             &targets,
             &lse,
             logits,
@@ -329,7 +343,14 @@ fn lm_head_logprobs_backward_from_kept_logits_equals_recomputed() {
         precision: Precision::F32,
     };
     let (mut logp, mut lse) = (vec![0.0; r], vec![0.0; r]);
-    let logits = lm_head_logprobs_forward(&mut logp, &mut lse, h, wte, &targets, dims);
+    let logits = lm_head_logprobs_forward(
+        &mut logp,
+        &mut lse,
+        h,
+        HeadWeight::Values(wte),
+        &targets,
+        dims,
+    );
     assert!(logits.is_some());
     let backward = |logits| {
         let (mut dh, mut dwte) = (vec![0.0; r * c], vec![0.0; v * c]);
@@ -338,7 +359,7 @@ fn lm_head_logprobs_backward_from_kept_logits_equals_recomputed() {
             Some(&mut dwte),
             dlogp,
             h,
-            wte,
+            HeadWeight::Values(wte),
             &targets,
             &lse,
             logits,
@@ -385,7 +406,7 @@ fn lm_head_logprobs_op_is_its_kernels_on_the_scored_rows() {
         &mut row_logp,
         &mut lse,
         &h,
-        wte.as_slice().unwrap(),
+        HeadWeight::Values(wte.as_slice().unwrap()),
         &row_targets,
         dims,
     );
@@ -402,7 +423,7 @@ fn lm_head_logprobs_op_is_its_kernels_on_the_scored_rows() {
         Some(&mut dwte),
         &drow_logp,
         &h,
-        wte.as_slice().unwrap(),
+        HeadWeight::Values(wte.as_slice().unwrap()),
         &row_targets,
         &lse,
         logits,

@@ -151,7 +151,7 @@ pub fn score<T: Float>(
             batch.seq_len,
         ),
     }; // (N, T, C)
-    let logps = |targets: &[i64]| tape.lm_head_logprobs(&hidden, params.lm_head_weight(), targets); // (N)
+    let logps = |targets: &[i64]| model.lm_head_logprobs(tape, params, &hidden, targets); // (N)
     let per_set: Vec<Var<T>> = batch.responses.iter().map(|t| logps(t)).collect();
     let responses = match per_set.as_slice() {
         [one] => one.clone(),

@@ -326,6 +326,10 @@ impl Model<f32> {
             // The adapter alone, in PEFT's files, whatever the base's format.
             return lora.files(self.config());
         }
+        if self.bf16_base().is_some() {
+            // A bf16 base is written as the f32 values it holds.
+            return self.cast::<f32>().checkpoint_files_as(format);
+        }
         let (config_json, weights) = match format {
             CheckpointFormat::NanoGpt => (
                 serde_json::to_string_pretty(self.config()).unwrap() + "\n",

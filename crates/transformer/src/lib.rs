@@ -27,6 +27,7 @@
 //! assert_eq!(logits.shape(), &[1, 3, 256]);
 //! ```
 
+pub mod bf16_base;
 pub mod chat_template;
 pub mod checkpoint;
 pub mod config;

@@ -38,12 +38,13 @@ use std::sync::Arc;
 
 use autograd::kernels::attention::{AttentionHeads, KeyGap};
 use autograd::ops::elementwise::splitmix64;
-use autograd::{Float, Llama3RopeScaling, RopeFrequencies, Tape, Tensor, Var};
+use autograd::{Float, Llama3RopeScaling, LmHeadLogprobs, RopeFrequencies, Tape, Tensor, Var};
 use ndarray::IxDyn;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
+use crate::bf16_base::{placeholder, round_matrix, widen_matrix, Bf16Base};
 use crate::config::ModelConfig;
 use crate::kv_cache::{KvCache, LayerKvCache};
 use crate::lora::{Dropout, Lora, LoraAdapter};
@@ -58,7 +59,10 @@ impl<T: Float> Linear<Var<T>> {
     /// y = x @ weight^T + bias          x: (..., IN) -> y: (..., OUT)
     /// (+ the LoRA term, [`LoraAdapter::forward`], when the layer has one)
     pub fn forward(&self, tape: &Tape<T>, x: &Var<T>) -> Var<T> {
-        let y = tape.linear(x, &self.weight, self.bias.as_ref());
+        let y = match &self.weight_bf16 {
+            Some(w) => tape.linear_bf16(x, w, self.bias.as_ref()),
+            None => tape.linear(x, &self.weight, self.bias.as_ref()),
+        };
         match &self.lora {
             None => y,
             Some(lora) => tape.add(&y, &lora.forward(tape, x)),
@@ -394,6 +398,9 @@ pub struct Model<T> {
     /// Recompute each block in the backward pass instead of keeping its
     /// activations ([`Model::set_gradient_checkpointing`]).
     checkpointing: bool,
+    /// The base's matrices as bf16 ([`Model::with_bf16_base`]); `params`
+    /// then holds empty placeholders in their places.
+    base_bf16: Option<Arc<Bf16Base>>,
 }
 
 /// The rotary frequencies of a Llama-family config (`None` for GPT-2).
@@ -462,6 +469,7 @@ impl<T: Float> Model<T> {
             params,
             lora: None,
             checkpointing: false,
+            base_bf16: None,
         }
     }
 
@@ -522,9 +530,61 @@ impl<T: Float> Model<T> {
         self.param_names().into_iter().zip(self.params.iter())
     }
 
-    /// Total number of scalars in the parameters (a tied head counted once).
+    /// Total number of scalars in the parameters (a tied head counted once),
+    /// those of a bf16 base included.
     pub fn num_params(&self) -> usize {
-        self.params.iter().map(|p| p.len()).sum()
+        let bf16 = self.base_bf16.as_ref().map_or(0, |b| b.len());
+        self.params.iter().map(|p| p.len()).sum::<usize>() + bf16
+    }
+
+    /// The same model with its frozen base stored as bf16 ([`crate::bf16_base`]):
+    /// every block linear's weight, the token embedding and the LM head
+    /// rounded to bf16 (half their memory), each read by a bf16 GEMM. Meant
+    /// for a model with adapters, whose base never changes; only they train.
+    /// [`Model::cast`] and [`Model::merge_lora`] widen the base back (exactly).
+    pub fn with_bf16_base(mut self) -> Model<T> {
+        if self.base_bf16.is_some() {
+            return self;
+        }
+        let take = |w: &mut Arc<Tensor<T>>| {
+            let values: Arc<Tensor<T>> = std::mem::replace(w, placeholder());
+            round_matrix(&values)
+        };
+        let linears = self
+            .params
+            .linears_mut()
+            .into_iter()
+            .map(|l| take(&mut l.weight))
+            .collect();
+        let wte = take(&mut self.params.wte);
+        let lm_head = self.params.lm_head.as_mut().map(take);
+        self.base_bf16 = Some(Arc::new(Bf16Base {
+            linears,
+            wte,
+            lm_head,
+        }));
+        self
+    }
+
+    /// The bf16 base, when the model has one ([`Model::with_bf16_base`]).
+    pub fn bf16_base(&self) -> Option<&Bf16Base> {
+        self.base_bf16.as_deref()
+    }
+
+    /// The parameters with a bf16 base widened back into them (exact); the
+    /// model's own parameters when it has none.
+    fn full_params(&self) -> ModelParams<Arc<Tensor<T>>> {
+        let mut params = self.params.clone();
+        if let Some(base) = &self.base_bf16 {
+            for (linear, w) in params.linears_mut().into_iter().zip(&base.linears) {
+                linear.weight = widen_matrix(w);
+            }
+            params.wte = widen_matrix(&base.wte);
+            if let (Some(head), Some(w)) = (params.lm_head.as_mut(), &base.lm_head) {
+                *head = widen_matrix(w);
+            }
+        }
+        params
     }
 
     /// Every parameter as a leaf of `tape`, without a copy. On a no-grad tape
@@ -543,10 +603,20 @@ impl<T: Float> Model<T> {
     }
 
     fn bind_with_dropout(&self, tape: &Tape<T>, dropout_seed: Option<u64>) -> ModelParams<Var<T>> {
+        // A base under adapters, or stored as bf16, is frozen.
+        let frozen = self.lora.is_some() || self.base_bf16.is_some();
+        let mut bound = self.params.map(|p| match frozen {
+            true => tape.constant(p.clone()),
+            false => tape.leaf(p.clone()),
+        });
+        if let Some(base) = &self.base_bf16 {
+            for (linear, w) in bound.linears_mut().into_iter().zip(&base.linears) {
+                linear.weight_bf16 = Some(w.clone());
+            }
+        }
         let Some(lora) = &self.lora else {
-            return self.params.map(|p| tape.leaf(p.clone()));
+            return bound;
         };
-        let mut bound = self.params.map(|p| tape.constant(p.clone()));
         let (scale, p) = (lora.config.scale(), lora.config.dropout);
         for (layer, (linear, pair)) in bound.linears_mut().into_iter().zip(&lora.pairs).enumerate()
         {
@@ -828,7 +898,10 @@ impl<T: Float> Model<T> {
         positions: &[usize],
         shape: &[usize],
     ) -> Var<T> {
-        let tok_emb = tape.embedding(&params.wte, ids, shape);
+        let tok_emb = match &self.base_bf16 {
+            Some(base) => tape.embedding_bf16(&base.wte, ids, shape),
+            None => tape.embedding(&params.wte, ids, shape),
+        };
         match &params.wpe {
             Some(wpe) => tape.add(&tok_emb, &tape.embedding(wpe, positions, shape)),
             None => tok_emb,
@@ -857,7 +930,29 @@ impl<T: Float> Model<T> {
     /// logits = hidden @ W^T: (B, T, V), W the LM head ([`ModelParams::lm_head_weight`]).
     pub fn logits(&self, tape: &Tape<T>, params: &ModelParams<Var<T>>, hidden: &Var<T>) -> Var<T> {
         // W is (V, C), i.e. a Linear from C to V.
-        tape.linear(hidden, params.lm_head_weight(), None)
+        match &self.base_bf16 {
+            Some(base) => tape.linear_bf16(hidden, base.lm_head_weight(), None),
+            None => tape.linear(hidden, params.lm_head_weight(), None),
+        }
+    }
+
+    /// The summed log-prob of each sequence's targets, the LM head fused in
+    /// ([`Tape::lm_head_logprobs`]): hidden: (S, T, C) from
+    /// [`Model::hidden_states`], targets: S*T (the label of position t+1,
+    /// or -100) -> (S).
+    pub fn lm_head_logprobs(
+        &self,
+        tape: &Tape<T>,
+        params: &ModelParams<Var<T>>,
+        hidden: &Var<T>,
+        targets: &[i64],
+    ) -> Var<T> {
+        match &self.base_bf16 {
+            Some(base) => {
+                LmHeadLogprobs::default().apply_bf16(tape, hidden, base.lm_head_weight(), targets)
+            }
+            None => tape.lm_head_logprobs(hidden, params.lm_head_weight(), targets),
+        }
     }
 
     /// The logits (B, T, V) for token `ids` (B*T, row-major).
@@ -873,11 +968,12 @@ impl<T: Float> Model<T> {
         self.logits(tape, params, &hidden)
     }
 
-    /// The same model with every parameter converted to `U`.
+    /// The same model with every parameter converted to `U` (a bf16 base
+    /// widened: the result has none).
     pub fn cast<U: Float>(&self) -> Model<U> {
         let mut model = Model::from_params(
             self.config.clone(),
-            self.params
+            self.full_params()
                 .map(|p| Arc::new(p.mapv(|x| U::cast(x.as_f64())))),
         );
         model.lora = self.lora.as_ref().map(Lora::cast);
@@ -900,7 +996,11 @@ impl Model<f32> {
     /// for each adapted layer (PEFT's `merge_and_unload`); a plain model is
     /// returned as it is. Only the adapted weights are copied.
     pub fn merge_lora(&self) -> Model<f32> {
-        let mut merged = self.without_lora();
+        let mut merged = Model {
+            params: self.full_params(),
+            base_bf16: None,
+            ..self.without_lora()
+        };
         if let Some(lora) = &self.lora {
             let weights = merged
                 .params

@@ -36,6 +36,10 @@
 //! [`ModelParams::from_vec`] all go through it. That order and the names are
 //! those of the checkpoints on disk.
 
+use std::sync::Arc;
+
+use autograd::Bf16Matrix;
+
 use crate::config::{LlamaConfig, ModelConfig};
 use crate::lora::LoraAdapter;
 
@@ -80,6 +84,11 @@ pub struct Linear<P> {
     /// adapters binds to a tape ([`crate::Model::bind`]), and the maps of
     /// this tree (the canonical order) leave it out.
     pub lora: Option<LoraAdapter<P>>,
+    /// The weight stored as bf16 ([`crate::Model::with_bf16_base`]): when
+    /// set, it is what the layer multiplies, and `weight` is an empty
+    /// placeholder. Like `lora`, it is set only in the parameters that a
+    /// model binds to a tape, and the maps of this tree leave it out.
+    pub weight_bf16: Option<Arc<Bf16Matrix>>,
 }
 
 /// A norm over the last axis: GPT-2's LayerNorm (weight, bias) or the Llama
@@ -302,6 +311,7 @@ fn linear_spec(name: String, out: usize, inp: usize, std: f64, bias: bool) -> Li
         ),
         bias: bias.then(|| spec(format!("{name}.bias"), vec![out], Init::Zeros)),
         lora: None,
+        weight_bf16: None,
     }
 }
 
@@ -632,6 +642,7 @@ impl<P> Linear<P> {
             weight: f(self.weight),
             bias: self.bias.map(f),
             lora: None,
+            weight_bf16: None,
         }
     }
 
@@ -640,6 +651,7 @@ impl<P> Linear<P> {
             weight: &self.weight,
             bias: self.bias.as_ref(),
             lora: None,
+            weight_bf16: None,
         }
     }
 
@@ -648,6 +660,7 @@ impl<P> Linear<P> {
             weight: &mut self.weight,
             bias: self.bias.as_mut(),
             lora: None,
+            weight_bf16: None,
         }
     }
 }

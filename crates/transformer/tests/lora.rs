@@ -49,6 +49,7 @@ fn adapted_linear_gradients() {
                         scale: 1.7,
                         dropout: None,
                     }),
+                    weight_bf16: None,
                 };
                 linear.forward(tape, &v[0])
             });

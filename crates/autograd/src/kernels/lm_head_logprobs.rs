@@ -34,11 +34,12 @@
 //! [`crate::ops::logprobs::LmHeadLogprobs::apply`] gathers the scored rows of `h`, sums each
 //! sequence's log-probs, and scatters `dh` back to the positions.
 
-use ndarray::{s, ArrayView2, ArrayViewMut2};
+use ndarray::{ArrayView2, ArrayViewMut2, CowArray, Ix2};
 use rayon::prelude::*;
 
 use super::gemm::gemm_with;
 use super::logprobs::{row_max, row_sum_exp};
+use crate::bf16_matrix::Bf16Matrix;
 use crate::float::Float;
 use crate::precision::Precision;
 
@@ -66,7 +67,7 @@ impl LmHeadDims {
     }
 
     /// Panics unless the kernel inputs have these sizes.
-    fn check<T>(&self, h: &[T], wte: &[T], targets: &[usize]) {
+    fn check<T: Float>(&self, h: &[T], wte: HeadWeight<'_, T>, targets: &[usize]) {
         assert!(self.vc > 0, "lm_head_logprobs: empty vocabulary chunks");
         assert_eq!(
             h.len(),
@@ -83,6 +84,47 @@ impl LmHeadDims {
             self.r,
             "lm_head_logprobs: targets are not (R)"
         );
+    }
+}
+
+/// The LM head's weight (V, C) as the kernels read it: one vocabulary chunk
+/// at a time.
+#[derive(Debug, Clone, Copy)]
+pub enum HeadWeight<'a, T> {
+    /// Values of the tape's float type (V*C, row-major); the GEMMs run in
+    /// [`LmHeadDims::precision`].
+    Values(&'a [T]),
+    /// A frozen bf16 matrix ([`Bf16Matrix`]): each chunk is widened for its
+    /// GEMMs and dropped after them, and the GEMMs run in bf16.
+    Bf16(&'a Bf16Matrix),
+}
+
+impl<'a, T: Float> HeadWeight<'a, T> {
+    /// Number of values (V*C).
+    fn len(&self) -> usize {
+        match self {
+            HeadWeight::Values(w) => w.len(),
+            HeadWeight::Bf16(w) => w.len(),
+        }
+    }
+
+    /// Rows `v0..v1`: (v1 - v0, C), borrowed or widened.
+    fn chunk(&self, c: usize, v0: usize, v1: usize) -> CowArray<'a, T, Ix2> {
+        match *self {
+            HeadWeight::Values(w) => {
+                let rows = ArrayView2::from_shape((v1 - v0, c), &w[v0 * c..v1 * c]).unwrap();
+                CowArray::from(rows)
+            }
+            HeadWeight::Bf16(w) => CowArray::from(w.rows_as::<T>(v0, v1)),
+        }
+    }
+
+    /// The precision of this weight's GEMMs: bf16 for a bf16 matrix.
+    fn precision(&self, dims: LmHeadDims) -> Precision {
+        match self {
+            HeadWeight::Values(_) => dims.precision,
+            HeadWeight::Bf16(_) => Precision::Bf16,
+        }
     }
 }
 
@@ -119,7 +161,7 @@ pub fn lm_head_logprobs_forward<T: Float>(
     logp: &mut [T],
     lse: &mut [T],
     h: &[T],
-    wte: &[T],
+    wte: HeadWeight<'_, T>,
     targets: &[usize],
     dims: LmHeadDims,
 ) -> Option<Vec<T>> {
@@ -127,13 +169,13 @@ pub fn lm_head_logprobs_forward<T: Float>(
     let LmHeadDims { r: rows, c, v, .. } = dims;
     assert!(logp.len() == rows && lse.len() == rows);
     let h = ArrayView2::from_shape((rows, c), h).unwrap();
-    let wte = ArrayView2::from_shape((v, c), wte).unwrap();
+    let precision = wte.precision(dims);
     let mut running_max = vec![T::neg_infinity(); rows];
     let mut running_sum = vec![T::zero(); rows];
     let mut target_logit = vec![T::zero(); rows];
     let mut kept_logits = None;
     for (v0, v1) in dims.chunks() {
-        let z = chunk_logits(dims.precision, h, wte.slice(s![v0..v1, ..])); // (R, VC)
+        let z = chunk_logits(precision, h, wte.chunk(c, v0, v1).view()); // (R, VC)
         z.par_chunks(v1 - v0)
             .zip(running_max.par_iter_mut())
             .zip(running_sum.par_iter_mut())
@@ -181,7 +223,7 @@ pub fn lm_head_logprobs_backward<T: Float>(
     mut dwte: Option<&mut [T]>,
     dlogp: &[T],
     h: &[T],
-    wte: &[T],
+    wte: HeadWeight<'_, T>,
     targets: &[usize],
     lse: &[T],
     logits: Option<Vec<T>>,
@@ -198,15 +240,16 @@ pub fn lm_head_logprobs_backward<T: Float>(
         );
     }
     let h = ArrayView2::from_shape((rows, c), h).unwrap();
-    let wte = ArrayView2::from_shape((v, c), wte).unwrap();
+    let precision = wte.precision(dims);
     let mut dh = ArrayViewMut2::from_shape((rows, c), dh).unwrap();
     let mut logits = logits;
     for (v0, v1) in dims.chunks() {
-        let w_chunk = wte.slice(s![v0..v1, ..]);
+        let w_chunk = wte.chunk(c, v0, v1);
+        let w_chunk = w_chunk.view();
         // dz = g * ([v == y] - softmax), in place over the chunk's logits: (R, VC)
         let mut dz = logits
             .take()
-            .unwrap_or_else(|| chunk_logits(dims.precision, h, w_chunk));
+            .unwrap_or_else(|| chunk_logits(precision, h, w_chunk));
         dz.par_chunks_mut(v1 - v0)
             .zip(dlogp.par_iter())
             .zip(lse.par_iter())
@@ -225,11 +268,11 @@ pub fn lm_head_logprobs_backward<T: Float>(
                 let dwte_chunk =
                     ArrayViewMut2::from_shape((v1 - v0, c), &mut dwte[v0 * c..v1 * c]).unwrap();
                 rayon::join(
-                    || gemm_with(dims.precision, T::one(), dz, w_chunk, T::one(), dh_view),
-                    || gemm_with(dims.precision, T::one(), dz.t(), h, T::zero(), dwte_chunk),
+                    || gemm_with(precision, T::one(), dz, w_chunk, T::one(), dh_view),
+                    || gemm_with(precision, T::one(), dz.t(), h, T::zero(), dwte_chunk),
                 );
             }
-            None => gemm_with(dims.precision, T::one(), dz, w_chunk, T::one(), dh_view),
+            None => gemm_with(precision, T::one(), dz, w_chunk, T::one(), dh_view),
         }
     }
 }

@@ -13,9 +13,10 @@ use std::sync::Arc;
 use ndarray::IxDyn;
 use rayon::prelude::*;
 
+use crate::bf16_matrix::Bf16Matrix;
 use crate::float::Float;
 use crate::kernels::lm_head_logprobs::{
-    lm_head_logprobs_backward, lm_head_logprobs_forward, LmHeadDims,
+    lm_head_logprobs_backward, lm_head_logprobs_forward, HeadWeight, LmHeadDims,
 };
 use crate::kernels::logprobs::{check_targets, logprobs_backward, logprobs_forward, IGNORE_INDEX};
 use crate::tape::{contiguous, Tape, Tensor, Var};
@@ -202,7 +203,41 @@ impl LmHeadLogprobs {
         wte: &Var<T>,
         targets: &[i64],
     ) -> Var<T> {
-        let (hs, ws) = (hidden.shape().to_vec(), wte.shape().to_vec());
+        self.run(
+            tape,
+            hidden,
+            Some(wte),
+            HeadValue::Values(wte.value_arc()),
+            targets,
+        )
+    }
+
+    /// [`LmHeadLogprobs::apply`] with a frozen head stored as bf16
+    /// ([`Bf16Matrix`]): each vocabulary chunk is widened for its GEMMs,
+    /// which run in bf16, and the head takes no gradient (only `hidden` does).
+    pub fn apply_bf16<T: Float>(
+        &self,
+        tape: &Tape<T>,
+        hidden: &Var<T>,
+        wte: &Arc<Bf16Matrix>,
+        targets: &[i64],
+    ) -> Var<T> {
+        self.run(tape, hidden, None, HeadValue::Bf16(wte.clone()), targets)
+    }
+
+    fn run<T: Float>(
+        &self,
+        tape: &Tape<T>,
+        hidden: &Var<T>,
+        wte_var: Option<&Var<T>>,
+        wte: HeadValue<T>,
+        targets: &[i64],
+    ) -> Var<T> {
+        let hs = hidden.shape().to_vec();
+        let ws = match &wte {
+            HeadValue::Values(w) => w.shape().to_vec(),
+            HeadValue::Bf16(w) => vec![w.dim().0, w.dim().1],
+        };
         assert!(
             hs.len() == 3 && ws.len() == 2 && hs[2] == ws[1] && targets.len() == hs[0] * hs[1],
             "lm_head_logprobs: hidden {hs:?}, wte {ws:?} and {} targets do not match (expected (S, T, C), (V, C), S*T)",
@@ -210,12 +245,12 @@ impl LmHeadLogprobs {
         );
         let (seqs, seq_len, channels, vocab) = (hs[0], hs[1], hs[2], ws[0]);
         check_targets("lm_head_logprobs", targets, vocab);
+        let inputs: Vec<&Var<T>> = std::iter::once(hidden).chain(wte_var).collect();
+        let no_grads = |n: usize| move |_: &Tensor<T>| vec![None; n];
         if targets.iter().all(|&y| y == IGNORE_INDEX) {
             // Nothing to score: every sequence's log-prob is 0, with no gradient.
             let zeros = Tensor::zeros(IxDyn(&[seqs]));
-            return tape.record("lm_head_logprobs", zeros, &[hidden, wte], |_| {
-                vec![None, None]
-            });
+            return tape.record("lm_head_logprobs", zeros, &inputs, no_grads(inputs.len()));
         }
         let scored = ScoredRows::new(targets, seq_len);
         let n_rows = scored.rows.len();
@@ -239,54 +274,74 @@ impl LmHeadLogprobs {
         }
         drop(hidden_data);
 
-        let w = contiguous(wte.value());
         let mut row_logp = vec![T::zero(); n_rows];
         let mut lse = vec![T::zero(); n_rows];
-        let logits =
-            lm_head_logprobs_forward(&mut row_logp, &mut lse, &h, &w, &scored.targets, dims);
-        drop(w);
+        let logits = wte.read(|w| {
+            lm_head_logprobs_forward(&mut row_logp, &mut lse, &h, w, &scored.targets, dims)
+        });
         // Each sequence's log-prob: the sum of its scored rows', in row order.
         let mut seq_logp = vec![T::zero(); seqs];
         for (&s, &logp) in scored.seqs.iter().zip(&row_logp) {
             seq_logp[s] += logp;
         }
         let out = Tensor::from_shape_vec(IxDyn(&[seqs]), seq_logp).unwrap();
-        if !tape.needs_grad(&[hidden, wte]) {
-            return tape.record("lm_head_logprobs", out, &[hidden, wte], |_| {
-                vec![None, None]
-            });
+        if !tape.needs_grad(&inputs) {
+            return tape.record("lm_head_logprobs", out, &inputs, no_grads(inputs.len()));
         }
 
-        let w_saved: Arc<Tensor<T>> = wte.value_arc();
-        // A frozen head (LoRA) takes no gradient: its (V, C) GEMMs are skipped.
-        let need_w = wte.requires_grad();
-        tape.record("lm_head_logprobs", out, &[hidden, wte], move |dlogp| {
+        // A frozen head (LoRA, a bf16 base) takes no gradient: its (V, C) GEMMs are skipped.
+        let need_w = wte_var.is_some_and(|w| w.requires_grad());
+        let has_w_input = wte_var.is_some();
+        tape.record("lm_head_logprobs", out, &inputs, move |dlogp| {
             let dlogp = dlogp.as_slice().unwrap();
             let drow_logp: Vec<T> = scored.seqs.iter().map(|&s| dlogp[s]).collect(); // (R)
-            let w = contiguous(&w_saved);
             let mut dh = vec![T::zero(); n_rows * channels];
             let mut dwte = need_w.then(|| vec![T::zero(); vocab * channels]);
-            lm_head_logprobs_backward(
-                &mut dh,
-                dwte.as_deref_mut(),
-                &drow_logp,
-                &h,
-                &w,
-                &scored.targets,
-                &lse,
-                logits,
-                dims,
-            );
+            wte.read(|w| {
+                lm_head_logprobs_backward(
+                    &mut dh,
+                    dwte.as_deref_mut(),
+                    &drow_logp,
+                    &h,
+                    w,
+                    &scored.targets,
+                    &lse,
+                    logits,
+                    dims,
+                )
+            });
             // Scatter the scored rows' gradient back to (S, T, C).
             let mut dhidden = vec![T::zero(); seqs * seq_len * channels];
             for (i, &r) in scored.rows.iter().enumerate() {
                 dhidden[r * channels..(r + 1) * channels]
                     .copy_from_slice(&dh[i * channels..(i + 1) * channels]);
             }
-            vec![
-                Some(Tensor::from_shape_vec(IxDyn(&[seqs, seq_len, channels]), dhidden).unwrap()),
-                dwte.map(|dwte| Tensor::from_shape_vec(IxDyn(&[vocab, channels]), dwte).unwrap()),
-            ]
+            let dhidden = Tensor::from_shape_vec(IxDyn(&[seqs, seq_len, channels]), dhidden);
+            let mut grads = vec![Some(dhidden.unwrap())];
+            if has_w_input {
+                grads.push(
+                    dwte.map(|d| Tensor::from_shape_vec(IxDyn(&[vocab, channels]), d).unwrap()),
+                );
+            }
+            grads
         })
+    }
+}
+
+/// The value of the LM head's weight, as the op reads it and its backward keeps it.
+enum HeadValue<T> {
+    /// A tensor's values.
+    Values(Arc<Tensor<T>>),
+    /// A frozen matrix stored as bf16.
+    Bf16(Arc<Bf16Matrix>),
+}
+
+impl<T: Float> HeadValue<T> {
+    /// `f` of the weight as the kernels take it.
+    fn read<R>(&self, f: impl FnOnce(HeadWeight<'_, T>) -> R) -> R {
+        match self {
+            HeadValue::Values(w) => f(HeadWeight::Values(&contiguous(w))),
+            HeadValue::Bf16(w) => f(HeadWeight::Bf16(w)),
+        }
     }
 }

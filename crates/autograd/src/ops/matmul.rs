@@ -7,7 +7,9 @@
 
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, Axis, Ix2, IxDyn};
 use rayon::prelude::*;
+use std::sync::Arc;
 
+use crate::bf16_matrix::Bf16Matrix;
 use crate::float::Float;
 use crate::kernels::gemm::gemm_with;
 use crate::precision::Precision;
@@ -71,6 +73,49 @@ fn batched_product<T: Float>(
     out.into_shape_with_order(IxDyn(&shape)).unwrap()
 }
 
+/// `y = x @ W^T + b` with the rows of every leading axis of x folded into
+/// one GEMM in `precision`: the forward of [`Tape::linear`] and
+/// [`Tape::linear_bf16`]. Returns y (..., OUT) and the number of rows.
+fn linear_forward<T: Float>(
+    precision: Precision,
+    x: &Var<T>,
+    w: ArrayView2<'_, T>,
+    b: Option<&Var<T>>,
+) -> (Tensor<T>, usize) {
+    let sx = x.shape();
+    let (n_out, n_in) = w.dim();
+    assert!(
+        !sx.is_empty() && sx[sx.len() - 1] == n_in,
+        "linear: input {sx:?} does not match weight ({n_out}, {n_in}) (expected (..., {n_in}))"
+    );
+    if let Some(b) = b {
+        assert!(
+            b.shape() == [n_out],
+            "linear: bias shape {:?} != [{n_out}] for weight ({n_out}, {n_in})",
+            b.shape()
+        );
+    }
+    let rows = x.value().len() / n_in.max(1);
+    let x_std = x.value().as_standard_layout();
+    let x2 = x_std.view().into_shape_with_order((rows, n_in)).unwrap();
+    let mut y = Array2::<T>::zeros((rows, n_out));
+    let beta = match b {
+        Some(b) => {
+            // y starts as the bias in every row, then gemm adds x @ W^T.
+            let bias = b.value().as_slice().unwrap();
+            for mut row in y.rows_mut() {
+                row.as_slice_mut().unwrap().copy_from_slice(bias);
+            }
+            T::one()
+        }
+        None => T::zero(),
+    };
+    gemm_with(precision, T::one(), x2, w.t(), beta, y.view_mut());
+    let mut out_shape = sx.to_vec();
+    *out_shape.last_mut().unwrap() = n_out;
+    (y.into_shape_with_order(IxDyn(&out_shape)).unwrap(), rows)
+}
+
 impl<T: Float> Tape<T> {
     /// y = a @ b        a: (..., M, K), b: (..., K, N) or (K, N) -> y: (..., M, N)
     ///
@@ -129,49 +174,14 @@ impl<T: Float> Tape<T> {
     /// [`crate::Precision::Bf16`] tape the three GEMMs take bf16-rounded
     /// inputs and sum in f32; the bias and db stay f32.
     pub fn linear(&self, x: &Var<T>, w: &Var<T>, b: Option<&Var<T>>) -> Var<T> {
-        let (sx, sw) = (x.shape().to_vec(), w.shape().to_vec());
+        let sw = w.shape().to_vec();
         assert!(
-            sw.len() == 2 && !sx.is_empty() && sx[sx.len() - 1] == sw[1],
-            "linear: input {sx:?} does not match weight {sw:?} (expected (..., {}))",
-            sw.get(1).copied().unwrap_or(0)
+            sw.len() == 2,
+            "linear: weight must be (OUT, IN), got {sw:?}"
         );
         let (n_out, n_in) = (sw[0], sw[1]);
-        if let Some(b) = b {
-            assert!(
-                b.shape() == [n_out],
-                "linear: bias shape {:?} != [{n_out}] for weight {sw:?}",
-                b.shape()
-            );
-        }
-        let rows = x.value().len() / n_in;
-        let x_std = x.value().as_standard_layout();
-        let x2 = x_std.view().into_shape_with_order((rows, n_in)).unwrap();
-        let mut y = Array2::<T>::zeros((rows, n_out));
-        let beta = match b {
-            Some(b) => {
-                // y starts as the bias in every row, then gemm adds x @ W^T.
-                let bias = b.value().as_slice().unwrap();
-                for mut row in y.rows_mut() {
-                    row.as_slice_mut().unwrap().copy_from_slice(bias);
-                }
-                T::one()
-            }
-            None => T::zero(),
-        };
         let precision = self.precision();
-        gemm_with(
-            precision,
-            T::one(),
-            x2,
-            view2(w.value()).t(),
-            beta,
-            y.view_mut(),
-        );
-        let mut out_shape = sx.clone();
-        *out_shape.last_mut().unwrap() = n_out;
-        let y = y.into_shape_with_order(IxDyn(&out_shape)).unwrap();
-        drop(x_std);
-
+        let (y, rows) = linear_forward(precision, x, view2(w.value()), b);
         let (need_x, need_w) = (x.requires_grad(), w.requires_grad());
         // x is needed for dW only: a frozen weight (LoRA's base) keeps no copy of its input alive.
         let x_saved = need_w.then(|| x.value_arc());
@@ -206,6 +216,48 @@ impl<T: Float> Tape<T> {
                 },
             );
             let mut grads = vec![dx, dw];
+            if has_bias {
+                grads.push(need_b.then(|| dy2.sum_axis(Axis(0)).into_dyn()));
+            }
+            grads
+        })
+    }
+
+    /// y = x @ W^T + b      x: (..., IN), W: (OUT, IN) stored as bf16, b: (OUT) -> y: (..., OUT)
+    ///
+    /// dx = dy @ W          db = sum over rows of dy          (W is frozen: no dW)
+    ///
+    /// [`Tape::linear`] for a frozen weight kept as bf16 ([`Bf16Matrix`]):
+    /// W is widened for each GEMM and dropped after it, and both GEMMs run
+    /// in [`Precision::Bf16`] whatever the tape's precision (bf16 inputs, f32
+    /// sums), so the result is [`Tape::linear`]'s on a bf16 tape with W's
+    /// f32 values rounded to bf16, bit for bit. `f64` tapes compute exactly.
+    pub fn linear_bf16(&self, x: &Var<T>, w: &Arc<Bf16Matrix>, b: Option<&Var<T>>) -> Var<T> {
+        let (n_out, n_in) = w.dim();
+        let (y, rows) = linear_forward(Precision::Bf16, x, w.to_array::<T>().view(), b);
+        let w_saved = w.clone();
+        let x_shape = x.shape().to_vec();
+        let need_x = x.requires_grad();
+        let inputs: Vec<&Var<T>> = std::iter::once(x).chain(b).collect();
+        let has_bias = b.is_some();
+        let need_b = b.is_some_and(|b| b.requires_grad());
+        self.record("linear_bf16", y, &inputs, move |dy| {
+            let dy_std = dy.as_standard_layout();
+            let dy2 = dy_std.view().into_shape_with_order((rows, n_out)).unwrap();
+            let dx = need_x.then(|| {
+                let mut dx = Array2::<T>::zeros((rows, n_in));
+                let w = w_saved.to_array::<T>();
+                gemm_with(
+                    Precision::Bf16,
+                    T::one(),
+                    dy2,
+                    w.view(),
+                    T::zero(),
+                    dx.view_mut(),
+                );
+                dx.into_shape_with_order(IxDyn(&x_shape)).unwrap()
+            });
+            let mut grads = vec![dx];
             if has_bias {
                 grads.push(need_b.then(|| dy2.sum_axis(Axis(0)).into_dyn()));
             }

@@ -1,4 +1,4 @@
-//! Fused neural-network ops: embedding, LayerNorm, causal self-attention
+//! Fused neural-network ops: embedding (of an f32 or a frozen bf16 table), LayerNorm, causal self-attention
 //! (cross-entropy is in [`super::logprobs`]).
 //!
 //! Each is one node on the tape with a hand-written backward, instead of a
@@ -10,6 +10,7 @@
 
 use ndarray::IxDyn;
 
+use crate::bf16_matrix::Bf16Matrix;
 use crate::float::Float;
 use crate::kernels::attention::{blocked, plain, AttentionDims, AttentionHeads, KeyGap};
 use crate::kernels::embedding::{embedding_backward, embedding_forward};
@@ -71,6 +72,37 @@ impl<T: Float> Tape<T> {
                 Tensor::from_shape_vec(IxDyn(&[v, c]), dtable).unwrap(),
             )]
         })
+    }
+
+    /// Rows of a frozen bf16 `table` picked by `ids`, widened exactly:
+    /// table: (V, C) as bf16, ids: `shape` -> y: shape + (C)
+    ///
+    /// ```text
+    /// y[i, :] = table[ids[i], :]          (no gradient: the table is frozen)
+    /// ```
+    ///
+    /// # Panics
+    /// As [`Tape::embedding`].
+    pub fn embedding_bf16(&self, table: &Bf16Matrix, ids: &[usize], shape: &[usize]) -> Var<T> {
+        let (v, c) = table.dim();
+        let n: usize = shape.iter().product();
+        assert!(
+            ids.len() == n,
+            "embedding: {} ids do not fill shape {shape:?}",
+            ids.len()
+        );
+        if let Some((pos, &id)) = ids.iter().enumerate().find(|(_, &id)| id >= v) {
+            panic!("embedding: id {id} at position {pos} is out of range for a table of {v} rows");
+        }
+        let mut out = vec![T::zero(); n * c];
+        if c > 0 {
+            out.chunks_mut(c)
+                .zip(ids)
+                .for_each(|(row, &id)| table.row_into(id, row));
+        }
+        let mut out_shape = shape.to_vec();
+        out_shape.push(c);
+        self.constant(Tensor::from_shape_vec(IxDyn(&out_shape), out).unwrap())
     }
 
     /// LayerNorm over the last axis:  x: (..., C), weight, bias: (C) -> y: (..., C)
