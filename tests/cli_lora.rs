@@ -167,6 +167,79 @@ fn lora_resume_is_bitwise() {
     assert!(run.stderr.contains("--use-peft"), "{run}");
 }
 
+/// `--base-precision bf16`: the base's matrices kept as bf16. The run
+/// resumes bit for bit, its adapter files are those of an f32-base run (the
+/// same keys and shapes), and its metrics follow the f32 base's within
+/// bf16's rounding; without --use-peft the flag is refused.
+#[test]
+fn lora_with_a_bf16_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |name: &str| tmp.path().join(name);
+    let metrics = |name: &str| -> Vec<Value> {
+        fs::read_to_string(dir(&format!("{name}.jsonl")))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let bf16 = ["--base-precision", "bf16", "--optimizer", "sgd"];
+    let with_metrics = |name: &str, steps: &str, extra: &[&str]| {
+        let path = dir(&format!("{name}.jsonl"));
+        let mut args = vec!["--metrics", s(&path)];
+        args.extend_from_slice(extra);
+        train_lora(&dir(name), steps, &args).assert_ok();
+    };
+    // SGD: each update is proportional to its gradient, so the two runs stay close.
+    with_metrics("f32", "4", &["--optimizer", "sgd"]);
+    with_metrics("bf16", "4", &bf16);
+    train_lora(&dir("split"), "2", &bf16).assert_ok();
+    train_lora(&dir("split"), "4", &[&bf16[..], &["--resume"]].concat()).assert_ok();
+    let file = "adapter_model.safetensors";
+    let same =
+        fs::read(dir("bf16").join(file)).unwrap() == fs::read(dir("split").join(file)).unwrap();
+    assert!(same, "a resumed bf16-base run is not bitwise the whole run");
+    let (full, half) = (
+        tensors(&dir("f32").join("adapter_model.safetensors")),
+        tensors(&dir("bf16").join("adapter_model.safetensors")),
+    );
+    assert_eq!(
+        full.iter().map(|(k, v)| (k, v.len())).collect::<Vec<_>>(),
+        half.iter().map(|(k, v)| (k, v.len())).collect::<Vec<_>>()
+    );
+    assert_ne!(full, half, "the bf16 base computes in bf16");
+    for (a, b) in metrics("f32").iter().zip(&metrics("bf16")) {
+        // (bf16 keeps 8 significant bits: relative 4e-3 a value; margins near 0 are differences)
+        for (key, abs, rel) in [
+            ("loss", 0.0, 1e-2),
+            ("grad_norm", 0.0, 3e-2),
+            ("rewards/margins", 1e-2, 3e-2),
+        ] {
+            let (a, b) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+            assert!(
+                (a - b).abs() <= abs + rel * a.abs(),
+                "{key}: f32 {a}, bf16 {b}"
+            );
+        }
+    }
+    // Only a LoRA run has a frozen base to store.
+    let base = llama_base();
+    let data = ids_data();
+    let run = dpo(&[
+        "train",
+        "--policy",
+        s(&base),
+        "--data",
+        s(&data),
+        "--out",
+        s(&dir("full")),
+        "--reference-free",
+        "--base-precision",
+        "bf16",
+    ]);
+    assert_ne!(run.code, Some(0));
+    assert!(run.stderr.contains("--use-peft"), "{run}");
+}
+
 /// SFT and KTO train adapters too; KTO's reference is the base.
 #[test]
 fn lora_sft_and_kto() {

@@ -216,6 +216,17 @@ pub struct LoraArgs {
     /// unless --ref is given. Its r, alpha and layers are the adapter's own.
     #[arg(long, value_name = "DIR", requires = "use_peft", help_heading = "LoRA")]
     pub init_adapter: Option<PathBuf>,
+    /// How the frozen base is stored: f32, or bf16 (its linear layers, embedding and LM head rounded to bfloat16
+    /// once, half their memory, and multiplied by the bf16 GEMM; the adapters, their gradients and AdamW stay f32,
+    /// their GEMMs follow --precision; docs/lora.md).
+    #[arg(
+        long,
+        default_value = "f32",
+        value_name = "f32|bf16",
+        requires = "use_peft",
+        help_heading = "LoRA"
+    )]
+    pub base_precision: Precision,
 }
 
 /// A checkpoint format, as the command line names it.

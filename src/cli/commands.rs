@@ -278,6 +278,7 @@ fn run_settings(out: &Path, a: &OptimArgs, lr: f64) -> RunSettings {
             targets: (!a.lora.lora_targets.is_empty()).then(|| a.lora.lora_targets.clone()),
             use_rslora: a.lora.use_rslora,
             init_adapter: a.lora.init_adapter.clone(),
+            base_precision: a.lora.base_precision,
         }),
         overwrite: a.overwrite,
         allow_oom_risk: a.allow_oom_risk,

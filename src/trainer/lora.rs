@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, ensure, Context, Result};
+use autograd::Precision;
 use transformer::lora::{default_targets, Lora, LoraConfig};
 use transformer::Model;
 
@@ -29,6 +30,9 @@ pub struct LoraSettings {
     /// `--init-adapter`: start from this adapter (PEFT's files), which is
     /// also the reference.
     pub init_adapter: Option<PathBuf>,
+    /// `--base-precision`: the frozen base kept in f32, or rounded to bf16
+    /// ([`Model::with_bf16_base`]).
+    pub base_precision: Precision,
 }
 
 /// Where a run's (or an evaluation's) frozen reference comes from.
@@ -80,6 +84,14 @@ pub fn start_adapters(
         .with_context(|| format!("cannot resolve {}", base_path.display()))?;
     lora.base_model = Some(absolute.display().to_string());
     Ok(base.with_lora(lora))
+}
+
+/// `policy` (with adapters) with its base stored as `--base-precision` says.
+pub fn store_base(policy: Model<f32>, settings: &LoraSettings) -> Model<f32> {
+    match settings.base_precision {
+        Precision::F32 => policy,
+        Precision::Bf16 => policy.with_bf16_base(),
+    }
 }
 
 /// The frozen reference of [`ReferenceModel::AdaptersOff`] for `policy`: the

@@ -110,6 +110,8 @@ pub struct RunMemory {
     /// Parameters that get a gradient and optimizer state (all of them, or
     /// an adapter's alone).
     pub trainable_params: u64,
+    /// Parameters stored as bf16 (a frozen bf16 base, `--base-precision bf16`).
+    pub bf16_params: u64,
     /// Whether a frozen reference model is held beside the policy.
     pub with_reference: bool,
     /// f32 tensors the optimizer keeps per trained parameter (AdamW 2, SGD 0).
@@ -148,10 +150,16 @@ impl RunMemory {
     pub fn peak_bytes(&self) -> u64 {
         let f32s = |n: u64| n.saturating_mul(4);
         let dims = &self.dims;
-        let weights = f32s(self.params);
+        let weights = f32s(self.params.saturating_sub(self.bf16_params))
+            .saturating_add(self.bf16_params.saturating_mul(2));
         let gradients = f32s(self.trainable_params).saturating_mul(1 + u64::from(self.accumulates));
         let optimizer = f32s(self.trainable_params).saturating_mul(self.optimizer_moments);
-        let reference = if self.with_reference { weights } else { 0 };
+        // A reference of its own (`--ref`) is held in f32.
+        let reference = if self.with_reference {
+            f32s(self.params)
+        } else {
+            0
+        };
         // A checkpoint holds what trains (every weight, or the adapters) and the moments.
         let save = f32s(self.trainable_params)
             .saturating_add(optimizer)
@@ -188,9 +196,11 @@ impl RunMemory {
                 .saturating_mul(dims.vocab_size)
                 .min(LM_HEAD_CHUNK_ELEMENTS),
         );
-        let bf16 = match self.precision {
-            Precision::F32 => 0,
-            Precision::Bf16 => dims
+        // The bf16 GEMMs' packed copies (a bf16 base's GEMMs are bf16 too).
+        let bf16_gemms = self.precision == Precision::Bf16 || self.bf16_params > 0;
+        let bf16 = match bf16_gemms {
+            false => 0,
+            true => dims
                 .vocab_size
                 .saturating_mul(dims.n_embd)
                 .saturating_add(tokens.saturating_mul(dims.widest()))
@@ -291,6 +301,7 @@ mod tests {
         let step = RunMemory {
             params: 1000,
             trainable_params: 100,
+            bf16_params: 0,
             with_reference: true,
             optimizer_moments: 2,
             accumulates: true,
@@ -352,6 +363,16 @@ mod tests {
             bf16.peak_bytes() - step.peak_bytes(),
             2 * (256 * 128 + tokens * 512)
         );
+        // A bf16 base: 2 bytes for each of its parameters instead of 4, and
+        // its GEMMs' bf16 copies.
+        let bf16_base = RunMemory {
+            bf16_params: 600,
+            ..step
+        };
+        assert_eq!(
+            bf16_base.peak_bytes() + 2 * 600,
+            step.peak_bytes() + 2 * (256 * 128 + tokens * 512)
+        );
     }
 
     #[test]
@@ -361,6 +382,7 @@ mod tests {
         let step = RunMemory {
             params: u64::MAX,
             trainable_params: u64::MAX,
+            bf16_params: 0,
             with_reference: false,
             optimizer_moments: 2,
             accumulates: false,

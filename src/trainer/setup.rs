@@ -13,7 +13,7 @@ use transformer::{
 
 use super::checkpoint::{check_out_apart, check_replaceable, open_run_dir, ModelFiles};
 use super::distributed::Collective;
-use super::lora::{adapters_off_reference, start_adapters, ReferenceModel};
+use super::lora::{adapters_off_reference, start_adapters, store_base, ReferenceModel};
 use super::memory::{available_memory, check_fits, ModelDims, RunMemory};
 use super::step::check_split;
 use super::train_loop::{DataCounts, RunSettings};
@@ -144,19 +144,23 @@ pub fn load_checkpoint(path: &Path, what: &str) -> Result<LoadedModel> {
     })
 }
 
-/// What the peak memory of a run of `config` training `trainable_params`
-/// (`None`: every parameter) depends on (see [`super::memory`]), for rows of `lengths.0` tokens whose
+/// What the peak memory of a run of `config` depends on, for `policy` once
+/// it is loaded (`None`: before, as if every parameter trained, in f32) (see [`super::memory`]), for rows of `lengths.0` tokens whose
 /// queries attend over at most `lengths.1` keys: a pair objective runs two
 /// sequences per row (chosen and rejected; KTO a completion and its KL
 /// sequence), SFT one.
 fn run_memory(
     setup: &RunSetup<'_>,
     config: &ModelConfig,
-    trainable_params: Option<u64>,
+    policy: Option<&Model<f32>>,
     lengths: (usize, usize),
 ) -> RunMemory {
     let hyper = &setup.run.hyper;
     let params = config.num_params().unwrap_or(u64::MAX);
+    let trainable_params = policy.map(|m| m.num_trainable_params() as u64);
+    let bf16_params = policy
+        .and_then(|m| m.bf16_base())
+        .map_or(0, |b| b.len() as u64);
     let rows = hyper.batch_size.div_ceil(hyper.grad_accum.max(1)) as u64;
     let sequences_per_row = if setup.stage == "sft" { 1 } else { 2 };
     // Evaluation scores `batch_size` rows per forward (SFT), the reference
@@ -170,6 +174,7 @@ fn run_memory(
         params,
         // Gradients and moments for what trains: every parameter, or the adapters.
         trainable_params: trainable_params.unwrap_or(params),
+        bf16_params,
         with_reference: setup.reference.is_some(),
         optimizer_moments: if hyper.optimizer_name() == "adamw" {
             2
@@ -193,11 +198,11 @@ fn run_memory(
 fn check_training_memory(
     setup: &RunSetup<'_>,
     config: &ModelConfig,
-    trainable_params: Option<u64>,
+    policy: Option<&Model<f32>>,
     lengths: (usize, usize),
 ) -> Result<()> {
     check_fits(
-        &run_memory(setup, config, trainable_params, lengths),
+        &run_memory(setup, config, policy, lengths),
         available_memory(),
         setup.run.allow_oom_risk,
     )
@@ -488,6 +493,9 @@ pub fn prepare_run<R: TrainingRow>(
         ),
         (None, _) => {}
     }
+    if let Some(lora) = &run.lora {
+        loaded.model = store_base(loaded.model, lora);
+    }
     loaded
         .model
         .set_gradient_checkpointing(run.gradient_checkpointing);
@@ -509,11 +517,10 @@ pub fn prepare_run<R: TrainingRow>(
         |row: &R| row.prompt().len() + row.responses().iter().map(|(_, r)| r.len()).sum::<usize>();
     let longest = rows().map(R::padded_len).max().unwrap_or(config.block_size);
     let attended = rows().map(whole_row).max().unwrap_or(config.block_size);
-    let trainable = loaded.model.num_trainable_params() as u64;
     check_training_memory(
         setup,
         config,
-        Some(trainable),
+        Some(&loaded.model),
         (longest, attended.max(longest)),
     )?;
     Ok(PreparedRun {
