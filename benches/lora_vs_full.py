@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """lora_vs_full.py [DPO_BINARY] [--threads 2] [--steps 3] [--layers 24] [--rounds 1]
-               [--sides lora+gc,full+gc,trl+gc (also: full, lora, trl)]
+               [--sides lora+gc,full+gc,trl+gc (also: full, lora, lora-bf16, trl)]
 -- a LoRA DPO step against a full fine-tuning DPO step (`dpo`), and against TRL 1.16 + PEFT, on
 a Qwen2.5-0.5B-shaped model: time per step and peak memory.
 
@@ -13,6 +13,8 @@ the sigmoid loss (beta 0.1), clipping at 1.
   full       `dpo train --policy M --ref M`: every weight trained; the reference a second model.
   lora       `dpo train --policy M --use-peft --lora-targets all-linear` (r 16, alpha 32,
              dropout 0.05): the base frozen, the reference the base with its adapters off.
+  lora-bf16  `lora` with `--base-precision bf16`: the frozen base's matrices stored as bf16 and
+             multiplied by the bf16 GEMM; the adapters, their gradients and AdamW in f32.
   SIDE+gc    the same with `--gradient-checkpointing` (each block recomputed in the backward
              pass: one more forward of the blocks, one block's activations in memory).
   trl        TRL 1.16 DPOTrainer(model=M, peft_config=LoraConfig(r=16, lora_alpha=32,
@@ -101,6 +103,8 @@ def run_dpo(binary, kind, model, data, threads, steps, root):
     else:
         cmd += ["--use-peft", "--lora-r", "16", "--lora-alpha", "32", "--lora-dropout", "0.05",
                 "--lora-targets", "all-linear"]
+    if kind.startswith("lora-bf16"):
+        cmd += ["--base-precision", "bf16"]
     if kind.endswith("+gc"):
         cmd += ["--gradient-checkpointing"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -200,17 +204,18 @@ def main():
         }
     print(f"Qwen2.5-0.5B-shaped ({a.layers} layers, {params / 1e6:.1f}M params), 4 pairs of 256+256 tokens a "
           f"step, reference inside the step, {a.threads} threads, median of steps 2..{a.steps}")
-    print(f"{'run':10} {'ms/step':>9} {'vs full':>8} {'peak RSS (steps)':>17} {'vs full':>8} {'peak RSS (run)':>15}")
-    full = summary.get("full")
+    print(f"{'run':14} {'ms/step':>9} {'vs full':>8} {'peak RSS (steps)':>17} {'vs full':>8} {'peak RSS (run)':>15}")
     for side, s in summary.items():
+        full = summary.get("full+gc" if side.endswith("+gc") else "full")  # the same checkpointing
         t = f"{s['step_ms'] / full['step_ms']:.2f}x" if full else "-"
         m = f"{s['peak_rss_steps_gb'] / full['peak_rss_steps_gb']:.2f}x" if full else "-"
-        print(f"{side:10} {s['step_ms']:9.0f} {t:>8} {s['peak_rss_steps_gb']:14.2f} GB {m:>8} "
+        print(f"{side:14} {s['step_ms']:9.0f} {t:>8} {s['peak_rss_steps_gb']:14.2f} GB {m:>8} "
               f"{s['peak_rss_run_gb']:12.2f} GB")
     for gc in ("", "+gc"):
-        if "trl" + gc in summary and "lora" + gc in summary:
-            ratio = summary["trl" + gc]["step_ms"] / summary["lora" + gc]["step_ms"]
-            print(f"TRL + PEFT / dpo LoRA{gc}, time per step: {ratio:.2f}x")
+        for lora in ("lora", "lora-bf16"):
+            if "trl" + gc in summary and lora + gc in summary:
+                ratio = summary["trl" + gc]["step_ms"] / summary[lora + gc]["step_ms"]
+                print(f"TRL + PEFT / dpo {lora}{gc}, time per step: {ratio:.2f}x")
     print(json.dumps({"bench": "lora_vs_full", "cpu": info, "threads": a.threads, "layers": a.layers,
                       "params": params, "steps": a.steps, "rounds": a.rounds, "summary": summary,
                       "runs": runs}))

@@ -25,6 +25,7 @@ use safetensors::{Dtype, SafeTensors};
 use thiserror::Error;
 
 use crate::config::ModelConfig;
+use crate::mapped_file::MappedFile;
 use crate::model::Model;
 use crate::params::param_specs;
 
@@ -218,8 +219,9 @@ impl Model<f32> {
         // The tensors of a valid config (at most MAX_PARAMS), twice over for
         // an untied head, plus the header: nothing larger is read.
         let max_bytes = 8 * config.num_params().unwrap_or(0) + MAX_HEADER_BYTES;
-        let bytes = read_bounded(&path, max_bytes)?;
-        Model::from_safetensors(config, &bytes, &path)
+        let file = MappedFile::open(&path, max_bytes)?;
+        let read = |bytes: &[u8]| file.convert(bytes, |b| Some(f32_from_le(b))).unwrap();
+        Model::from_safetensors_with(config, file.bytes(), &path, read)
     }
 
     /// The model of `config` from the bytes of its `model.safetensors`
@@ -228,6 +230,17 @@ impl Model<f32> {
         config: ModelConfig,
         bytes: &[u8],
         path: &Path,
+    ) -> Result<Model<f32>, CheckpointError> {
+        Model::from_safetensors_with(config, bytes, path, f32_from_le)
+    }
+
+    /// [`Model::from_safetensors`], each tensor's values read from its bytes
+    /// by `read` ([`MappedFile::convert`] for a mapped file).
+    fn from_safetensors_with(
+        config: ModelConfig,
+        bytes: &[u8],
+        path: &Path,
+        read_f32: impl Fn(&[u8]) -> Vec<f32>,
     ) -> Result<Model<f32>, CheckpointError> {
         let path = path.to_path_buf();
         let file = SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Format {
@@ -273,7 +286,7 @@ impl Model<f32> {
                     format!("shape {:?}, expected {shape:?}", view.shape()),
                 ));
             }
-            Ok(f32_from_le(view.data()))
+            Ok(read_f32(view.data()))
         };
         let mut values = Vec::with_capacity(specs.len());
         for (name, shape) in &specs {

@@ -36,6 +36,7 @@ pub mod hf;
 pub mod hf_tokenizer;
 pub mod kv_cache;
 pub mod lora;
+pub mod mapped_file;
 pub mod model;
 pub mod params;
 pub mod sampling;

@@ -495,7 +495,12 @@ impl<T: Float> Model<T> {
         }
         let tensors = params
             .into_iter()
-            .map(|(_, t)| Arc::new(t.as_standard_layout().into_owned()))
+            // moved, not copied, when already row-major (a copy of the
+            // embedding would add its size to the peak of every load)
+            .map(|(_, t)| match t.is_standard_layout() {
+                true => Arc::new(t),
+                false => Arc::new(t.as_standard_layout().into_owned()),
+            })
             .collect();
         Model::from_params(config.clone(), ModelParams::from_vec(&config, tensors))
     }

@@ -34,6 +34,7 @@ use crate::checkpoint::{
     WEIGHTS_FILE,
 };
 use crate::config::{LlamaType, ModelConfig};
+use crate::mapped_file::MappedFile;
 use crate::model::Model;
 use crate::params::param_specs;
 
@@ -354,12 +355,13 @@ pub fn load_hf(dir: &Path) -> Result<Model<f32>, CheckpointError> {
         .saturating_add(MAX_HEADER_BYTES.saturating_mul(files.len() as u64));
     let mut tensors: HashMap<String, RawTensor> = HashMap::new();
     for path in &files {
-        let bytes = read_bounded(path, budget)?;
-        budget -= bytes.len() as u64;
-        let file = SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Format {
-            path: path.clone(),
-            message: format!("{e:?}"),
-        })?;
+        let mapped = MappedFile::open(path, budget)?;
+        budget -= mapped.bytes().len() as u64;
+        let file =
+            SafeTensors::deserialize(mapped.bytes()).map_err(|e| CheckpointError::Format {
+                path: path.clone(),
+                message: format!("{e:?}"),
+            })?;
         for (name, view) in file.tensors() {
             let tensor_error = |message: String| CheckpointError::Tensor {
                 path: path.clone(),
@@ -369,12 +371,12 @@ pub fn load_hf(dir: &Path) -> Result<Model<f32>, CheckpointError> {
             if is_buffer(&name) {
                 continue;
             }
-            let data = to_f32(view.dtype(), view.data()).ok_or_else(|| {
-                tensor_error(format!(
-                    "dtype {:?}, expected F32, F16 or BF16",
-                    view.dtype()
-                ))
-            })?;
+            let dtype = view.dtype();
+            let data = mapped
+                .convert(view.data(), |bytes| to_f32(dtype, bytes))
+                .ok_or_else(|| {
+                    tensor_error(format!("dtype {dtype:?}, expected F32, F16 or BF16"))
+                })?;
             let canonical = canonical_name(&name);
             let raw = RawTensor {
                 path: path.clone(),
