@@ -7,13 +7,12 @@
 
 use std::sync::Arc;
 
-use autograd::kernels::attention::KeyGap;
 use autograd::kernels::bf16::round_to_bf16;
-use autograd::{Precision, Tape, Tensor, Var, IGNORE_INDEX};
+use autograd::{Precision, Tape, Tensor, Var};
 use transformer::{Lora, LoraConfig, Model, ModelConfig, ModelParams};
 
 mod oracle;
-use oracle::{sft_loss, SftBatch};
+use oracle::{two_sequence_loss, SegmentedBatch};
 
 fn configs() -> Vec<ModelConfig> {
     let gpt2 = ModelConfig {
@@ -70,48 +69,15 @@ fn rounded(model: &Model<f32>) -> Model<f32> {
 
 type Loss = fn(&Model<f32>, &Tape<f32>, &ModelParams<Var<f32>>) -> Var<f32>;
 
-/// Causal attention, the full logits and cross-entropy.
-fn causal_loss(model: &Model<f32>, tape: &Tape<f32>, params: &ModelParams<Var<f32>>) -> Var<f32> {
-    let batch = SftBatch::from_sequences(&[
-        (vec![1, 2, 3], vec![4, 5, 6, 7, 8]),
-        (vec![9], vec![10, 11, 0, 3, 2]),
-    ]);
-    sft_loss(model, tape, params, &batch)
-}
-
 /// Prefix-shared attention and the fused LM head's log-probs.
 fn segmented_logprobs(
     model: &Model<f32>,
     tape: &Tape<f32>,
     params: &ModelParams<Var<f32>>,
 ) -> Var<f32> {
-    let seq_len = 9;
-    let ids: Vec<usize> = (0..2 * seq_len).map(|i| (i * 7 + 3) % 23).collect();
-    let positions: Vec<usize> = [
-        vec![0, 1, 2, 3, 4, 2, 3, 4, 5],
-        vec![0, 1, 2, 3, 2, 3, 0, 0, 0],
-    ]
-    .concat();
-    let gaps = [
-        KeyGap {
-            start: 2,
-            end: 5,
-            len: 9,
-        },
-        KeyGap {
-            start: 2,
-            end: 4,
-            len: 6,
-        },
-    ];
-    let hidden =
-        model.hidden_states_segmented(tape, params, &ids, &positions, &[9, 6], &gaps, seq_len);
-    let mut targets: Vec<i64> = ids.iter().skip(1).map(|&i| i as i64).collect();
-    targets.push(IGNORE_INDEX);
-    for t in 5..9 {
-        targets[seq_len + t] = IGNORE_INDEX; // padding
-    }
-    let logp = model.lm_head_logprobs(tape, params, &hidden, &targets); // (2)
+    let batch = SegmentedBatch::new();
+    let hidden = batch.hidden(model, tape, params);
+    let logp = model.lm_head_logprobs(tape, params, &hidden, &batch.targets); // (2)
     tape.sum_all(&logp)
 }
 
@@ -137,7 +103,7 @@ fn a_bf16_base_computes_the_rounded_model_on_a_bf16_tape() {
             let model = adapted_model(&config, dropout);
             let oracle = rounded(&model);
             let mut bf16 = model.clone().with_bf16_base();
-            for loss in [causal_loss as Loss, segmented_logprobs] {
+            for loss in [two_sequence_loss as Loss, segmented_logprobs] {
                 for checkpointing in [false, true] {
                     bf16.set_gradient_checkpointing(checkpointing);
                     let (want, got) = (run(&oracle, loss), run(&bf16, loss));

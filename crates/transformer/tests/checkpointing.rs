@@ -2,12 +2,11 @@
 //! bit for bit: whole models (GPT-2, Llama) and LoRA adapters with dropout,
 //! causal and prefix-shared (segmented) attention, and f32 and bf16 GEMMs.
 
-use autograd::kernels::attention::KeyGap;
 use autograd::{Precision, Tape, Tensor, Var};
 use transformer::{Lora, LoraConfig, Model, ModelConfig, ModelParams};
 
 mod oracle;
-use oracle::{sft_loss, SftBatch};
+use oracle::{two_sequence_loss as causal_loss, SegmentedBatch};
 
 fn gpt2() -> ModelConfig {
     ModelConfig {
@@ -65,49 +64,15 @@ fn assert_same_with_and_without(
     }
 }
 
-fn causal_loss(model: &Model<f32>, tape: &Tape<f32>, params: &ModelParams<Var<f32>>) -> Var<f32> {
-    let batch = SftBatch::from_sequences(&[
-        (vec![1, 2, 3], vec![4, 5, 6, 7, 8]),
-        (vec![9], vec![10, 11, 0, 3, 2]),
-    ]);
-    sft_loss(model, tape, params, &batch)
-}
-
-/// Two sequences of prefix-shared layout, one of them padded, with key gaps.
+/// The full logits of [`SegmentedBatch`] and cross-entropy.
 fn segmented_loss(
     model: &Model<f32>,
     tape: &Tape<f32>,
     params: &ModelParams<Var<f32>>,
 ) -> Var<f32> {
-    let seq_len = 9;
-    let ids: Vec<usize> = (0..2 * seq_len).map(|i| (i * 7 + 3) % 23).collect();
-    let positions: Vec<usize> = [
-        vec![0, 1, 2, 3, 4, 2, 3, 4, 5],
-        vec![0, 1, 2, 3, 2, 3, 0, 0, 0],
-    ]
-    .concat();
-    let lengths = [9, 6];
-    let gaps = [
-        KeyGap {
-            start: 2,
-            end: 5,
-            len: 9,
-        },
-        KeyGap {
-            start: 2,
-            end: 4,
-            len: 6,
-        },
-    ];
-    let hidden =
-        model.hidden_states_segmented(tape, params, &ids, &positions, &lengths, &gaps, seq_len);
-    let logits = model.logits(tape, params, &hidden);
-    let mut targets: Vec<i64> = ids.iter().skip(1).map(|&i| i as i64).collect();
-    targets.push(autograd::IGNORE_INDEX);
-    for t in 6..9 {
-        targets[seq_len + t - 1] = autograd::IGNORE_INDEX; // padding
-    }
-    tape.cross_entropy(&logits, &targets)
+    let batch = SegmentedBatch::new();
+    let logits = model.logits(tape, params, &batch.hidden(model, tape, params));
+    tape.cross_entropy(&logits, &batch.targets)
 }
 
 #[test]

@@ -25,6 +25,21 @@ enum AttentionKernel {
     Blocked(Vec<KeyGap>),
 }
 
+/// Panics unless `ids` fill `shape` and each is below `v`, the table's
+/// rows; returns their number.
+fn check_ids(ids: &[usize], shape: &[usize], v: usize) -> usize {
+    let n: usize = shape.iter().product();
+    assert!(
+        ids.len() == n,
+        "embedding: {} ids do not fill shape {shape:?}",
+        ids.len()
+    );
+    if let Some((pos, &id)) = ids.iter().enumerate().find(|(_, &id)| id >= v) {
+        panic!("embedding: id {id} at position {pos} is out of range for a table of {v} rows");
+    }
+    n
+}
+
 impl<T: Float> Tape<T> {
     /// Rows of `table` picked by `ids`:  table: (V, C), ids: `shape` -> y: shape + (C)
     ///
@@ -43,15 +58,7 @@ impl<T: Float> Tape<T> {
             table.shape()
         );
         let (v, c) = (table.shape()[0], table.shape()[1]);
-        let n: usize = shape.iter().product();
-        assert!(
-            ids.len() == n,
-            "embedding: {} ids do not fill shape {shape:?}",
-            ids.len()
-        );
-        if let Some((pos, &id)) = ids.iter().enumerate().find(|(_, &id)| id >= v) {
-            panic!("embedding: id {id} at position {pos} is out of range for a table of {v} rows (shape {:?})", table.shape());
-        }
+        let n = check_ids(ids, shape, v);
         let table_data = contiguous(table.value());
         let mut out = vec![T::zero(); n * c];
         embedding_forward(&mut out, &table_data, ids, c);
@@ -85,15 +92,7 @@ impl<T: Float> Tape<T> {
     /// As [`Tape::embedding`].
     pub fn embedding_bf16(&self, table: &Bf16Matrix, ids: &[usize], shape: &[usize]) -> Var<T> {
         let (v, c) = table.dim();
-        let n: usize = shape.iter().product();
-        assert!(
-            ids.len() == n,
-            "embedding: {} ids do not fill shape {shape:?}",
-            ids.len()
-        );
-        if let Some((pos, &id)) = ids.iter().enumerate().find(|(_, &id)| id >= v) {
-            panic!("embedding: id {id} at position {pos} is out of range for a table of {v} rows");
-        }
+        let n = check_ids(ids, shape, v);
         let mut out = vec![T::zero(); n * c];
         if c > 0 {
             out.chunks_mut(c)

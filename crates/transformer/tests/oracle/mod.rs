@@ -13,6 +13,7 @@
 
 #![allow(dead_code)] // each test file uses a part of it
 
+use autograd::kernels::attention::KeyGap;
 use autograd::{Float, Tape, Var};
 use transformer::{Model, ModelConfig, ModelParams};
 
@@ -117,5 +118,84 @@ mod tests {
         assert_eq!(batch.ids, vec![1, 2, 3, 4, 5, 6, 7, 0]);
         assert_eq!(batch.targets, vec![-100, 3, 4, -100, 6, 7, -100, -100]);
         assert_eq!(batch.num_scored(), 4);
+    }
+}
+
+/// [`sft_loss`] of two short sequences (ids below 12): a prompt of 3 and of 1.
+pub fn two_sequence_loss<T: Float>(
+    model: &Model<T>,
+    tape: &Tape<T>,
+    params: &ModelParams<Var<T>>,
+) -> Var<T> {
+    let batch = SftBatch::from_sequences(&[
+        (vec![1, 2, 3], vec![4, 5, 6, 7, 8]),
+        (vec![9], vec![10, 11, 0, 3, 2]),
+    ]);
+    sft_loss(model, tape, params, &batch)
+}
+
+/// Two sequences of 9 positions in the prefix-shared layout (ids below 23):
+/// each a prompt then two responses at the same positions, kept apart by a
+/// key gap; the second one 6 long and padded.
+pub struct SegmentedBatch {
+    /// Token ids (2*9).
+    pub ids: Vec<usize>,
+    /// The position of each token.
+    pub positions: Vec<usize>,
+    /// Real tokens of each sequence.
+    pub lengths: [usize; 2],
+    /// Each sequence's key gap.
+    pub gaps: [KeyGap; 2],
+    /// 9.
+    pub seq_len: usize,
+    /// Next-token targets, -100 at each sequence's last token and on padding.
+    pub targets: Vec<i64>,
+}
+
+impl SegmentedBatch {
+    /// The batch.
+    pub fn new() -> SegmentedBatch {
+        let seq_len = 9;
+        let ids: Vec<usize> = (0..2 * seq_len).map(|i| (i * 7 + 3) % 23).collect();
+        let positions = [
+            vec![0, 1, 2, 3, 4, 2, 3, 4, 5],
+            vec![0, 1, 2, 3, 2, 3, 0, 0, 0],
+        ]
+        .concat();
+        let lengths = [9, 6];
+        let gap = |end, len| KeyGap { start: 2, end, len };
+        let mut targets: Vec<i64> = ids.iter().skip(1).map(|&i| i as i64).collect();
+        targets.push(IGNORE);
+        for (s, &len) in lengths.iter().enumerate() {
+            for t in len - 1..seq_len {
+                targets[s * seq_len + t] = IGNORE;
+            }
+        }
+        SegmentedBatch {
+            ids,
+            positions,
+            lengths,
+            gaps: [gap(5, 9), gap(4, 6)],
+            seq_len,
+            targets,
+        }
+    }
+
+    /// The model's final hidden states of the batch: (2, 9, C).
+    pub fn hidden<T: Float>(
+        &self,
+        model: &Model<T>,
+        tape: &Tape<T>,
+        params: &ModelParams<Var<T>>,
+    ) -> Var<T> {
+        let SegmentedBatch {
+            ids,
+            positions,
+            lengths,
+            gaps,
+            seq_len,
+            ..
+        } = self;
+        model.hidden_states_segmented(tape, params, ids, positions, lengths, gaps, *seq_len)
     }
 }
