@@ -17,7 +17,8 @@
 //! of a database's redo log:
 //!
 //! 1. every file is written into a fresh `DIR/.checkpoint.tmp-PID-NANOS/` and
-//!    flushed to disk, then the folder itself;
+//!    flushed to disk, then the folder itself; `trainer_state.json` is
+//!    written last, once the checksums of the others are known;
 //! 2. that folder is renamed to `DIR/.checkpoint.staged`: the commit point.
 //!    Before it, the old checkpoint is untouched; after it, the new one is
 //!    whole on disk;
@@ -32,6 +33,23 @@
 //! against the files, and refuses a checkpoint changed behind its back.
 //!
 //! Two runs writing into the same `DIR` at once are not supported.
+//!
+//! # How the files are written
+//!
+//! No file is built in memory first. The safetensors files (the weights and
+//! the moments) are written straight from the live tensors, borrowed
+//! (`transformer::safetensors_writer`): the header, then each tensor
+//! converted to little-endian bytes 64 KiB at a time, through a 1 MiB buffer
+//! into the staging file; each chunk is SHA-256'd as it passes, still in the
+//! cache, so a file is read once and hashing adds no pass of its own. The
+//! files are written at once, one thread each (a 2-core machine converts and
+//! hashes the model's file and the optimizer's side by side, and one file's
+//! flush to disk runs beside the other's writing); the state follows. The
+//! bytes are those `safetensors::serialize` made of the same tensors, so
+//! checksums of older checkpoints still hold. One copy is left: AdamW lends
+//! no moments, so `Optimizer::state` clones them for the length of a save
+//! (1 GB for GPT-2). A GPT-2 (124M) save with AdamW, 1.5 GB of files, is
+//! measured in docs/architecture.md, "Checkpoint saves".
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;

@@ -15,6 +15,10 @@
 //! thus never leaves a truncated file; at worst (a crash between the two
 //! renames of a save that changes the config) the config and the tensors
 //! disagree, which loading refuses.
+//!
+//! A file is never serialized whole in memory: [`Model::checkpoint_files_as`]
+//! lends the tensors ([`CheckpointFile`], [`crate::safetensors_writer`]), and
+//! [`write_synced`] writes them through a buffer as it converts them.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -321,7 +325,7 @@ impl Model<f32> {
     /// The files of a checkpoint of this model in `format`: the same two
     /// names in both formats, [`WEIGHTS_FILE`] then [`CONFIG_FILE`]. The
     /// tensors are borrowed from the model and written when the file is
-    /// ([`CheckpointFile::write_to`]), not serialized here. A model with
+    /// ([`FileContents::write_to`]), not serialized here. A model with
     /// adapters writes the adapter alone, as PEFT does:
     /// `adapter_model.safetensors` then `adapter_config.json` ([`crate::lora`]).
     pub fn checkpoint_files_as(
