@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 use serde::Serialize;
-use transformer::write_synced;
+use transformer::{write_synced, CheckpointFile};
 
 use super::args::ConvertArgs;
 use crate::trainer::setup::load_checkpoint;
@@ -64,12 +64,14 @@ pub fn run_convert(a: &ConvertArgs) -> Result<Conversion> {
     }
     let to = a.to.format();
     let cannot = || format!("cannot write {}", a.output.display());
-    let mut files: Vec<(&'static str, Vec<u8>)> = loaded
+    let mut files: Vec<(&str, CheckpointFile<'_>)> = loaded
         .model
         .checkpoint_files_as(to)
         .with_context(cannot)?
         .into();
-    files.extend(loaded.tokenizer_files.iter().cloned());
+    for (name, bytes) in &loaded.tokenizer_files {
+        files.push((name, CheckpointFile::Bytes(bytes.into())));
+    }
     write_new_dir(&a.output, &files).with_context(cannot)?;
     Ok(Conversion {
         input: a.input.display().to_string(),
@@ -87,7 +89,7 @@ pub fn run_convert(a: &ConvertArgs) -> Result<Conversion> {
 
 /// Writes `files` into the new directory `dir`: into `.NAME.tmp-PID` beside
 /// it, flushed, then renamed to `dir`.
-fn write_new_dir(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<()> {
+fn write_new_dir(dir: &Path, files: &[(&str, CheckpointFile<'_>)]) -> Result<()> {
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -17,7 +17,8 @@
 //! of a database's redo log:
 //!
 //! 1. every file is written into a fresh `DIR/.checkpoint.tmp-PID-NANOS/` and
-//!    flushed to disk, then the folder itself;
+//!    flushed to disk, then the folder itself; `trainer_state.json` is
+//!    written last, once the checksums of the others are known;
 //! 2. that folder is renamed to `DIR/.checkpoint.staged`: the commit point.
 //!    Before it, the old checkpoint is untouched; after it, the new one is
 //!    whole on disk;
@@ -32,15 +33,33 @@
 //! against the files, and refuses a checkpoint changed behind its back.
 //!
 //! Two runs writing into the same `DIR` at once are not supported.
+//!
+//! # How the files are written
+//!
+//! No file is built in memory first. The safetensors files (the weights and
+//! the moments) are written straight from the live tensors, borrowed
+//! (`transformer::safetensors_writer`): the header, then each tensor
+//! converted to little-endian bytes 64 KiB at a time, through a 1 MiB buffer
+//! into the staging file; each chunk is SHA-256'd as it passes, still in the
+//! cache, so a file is read once and hashing adds no pass of its own. The
+//! files are written at once, one thread each (a 2-core machine converts and
+//! hashes the model's file and the optimizer's side by side, and one file's
+//! flush to disk runs beside the other's writing); the state follows. The
+//! bytes are those `safetensors::serialize` made of the same tensors, so
+//! checksums of older checkpoints still hold. One copy is left: AdamW lends
+//! no moments, so `Optimizer::state` clones them for the length of a save
+//! (1 GB for GPT-2). A GPT-2 (124M) save with AdamW, 1.5 GB of files, is
+//! measured in docs/architecture.md, "Checkpoint saves".
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use autograd::optim::Optimizer;
 use autograd::Tensor;
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use transformer::checkpoint::unique_suffix;
@@ -48,7 +67,10 @@ use transformer::checkpoint::{CONFIG_FILE, WEIGHTS_FILE};
 use transformer::hf::INDEX_FILE;
 use transformer::hf_tokenizer::TOKENIZER_FILES;
 use transformer::lora::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
-use transformer::{write_synced, CheckpointFormat, Model};
+use transformer::safetensors_writer::SafetensorsFile;
+use transformer::{
+    write_synced, write_synced_with, CheckpointFile, CheckpointFormat, FileContents, Model,
+};
 
 use super::settings::{AnyOptimizer, TrainHyper};
 
@@ -94,11 +116,6 @@ const STAGING_PREFIX: &str = ".checkpoint.tmp-";
 /// Lowercase hex, as `sha256sum` prints a digest.
 fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The lowercase hex SHA-256 of `bytes`.
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
 }
 
 /// Flushes a directory's entries (the renames in it) to disk.
@@ -337,42 +354,100 @@ fn verify_checksums(dir: &Path, state: &TrainerState) -> Result<()> {
     Ok(())
 }
 
-/// The optimizer's state tensors under their file names: `{param}.{moment}`.
-fn optimizer_tensors(model: &Model<f32>, optimizer: &AnyOptimizer) -> Vec<(String, Tensor<f32>)> {
-    let AnyOptimizer::AdamW(adamw) = optimizer else {
-        return Vec::new(); // plain SGD keeps no state but its step count
-    };
-    let mut named = Vec::new();
-    for (moment, tensors) in adamw.state() {
-        for (name, t) in model.trainable_names().iter().zip(tensors) {
-            named.push((format!("{name}.{moment}"), t));
-        }
+/// AdamW's moments by name (`exp_avg`, `exp_avg_sq`), one tensor a
+/// trainable parameter; none for plain SGD, which keeps no state but its
+/// step count. `Optimizer::state` returns them copied (for GPT-2, 1 GB for
+/// the length of a save): AdamW has no accessor that lends them.
+fn optimizer_moments(optimizer: &AnyOptimizer) -> Vec<(String, Vec<Tensor<f32>>)> {
+    match optimizer {
+        AnyOptimizer::AdamW(adamw) => adamw.state(),
+        AnyOptimizer::Sgd(_) => Vec::new(),
     }
-    named
 }
 
-/// The bytes of `DIR/optimizer.safetensors`, or `None` for a stateless optimizer.
-fn optimizer_file(model: &Model<f32>, optimizer: &AnyOptimizer) -> Result<Option<Vec<u8>>> {
-    let named = optimizer_tensors(model, optimizer);
-    if named.is_empty() {
-        return Ok(None);
+/// `DIR/optimizer.safetensors` of `moments`: `{param}.{moment}`, borrowed
+/// (written as they are); `None` for a stateless optimizer.
+fn optimizer_file<'a>(
+    model: &Model<f32>,
+    moments: &[(&str, &'a [Tensor<f32>])],
+) -> Option<SafetensorsFile<'a>> {
+    if moments.is_empty() {
+        return None;
     }
-    let bytes: Vec<Vec<u8>> = named
-        .iter()
-        .map(|(_, t)| t.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
-    let views = named
-        .iter()
-        .zip(&bytes)
-        .map(|((name, t), data)| {
-            let view = TensorView::new(Dtype::F32, t.shape().to_vec(), data)?;
-            Ok((name.clone(), view))
-        })
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
-        .context("cannot serialize the optimizer state")?;
-    let serialized =
-        safetensors::serialize(views, &None).context("cannot serialize the optimizer state")?;
-    Ok(Some(serialized))
+    let names = model.trainable_names();
+    let mut tensors = Vec::new();
+    for (moment, values) in moments {
+        for (name, t) in names.iter().zip(*values) {
+            tensors.push((format!("{name}.{moment}"), t.view()));
+        }
+    }
+    Some(SafetensorsFile::new(tensors, &[]))
+}
+
+/// A writer that SHA-256s what it passes on to `inner`. The tensors reach
+/// it 64 KiB at a time, so each chunk is hashed while it is still in the
+/// cache, just after it was converted.
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes `contents` into the new file `path`, flushed to disk, and returns
+/// its SHA-256 (lowercase hex), hashed as it was written: the file is never
+/// whole in memory, and is read once.
+fn write_hashed(path: &Path, contents: &CheckpointFile<'_>) -> Result<String> {
+    let mut digest = String::new();
+    write_synced_with(path, |out| {
+        let mut hashing = HashingWriter {
+            inner: out,
+            hasher: Sha256::new(),
+        };
+        contents.write_to(&mut hashing)?;
+        digest = hex(&hashing.hasher.finalize());
+        Ok(())
+    })?;
+    Ok(digest)
+}
+
+/// [`write_hashed`] for each of `files` into the folder `dir`, each file on
+/// a thread of its own: on a 2-core machine the model's file and the
+/// optimizer's (twice as large) are converted, hashed and written at once,
+/// and the first one's flush to disk runs beside the second one's writing.
+/// The checksums by file name.
+fn write_all_hashed(
+    dir: &Path,
+    files: &[(&str, CheckpointFile<'_>)],
+) -> Result<BTreeMap<String, String>> {
+    std::thread::scope(|scope| {
+        let writers: Vec<_> = files
+            .iter()
+            .map(|(name, contents)| {
+                let path = dir.join(name);
+                (name, scope.spawn(move || write_hashed(&path, contents)))
+            })
+            .collect();
+        writers
+            .into_iter()
+            .map(|(name, writer)| {
+                let digest = writer
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+                Ok((name.to_string(), digest))
+            })
+            .collect()
+    })
 }
 
 /// Saves the model, the optimizer state and the trainer state into `dir` as
@@ -385,33 +460,34 @@ pub fn save_checkpoint(
     state: &TrainerState,
 ) -> Result<()> {
     let cannot = || format!("cannot save the checkpoint to {}", dir.display());
-    let mut files: Vec<(&str, Vec<u8>)> = model
+    // Every file but the state; the tensors borrowed, not serialized.
+    let mut files: Vec<(&str, CheckpointFile<'_>)> = model
         .checkpoint_files_as(model_files.format)
         .with_context(cannot)?
         .into();
     for (name, bytes) in &model_files.tokenizer_files {
-        files.push((name, bytes.clone()));
+        files.push((name, CheckpointFile::Bytes(bytes.into())));
     }
-    if let Some(bytes) = optimizer_file(model, optimizer)? {
-        files.push((OPTIMIZER_FILE, bytes));
-    }
-    let mut state = state.clone();
-    state.sha256 = files
+    let owned = optimizer_moments(optimizer);
+    let moments: Vec<(&str, &[Tensor<f32>])> = owned
         .iter()
-        .map(|(name, bytes)| (name.to_string(), sha256_hex(bytes)))
+        .map(|(moment, values)| (moment.as_str(), values.as_slice()))
         .collect();
-    let state_json = serde_json::to_string_pretty(&state)? + "\n";
-    files.push((STATE_FILE, state_json.into_bytes()));
+    if let Some(file) = optimizer_file(model, &moments) {
+        files.push((OPTIMIZER_FILE, CheckpointFile::Tensors(file)));
+    }
 
     fs::create_dir_all(dir).with_context(cannot)?;
-    // 1. Everything into a fresh folder, flushed to disk.
+    // 1. Everything into a fresh folder, flushed to disk: each file hashed
+    // as it is written, then the state that records the checksums.
     let staging = dir.join(format!("{STAGING_PREFIX}{}", unique_suffix()));
     let written = fs::create_dir(&staging)
         .map_err(anyhow::Error::from)
         .and_then(|()| {
-            for (name, bytes) in &files {
-                write_synced(&staging.join(name), bytes)?;
-            }
+            let mut state = state.clone();
+            state.sha256 = write_all_hashed(&staging, &files)?;
+            let state_json = serde_json::to_string_pretty(&state)? + "\n";
+            write_synced(&staging.join(STATE_FILE), state_json.as_bytes())?;
             sync_dir(&staging)
         })
         // 2. The commit point.

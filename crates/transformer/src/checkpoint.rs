@@ -15,7 +15,12 @@
 //! thus never leaves a truncated file; at worst (a crash between the two
 //! renames of a save that changes the config) the config and the tensors
 //! disagree, which loading refuses.
+//!
+//! A file is never serialized whole in memory: [`Model::checkpoint_files_as`]
+//! lends the tensors ([`CheckpointFile`], [`crate::safetensors_writer`]), and
+//! [`write_synced`] writes them through a buffer as it converts them.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fs;
 use std::io::{Read, Write};
@@ -28,6 +33,7 @@ use crate::config::ModelConfig;
 use crate::mapped_file::MappedFile;
 use crate::model::Model;
 use crate::params::param_specs;
+use crate::safetensors_writer::SafetensorsFile;
 
 /// File name of the config inside a checkpoint directory.
 pub const CONFIG_FILE: &str = "config.json";
@@ -319,25 +325,34 @@ impl Model<f32> {
         Ok(Model::from_named(config, params))
     }
 
-    /// The files of a checkpoint of this model, `(name, bytes)`:
+    /// The files of a checkpoint of this model, `(name, contents)`:
     /// [`WEIGHTS_FILE`] then [`CONFIG_FILE`]. [`Model::save`] writes them; a
     /// trainer that saves more files beside them (its optimizer and state)
     /// writes them itself, so that all of them land as one unit.
-    pub fn checkpoint_files(&self) -> Result<[(&'static str, Vec<u8>); 2], CheckpointError> {
+    pub fn checkpoint_files(
+        &self,
+    ) -> Result<[(&'static str, CheckpointFile<'_>); 2], CheckpointError> {
         self.checkpoint_files_as(CheckpointFormat::default_for(self.config()))
     }
 
     /// The files of a checkpoint of this model in `format`: the same two
-    /// names in both formats, [`WEIGHTS_FILE`] then [`CONFIG_FILE`]. A model
-    /// with adapters writes the adapter alone, as PEFT does:
+    /// names in both formats, [`WEIGHTS_FILE`] then [`CONFIG_FILE`]. The
+    /// tensors are borrowed from the model and written when the file is
+    /// ([`FileContents::write_to`]), not serialized here. A model with
+    /// adapters writes the adapter alone, as PEFT does:
     /// `adapter_model.safetensors` then `adapter_config.json` ([`crate::lora`]).
     pub fn checkpoint_files_as(
         &self,
         format: CheckpointFormat,
-    ) -> Result<[(&'static str, Vec<u8>); 2], CheckpointError> {
+    ) -> Result<[(&'static str, CheckpointFile<'_>); 2], CheckpointError> {
         if let Some(lora) = self.lora() {
-            // The adapter alone, in PEFT's files, whatever the base's format.
-            return lora.files(self.config());
+            // The adapter alone, in PEFT's files, whatever the base's format
+            // (a few MB, serialized in memory by the adapter).
+            let [(weights_name, weights), (config_name, config)] = lora.files(self.config())?;
+            return Ok([
+                (weights_name, CheckpointFile::Bytes(weights.into())),
+                (config_name, CheckpointFile::Bytes(config.into())),
+            ]);
         }
         if self.bf16_base().is_some() {
             // A bf16 base is written as the f32 values it holds.
@@ -346,22 +361,24 @@ impl Model<f32> {
         let (config_json, weights) = match format {
             CheckpointFormat::NanoGpt => (
                 serde_json::to_string_pretty(self.config()).unwrap() + "\n",
-                self.safetensors_bytes(Path::new("."))?,
+                self.safetensors_file(),
             ),
             CheckpointFormat::Hf => {
-                let format_error = |message| CheckpointError::Format {
-                    path: PathBuf::from(WEIGHTS_FILE),
-                    message,
-                };
-                (
-                    crate::hf::hf_config_json(self.config()).map_err(format_error)?,
-                    crate::hf::hf_safetensors_bytes(self).map_err(format_error)?,
-                )
+                let config_json = crate::hf::hf_config_json(self.config()).map_err(|message| {
+                    CheckpointError::Format {
+                        path: PathBuf::from(WEIGHTS_FILE),
+                        message,
+                    }
+                })?;
+                (config_json, crate::hf::hf_safetensors_file(self))
             }
         };
         Ok([
-            (WEIGHTS_FILE, weights),
-            (CONFIG_FILE, config_json.into_bytes()),
+            (WEIGHTS_FILE, CheckpointFile::Tensors(weights)),
+            (
+                CONFIG_FILE,
+                CheckpointFile::Bytes(config_json.into_bytes().into()),
+            ),
         ])
     }
 
@@ -402,27 +419,62 @@ impl Model<f32> {
         Ok(())
     }
 
-    /// The safetensors file of the parameters (F32, contract names).
-    fn safetensors_bytes(&self, dir: &Path) -> Result<Vec<u8>, CheckpointError> {
-        // `dir` only names the file in an error.
-        let named: Vec<_> = self.named_params().collect();
-        let bytes: Vec<Vec<u8>> = named
-            .iter()
-            .map(|(_, p)| p.iter().flat_map(|x| x.to_le_bytes()).collect())
+    /// `model.safetensors` of the parameters (F32, contract names), borrowed.
+    fn safetensors_file(&self) -> SafetensorsFile<'_> {
+        let tensors = self
+            .named_params()
+            .map(|(name, p)| (name, p.view()))
             .collect();
-        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = named
-            .iter()
-            .zip(&bytes)
-            .map(|((name, p), b)| {
-                let view = safetensors::tensor::TensorView::new(Dtype::F32, p.shape().to_vec(), b)
-                    .expect("tensor bytes match its shape");
-                (name.clone(), view)
-            })
-            .collect();
-        safetensors::serialize(views, &None).map_err(|e| CheckpointError::Format {
-            path: dir.join(WEIGHTS_FILE),
-            message: format!("{e:?}"),
-        })
+        SafetensorsFile::new(tensors, &[])
+    }
+}
+
+/// The contents of one file of a checkpoint: bytes (a config, a tokenizer
+/// file, an adapter), or a safetensors file of tensors borrowed from the
+/// model or an optimizer, written straight from them.
+#[derive(Debug, Clone)]
+pub enum CheckpointFile<'a> {
+    /// The bytes of the file.
+    Bytes(Cow<'a, [u8]>),
+    /// Tensors, serialized as they are written.
+    Tensors(SafetensorsFile<'a>),
+}
+
+/// What [`write_synced`] and [`write_atomic`] can write: bytes, or a
+/// [`CheckpointFile`], serialized as it is written.
+pub trait FileContents {
+    /// Writes the whole file into `out` (no flush: `out` may buffer more).
+    fn write_to(&self, out: &mut dyn Write) -> std::io::Result<()>;
+}
+
+impl FileContents for [u8] {
+    fn write_to(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        out.write_all(self)
+    }
+}
+
+impl FileContents for Vec<u8> {
+    fn write_to(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        out.write_all(self)
+    }
+}
+
+impl FileContents for CheckpointFile<'_> {
+    fn write_to(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        match self {
+            CheckpointFile::Bytes(bytes) => out.write_all(bytes),
+            CheckpointFile::Tensors(file) => file.write_to(out),
+        }
+    }
+}
+
+impl CheckpointFile<'_> {
+    /// The whole file in memory: for the places that need bytes, not a file.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            CheckpointFile::Bytes(bytes) => bytes.to_vec(),
+            CheckpointFile::Tensors(file) => file.to_bytes(),
+        }
     }
 }
 
@@ -439,30 +491,55 @@ pub fn unique_suffix() -> String {
     )
 }
 
-/// Replaces the file `path` with `bytes` atomically: they are written to a
-/// temporary file beside it (`.NAME.tmp-PID-NANOS`), flushed to disk, and
+/// Replaces the file `path` with `contents` atomically: they are written to
+/// a temporary file beside it (`.NAME.tmp-PID-NANOS`), flushed to disk, and
 /// renamed over `path`, so a reader (or a crash) sees the old file or the
 /// new one, never a part of either. Every file of a checkpoint or a
 /// trainer state is written this way.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+pub fn write_atomic<C: FileContents + ?Sized>(
+    path: &Path,
+    contents: &C,
+) -> Result<(), CheckpointError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp-{}", unique_suffix()));
-    let result = write_synced(&tmp, bytes).and_then(|()| rename(&tmp, path));
+    let result = write_synced(&tmp, contents).and_then(|()| rename(&tmp, path));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
 }
 
-/// Writes `bytes` to `path` and flushes them to disk.
-pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let mut file = fs::File::create(path).map_err(io_error(path))?;
-    file.write_all(bytes).map_err(io_error(path))?;
+/// Writes `contents` to the new file `path` through a buffer and flushes
+/// them to disk.
+pub fn write_synced<C: FileContents + ?Sized>(
+    path: &Path,
+    contents: &C,
+) -> Result<(), CheckpointError> {
+    write_synced_with(path, |out| contents.write_to(out))
+}
+
+/// Creates the file `path`, lets `write` fill it through a 1 MiB buffer,
+/// and flushes it to disk (`fsync`): the one way every checkpoint file is
+/// written. `write` may wrap the writer it is given (to hash what it writes).
+pub fn write_synced_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), CheckpointError> {
+    let file = fs::File::create(path).map_err(io_error(path))?;
+    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+    write(&mut out).map_err(io_error(path))?;
+    let file = out
+        .into_inner()
+        .map_err(|e| io_error(path)(e.into_error()))?;
     file.sync_all().map_err(io_error(path))
 }
+
+/// The buffer between a file being written and the OS: 1 MiB, so that a
+/// system call moves a large block.
+const WRITE_BUFFER: usize = 1 << 20;
 
 fn rename(from: &Path, to: &Path) -> Result<(), CheckpointError> {
     fs::rename(from, to).map_err(io_error(to))

@@ -8,6 +8,7 @@
 //! - [`model`]: [`Model`], the layers' forward passes and the model on a tape;
 //! - [`kv_cache`]: [`KvCache`], the keys and values of generation, and its attention;
 //! - [`checkpoint`]: `config.json` + `model.safetensors`, strict and atomic;
+//! - [`safetensors_writer`]: safetensors files written straight from the tensors;
 //! - [`hf`]: the same model in Hugging Face GPT-2 files (read and written);
 //! - [`sampling`]: greedy / temperature / top-k generation with a KV cache;
 //! - [`tokenizer`]: text to ids (bytes by default);
@@ -39,14 +40,15 @@ pub mod lora;
 pub mod mapped_file;
 pub mod model;
 pub mod params;
+pub mod safetensors_writer;
 pub mod sampling;
 pub mod text_stream;
 pub mod tokenizer;
 
 pub use chat_template::{tokenize_with_assistant_mask, ChatTemplate, ChatTemplateError, Rendered};
 pub use checkpoint::{
-    detect_format, load_config, parse_config, write_atomic, write_synced, CheckpointError,
-    CheckpointFormat,
+    detect_format, load_config, parse_config, write_atomic, write_synced, write_synced_with,
+    CheckpointError, CheckpointFile, CheckpointFormat, FileContents,
 };
 pub use config::ModelConfig;
 pub use hf_tokenizer::{load_tokenizer, tokenizer_files, HfTokenizer};

@@ -37,6 +37,7 @@ use crate::config::{LlamaType, ModelConfig};
 use crate::mapped_file::MappedFile;
 use crate::model::Model;
 use crate::params::param_specs;
+use crate::safetensors_writer::SafetensorsFile;
 
 pub mod llama;
 
@@ -462,29 +463,17 @@ pub fn load_hf(dir: &Path) -> Result<Model<f32>, CheckpointError> {
 /// The `model.safetensors` transformers reads for `model`: F32, the names of
 /// `GPT2LMHeadModel` (`transformer.` prefix, no `lm_head.weight`: it is tied),
 /// `Conv1D` weights as `[in, out]`.
-pub fn hf_safetensors_bytes(model: &Model<f32>) -> Result<Vec<u8>, String> {
-    let named: Vec<(String, Vec<usize>, Vec<u8>)> = model
+pub fn hf_safetensors_file(model: &Model<f32>) -> SafetensorsFile<'_> {
+    let tensors = model
         .named_params()
         .map(|(name, p)| {
-            let values: Vec<f32> = p.iter().copied().collect();
-            let (shape, values) = if is_conv1d_weight(&name) {
-                let (rows, cols) = (p.shape()[0], p.shape()[1]);
-                (vec![cols, rows], transpose(&values, rows, cols))
+            let view = if is_conv1d_weight(&name) {
+                p.view().reversed_axes() // [out, in] -> [in, out]
             } else {
-                (p.shape().to_vec(), values)
+                p.view()
             };
-            let bytes = values.iter().flat_map(|x| x.to_le_bytes()).collect();
-            (name, shape, bytes)
+            (name, view)
         })
         .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = named
-        .iter()
-        .map(|(name, shape, bytes)| {
-            let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .expect("tensor bytes match its shape");
-            (name.clone(), view)
-        })
-        .collect();
-    let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
-    safetensors::serialize(views, &metadata).map_err(|e| format!("{e:?}"))
+    SafetensorsFile::new(tensors, &[("format", "pt")])
 }
