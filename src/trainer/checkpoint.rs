@@ -356,9 +356,8 @@ fn verify_checksums(dir: &Path, state: &TrainerState) -> Result<()> {
 
 /// AdamW's moments by name (`exp_avg`, `exp_avg_sq`), one tensor a
 /// trainable parameter; none for plain SGD, which keeps no state but its
-/// step count. `Optimizer::state` returns them copied (for GPT-2, 1 GB for
-/// the length of a save): AdamW has no accessor that lends them.
-fn optimizer_moments(optimizer: &AnyOptimizer) -> Vec<(String, Vec<Tensor<f32>>)> {
+/// step count. Lent, not copied.
+fn optimizer_moments(optimizer: &AnyOptimizer) -> Vec<(&'static str, &[Tensor<f32>])> {
     match optimizer {
         AnyOptimizer::AdamW(adamw) => adamw.state(),
         AnyOptimizer::Sgd(_) => Vec::new(),
@@ -468,11 +467,7 @@ pub fn save_checkpoint(
     for (name, bytes) in &model_files.tokenizer_files {
         files.push((name, CheckpointFile::Bytes(bytes.into())));
     }
-    let owned = optimizer_moments(optimizer);
-    let moments: Vec<(&str, &[Tensor<f32>])> = owned
-        .iter()
-        .map(|(moment, values)| (moment.as_str(), values.as_slice()))
-        .collect();
+    let moments = optimizer_moments(optimizer);
     if let Some(file) = optimizer_file(model, &moments) {
         files.push((OPTIMIZER_FILE, CheckpointFile::Tensors(file)));
     }

@@ -89,7 +89,7 @@ fn adamw_matches_pytorch_formula() {
         }
     }
     assert_eq!(Optimizer::<f64>::steps_taken(&adamw), 6);
-    let names: Vec<String> = adamw.state().into_iter().map(|(name, _)| name).collect();
+    let names: Vec<&str> = adamw.state().into_iter().map(|(name, _)| name).collect();
     assert_eq!(names, ["exp_avg", "exp_avg_sq"]);
 }
 
@@ -111,7 +111,7 @@ fn adamw_resumes_from_saved_state() {
     }
     let state = first.state();
     let mut second = AdamW::<f64>::new(0.01);
-    second.load_state(2, state[0].1.clone(), state[1].1.clone());
+    second.load_state(2, state[0].1.to_vec(), state[1].1.to_vec());
     for s in 2..4 {
         second.step(&mut resumed, &[grad(s)], 3e-3);
     }

@@ -356,7 +356,13 @@ impl Model<f32> {
         }
         if self.bf16_base().is_some() {
             // A bf16 base is written as the f32 values it holds.
-            return self.cast::<f32>().checkpoint_files_as(format);
+            // (a frozen base without adapters is never a training checkpoint)
+            let widened = self.cast::<f32>();
+            let [(w_name, weights), (c_name, config)] = widened.checkpoint_files_as(format)?;
+            return Ok([
+                (w_name, CheckpointFile::Bytes(weights.to_bytes().into())),
+                (c_name, CheckpointFile::Bytes(config.to_bytes().into())),
+            ]);
         }
         let (config_json, weights) = match format {
             CheckpointFormat::NanoGpt => (

@@ -106,11 +106,8 @@ impl<T: Float> Optimizer<T> for AdamW<T> {
         }
     }
 
-    fn state(&self) -> Vec<(String, Vec<Tensor<T>>)> {
-        vec![
-            ("exp_avg".into(), self.exp_avg.clone()),
-            ("exp_avg_sq".into(), self.exp_avg_sq.clone()),
-        ]
+    fn state(&self) -> Vec<(&'static str, &[Tensor<T>])> {
+        vec![("exp_avg", &self.exp_avg), ("exp_avg_sq", &self.exp_avg_sq)]
     }
 
     fn steps_taken(&self) -> u64 {

@@ -35,9 +35,10 @@ pub trait Optimizer<T: Float> {
     ) where
         T: 'a;
 
-    /// The optimizer's state tensors, by name suffix, for checkpointing
-    /// (e.g. AdamW's `exp_avg`/`exp_avg_sq`); empty for stateless optimizers.
-    fn state(&self) -> Vec<(String, Vec<Tensor<T>>)> {
+    /// The optimizer's state tensors, by name suffix, lent for checkpointing
+    /// (e.g. AdamW's `exp_avg`/`exp_avg_sq`, one tensor a parameter; a save
+    /// writes them from here, with no copy); empty for stateless optimizers.
+    fn state(&self) -> Vec<(&'static str, &[Tensor<T>])> {
         Vec::new()
     }
 
