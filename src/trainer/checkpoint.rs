@@ -46,10 +46,10 @@
 //! hashes the model's file and the optimizer's side by side, and one file's
 //! flush to disk runs beside the other's writing); the state follows. The
 //! bytes are those `safetensors::serialize` made of the same tensors, so
-//! checksums of older checkpoints still hold. One copy is left: AdamW lends
-//! no moments, so `Optimizer::state` clones them for the length of a save
-//! (1 GB for GPT-2). A GPT-2 (124M) save with AdamW, 1.5 GB of files, is
-//! measured in docs/architecture.md, "Checkpoint saves".
+//! checksums of older checkpoints still hold. Nothing is copied: the
+//! optimizer lends its moments (`Optimizer::state`) as the model lends its
+//! weights. A GPT-2 (124M) save with AdamW, 1.5 GB of files, is measured in
+//! docs/architecture.md, "Checkpoint saves".
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;

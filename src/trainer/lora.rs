@@ -90,7 +90,12 @@ pub fn start_adapters(
 pub fn store_base(policy: Model<f32>, settings: &LoraSettings) -> Model<f32> {
     match settings.base_precision {
         Precision::F32 => policy,
-        Precision::Bf16 => policy.with_bf16_base(),
+        Precision::Bf16 => {
+            let policy = policy.with_bf16_base();
+            // The f32 base's memory, freed between the bf16 matrices.
+            autograd::release_freed_memory();
+            policy
+        }
     }
 }
 

@@ -3,15 +3,17 @@
 //! before anything large is allocated, instead of being killed (or aborting
 //! in the allocator) minutes later.
 //!
-//! The peak of a run is that of a step or that of a checkpoint save,
-//! whichever is more, in bytes, all f32:
+//! The peak of a run is that of a step, in bytes, all f32 but a bf16 base
+//! (a checkpoint save writes the files straight from the tensors, through
+//! buffers of a few MiB: it adds nothing to count):
 //!
 //! ```text
-//! weights      4 P                      every parameter (frozen or not)
+//! weights      4 (P - P_h) + 2 P_h      every parameter (frozen or not), P_h of them held
+//!                                       as bf16 (a frozen base, `--base-precision bf16`)
 //! optimizer    4 P_t * moments          AdamW's exp_avg, exp_avg_sq (SGD: none)
-//! reference    4 P                      a frozen copy of the model, if held
+//! reference    4 P                      a frozen copy of the model (`--ref`), if held
 //! base         16 MiB                   the program, its threads, the rows
-//! and either the step's
+//! and the step's
 //! gradients    4 P_t (x2 with --grad-accum > 1: the sum and the micro-batch's)
 //! activations  4 B T L (a_layer + NH K) the tape's saved tensors of every block,
 //!                                       with the attention probabilities (B, NH, T, K);
@@ -19,10 +21,6 @@
 //!                                       forward of B' sequences (reference, evaluation)
 //! LM head      4 * 3 min(B T V, 2^24)   the logits chunk, its gradient, the kept logits
 //! bf16         2 (V C + B T W)          GEMM inputs rounded to bf16, one at a time
-//! or the save's
-//! files        12 (P + P_t * moments)   the model's and the moments' bytes: each
-//!                                       tensor's, the serialized file's, and the
-//!                                       slack of their growing buffers
 //! ```
 //!
 //! with `P` parameters, `P_t` of them trained, `B` sequences of a micro-batch
@@ -160,10 +158,6 @@ impl RunMemory {
         } else {
             0
         };
-        // A checkpoint holds what trains (every weight, or the adapters) and the moments.
-        let save = f32s(self.trainable_params)
-            .saturating_add(optimizer)
-            .saturating_mul(3);
         let tokens = self.sequences.saturating_mul(self.seq_len);
         let per_token = dims
             .saved_per_token()
@@ -209,7 +203,7 @@ impl RunMemory {
         let step = [gradients, activations, lm_head, bf16]
             .into_iter()
             .fold(0, u64::saturating_add);
-        [weights, optimizer, reference, BASE_BYTES, step.max(save)]
+        [weights, optimizer, reference, BASE_BYTES, step]
             .into_iter()
             .fold(0, u64::saturating_add)
     }
@@ -322,14 +316,13 @@ mod tests {
         let lm_head = 4 * 3 * tokens * 256;
         let fixed = weights + moments + reference + BASE_BYTES;
         assert_eq!(step.peak_bytes(), fixed + gradients + activations + lm_head);
-        // Without activations, the save is the peak: three times what
-        // trains (here 100 of the 1000 parameters, as an adapter) and the moments.
-        let saved = RunMemory {
+        // Without activations, the gradients and the LM head's chunk are left.
+        let idle = RunMemory {
             sequences: 0,
             scoring_sequences: 0,
             ..step
         };
-        assert_eq!(saved.peak_bytes(), fixed + 3 * (4 * 100 + moments));
+        assert_eq!(idle.peak_bytes(), fixed + gradients);
         // Checkpointing keeps each block's input and one block's tensors.
         let checkpointed = RunMemory {
             checkpointing: true,
