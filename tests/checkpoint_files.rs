@@ -122,7 +122,7 @@ fn check_save(
         unreachable!()
     };
     use autograd::optim::Optimizer;
-    let back: Vec<Vec<Tensor<f32>>> = adamw.state().into_iter().map(|(_, t)| t).collect();
+    let back: Vec<Vec<Tensor<f32>>> = adamw.state().into_iter().map(|(_, t)| t.to_vec()).collect();
     assert!(back == moments);
     files
 }
