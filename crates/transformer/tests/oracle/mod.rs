@@ -107,20 +107,6 @@ pub fn shrunk(preset: &str) -> ModelConfig {
     config
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets_are_shifted_completion_labels() {
-        let batch = SftBatch::from_sequences(&[(vec![1, 2], vec![3, 4]), (vec![], vec![5, 6, 7])]);
-        assert_eq!(batch.seq_len, 4);
-        assert_eq!(batch.ids, vec![1, 2, 3, 4, 5, 6, 7, 0]);
-        assert_eq!(batch.targets, vec![-100, 3, 4, -100, 6, 7, -100, -100]);
-        assert_eq!(batch.num_scored(), 4);
-    }
-}
-
 /// [`sft_loss`] of two short sequences (ids below 12): a prompt of 3 and of 1.
 pub fn two_sequence_loss<T: Float>(
     model: &Model<T>,
@@ -197,5 +183,19 @@ impl SegmentedBatch {
             ..
         } = self;
         model.hidden_states_segmented(tape, params, ids, positions, lengths, gaps, *seq_len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_shifted_completion_labels() {
+        let batch = SftBatch::from_sequences(&[(vec![1, 2], vec![3, 4]), (vec![], vec![5, 6, 7])]);
+        assert_eq!(batch.seq_len, 4);
+        assert_eq!(batch.ids, vec![1, 2, 3, 4, 5, 6, 7, 0]);
+        assert_eq!(batch.targets, vec![-100, 3, 4, -100, 6, 7, -100, -100]);
+        assert_eq!(batch.num_scored(), 4);
     }
 }
