@@ -36,7 +36,7 @@ fn matmul_of_a_vector() {
 }
 
 #[test]
-#[should_panic(expected = "linear: input [2, 3] does not match weight [4, 5]")]
+#[should_panic(expected = "linear: input [2, 3] does not match weight (4, 5)")]
 fn linear_weight_mismatch() {
     let t = Tape::new();
     t.linear(&zeros(&t, &[2, 3]), &zeros(&t, &[4, 5]), None);
