@@ -23,7 +23,8 @@
 //! - [`bf16_matrix`]: frozen weights stored as bf16, for the ops that read them;
 //! - [`optim`]: SGD, AdamW, gradient clipping, learning-rate schedules;
 //! - [`gradcheck`]: finite-difference checking of any op or model;
-//! - [`testing`]: a skip that shows, for tests that need certain hardware.
+//! - [`testing`]: a skip that shows, for tests that need certain hardware;
+//! - [`cpu`]: what the CPU is and which instruction sets the kernels can use.
 //!
 //! Tensors are [ndarray](https://docs.rs/ndarray/0.16) 0.16 arrays
 //! ([`Tensor<T>`](Tensor) = `ndarray::ArrayD<T>`). The crate re-exports the
@@ -32,6 +33,7 @@
 //! without a dependency of their own that could drift to another version.
 
 pub mod bf16_matrix;
+pub mod cpu;
 pub mod float;
 pub mod gradcheck;
 pub mod kernels;

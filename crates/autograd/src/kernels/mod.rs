@@ -11,8 +11,10 @@
 //! |---|---|---|
 //! | [`simd`] | lane reductions (`sum_lanes`, `max_lanes`, ...) and the f32 `exp`/`tanh` polynomials behind [`crate::Float::exp_fast`] / [`crate::Float::tanh_fast`] | every kernel below |
 //! | [`elementwise`] | `map`, `zip_map`, `add_assign`, `sum` over flat slices | unary and binary ops, `sum_all`, gradient accumulation |
-//! | [`gemm`] | strided `C = alpha A @ B + beta C`, split over rayon | `matmul`, `linear`, attention |
-//! | [`bf16`] | the same GEMM with bf16 inputs and f32 sums (`vdpbf16ps`, or portable) | [`gemm::gemm_with`] in [`crate::Precision::Bf16`] |
+//! | [`gemm`] | strided `C = alpha A @ B + beta C` on matrixmultiply, split over rayon | `matmul`, `linear`, attention |
+//! | [`sgemm`] | a GEMM in f32 arithmetic: packed operands, FMA microkernels (AVX-512, AVX2 or portable) | [`bf16`] on CPUs without AVX512_BF16 |
+//! | [`bf16`] | the same GEMM with bf16 inputs and f32 sums (`vdpbf16ps`, or [`sgemm`] on rounded inputs) | [`gemm::gemm_with`] in [`crate::Precision::Bf16`] |
+//! | [`packed`] | the loops both share: panels, blocks over `k`, tiles over threads | [`sgemm`], [`bf16`] |
 //! | [`softmax`] | `softmax_forward/backward` along any axis | `softmax`, `log_softmax` |
 //! | [`layernorm`] | `layernorm_forward/backward` | `layer_norm` |
 //! | [`rmsnorm`] | `rmsnorm_forward/backward` | `rms_norm` |
@@ -31,8 +33,10 @@ pub mod gemm;
 pub mod layernorm;
 pub mod lm_head_logprobs;
 pub mod logprobs;
+pub mod packed;
 pub mod rmsnorm;
 pub mod rope;
+pub mod sgemm;
 pub mod simd;
 pub mod softmax;
 pub mod swiglu;

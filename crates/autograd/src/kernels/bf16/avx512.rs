@@ -11,8 +11,8 @@
 //! ```
 //!
 //! 24 instructions per pair, each 16 lanes x 2 multiply-adds = 64 FLOP:
-//! 1536 FLOP for 3 loads and 8 broadcasts. The instruction's arithmetic is
-//! spelled out in [`super::portable`], which computes the same bits.
+//! 1536 FLOP for 3 loads and 8 broadcasts. The f32 kernels of
+//! [`super::super::sgemm`] compute the same bits on CPUs without it.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -34,7 +34,7 @@ pub fn available() -> bool {
     }
 }
 
-/// [`super::portable::microkernel`] on `vdpbf16ps`: `acc += A panel . B panel`.
+/// `acc += A panel . B panel` on `vdpbf16ps`.
 ///
 /// # Safety
 /// The CPU must have AVX512F and AVX512_BF16 ([`available`]).

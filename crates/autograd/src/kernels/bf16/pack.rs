@@ -29,12 +29,12 @@
 //! ndarray views with any strides (a transposed weight is a view), read once.
 
 use ndarray::ArrayView2;
-use std::sync::Mutex;
 
 use rayon::prelude::*;
 
 use super::convert::pair;
 use super::pack_avx512;
+use crate::kernels::packed::{take_buffer, Packed, PAR_MIN_WORDS};
 
 /// Rows of A per panel (and per microkernel tile).
 pub const MR: usize = 8;
@@ -45,86 +45,9 @@ pub const NR: usize = 48;
 /// Pairs per block of the along-`k` packing loop (`width` x 64 words: 12 KiB for B).
 const PAIR_BLOCK: usize = 64;
 
-/// Panels of at least this many words are packed in parallel.
-const PAR_MIN_WORDS: usize = 1 << 16;
-
 /// Panels of 8 indices packed together from a row-major matrix (64 indices:
 /// four cache lines of each row).
 const PANEL_GROUP: usize = 8;
-
-/// Freed packing buffers kept for reuse.
-const POOL_BUFFERS: usize = 4;
-
-/// Freed packing buffers, reused by the next packs. A weight of GPT-2's
-/// size packs into 77 MB; a fresh buffer that large comes from `mmap`, and
-/// every step would pay the page faults and the zeroing of its pages again.
-static POOL: Mutex<Vec<Vec<u32>>> = Mutex::new(Vec::new());
-
-/// A buffer of `len` words from the pool (the smallest one that fits), or a
-/// new one. Its contents are arbitrary: [`pack`] writes every word.
-fn take_buffer(len: usize) -> Vec<u32> {
-    let mut pool = POOL.lock().unwrap();
-    let best = (0..pool.len())
-        .filter(|&i| pool[i].capacity() >= len)
-        .min_by_key(|&i| pool[i].capacity());
-    match best {
-        Some(i) => {
-            let mut buffer = pool.swap_remove(i);
-            // SAFETY: u32 has no invalid bit patterns, and the capacity
-            // suffices; every word is written before it is read.
-            unsafe { buffer.set_len(len) };
-            buffer
-        }
-        None => vec![0; len],
-    }
-}
-
-/// A matrix rounded to bf16 in panels of pair words (see the module docs).
-/// Its buffer goes back to a pool when it is dropped.
-#[derive(Debug)]
-pub struct Packed {
-    /// `panels * pairs * width` words.
-    pub words: Vec<u32>,
-    /// Rows (for A) or columns (for B) of the unpacked matrix.
-    pub len: usize,
-    /// K, the inner dimension.
-    pub k: usize,
-    /// Rows (A) or columns (B) per panel: [`MR`] or [`NR`].
-    pub width: usize,
-}
-
-impl Drop for Packed {
-    fn drop(&mut self) {
-        let words = std::mem::take(&mut self.words);
-        if words.capacity() >= PAR_MIN_WORDS {
-            let mut pool = POOL.lock().unwrap();
-            pool.push(words);
-            if pool.len() > POOL_BUFFERS {
-                // keep the largest ones
-                let smallest = (0..pool.len()).min_by_key(|&i| pool[i].capacity()).unwrap();
-                pool.swap_remove(smallest);
-            }
-        }
-    }
-}
-
-impl Packed {
-    /// Pairs of `k` per panel: `ceil(K / 2)`.
-    pub fn pairs(&self) -> usize {
-        self.k.div_ceil(2)
-    }
-
-    /// Number of panels.
-    pub fn panels(&self) -> usize {
-        self.len.div_ceil(self.width)
-    }
-
-    /// The words of panel `q`: `pairs * width` of them.
-    pub fn panel(&self, q: usize) -> &[u32] {
-        let size = self.pairs() * self.width;
-        &self.words[q * size..(q + 1) * size]
-    }
-}
 
 /// Packs `a` (M x K) in row panels of [`MR`].
 pub fn pack_a(a: ArrayView2<'_, f32>) -> Packed {
@@ -444,6 +367,7 @@ unsafe fn pack(m: Strided, len: usize, k: usize, width: usize, simd: bool) -> Pa
         words,
         len,
         k,
+        steps: pairs,
         width,
     }
 }

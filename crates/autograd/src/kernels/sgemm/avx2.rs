@@ -1,0 +1,76 @@
+//! The f32 microkernel on 256-bit FMAs (AVX2 + FMA).
+//!
+//! A tile of C of [`MR`] x [`NR`] = 6 x 16 f32 lives in 12 ymm registers
+//! (6 rows x 2 registers of 8 lanes). For each step `s` (one `k`):
+//!
+//! ```text
+//! b0, b1 = the 16 values of step s of the B panel             (2 loads)
+//! for i in 0..6:
+//!     a = A panel (row i, step s), broadcast to 8 lanes       (1 load)
+//!     acc[i][v] = fma(a, b_v, acc[i][v])          v = 0, 1
+//! ```
+//!
+//! 12 FMAs of 8 lanes (192 FLOP) for 8 loads; with the 2 B registers and a
+//! broadcast, 15 of the 16 registers are in use. Twelve independent sums
+//! cover the FMA's latency (4 cycles) on two FMA pipes. The arithmetic is
+//! spelled out in [`super::portable`], which computes the same bits.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Rows of A per panel and per tile.
+pub const MR: usize = 6;
+
+/// Columns of B per panel and per tile: two 8-lane registers.
+pub const NR: usize = 16;
+
+/// Whether this CPU has AVX2 and FMA.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// [`super::portable::microkernel`] on 256-bit FMAs: `acc += A panel . B panel`.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA ([`available`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn microkernel(a: &[u32], b: &[u32], acc: &mut [f32]) {
+    assert_eq!(acc.len(), MR * NR, "sgemm: a tile is {MR} x {NR}");
+    let steps = (a.len() / MR).min(b.len() / NR);
+    // SAFETY: the CPU has the instructions (this function's contract). Every
+    // pointer stays inside its slice: `acc` holds MR rows of NR = 16 floats;
+    // the B panel holds NR words per step and the A panel MR, for each of the
+    // `steps` steps, which is at most what both slices hold. A word is an
+    // f32's bits, read as an f32.
+    unsafe {
+        let mut c = [[_mm256_setzero_ps(); 2]; MR];
+        for (i, row) in c.iter_mut().enumerate() {
+            for (v, reg) in row.iter_mut().enumerate() {
+                *reg = _mm256_loadu_ps(acc.as_ptr().add(i * NR + 8 * v));
+            }
+        }
+        let (a_ptr, b_ptr) = (a.as_ptr() as *const f32, b.as_ptr() as *const f32);
+        for s in 0..steps {
+            let b_s = b_ptr.add(s * NR);
+            let (b0, b1) = (_mm256_loadu_ps(b_s), _mm256_loadu_ps(b_s.add(8)));
+            for (i, row) in c.iter_mut().enumerate() {
+                let a_i = _mm256_broadcast_ss(&*a_ptr.add(s * MR + i));
+                row[0] = _mm256_fmadd_ps(a_i, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(a_i, b1, row[1]);
+            }
+        }
+        for (i, row) in c.iter().enumerate() {
+            for (v, reg) in row.iter().enumerate() {
+                _mm256_storeu_ps(acc.as_mut_ptr().add(i * NR + 8 * v), *reg);
+            }
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The FMA GEMM: `C = alpha * A @ B + beta * C` in f32 arithmetic, each
+//! element of C one chain of fused multiply-adds in `k` order:
+//!
+//! ```text
+//! acc = 0
+//! for k in 0..K:  acc = fma(A[i, k], B[k, j], acc)          one rounding per k
+//! C[i, j] = alpha * acc + beta * C[i, j]                    (C not read when beta = 0)
+//! ```
+//!
+//! The operands are copied once into panels ([`pack`]) and the tiles of C are
+//! computed by a microkernel ([`super::packed`] has the loops):
+//!
+//! - [`avx512`]: an 8 x 48 tile in 24 512-bit registers, on CPUs with
+//!   AVX512F (runtime detection): Zen 4 and 5, Intel's server CPUs;
+//! - [`avx2`]: a 6 x 16 tile in 12 256-bit registers, on CPUs with AVX2 and
+//!   FMA but no AVX-512: Zen 3 and earlier, Intel's desktop CPUs;
+//! - [`portable`]: the same arithmetic in plain Rust (`f32::mul_add`),
+//!   everywhere else.
+//!
+//! (On Zen 4 a 512-bit FMA runs as two 256-bit halves, so both SIMD kernels
+//! have the same peak there; the 512-bit one needs fewer loads per FMA.)
+//!
+//! Every element is summed by one chain in one order, whatever the tile, the
+//! blocking over `k` (sums carried exactly) or the number of threads, and an
+//! FMA rounds once: so every kernel and every thread count gives the same
+//! bits.
+//!
+//! **What it computes today.** The bf16 GEMM on CPUs without AVX512_BF16
+//! ([`super::bf16`]), with [`Rounding::Bf16`]. The f32 products of the
+//! model stay on matrixmultiply's sgemm ([`super::gemm`]): at the GEMM shapes
+//! of a GPT-2 and a SmolLM2 step, on one thread of a Zen 3, sgemm ran at
+//! 67-88 GFLOP/s and this GEMM at 44-75 (its microkernel alone reaches 95 in
+//! L1; the difference is in packing whole operands up front and in the cache
+//! blocking, docs/bf16.md). [`Rounding::Keep`] is there for that
+//! comparison (`cargo run --release --example gemm -p autograd`) and for
+//! the tests, which check both roundings against the definition above.
+//!
+//! **bf16 operands.** With [`Rounding::Bf16`], each value is rounded to bf16
+//! as it is packed and each pair of `k` is taken odd one first (`k = 1, 0, 3,
+//! 2, ...`, an odd `K` padded with a zero): the FMA chain is then exactly
+//! what `vdpbf16ps` computes ([`super::bf16`]), on CPUs without it. The one
+//! difference: `vdpbf16ps` flushes a sum that falls below 2^-126 to zero,
+//! where an FMA keeps the denormal.
+
+pub mod avx2;
+pub mod avx512;
+pub mod pack;
+pub mod portable;
+
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+pub use pack::{pack_a, pack_b, Rounding};
+
+use super::packed::gemm_packed;
+
+/// Steps of `k` per block of the K loop: a 16-column B panel's block is 32
+/// KiB, a 6-row A panel's 12 KiB. Chosen by measurement on Zen 3 (256, 384,
+/// 512, 768 and 1024 tried at SmolLM2's shapes: 512 was the fastest, within
+/// the machine's noise of 384 and 768).
+pub const BLOCK_STEPS: usize = 512;
+
+/// Which microkernel computes the tiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Microkernel {
+    /// 512-bit FMAs ([`avx512`]).
+    Avx512,
+    /// 256-bit FMAs ([`avx2`]).
+    Avx2Fma,
+    /// Plain Rust, the same bits ([`portable`]).
+    Portable,
+}
+
+impl Microkernel {
+    /// The fastest microkernel this CPU runs.
+    pub fn detect() -> Microkernel {
+        if avx512::available() {
+            Microkernel::Avx512
+        } else if avx2::available() {
+            Microkernel::Avx2Fma
+        } else {
+            Microkernel::Portable
+        }
+    }
+
+    /// Rows of A and columns of B per tile.
+    pub fn tile(self) -> (usize, usize) {
+        match self {
+            Microkernel::Avx512 => (avx512::MR, avx512::NR),
+            Microkernel::Avx2Fma | Microkernel::Portable => (avx2::MR, avx2::NR),
+        }
+    }
+
+    /// Whether this CPU runs it.
+    pub fn available(self) -> bool {
+        match self {
+            Microkernel::Avx512 => avx512::available(),
+            Microkernel::Avx2Fma => avx2::available(),
+            Microkernel::Portable => true,
+        }
+    }
+
+    /// `acc += a_panel . b_panel` over the steps of the two slices.
+    fn run(self, a: &[u32], b: &[u32], acc: &mut [f32]) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: only chosen where the CPU has the features (`detect`,
+            // or `sgemm_with`, which checks `available`).
+            Microkernel::Avx512 => unsafe { avx512::microkernel(a, b, acc) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Microkernel::Avx2Fma => unsafe { avx2::microkernel(a, b, acc) },
+            _ => portable::microkernel(self.tile().0, a, b, acc),
+        }
+    }
+}
+
+/// `c = alpha * a @ b + beta * c` on the fastest microkernel, the tiles split
+/// over rayon when `parallel`.   a: (M, K), b: (K, N), c: (M, N)
+pub fn sgemm(
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    c: ArrayViewMut2<'_, f32>,
+    parallel: bool,
+) {
+    sgemm_with(
+        Microkernel::detect(),
+        Rounding::Keep,
+        alpha,
+        a,
+        b,
+        beta,
+        c,
+        parallel,
+    )
+}
+
+/// [`sgemm`] on a given microkernel, with the operands rounded as asked.
+///
+/// # Panics
+/// If the shapes do not match, or the CPU does not run `kernel`.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_with(
+    kernel: Microkernel,
+    rounding: Rounding,
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    c: ArrayViewMut2<'_, f32>,
+    parallel: bool,
+) {
+    let (m, k) = a.dim();
+    let (k2, n) = b.dim();
+    assert_eq!(
+        k,
+        k2,
+        "sgemm: inner dimensions differ: {:?} @ {:?}",
+        a.dim(),
+        b.dim()
+    );
+    assert_eq!(
+        c.dim(),
+        (m, n),
+        "sgemm: output is {:?}, expected {:?}",
+        c.dim(),
+        (m, n)
+    );
+    assert!(kernel.available(), "sgemm: this CPU cannot run {kernel:?}");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let (mr, nr) = kernel.tile();
+    let (a, b) = if parallel {
+        rayon::join(
+            || pack_a(a, mr, rounding, true),
+            || pack_b(b, nr, rounding, true),
+        )
+    } else {
+        (
+            pack_a(a, mr, rounding, false),
+            pack_b(b, nr, rounding, false),
+        )
+    };
+    gemm_packed(
+        |a, b, acc| kernel.run(a, b, acc),
+        BLOCK_STEPS,
+        alpha,
+        &a,
+        &b,
+        beta,
+        c,
+        parallel,
+    );
+}
