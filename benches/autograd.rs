@@ -42,6 +42,7 @@ fn short<'a>(
 }
 
 fn bench_linear(c: &mut Criterion) {
+    eprintln!("{}", autograd::cpu::describe());
     // Reuse freed buffers, as the `dpo` binary does (no page faults per iteration).
     autograd::keep_freed_memory();
     let mut group = short(c, "linear_f32");

@@ -71,6 +71,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    eprintln!("{}", autograd::cpu::describe());
     let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
     let saves: usize = env("SAVES", "5").parse().expect("SAVES: a number");
     let config_name = env("CONFIG", "gpt2");

@@ -22,6 +22,7 @@
 # PYTHON has the packages of benches/requirements.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "# $(python3 benches/cpu.py)"
 PY=${1:?usage: benches/dpo_vs_torch.sh PYTHON [CONFIGS] [THREADS] [REPEATS] [STEPS]}
 CONFIGS=${2:-small medium}
 THREADS=${3:-1 2}

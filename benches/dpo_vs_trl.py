@@ -98,6 +98,8 @@ import sys
 import tempfile
 import time
 
+import cpu
+
 PROMPT_TOKENS, RESPONSE_TOKENS, PAIRS = 128, 128, 4
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -233,7 +235,8 @@ def main():
         model_dir, vocab = make_model(a.model, root, a.model_dir)
         dpo_model = a.dpo_model or model_dir
         data = make_data(root, vocab, PAIRS * a.steps if fresh else PAIRS)
-        results = {"model": ("SmolLM2-135M-Instruct, float32 from the GGUF" if smollm2
+        results = {"cpu": cpu.describe(),
+                   "model": ("SmolLM2-135M-Instruct, float32 from the GGUF" if smollm2
                              else "GPT-2 124M shaped, random weights"),
                    "pairs": PAIRS, "tokens": f"{PROMPT_TOKENS}+{RESPONSE_TOKENS}", "steps": a.steps,
                    "rounds": a.rounds, "fresh_rows": fresh, "dpo_model": dpo_model,

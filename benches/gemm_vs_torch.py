@@ -24,20 +24,9 @@ import statistics
 import subprocess
 import sys
 
+import cpu
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cpu_line():
-    info = {}
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("vendor_id", "cpu family", "model", "model name", "flags") and key not in info:
-                info[key] = value.strip()
-    flags = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in info.get("flags", "").split()]
-    return (f"CPU: {info.get('model name')} ({info.get('vendor_id')}, cpu family {info.get('cpu family')}, "
-            f"model {info.get('model')}; {' '.join(flags)})")
 
 
 def run_ours(threads, model):
@@ -61,7 +50,7 @@ def main():
     args = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "gemm", "-p", "autograd"], cwd=ROOT, check=True)
     import torch
-    print(cpu_line())
+    print(cpu.describe())
     print(f"torch {torch.__version__}; {args.rounds} rounds, ours then PyTorch in each", flush=True)
     for model in args.models.split(","):
         for threads in (int(t) for t in args.threads.split(",")):

@@ -48,6 +48,8 @@ import sys
 import tempfile
 import time
 
+import cpu
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROMPT = ("Write a long, detailed story about a lighthouse keeper who finds a message in a bottle. "
           "Describe the island, the storms, the keeper's daily work and the people in the village.")
@@ -131,7 +133,7 @@ def main():
     model_dir = smollm2_dir(a.model_dir)
     dpo_model = a.dpo_model or model_dir
     ids = prompt_ids(model_dir, a.prompt)
-    results = {"bench": "generate", "model": "SmolLM2-135M-Instruct, float32", "dpo_model": dpo_model, "prompt_tokens": len(ids),
+    results = {"bench": "generate", "cpu": cpu.describe(), "model": "SmolLM2-135M-Instruct, float32", "dpo_model": dpo_model, "prompt_tokens": len(ids),
                "new_tokens": N, "rounds": a.rounds, "greedy": True, "kv_cache": True,
                "timed": "decode rate (N - 1) / (t(N) - t(1)): model load and prefill taken out on both sides",
                "versions": {"torch": torch.__version__, "transformers": transformers.__version__},

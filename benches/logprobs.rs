@@ -61,6 +61,7 @@ fn rss_kb(field: &str) -> usize {
 }
 
 fn bench(c: &mut Criterion) {
+    eprintln!("{}", autograd::cpu::describe());
     // Reuse freed buffers, as the `dpo` binary does (no page faults per iteration).
     autograd::keep_freed_memory();
     let (mut work, targets) = inputs();

@@ -17,6 +17,7 @@
 #   benches/logprobs_vs_torch.sh PYTHON [THREADS="1 2"] [REPEATS=2] [ITERS=5] [MEASURE_S=5]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "# $(python3 benches/cpu.py)"
 PY=${1:?usage: benches/logprobs_vs_torch.sh PYTHON [THREADS] [REPEATS] [ITERS] [MEASURE_S]}
 THREADS=${2:-1 2}
 REPEATS=${3:-2}

@@ -10,6 +10,7 @@
 # Needs Open MPI (openmpi-bin libopenmpi-dev libclang-dev); builds with --features mpi.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "# $(python3 benches/cpu.py)"
 RANKS=${1:-2}
 THREADS=${2:-1}
 REPEATS=${3:-3}

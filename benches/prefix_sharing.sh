@@ -22,6 +22,7 @@
 # models and the small workload's rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "# $(python3 benches/cpu.py)"
 PY=${1:?usage: benches/prefix_sharing.sh PYTHON [ROUNDS] [THREADS] [WORKLOADS]}
 ROUNDS=${2:-4}
 THREADS=${3:-2}

@@ -26,6 +26,7 @@
 # PYTHON has the packages of benches/requirements.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "# $(python3 benches/cpu.py)"
 PY=${1:?usage: benches/sft_vs_torch.sh PYTHON [CONFIGS] [THREADS] [REPEATS] [PRECISION] [STEPS]}
 CONFIGS=${2:-small gpt2}
 THREADS=${3:-1 2}

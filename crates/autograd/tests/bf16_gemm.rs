@@ -120,6 +120,23 @@ fn each_pair_adds_its_odd_k_first() {
     }
 }
 
+/// A sum that falls below 2^-126 becomes zero, as `vdpbf16ps` flushes it:
+/// the row `[0, 2^-64] @ [0, 2^-64]^T` adds `2^-64 * 2^-64 = 2^-128` (odd k
+/// first), a denormal an FMA alone would keep.
+#[test]
+fn sums_below_2_pow_minus_126_flush_to_zero() {
+    let a = Array2::from_shape_vec((1, 2), vec![0.0, 2f32.powi(-64)]).unwrap();
+    let b = Array2::from_shape_vec((2, 1), vec![0.0, 2f32.powi(-64)]).unwrap();
+    for kernel in kernels() {
+        let mut c = Array2::<f32>::from_elem((1, 1), 1.0);
+        gemm_bf16_with(kernel, 1.0, a.view(), b.view(), 0.0, c.view_mut());
+        assert_eq!(c[[0, 0]].to_bits(), 0, "{kernel:?}: {:e}", c[[0, 0]]);
+    }
+    // and MXCSR is back as it was: an f32 denormal survives again
+    let tiny = std::hint::black_box(2f32.powi(-64));
+    assert_eq!(tiny * tiny, 2f32.powi(-128));
+}
+
 /// The `vdpbf16ps` microkernel gives the bits of the portable one, on random
 /// and on wide-range inputs (sums that round, cancel and tie).
 ///

@@ -38,9 +38,10 @@
 //! **bf16 operands.** With [`Rounding::Bf16`], each value is rounded to bf16
 //! as it is packed and each pair of `k` is taken odd one first (`k = 1, 0, 3,
 //! 2, ...`, an odd `K` padded with a zero): the FMA chain is then exactly
-//! what `vdpbf16ps` computes ([`super::bf16`]), on CPUs without it. The one
-//! difference: `vdpbf16ps` flushes a sum that falls below 2^-126 to zero,
-//! where an FMA keeps the denormal.
+//! what `vdpbf16ps` computes ([`super::bf16`]), on CPUs without it.
+//! `vdpbf16ps` also flushes a sum that falls below 2^-126 to zero (an FMA
+//! would keep the denormal), so the bf16 path runs its microkernels with the
+//! flush-to-zero bit of MXCSR set ([`flushing_denormals`]): the same bits.
 
 pub mod avx2;
 pub mod avx512;
@@ -172,6 +173,7 @@ pub fn sgemm_with(
         return;
     }
     let (mr, nr) = kernel.tile();
+    let flush = rounding == Rounding::Bf16;
     let (a, b) = if parallel {
         rayon::join(
             || pack_a(a, mr, rounding, true),
@@ -184,7 +186,13 @@ pub fn sgemm_with(
         )
     };
     gemm_packed(
-        |a, b, acc| kernel.run(a, b, acc),
+        |a, b, acc| {
+            if flush {
+                flushing_denormals(|| kernel.run(a, b, acc))
+            } else {
+                kernel.run(a, b, acc)
+            }
+        },
         BLOCK_STEPS,
         alpha,
         &a,
@@ -193,4 +201,31 @@ pub fn sgemm_with(
         c,
         parallel,
     );
+}
+
+/// Runs `f` with MXCSR's flush-to-zero bit set on this thread, then restores
+/// MXCSR: SSE/AVX arithmetic whose result is below 2^-126 gives a zero of
+/// its sign, as `vdpbf16ps` does. (On other architectures `f` runs as it is,
+/// and a sum below 2^-126 stays a denormal.)
+pub fn flushing_denormals<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        /// MXCSR's flush-to-zero bit.
+        const FTZ: u32 = 1 << 15;
+        let mut saved = 0u32;
+        // SAFETY: `stmxcsr` stores MXCSR into the 4 bytes of `saved`.
+        unsafe { std::arch::asm!("stmxcsr [{}]", in(reg) &mut saved, options(nostack)) };
+        let flushing = saved | FTZ;
+        // SAFETY: `ldmxcsr` loads a valid MXCSR (the current one, one more
+        // control bit set) from the 4 bytes of `flushing`.
+        unsafe { std::arch::asm!("ldmxcsr [{}]", in(reg) &flushing, options(nostack)) };
+        let result = f();
+        // SAFETY: as above, the saved MXCSR.
+        unsafe { std::arch::asm!("ldmxcsr [{}]", in(reg) &saved, options(nostack)) };
+        result
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        f()
+    }
 }
