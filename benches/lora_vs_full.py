@@ -35,7 +35,6 @@ Run:  VENV/bin/python benches/lora_vs_full.py target/release/dpo --threads 2 --s
 import argparse
 import json
 import os
-import re
 import resource  # noqa: F401  (the TRL child's ru_maxrss)
 import statistics
 import subprocess
@@ -43,25 +42,11 @@ import sys
 import tempfile
 import time
 
+import cpu
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAIRS = 4
 GB = 1e9
-
-
-def cpu():
-    """vendor, family, model and name of this CPU, from /proc/cpuinfo."""
-    info = {}
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("vendor_id", "cpu family", "model", "model name") and key not in info:
-                info[key] = value.strip()
-            if not line.strip() and info:
-                break
-    flags = open("/proc/cpuinfo").read()
-    info["avx512_bf16"] = bool(re.search(r"\bavx512_bf16\b", flags))
-    return info
 
 
 def poll_peak(proc, metrics, steps):
@@ -177,9 +162,7 @@ def main():
     parser.add_argument("--sides", default="lora+gc,full+gc,trl+gc")
     a = parser.parse_args()
     sides = a.sides.split(",")
-    info = cpu()
-    print(f"CPU: {info.get('model name')} (vendor {info.get('vendor_id')}, cpu family {info.get('cpu family')}, "
-          f"model {info.get('model')}, avx512_bf16 {info['avx512_bf16']}); {a.threads} threads", file=sys.stderr)
+    print(f"{cpu.describe()}; {a.threads} threads", file=sys.stderr)
     with tempfile.TemporaryDirectory() as root:
         model, data = os.path.join(root, "qwen25"), os.path.join(root, "pairs.jsonl")
         params = int(subprocess.run([sys.executable, os.path.join(HERE, "torch", "qwen25_dir.py"), model, "f32",
@@ -216,7 +199,7 @@ def main():
             if "trl" + gc in summary and lora + gc in summary:
                 ratio = summary["trl" + gc]["step_ms"] / summary[lora + gc]["step_ms"]
                 print(f"TRL + PEFT / dpo {lora}{gc}, time per step: {ratio:.2f}x")
-    print(json.dumps({"bench": "lora_vs_full", "cpu": info, "threads": a.threads, "layers": a.layers,
+    print(json.dumps({"bench": "lora_vs_full", "cpu": cpu.info(), "threads": a.threads, "layers": a.layers,
                       "params": params, "steps": a.steps, "rounds": a.rounds, "summary": summary,
                       "runs": runs}))
 

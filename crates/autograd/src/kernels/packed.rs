@@ -114,6 +114,86 @@ impl Packed {
     }
 }
 
+/// A read-only strided matrix `(index, kk)`: index is a row of A or a column
+/// of B, kk the inner dimension.
+#[derive(Clone, Copy)]
+pub(crate) struct Strided {
+    pub(crate) ptr: *const f32,
+    pub(crate) index_stride: isize,
+    pub(crate) k_stride: isize,
+}
+
+// SAFETY: the matrix behind the pointer is only read, by tasks that pack
+// disjoint panels, and outlives them (the packers return after they end).
+unsafe impl Send for Strided {}
+// SAFETY: as for `Send`: shared use only reads.
+unsafe impl Sync for Strided {}
+
+impl Strided {
+    pub(crate) fn new(ptr: *const f32, index_stride: isize, k_stride: isize) -> Self {
+        Strided {
+            ptr,
+            index_stride,
+            k_stride,
+        }
+    }
+
+    /// The element (index, kk).
+    ///
+    /// # Safety
+    /// (index, kk) must be inside the matrix.
+    #[inline(always)]
+    pub(crate) unsafe fn at(self, index: usize, kk: usize) -> f32 {
+        // SAFETY: (index, kk) is inside the matrix (this function's contract),
+        // so its offset is inside the buffer `ptr` points into.
+        unsafe {
+            *self
+                .ptr
+                .offset(index as isize * self.index_stride + kk as isize * self.k_stride)
+        }
+    }
+
+    /// A pointer to the element (index, kk) (for the AVX-512 loops).
+    pub(crate) fn ptr(self, index: usize, kk: usize) -> *const f32 {
+        self.ptr
+            .wrapping_offset(index as isize * self.index_stride + kk as isize * self.k_stride)
+    }
+
+    /// `count` values of `k` from `kk0` at `index` (needs `k_stride == 1`).
+    ///
+    /// # Safety
+    /// They must be inside the matrix.
+    pub(crate) unsafe fn line<'a>(self, index: usize, kk0: usize, count: usize) -> &'a [f32] {
+        debug_assert_eq!(self.k_stride, 1);
+        let start = index as isize * self.index_stride + kk0 as isize;
+        // SAFETY: the `count` values are inside the matrix (this function's
+        // contract) and contiguous (`k_stride == 1`); the matrix is only read.
+        unsafe { std::slice::from_raw_parts(self.ptr.offset(start), count) }
+    }
+
+    /// `count` indices from `index0` at `kk` (needs `index_stride == 1`).
+    ///
+    /// # Safety
+    /// They must be inside the matrix.
+    pub(crate) unsafe fn slice_along_index<'a>(
+        self,
+        index0: usize,
+        kk: usize,
+        count: usize,
+    ) -> &'a [f32] {
+        debug_assert_eq!(self.index_stride, 1);
+        // SAFETY: the `count` values are inside the matrix (this function's
+        // contract) and contiguous (`index_stride == 1`); the matrix is only read.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.ptr
+                    .offset(index0 as isize + kk as isize * self.k_stride),
+                count,
+            )
+        }
+    }
+}
+
 /// A raw pointer to C shared by the tile tasks, which write disjoint tiles.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);

@@ -34,7 +34,7 @@ use rayon::prelude::*;
 
 use super::convert::pair;
 use super::pack_avx512;
-use crate::kernels::packed::{take_buffer, Packed, PAR_MIN_WORDS};
+use crate::kernels::packed::{take_buffer, Packed, Strided, PAR_MIN_WORDS};
 
 /// Rows of A per panel (and per microkernel tile).
 pub const MR: usize = 8;
@@ -84,81 +84,6 @@ fn pack_b_with(b: ArrayView2<'_, f32>, simd: bool) -> Packed {
     let [rs, cs] = [b.strides()[0], b.strides()[1]];
     // SAFETY: as in `pack_a_with`, with the roles of the strides swapped.
     unsafe { pack(Strided::new(b.as_ptr(), cs, rs), n, k, NR, simd) }
-}
-
-/// A read-only strided matrix `(index, kk)`: index is a row of A or a column
-/// of B, kk the inner dimension.
-#[derive(Clone, Copy)]
-struct Strided {
-    ptr: *const f32,
-    index_stride: isize,
-    k_stride: isize,
-}
-
-// SAFETY: the matrix behind the pointer is only read, by tasks that pack
-// disjoint panels, and outlives them (`pack` returns after they end).
-unsafe impl Send for Strided {}
-// SAFETY: as for `Send`: shared use only reads.
-unsafe impl Sync for Strided {}
-
-impl Strided {
-    fn new(ptr: *const f32, index_stride: isize, k_stride: isize) -> Self {
-        Strided {
-            ptr,
-            index_stride,
-            k_stride,
-        }
-    }
-
-    /// The element (index, kk).
-    ///
-    /// # Safety
-    /// (index, kk) must be inside the matrix.
-    #[inline(always)]
-    unsafe fn at(self, index: usize, kk: usize) -> f32 {
-        // SAFETY: (index, kk) is inside the matrix (this function's contract),
-        // so its offset is inside the buffer `ptr` points into.
-        unsafe {
-            *self
-                .ptr
-                .offset(index as isize * self.index_stride + kk as isize * self.k_stride)
-        }
-    }
-
-    /// A pointer to the element (index, kk) (for the AVX-512 loops).
-    fn ptr(self, index: usize, kk: usize) -> *const f32 {
-        self.ptr
-            .wrapping_offset(index as isize * self.index_stride + kk as isize * self.k_stride)
-    }
-
-    /// `count` values of `k` from `kk0` at `index` (needs `k_stride == 1`).
-    ///
-    /// # Safety
-    /// They must be inside the matrix.
-    unsafe fn line<'a>(self, index: usize, kk0: usize, count: usize) -> &'a [f32] {
-        debug_assert_eq!(self.k_stride, 1);
-        let start = index as isize * self.index_stride + kk0 as isize;
-        // SAFETY: the `count` values are inside the matrix (this function's
-        // contract) and contiguous (`k_stride == 1`); the matrix is only read.
-        unsafe { std::slice::from_raw_parts(self.ptr.offset(start), count) }
-    }
-
-    /// `count` indices from `index0` at `kk` (needs `index_stride == 1`).
-    ///
-    /// # Safety
-    /// They must be inside the matrix.
-    unsafe fn slice_along_index<'a>(self, index0: usize, kk: usize, count: usize) -> &'a [f32] {
-        debug_assert_eq!(self.index_stride, 1);
-        // SAFETY: the `count` values are inside the matrix (this function's
-        // contract) and contiguous (`index_stride == 1`); the matrix is only read.
-        unsafe {
-            std::slice::from_raw_parts(
-                self.ptr
-                    .offset(index0 as isize + kk as isize * self.k_stride),
-                count,
-            )
-        }
-    }
 }
 
 /// `dst[j] = pair(lo[j], hi[j])` for `j < W`.

@@ -16,7 +16,7 @@ use ndarray::ArrayView2;
 use rayon::prelude::*;
 
 use crate::kernels::bf16::round_to_bf16;
-use crate::kernels::packed::{take_buffer, Packed, PAR_MIN_WORDS};
+use crate::kernels::packed::{take_buffer, Packed, Strided, PAR_MIN_WORDS};
 
 /// How values are stored in the panels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,36 +52,6 @@ pub fn pack_b(b: ArrayView2<'_, f32>, width: usize, rounding: Rounding, parallel
     unsafe { pack(b.as_ptr(), cs, rs, n, k, width, rounding, parallel) }
 }
 
-/// A read-only strided matrix `(index, kk)`, shared by the packing tasks.
-#[derive(Clone, Copy)]
-struct Strided {
-    ptr: *const f32,
-    index_stride: isize,
-    k_stride: isize,
-}
-
-// SAFETY: the matrix behind the pointer is only read, by tasks that pack
-// disjoint panels, and outlives them (`pack` returns after they end).
-unsafe impl Send for Strided {}
-// SAFETY: as for `Send`: shared use only reads.
-unsafe impl Sync for Strided {}
-
-impl Strided {
-    /// The element (index, kk).
-    ///
-    /// # Safety
-    /// (index, kk) must be inside the matrix.
-    #[inline(always)]
-    unsafe fn at(self, index: usize, kk: usize) -> f32 {
-        // SAFETY: inside the matrix (this function's contract).
-        unsafe {
-            *self
-                .ptr
-                .offset(index as isize * self.index_stride + kk as isize * self.k_stride)
-        }
-    }
-}
-
 /// Packs the `len x k` matrix at `ptr` (strides in elements) in panels of
 /// `width`. Two loop orders, chosen by the strides so that reads are
 /// sequential: along `k` for each index when `k` is the smaller stride (a row
@@ -101,11 +71,7 @@ unsafe fn pack(
     rounding: Rounding,
     parallel: bool,
 ) -> Packed {
-    let m = Strided {
-        ptr,
-        index_stride,
-        k_stride,
-    };
+    let m = Strided::new(ptr, index_stride, k_stride);
     let steps = match rounding {
         Rounding::Keep => k,
         Rounding::Bf16 => 2 * k.div_ceil(2),
