@@ -185,7 +185,12 @@ pub fn score_values<T: Float>(
 
 /// The `(chosen, rejected)` log-probs of many pairs, and the chosen prompts'
 /// when `with_prompts` (else empty), `batch_size` pairs per no-grad forward
-/// pass in `layout`.
+/// pass in `layout`, returned in the order of `rows`.
+///
+/// The passes take the rows shortest first, so that each batch holds rows
+/// of about one length and pads little (on real data, padding to the
+/// longest row of a file-order batch is about half the tokens). A row's
+/// log-probs do not depend on the rows beside it.
 pub fn score_pairs<T: Float>(
     model: &Model<T>,
     rows: &[PreferenceRow],
@@ -194,13 +199,22 @@ pub fn score_pairs<T: Float>(
     precision: Precision,
     with_prompts: bool,
 ) -> (Vec<(f64, f64)>, Vec<f64>) {
-    let (mut pairs, mut prompts) = (Vec::with_capacity(rows.len()), Vec::new());
-    for chunk in rows.chunks(batch_size.max(1)) {
-        let batch = ScoringBatch::pairs(chunk, layout, with_prompts);
+    let mut by_length: Vec<usize> = (0..rows.len()).collect();
+    by_length
+        .sort_by_key(|&i| rows[i].prompt.len() + rows[i].chosen.len() + rows[i].rejected.len());
+    let mut pairs = vec![(0.0, 0.0); rows.len()];
+    let mut prompts = vec![0.0; if with_prompts { rows.len() } else { 0 }];
+    for indices in by_length.chunks(batch_size.max(1)) {
+        let chunk: Vec<PreferenceRow> = indices.iter().map(|&i| rows[i].clone()).collect();
+        let batch = ScoringBatch::pairs(&chunk, layout, with_prompts);
         let (responses, chunk_prompts) = score_values(model, &batch, precision);
         let b = chunk.len();
-        pairs.extend((0..b).map(|i| (responses[i], responses[b + i])));
-        prompts.extend(chunk_prompts);
+        for (k, &i) in indices.iter().enumerate() {
+            pairs[i] = (responses[k], responses[b + k]);
+            if with_prompts {
+                prompts[i] = chunk_prompts[k];
+            }
+        }
     }
     (pairs, prompts)
 }

@@ -8,7 +8,7 @@ use std::io::Write;
 use autograd::{Precision, Tape};
 use dpo::data::{
     collate_pairs, epoch_batches, load_preferences, padding_share, prepare_rows, truncate_rows,
-    DataError, LoadOptions, PairLayout, PreferenceRow, SftRow,
+    BatchOrder, DataError, LoadOptions, PairLayout, PreferenceRow, SftRow,
 };
 use dpo::loss::{dpo_loss, DpoLossConfig, LossType};
 use dpo::objective::{sft_batch_loss, DpoObjective, Objective, SftObjective};
@@ -56,24 +56,30 @@ fn sigmoid() -> DpoLossConfig {
 fn epoch_batches_cover_every_row_once_and_are_a_function_of_their_arguments() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     let lengths: Vec<usize> = (0..103).map(|_| rng.gen_range(1..200)).collect();
-    for group in [false, true] {
+    for order in [BatchOrder::Shuffled, BatchOrder::GroupedByLength] {
         for batch_size in [1, 4, 7, 103, 200] {
-            let first = epoch_batches(&lengths, batch_size, 5, 0, group);
+            let first = epoch_batches(&lengths, batch_size, 5, 0, order);
             let mut seen: Vec<usize> = first.iter().flatten().copied().collect();
             seen.sort_unstable();
             assert_eq!(seen, (0..103).collect::<Vec<_>>());
             assert!(first.iter().all(|b| !b.is_empty() && b.len() <= batch_size));
-            assert_eq!(first, epoch_batches(&lengths, batch_size, 5, 0, group));
+            assert_eq!(first, epoch_batches(&lengths, batch_size, 5, 0, order));
             if batch_size < 103 {
-                assert_ne!(first, epoch_batches(&lengths, batch_size, 5, 1, group));
-                assert_ne!(first, epoch_batches(&lengths, batch_size, 6, 0, group));
+                assert_ne!(first, epoch_batches(&lengths, batch_size, 5, 1, order));
+                assert_ne!(first, epoch_batches(&lengths, batch_size, 6, 0, order));
             }
         }
     }
     // Grouping by length is what it is for: less padding.
-    let plain = epoch_batches(&lengths, 4, 5, 0, false);
-    let grouped = epoch_batches(&lengths, 4, 5, 0, true);
+    let plain = epoch_batches(&lengths, 4, 5, 0, BatchOrder::Shuffled);
+    let grouped = epoch_batches(&lengths, 4, 5, 0, BatchOrder::GroupedByLength);
     assert!(padding_share(&grouped, &lengths) < padding_share(&plain, &lengths) / 2.0);
+    // The file's order: consecutive rows, the same every epoch and seed.
+    let in_file = epoch_batches(&lengths, 7, 5, 0, BatchOrder::File);
+    assert_eq!(in_file.len(), 15);
+    assert_eq!(in_file[0], (0..7).collect::<Vec<_>>());
+    assert_eq!(in_file[14], (98..103).collect::<Vec<_>>());
+    assert_eq!(in_file, epoch_batches(&lengths, 7, 6, 3, BatchOrder::File));
 }
 
 fn jsonl_file(lines: &[&str]) -> tempfile::NamedTempFile {
@@ -336,4 +342,45 @@ fn bco_running_mean_is_saved_and_restored_with_the_objective_state() {
     // Other losses keep no state.
     let sigmoid_objective = DpoObjective::new(sigmoid(), rows.clone(), Vec::new(), None, 2);
     assert!(sigmoid_objective.state().is_none());
+}
+
+/// `score_pairs` batches the rows shortest first; what it returns is in the
+/// rows' order and each row's values are those of the row scored alone, bit
+/// for bit, in both layouts, with and without prompts.
+#[test]
+fn score_pairs_returns_each_rows_own_logps_in_order_whatever_the_batching() {
+    let model = Model::<f32>::new(tiny_config(), 5);
+    let rows = pairs();
+    for layout in [PairLayout::SharedPrefix, PairLayout::Separate] {
+        for with_prompts in [false, true] {
+            let alone: Vec<_> = rows
+                .iter()
+                .map(|row| {
+                    let (pairs, prompts) = score_pairs(
+                        &model,
+                        std::slice::from_ref(row),
+                        1,
+                        layout,
+                        Precision::F32,
+                        with_prompts,
+                    );
+                    (pairs[0], prompts.first().copied())
+                })
+                .collect();
+            for batch_size in [2, 3, 8] {
+                let (pairs, prompts) = score_pairs(
+                    &model,
+                    &rows,
+                    batch_size,
+                    layout,
+                    Precision::F32,
+                    with_prompts,
+                );
+                for (i, (pair, prompt)) in alone.iter().enumerate() {
+                    assert_eq!(pairs[i], *pair, "{layout:?}, batch {batch_size}, row {i}");
+                    assert_eq!(prompts.get(i).copied(), *prompt, "row {i}");
+                }
+            }
+        }
+    }
 }
