@@ -66,6 +66,41 @@ pub fn pair_rewards(config: &DpoLossConfig, pair: &Pair) -> (f64, f64) {
     }
 }
 
+/// The standard error of the mean of `values`: their sample standard
+/// deviation over `sqrt(n)` (0 for fewer than two values). Of 0/1 values
+/// (a share of pairs) it is `sqrt(p (1 - p) / (n - 1))`.
+pub fn standard_error(values: &[f64]) -> f64 {
+    let n = values.len();
+    if n < 2 {
+        return 0.0;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let squares: f64 = values.iter().map(|v| (v - mean) * (v - mean)).sum();
+    (squares / (n - 1) as f64 / n as f64).sqrt()
+}
+
+/// The standard errors of a set of pairs' mean reward margin, reward
+/// accuracy and policy preference (`logp_c > logp_r`), under the names of
+/// the metrics with `_stderr` added: the noise of held-out figures.
+pub fn pair_standard_errors(logps: &PairLogps, config: &DpoLossConfig) -> [(&'static str, f64); 3] {
+    let pairs: Vec<Pair> = (0..logps.num_pairs()).map(|i| logps.pair(i)).collect();
+    let rewards: Vec<(f64, f64)> = pairs.iter().map(|p| pair_rewards(config, p)).collect();
+    let margins: Vec<f64> = rewards.iter().map(|(c, r)| c - r).collect();
+    let correct: Vec<f64> = rewards
+        .iter()
+        .map(|(c, r)| f64::from(u8::from(c > r)))
+        .collect();
+    let preferred: Vec<f64> = pairs
+        .iter()
+        .map(|p| f64::from(u8::from(p.policy_chosen > p.policy_rejected)))
+        .collect();
+    [
+        ("rewards/margins_stderr", standard_error(&margins)),
+        ("rewards/accuracies_stderr", standard_error(&correct)),
+        ("pair_accuracy_stderr", standard_error(&preferred)),
+    ]
+}
+
 impl MetricSums {
     /// Adds one batch of pairs with its loss values (see [`super::loss_values`]).
     pub fn add(&mut self, logps: &PairLogps, values: &LossValues, config: &DpoLossConfig) {

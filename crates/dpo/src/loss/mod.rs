@@ -41,7 +41,9 @@ pub use batch::{
     bco_shift, dpo_loss, loss_values, preference_loss, BcoShift, LossValues, PairContext,
     PairLogps, RunningMean,
 };
-pub use metrics::{pair_rewards, reported_logps, DpoMetrics, MetricSums};
+pub use metrics::{
+    pair_rewards, pair_standard_errors, reported_logps, standard_error, DpoMetrics, MetricSums,
+};
 
 use serde::Serialize;
 

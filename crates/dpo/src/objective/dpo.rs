@@ -18,8 +18,8 @@ use super::reference_cache::ReferenceCache;
 use super::{BatchLoss, Metrics, Objective};
 use crate::data::{PairLayout, PreferenceRow, TrainingRow};
 use crate::loss::{
-    bco_shift, loss_values, preference_loss, BcoShift, DpoLossConfig, DpoMetrics, LossType,
-    MetricSums, PairContext, RunningMean,
+    bco_shift, loss_values, pair_standard_errors, preference_loss, BcoShift, DpoLossConfig,
+    DpoMetrics, LossType, MetricSums, PairContext, RunningMean,
 };
 use crate::scoring::{score, score_pairs, ScoringBatch};
 
@@ -253,7 +253,10 @@ impl Objective for DpoObjective {
 
     /// The metrics of the held-out pairs (as one batch), plus the policy's
     /// own `pair_accuracy`: the share of pairs whose chosen response has the
-    /// higher log-probability (`logp_c > logp_r`, no reference involved).
+    /// higher log-probability (`logp_c > logp_r`, no reference involved),
+    /// and the standard errors of the margin and of both shares
+    /// (`*_stderr`, [`pair_standard_errors`]). Held-out metrics are computed
+    /// whole on one process, never merged from parts.
     /// bco_pair's shift is the running mean of training, not updated here.
     fn evaluate(&mut self, model: &Model<f32>) -> Option<Metrics> {
         if self.held_out.is_empty() {
@@ -291,6 +294,9 @@ impl Objective for DpoObjective {
             "pair_accuracy",
             preferred as f64 / self.held_out.len() as f64,
         );
+        for (name, value) in pair_standard_errors(&logps, &self.loss) {
+            metrics.set_mean(name, value);
+        }
         Some(metrics)
     }
 
@@ -303,6 +309,13 @@ impl Objective for DpoObjective {
         );
         if metrics.contains("pair_accuracy") {
             line += &format!(", pair accuracy {:.3}", metrics.get("pair_accuracy"));
+        }
+        if metrics.contains("rewards/accuracies_stderr") {
+            line += &format!(
+                " (standard errors: accuracies {:.3}, margins {:.4})",
+                metrics.get("rewards/accuracies_stderr"),
+                metrics.get("rewards/margins_stderr"),
+            );
         }
         line
     }
