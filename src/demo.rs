@@ -184,7 +184,7 @@ fn demo_run(
         save_every: 0,
         metrics: None,
         resume: false,
-        group_by_length: false,
+        batch_order: dpo::data::BatchOrder::Shuffled,
         progress: true,
         save_format: None,
         precision: autograd::Precision::F32,

@@ -9,7 +9,16 @@
 //!   rejected responses;
 //! - (c) the reward margin, chosen minus rejected;
 //! - (d) the reward accuracy, the share of pairs whose chosen reward is higher;
-//! - (e) training throughput in tokens per second.
+//! - (e) the policy's own preference on held-out pairs (`pair_accuracy`:
+//!   the share with `log p(chosen) > log p(rejected)`, no reference);
+//! - (f) training throughput in tokens per second, or, when several runs
+//!   are overlaid, the training time elapsed at each step (the sum of
+//!   `step_ms`), which is what runs of different tools are compared on.
+//!
+//! Several metrics files can be drawn into one report (`dpo plot A B
+//! --labels dpo,TRL`): each run has its colour, and its curves are named by
+//! its label. A held-out value logged with a standard error (`KEY_stderr`)
+//! is drawn with a bar of one standard error either side.
 //!
 //! Train values are logged every step and are noisy: they are drawn thin and
 //! faint, with a centred moving average over about 5% of the steps on top.
@@ -121,6 +130,19 @@ impl MetricsHistory {
             .get(&(split.to_string(), key.to_string()))
             .map(|by_step| by_step.iter().map(|(&s, &v)| (s as f64, v)).collect())
             .unwrap_or_default()
+    }
+
+    /// The training time elapsed at each step, in seconds: the running sum
+    /// of `step_ms` over the train records.
+    fn elapsed_seconds(&self) -> Vec<(f64, f64)> {
+        let mut total = 0.0;
+        self.series("train", "step_ms")
+            .into_iter()
+            .map(|(step, ms)| {
+                total += ms / 1000.0;
+                (step, total)
+            })
+            .collect()
     }
 
     /// The largest step of any record.
@@ -278,6 +300,19 @@ const PANELS: &[PanelSpec] = &[
         legend: SeriesLabelPosition::LowerRight,
     },
     PanelSpec {
+        name: "preference",
+        caption: "policy preference: share of held-out pairs with log p(chosen) > log p(rejected)",
+        y_desc: "share of pairs",
+        curves: &[Curve {
+            split: "eval",
+            key: "pair_accuracy",
+            color: GREEN_,
+        }],
+        y_range: None,
+        zero_line: false,
+        legend: SeriesLabelPosition::LowerRight,
+    },
+    PanelSpec {
         name: "throughput",
         caption: "throughput",
         y_desc: "tokens / s",
@@ -292,12 +327,45 @@ const PANELS: &[PanelSpec] = &[
     },
 ];
 
+/// The panel drawn instead of throughput when runs are overlaid.
+const ELAPSED: PanelSpec = PanelSpec {
+    name: "elapsed",
+    caption: "training time elapsed (sum of the step times)",
+    y_desc: "seconds",
+    curves: &[Curve {
+        split: "train",
+        key: ELAPSED_KEY,
+        color: GREY,
+    }],
+    y_range: None,
+    zero_line: true,
+    legend: SeriesLabelPosition::UpperLeft,
+};
+
+/// The name of the elapsed-time series, computed from `step_ms`.
+const ELAPSED_KEY: &str = "elapsed seconds";
+
+/// The colours of overlaid runs, in the order they are given.
+const RUN_COLORS: &[RGBColor] = &[BLUE_, ORANGE, GREEN_, RED_, PURPLE, GREY];
+
+/// One metrics file and the name its curves carry in an overlay.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// The legend's name of the run.
+    pub label: String,
+    /// Its metrics.
+    pub history: MetricsHistory,
+}
+
 /// A curve with its data, ready to draw.
 struct SeriesData {
     name: String,
     split: &'static str,
     color: RGBColor,
     raw: Vec<(f64, f64)>,
+    /// One standard error either side of each raw point (held-out values
+    /// logged with `KEY_stderr`).
+    error_bars: Vec<(f64, f64, f64)>,
     /// The moving average of a train series, when its window is over 1 step.
     smooth: Option<Vec<(f64, f64)>>,
 }
@@ -372,42 +440,108 @@ pub fn thin_line(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
 /// Draws the report of `history` as an SVG document titled `title`.
 /// Returns the SVG text and the summary (with an empty `out`).
 pub fn render_svg(history: &MetricsHistory, title: &str) -> Result<(String, PlotSummary), String> {
+    let run = Run {
+        label: String::new(),
+        history: history.clone(),
+    };
+    render_runs(std::slice::from_ref(&run), title)
+}
+
+/// The points of `curve` in `history` (the elapsed time computed from
+/// `step_ms`).
+fn curve_points(history: &MetricsHistory, curve: &Curve) -> Vec<(f64, f64)> {
+    if curve.key == ELAPSED_KEY {
+        history.elapsed_seconds()
+    } else {
+        history.series(curve.split, curve.key)
+    }
+}
+
+/// One standard error either side of each held-out point that has one.
+fn error_bars(history: &MetricsHistory, curve: &Curve) -> Vec<(f64, f64, f64)> {
+    if curve.split != "eval" {
+        return Vec::new();
+    }
+    let errors: BTreeMap<u64, f64> = history
+        .series(curve.split, &format!("{}_stderr", curve.key))
+        .into_iter()
+        .map(|(step, e)| (step as u64, e))
+        .collect();
+    history
+        .series(curve.split, curve.key)
+        .into_iter()
+        .filter_map(|(step, v)| errors.get(&(step as u64)).map(|e| (step, v - e, v + e)))
+        .collect()
+}
+
+/// Draws `runs` overlaid as one SVG document titled `title`: one run as
+/// [`render_svg`] describes, several with a colour each and their labels in
+/// the legends. Returns the SVG text and the summary (with an empty `out`).
+pub fn render_runs(runs: &[Run], title: &str) -> Result<(String, PlotSummary), String> {
+    let overlay = runs.len() > 1;
     let mut panels: Vec<(&PanelSpec, Vec<SeriesData>)> = Vec::new();
     let mut summary = PlotSummary {
         out: String::new(),
         points: 0,
         series: Vec::new(),
         panels: Vec::new(),
-        skipped_lines: history.skipped_lines,
+        skipped_lines: runs.iter().map(|r| r.history.skipped_lines).sum(),
     };
     let mut train_window = 1;
-    for spec in PANELS {
+    let specs = PANELS.iter().map(|spec| match spec.name {
+        "throughput" if overlay => &ELAPSED,
+        _ => spec,
+    });
+    for spec in specs {
         let mut series = Vec::new();
-        for curve in spec.curves {
-            let raw = history.series(curve.split, curve.key);
-            if raw.is_empty() {
-                continue;
-            }
-            let window = if curve.split == "train" {
-                smoothing_window(raw.len())
-            } else {
-                1
-            };
-            train_window = train_window.max(window);
-            let name = format!("{} {}", curve.split, curve.key);
-            summary.points += raw.len();
-            summary.series.push(name.clone());
-            series.push(SeriesData {
-                name,
-                split: curve.split,
-                color: curve.color,
-                smooth: (window > 1).then(|| thin_line(&moving_average(&raw, window))),
-                raw: if curve.split == "train" {
-                    thin_line(&raw)
+        for (index, run) in runs.iter().enumerate() {
+            for (position, curve) in spec.curves.iter().enumerate() {
+                let raw = curve_points(&run.history, curve);
+                if raw.is_empty() {
+                    continue;
+                }
+                let window = if curve.split == "train" && curve.key != ELAPSED_KEY {
+                    smoothing_window(raw.len())
                 } else {
-                    raw
-                },
-            });
+                    1
+                };
+                train_window = train_window.max(window);
+                let name = if overlay {
+                    format!("{} {} {}", run.label, curve.split, curve.key)
+                } else {
+                    format!("{} {}", curve.split, curve.key)
+                };
+                // An overlaid run keeps its colour on every curve; a
+                // second curve of the same split (rejected beside chosen)
+                // is the lighter shade of it.
+                let color = if overlay {
+                    let base = RUN_COLORS[index % RUN_COLORS.len()];
+                    let second = spec.curves[..position]
+                        .iter()
+                        .any(|c| c.split == curve.split);
+                    if second {
+                        lighter(base)
+                    } else {
+                        base
+                    }
+                } else {
+                    curve.color
+                };
+                summary.points += raw.len();
+                summary.series.push(name.clone());
+                series.push(SeriesData {
+                    name,
+                    split: curve.split,
+                    color,
+                    smooth: (window > 1).then(|| thin_line(&moving_average(&raw, window))),
+                    error_bars: error_bars(&run.history, curve),
+                    raw: if curve.split == "train" {
+                        thin_line(&raw)
+                    } else {
+                        raw
+                    },
+                });
+            }
         }
         if !series.is_empty() {
             summary.panels.push(spec.name.to_string());
@@ -417,22 +551,24 @@ pub fn render_svg(history: &MetricsHistory, title: &str) -> Result<(String, Plot
     if panels.is_empty() {
         return Err("the metrics file has none of the keys the report draws (loss, rewards/*, tokens_per_second)".into());
     }
+    let records: usize = runs.iter().map(|r| r.history.records).sum();
+    let x_max = runs
+        .iter()
+        .map(|r| r.history.max_step())
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
 
     // Two panels a row; an odd last panel takes the whole row.
     let columns = if panels.len() == 1 { 1 } else { 2 };
     let rows = panels.len().div_ceil(columns);
     let height = HEADER_HEIGHT + rows as u32 * PANEL_HEIGHT;
-    let x_max = history.max_step().max(1) as f64;
     let subtitle = if train_window > 1 {
         format!(
-            "{} records. Train: faint line = value at each step, bold line = centred moving average over {} steps. Eval: dashed line with markers.",
-            history.records, train_window
+            "{records} records. Train: faint line = value at each step, bold line = centred moving average over {train_window} steps. Eval: dashed line with markers."
         )
     } else {
-        format!(
-            "{} records. Train: solid line. Eval: dashed line with markers.",
-            history.records
-        )
+        format!("{records} records. Train: solid line. Eval: dashed line with markers.")
     };
 
     let mut svg = String::new();
@@ -565,6 +701,14 @@ fn draw_panel(
 
     for s in series {
         let color = s.color;
+        for &(step, lo, hi) in &s.error_bars {
+            chart
+                .draw_series(LineSeries::new(
+                    [(step, lo), (step, hi)],
+                    color.mix(0.8).stroke_width(2),
+                ))
+                .map_err(draw_error)?;
+        }
         if s.split == "train" {
             let bold = color.stroke_width(2);
             if let Some(smooth) = &s.smooth {
@@ -614,6 +758,12 @@ fn draw_panel(
     Ok(())
 }
 
+/// A lighter shade of `color`: halfway to white.
+fn lighter(color: RGBColor) -> RGBColor {
+    let half = |c: u8| c + (255 - c) / 2;
+    RGBColor(half(color.0), half(color.1), half(color.2))
+}
+
 /// HTML page with `svg` inline under a heading.
 pub fn html_page(svg: &str, title: &str) -> String {
     let title = escape_html(title);
@@ -635,7 +785,28 @@ fn escape_html(s: &str) -> String {
 /// `.html`/`.htm` for a page embedding the SVG; default: `metrics` with the
 /// extension `.svg`). Skipped lines are reported on stderr.
 pub fn plot_metrics(metrics: &Path, out: Option<&Path>) -> Result<PlotSummary, String> {
-    let out: PathBuf = out.map_or_else(|| metrics.with_extension("svg"), Path::to_path_buf);
+    plot_runs(&[metrics.to_path_buf()], &[], out)
+}
+
+/// `dpo plot FILE... --labels ...`: the runs of `files` overlaid in one
+/// report written to `out` (default: the first file with the extension
+/// `.svg`), each named by its label (default: its file name).
+pub fn plot_runs(
+    files: &[PathBuf],
+    labels: &[String],
+    out: Option<&Path>,
+) -> Result<PlotSummary, String> {
+    let Some(first) = files.first() else {
+        return Err("no metrics file to plot".into());
+    };
+    if !labels.is_empty() && labels.len() != files.len() {
+        return Err(format!(
+            "--labels names {} runs but {} metrics files are given",
+            labels.len(),
+            files.len()
+        ));
+    }
+    let out: PathBuf = out.map_or_else(|| first.with_extension("svg"), Path::to_path_buf);
     let extension = out
         .extension()
         .and_then(|e| e.to_str())
@@ -650,16 +821,33 @@ pub fn plot_metrics(metrics: &Path, out: Option<&Path>) -> Result<PlotSummary, S
             ))
         }
     };
-    let history = MetricsHistory::read(metrics)?;
-    if history.skipped_lines > 0 {
-        eprintln!(
-            "warning: skipped {} lines of {} that are not JSON metrics records",
-            history.skipped_lines,
-            metrics.display()
-        );
+    let mut runs = Vec::with_capacity(files.len());
+    for (i, path) in files.iter().enumerate() {
+        let history = MetricsHistory::read(path)?;
+        if history.skipped_lines > 0 {
+            eprintln!(
+                "warning: skipped {} lines of {} that are not JSON metrics records",
+                history.skipped_lines,
+                path.display()
+            );
+        }
+        let label = labels.get(i).cloned().unwrap_or_else(|| {
+            path.file_stem().map_or_else(
+                || path.display().to_string(),
+                |s| s.to_string_lossy().into_owned(),
+            )
+        });
+        runs.push(Run { label, history });
     }
-    let title = metrics.display().to_string();
-    let (svg, mut summary) = render_svg(&history, &title)?;
+    let title = if runs.len() == 1 {
+        first.display().to_string()
+    } else {
+        runs.iter()
+            .map(|r| r.label.as_str())
+            .collect::<Vec<_>>()
+            .join(" vs ")
+    };
+    let (svg, mut summary) = render_runs(&runs, &title)?;
     let text = if html { html_page(&svg, &title) } else { svg };
     fs::write(&out, text).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     summary.out = out.display().to_string();

@@ -306,3 +306,68 @@ fn grad_accum_takes_the_step_of_the_whole_batch_for_sft_and_dpo() {
     error.assert_one_line_error();
     assert!(error.stderr.contains("--grad-accum"), "{error}");
 }
+
+/// `--data-order file` takes the rows in the file's order, whatever the
+/// seed: step 1 trains on rows 1-3 and step 2 on rows 4-6, so the first
+/// step is the step of a run on a file of those three rows alone.
+#[test]
+fn data_order_file_takes_the_rows_in_the_files_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = |name: &str| dir.path().join(format!("{name}.jsonl"));
+    let run = |name: &str, seed: &str, data: Option<&Path>| {
+        let out = dir.path().join(name);
+        let metrics = log(name);
+        let mut args = train_ids_args(&out);
+        if let Some(data) = data {
+            args = set_flag(&args, "--data", data.to_str().unwrap());
+        }
+        let extra = [
+            "--data-order",
+            "file",
+            "--seed",
+            seed,
+            "--steps",
+            "2",
+            "--batch-size",
+            "3",
+            "--no-progress",
+            "--metrics",
+            metrics.to_str().unwrap(),
+        ];
+        dpo(&[&args[..], &extra].concat()).assert_ok();
+        records(&metrics)
+    };
+    let values = |r: &serde_json::Map<String, Value>| {
+        ["loss", "rewards/margins", "grad_norm"].map(|k| r[k].as_f64().unwrap())
+    };
+    let first = run("a", "1", None);
+    let other_seed = run("b", "7", None);
+    for step in 0..2 {
+        assert_eq!(
+            values(&first[step]),
+            values(&other_seed[step]),
+            "the seed changes nothing"
+        );
+    }
+    let rows = std::fs::read_to_string(common::golden_dir().join("ids/prefs.jsonl")).unwrap();
+    let three = dir.path().join("three.jsonl");
+    let head: Vec<&str> = rows.lines().take(3).collect();
+    std::fs::write(&three, head.join("\n") + "\n").unwrap();
+    let alone = run("c", "1", Some(&three));
+    assert_eq!(values(&first[0]), values(&alone[0]));
+    assert_ne!(
+        values(&first[1]),
+        values(&alone[1]),
+        "step 2 takes rows 4-6"
+    );
+
+    let out = dir.path().join("d");
+    let refused = [
+        &train_ids_args(&out)[..],
+        &["--data-order", "file", "--group-by-length"],
+    ]
+    .concat();
+    let run = dpo(&refused);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(run.stderr.contains("cannot be used with"), "{run}");
+}

@@ -6,8 +6,8 @@ use std::fs;
 use std::path::Path;
 
 use dpo_rs::report::{
-    moving_average, plot_metrics, smoothing_window, thin_line, MetricsHistory, PlotSummary,
-    MAX_LINE_POINTS,
+    moving_average, plot_metrics, plot_runs, smoothing_window, thin_line, MetricsHistory,
+    PlotSummary, MAX_LINE_POINTS,
 };
 
 const TRAIN_STEPS: u64 = 100;
@@ -334,4 +334,94 @@ fn long_lines_are_thinned_keeping_spikes() {
     assert!(thinned.last().unwrap().0 > 9_990.0);
     let short = &points[..MAX_LINE_POINTS];
     assert_eq!(thin_line(short), short, "short lines are kept whole");
+}
+
+/// A short run's log with step times and held-out values that carry
+/// standard errors, as `dpo train --eval-data` writes them.
+fn timed_log(step_ms: f64) -> String {
+    let mut text = String::new();
+    for step in 0..=4u64 {
+        if step > 0 {
+            writeln!(
+                text,
+                r#"{{"step":{step},"split":"train","loss":0.69,"rewards/chosen":0.1,"rewards/rejected":-0.1,"rewards/accuracies":0.5,"rewards/margins":0.2,"step_ms":{step_ms}}}"#
+            )
+            .unwrap();
+        }
+        if step % 2 == 0 {
+            writeln!(
+                text,
+                r#"{{"step":{step},"split":"eval","loss":0.69,"rewards/margins":0.1,"rewards/margins_stderr":0.05,"pair_accuracy":0.5,"pair_accuracy_stderr":0.03}}"#
+            )
+            .unwrap();
+        }
+    }
+    text
+}
+
+/// Several runs in one report: each curve named by its run's label, the
+/// elapsed training time in place of throughput, one error bar per held-out
+/// point that has a standard error, the policy-preference panel.
+#[test]
+fn runs_are_overlaid_with_their_labels_elapsed_time_and_error_bars() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = [dir.path().join("a.jsonl"), dir.path().join("b.jsonl")];
+    fs::write(&files[0], timed_log(1000.0)).unwrap();
+    fs::write(&files[1], timed_log(3000.0)).unwrap();
+    let out = dir.path().join("both.svg");
+    let labels = ["dpo".to_string(), "TRL".to_string()];
+    let summary = plot_runs(&files, &labels, Some(&out)).unwrap();
+    assert_eq!(
+        summary.panels,
+        [
+            "loss",
+            "rewards",
+            "margins",
+            "accuracies",
+            "preference",
+            "elapsed"
+        ]
+    );
+    for label in &labels {
+        for series in [
+            "train loss",
+            "eval loss",
+            "train rewards/rejected",
+            "eval rewards/margins",
+            "eval pair_accuracy",
+            "train elapsed seconds",
+        ] {
+            let name = format!("{label} {series}");
+            assert!(
+                summary.series.contains(&name),
+                "{name} in {:?}",
+                summary.series
+            );
+        }
+    }
+    let text = fs::read_to_string(&out).unwrap();
+    let svg = roxmltree::Document::parse(&text).unwrap();
+    let texts = texts(&svg);
+    assert!(
+        texts.iter().any(|t| t == "dpo vs TRL"),
+        "title names the runs"
+    );
+    // An error bar is a two-point line; the held-out margins and preference
+    // of each run have 3 points with a standard error each.
+    let bars = elements(&svg, "polyline")
+        .iter()
+        .filter(|p| point_count(p) == 2)
+        .count();
+    assert!(bars >= 2 * 2 * 3, "{bars} two-point lines");
+    // The elapsed time is the running sum of step_ms: 4 s and 12 s at step 4.
+    assert!(texts.iter().any(|t| t == "seconds"));
+
+    let one = plot_runs(&files[..1], &[], Some(&dir.path().join("a.svg"))).unwrap();
+    assert!(one.series.contains(&"eval pair_accuracy".to_string()));
+    assert!(
+        !one.panels.contains(&"elapsed".to_string()),
+        "one run keeps throughput"
+    );
+    let err = plot_runs(&files, &labels[..1], None).unwrap_err();
+    assert_eq!(err, "--labels names 1 runs but 2 metrics files are given");
 }

@@ -58,7 +58,7 @@ pub enum Command {
     Convert(ConvertArgs),
     /// Convert a data file: HH-RLHF's "\n\nHuman:"/"\n\nAssistant:" dialogues into conversational preference rows (TRL's hh-rlhf-helpful-base layout), ready for a chat template.
     ConvertData(ConvertDataArgs),
-    /// Draw a `--metrics` file as an SVG (or HTML) report: loss, rewards, margins, accuracies, throughput.
+    /// Draw `--metrics` files as an SVG (or HTML) report: loss, rewards, margins, accuracies, held-out preference, throughput; several files overlaid.
     Plot(PlotArgs),
 }
 
@@ -133,8 +133,12 @@ pub struct OptimArgs {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub eval_every: u64,
     /// Batch rows of similar length together (less padding on real data).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "data_order")]
     pub group_by_length: bool,
+    /// The order rows are taken in: shuffled (seeded by --seed, another order every epoch), or file (the
+    /// file's order, every epoch: to see the rows in the order another tool does, or a curriculum).
+    #[arg(long, value_enum, default_value_t = DataOrder::Shuffled)]
+    pub data_order: DataOrder,
     /// Save a checkpoint (model, optimizer, trainer state) into --out every N steps (0: at the end only).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub save_every: u64,
@@ -403,6 +407,15 @@ pub struct PairArgs {
     pub prefix_sharing: Option<OnOff>,
 }
 
+/// `--data-order`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DataOrder {
+    /// A seeded shuffle, another one every epoch.
+    Shuffled,
+    /// The file's order.
+    File,
+}
+
 /// A switch given as `on` or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OnOff {
@@ -525,9 +538,13 @@ pub struct ChatArgs {
 /// `dpo plot`
 #[derive(Debug, Args)]
 pub struct PlotArgs {
-    /// Metrics JSON Lines written by `--metrics` (or `metrics.jsonl` of `dpo demo`).
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
+    /// Metrics JSON Lines written by `--metrics` (or `metrics.jsonl` of `dpo demo`); several files are
+    /// overlaid in one report, a colour each (runs of different settings, or of `dpo` and TRL).
+    #[arg(value_name = "FILE", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    /// Names of the runs of FILE..., comma-separated, in order (default: the file names).
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    pub labels: Vec<String>,
     /// Report to write: `.svg`, or `.html` for a page embedding it (default: FILE with `.svg`).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,

@@ -4,15 +4,15 @@
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
-use dpo::data::{LoadOptions, PairLayout};
+use dpo::data::{BatchOrder, LoadOptions, PairLayout};
 use dpo::loss::kto::KtoConfig;
 use dpo::loss::{DpoLossConfig, LossType, WeightedLoss};
 use serde::Serialize;
 use transformer::ModelConfig;
 
 use super::args::{
-    Cli, Command, ConvertDataArgs, EvalCliArgs, LossArgs, LossName, OnOff, OptimArgs, PairArgs,
-    SaveFormat, SftArgs, TrainArgs,
+    Cli, Command, ConvertDataArgs, DataOrder, EvalCliArgs, LossArgs, LossName, OnOff, OptimArgs,
+    PairArgs, SaveFormat, SftArgs, TrainArgs,
 };
 use crate::trainer::{
     on_every_rank, run_eval, run_kto_eval, train_dpo, train_kto, train_sft, DataArgs, DpoTrainArgs,
@@ -67,7 +67,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Convert(a) => print_json(&super::convert::run_convert(&a)?),
         Command::ConvertData(a) => print_json(&convert_data(&a)?),
         Command::Plot(a) => print_json(
-            &crate::report::plot_metrics(&a.file, a.out.as_deref()).map_err(anyhow::Error::msg)?,
+            &crate::report::plot_runs(&a.files, &a.labels, a.out.as_deref())
+                .map_err(anyhow::Error::msg)?,
         ),
     }
 }
@@ -266,7 +267,11 @@ fn run_settings(out: &Path, a: &OptimArgs, lr: f64) -> RunSettings {
         save_every: a.save_every,
         metrics: a.metrics.clone(),
         resume: a.resume,
-        group_by_length: a.group_by_length,
+        batch_order: match (a.group_by_length, a.data_order) {
+            (true, _) => BatchOrder::GroupedByLength,
+            (false, DataOrder::Shuffled) => BatchOrder::Shuffled,
+            (false, DataOrder::File) => BatchOrder::File,
+        },
         progress: !a.no_progress,
         save_format: a.save_format.map(SaveFormat::format),
         precision: a.precision,

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Result};
 use autograd::Precision;
-use dpo::data::epoch_batches;
+use dpo::data::{epoch_batches, BatchOrder};
 use dpo::objective::{Metrics, Objective};
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -57,8 +57,8 @@ pub struct RunSettings {
     pub metrics: Option<PathBuf>,
     /// Continue the run saved in `out`.
     pub resume: bool,
-    /// Group rows of similar length into batches (less padding).
-    pub group_by_length: bool,
+    /// How each epoch's rows are cut into batches.
+    pub batch_order: BatchOrder,
     /// Show a progress bar (on a terminal).
     pub progress: bool,
     /// The format of the checkpoints written; `None`: the format of the
@@ -244,7 +244,7 @@ pub fn train<O: Objective>(
                 hyper.batch_size,
                 hyper.seed,
                 epoch,
-                settings.group_by_length,
+                settings.batch_order,
             );
             epoch_plan = Some((epoch, batches));
         }

@@ -49,7 +49,7 @@ pub use rows::{
 };
 pub use shared_batch::{collate_shared_pairs, PairInputs, PairLayout, SharedPairBatch};
 pub use split::{
-    epoch_batches, eval_split, length_grouped_batches, padding_share, shuffled_batches,
+    epoch_batches, eval_split, length_grouped_batches, padding_share, shuffled_batches, BatchOrder,
 };
 pub use truncate::{
     check_max_prompt_length, default_max_prompt_length, truncate_row, truncate_rows,

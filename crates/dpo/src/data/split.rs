@@ -84,9 +84,23 @@ pub fn length_grouped_batches(lengths: &[usize], batch_size: usize, seed: u64) -
 }
 
 /// The batches of one `epoch` of a run over rows of the given `lengths`:
-/// [`shuffled_batches`], or with `group_by_length` [`length_grouped_batches`]
-/// seeded by the epoch. A pure function of its arguments, so a resumed run
-/// sees the batches an uninterrupted one would.
+/// How the rows of an epoch are cut into batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BatchOrder {
+    /// A seeded shuffle, another one every epoch ([`shuffled_batches`]).
+    #[default]
+    Shuffled,
+    /// Rows of similar length together ([`length_grouped_batches`],
+    /// `--group-by-length`): less padding.
+    GroupedByLength,
+    /// The file's order, every epoch (`--data-order file`): a run that sees
+    /// the rows in the order another tool does, or a curriculum.
+    File,
+}
+
+/// The batches of `epoch` in `order`, seeded by the epoch. A pure function
+/// of its arguments, so a resumed run sees the batches an uninterrupted one
+/// would.
 ///
 /// Panics if `batch_size` is 0.
 pub fn epoch_batches(
@@ -94,12 +108,19 @@ pub fn epoch_batches(
     batch_size: usize,
     seed: u64,
     epoch: u64,
-    group_by_length: bool,
+    order: BatchOrder,
 ) -> Vec<Vec<usize>> {
-    if group_by_length {
-        length_grouped_batches(lengths, batch_size, epoch_seed(seed, epoch))
-    } else {
-        shuffled_batches(lengths.len(), batch_size, seed, epoch)
+    assert!(batch_size > 0, "epoch_batches: batch_size must be positive");
+    match order {
+        BatchOrder::Shuffled => shuffled_batches(lengths.len(), batch_size, seed, epoch),
+        BatchOrder::GroupedByLength => {
+            length_grouped_batches(lengths, batch_size, epoch_seed(seed, epoch))
+        }
+        BatchOrder::File => (0..lengths.len())
+            .collect::<Vec<_>>()
+            .chunks(batch_size)
+            .map(<[usize]>::to_vec)
+            .collect(),
     }
 }
 
