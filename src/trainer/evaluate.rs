@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{ensure, Result};
 use dpo::data::{LoadOptions, PairLayout, PreferenceRow};
 use dpo::loss::{DpoLossConfig, DpoMetrics};
-use dpo::objective::evaluate_pairs;
+use dpo::objective::evaluate_pairs_with_errors;
 use serde::Serialize;
 
 use super::lora::ReferenceModel;
@@ -44,6 +44,10 @@ pub struct EvalReport {
     /// The metrics.
     #[serde(flatten)]
     pub metrics: DpoMetrics,
+    /// The policy's own `pair_accuracy` and the standard errors of the means
+    /// over the pairs (`rewards/margins_stderr`, ...).
+    #[serde(flatten)]
+    pub standard_errors: std::collections::BTreeMap<String, f64>,
     /// Rows truncated to fit the block.
     pub truncated_rows: usize,
 }
@@ -68,7 +72,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<EvalReport> {
         },
         true,
     )?;
-    let metrics = evaluate_pairs(
+    let (metrics, standard_errors) = evaluate_pairs_with_errors(
         &policy.to_f64(),
         reference.map(|r| r.to_f64()).as_ref(),
         &prepared.rows,
@@ -92,6 +96,10 @@ pub fn run_eval(args: &EvalArgs) -> Result<EvalReport> {
     );
     Ok(EvalReport {
         metrics,
+        standard_errors: standard_errors
+            .iter()
+            .map(|&(name, value)| (name.to_string(), value))
+            .collect(),
         truncated_rows: prepared.truncation.truncated,
     })
 }

@@ -79,10 +79,10 @@ pub fn standard_error(values: &[f64]) -> f64 {
     (squares / (n - 1) as f64 / n as f64).sqrt()
 }
 
-/// The standard errors of a set of pairs' mean reward margin, reward
-/// accuracy and policy preference (`logp_c > logp_r`), under the names of
-/// the metrics with `_stderr` added: the noise of held-out figures.
-pub fn pair_standard_errors(logps: &PairLogps, config: &DpoLossConfig) -> [(&'static str, f64); 3] {
+/// The standard errors of a set of pairs' mean rewards, reward margin,
+/// reward accuracy and policy preference (`logp_c > logp_r`), under the
+/// names of the metrics with `_stderr` added: the noise of held-out figures.
+pub fn pair_standard_errors(logps: &PairLogps, config: &DpoLossConfig) -> [(&'static str, f64); 5] {
     let pairs: Vec<Pair> = (0..logps.num_pairs()).map(|i| logps.pair(i)).collect();
     let rewards: Vec<(f64, f64)> = pairs.iter().map(|p| pair_rewards(config, p)).collect();
     let margins: Vec<f64> = rewards.iter().map(|(c, r)| c - r).collect();
@@ -94,7 +94,11 @@ pub fn pair_standard_errors(logps: &PairLogps, config: &DpoLossConfig) -> [(&'st
         .iter()
         .map(|p| f64::from(u8::from(p.policy_chosen > p.policy_rejected)))
         .collect();
+    let chosen: Vec<f64> = rewards.iter().map(|r| r.0).collect();
+    let rejected: Vec<f64> = rewards.iter().map(|r| r.1).collect();
     [
+        ("rewards/chosen_stderr", standard_error(&chosen)),
+        ("rewards/rejected_stderr", standard_error(&rejected)),
         ("rewards/margins_stderr", standard_error(&margins)),
         ("rewards/accuracies_stderr", standard_error(&correct)),
         ("pair_accuracy_stderr", standard_error(&preferred)),

@@ -37,6 +37,20 @@ pub fn evaluate_pairs<T: Float>(
     batch_size: usize,
     layout: PairLayout,
 ) -> DpoMetrics {
+    evaluate_pairs_with_errors(policy, reference, rows, loss, batch_size, layout).0
+}
+
+/// [`evaluate_pairs`], and what a held-out record adds to it: the policy's
+/// own `pair_accuracy` (the share of pairs with `logp_c > logp_r`) and the
+/// standard errors of the means over the pairs ([`pair_standard_errors`]).
+pub fn evaluate_pairs_with_errors<T: Float>(
+    policy: &Model<T>,
+    reference: Option<&Model<T>>,
+    rows: &[PreferenceRow],
+    loss: &DpoLossConfig,
+    batch_size: usize,
+    layout: PairLayout,
+) -> (DpoMetrics, Vec<(&'static str, f64)>) {
     let with_prompts = loss.needs_prompt_logps();
     let (policy_logps, prompt_logps) = score_pairs(
         policy,
@@ -55,7 +69,10 @@ pub fn evaluate_pairs<T: Float>(
     let values = loss_values(loss, &logps, bco_shift(loss, &logps, BcoShift::BatchMean));
     let mut sums = MetricSums::default();
     sums.add(&logps, &values, loss);
-    sums.metrics()
+    let preferred = policy_logps.iter().filter(|(c, r)| c > r).count();
+    let mut extra = vec![("pair_accuracy", preferred as f64 / rows.len().max(1) as f64)];
+    extra.extend(pair_standard_errors(&logps, loss));
+    (sums.metrics(), extra)
 }
 
 /// DPO (any of its loss types), SimPO or ORPO over preference pairs.
