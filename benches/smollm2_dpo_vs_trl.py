@@ -16,7 +16,8 @@ What both sides get:
   - the step: B pairs, one pair per micro-batch (`--grad-accum B`; TRL
     `per_device_train_batch_size=1, gradient_accumulation_steps=B`), so neither side pads;
     the sigmoid loss (or --loss), beta, AdamW (0.9, 0.999, 1e-8, no weight decay) at a constant
-    lr with no warmup, gradient clipping at 1;
+    lr with no warmup, gradient clipping at 1, activations kept (TRL's DPOConfig turns
+    gradient checkpointing on by default; it is turned off here, as `dpo` does not recompute);
   - the adapter: LoRA r, alpha on every linear layer but the LM head (`all-linear`), no dropout,
     started from the same tensors: PEFT makes them (torch seed 0: lora_A Kaiming-uniform,
     lora_B zero) and saves them into DIR/init-adapter, which `dpo` reads with --init-adapter;
@@ -36,6 +37,7 @@ Run:  VENV/bin/python benches/smollm2_dpo_vs_trl.py target/release/dpo \\
 Needs the packages of benches/requirements.txt (+ peft) in this Python.
 """
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -122,6 +124,7 @@ def run_trl(a, data, adapter):
         adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, warmup_steps=0,
         lr_scheduler_type="constant", max_grad_norm=1.0, disable_dropout=True,
         precompute_ref_log_probs=False, train_sampling_strategy="sequential",
+        gradient_checkpointing=False,  # DPOConfig's default is True; `dpo` keeps the activations
         dataloader_drop_last=False, logging_steps=1, save_strategy="no", seed=0, data_seed=0)
     step_ms = []
 
@@ -143,7 +146,8 @@ def run_trl(a, data, adapter):
             name = key.replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default.")
             params[name].copy_(value)
     assert len(tensors) == sum(".lora_" in n for n in params), "adapter keys"
-    trainer.train()
+    with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs: keep stdout JSON
+        trainer.train()
     wall = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     log = []

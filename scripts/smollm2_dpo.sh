@@ -176,7 +176,7 @@ print(json.dumps({"prompt": json.load(open(sys.argv[1], encoding="utf-8")),
 import json, sys
 out = sys.argv[1]
 e = json.load(open(f"{out}/kl_eval.json"))
-json.dump({"kl": e["rewards/chosen"], "prompts": e["num_pairs"],
+json.dump({"kl": e["rewards/chosen"], "kl_stderr": e["rewards/chosen_stderr"], "prompts": e["num_pairs"],
            "how": "mean over one sampled answer per held-out prompt of log pi(y|x) - log ref(y|x)"},
           open(f"{out}/kl.json", "w"))
 EOF
