@@ -124,15 +124,21 @@ case " $RUN_STAGES " in *" train "*) rm -f "$OUT/metrics.jsonl" ;; esac
 train() { measured "$DPO" "${TRAIN[@]}" > "$OUT/train_summary.json"; }
 stage train train
 
-# -- samples: the same prompts, before and after, greedy
-samples() {
-  python3 - "$OUT" "$SAMPLE_PROMPTS" <<'EOF'
+# write_prompts PREFIX N: the conversations of the first N held-out rows, each into
+# $OUT/.PREFIX<i>.json, as `dpo generate --messages @FILE` reads them
+write_prompts() {
+  python3 - "$OUT" "$1" "$2" <<'EOF'
 import json, sys
-out, n = sys.argv[1], int(sys.argv[2])
+out, prefix, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rows = [json.loads(l) for l in open(f"{out}/heldout.jsonl", encoding="utf-8")][:n]
 for i, row in enumerate(rows):
-    json.dump(row["prompt"], open(f"{out}/.prompt{i}.json", "w", encoding="utf-8"))
+    json.dump(row["prompt"], open(f"{out}/.{prefix}{i}.json", "w", encoding="utf-8"))
 EOF
+}
+
+# -- samples: the same prompts, before and after, greedy
+samples() {
+  write_prompts prompt "$SAMPLE_PROMPTS"
   : > "$OUT/samples.jsonl"
   for ((i = 0; i < SAMPLE_PROMPTS; i++)); do
     for model in "$GGUF" "$RUN"; do
@@ -150,13 +156,7 @@ stage samples samples
 
 # -- KL(policy || reference) on answers sampled from the policy
 kl() {
-  python3 - "$OUT" "$KL_PROMPTS" <<'EOF'
-import json, sys
-out, n = sys.argv[1], int(sys.argv[2])
-rows = [json.loads(l) for l in open(f"{out}/heldout.jsonl", encoding="utf-8")][:n]
-for i, row in enumerate(rows):
-    json.dump(row["prompt"], open(f"{out}/.kl{i}.json", "w", encoding="utf-8"))
-EOF
+  write_prompts kl "$KL_PROMPTS"
   : > "$OUT/kl_rows.jsonl"
   for ((i = 0; i < KL_PROMPTS; i++)); do
     measured "$DPO" generate --model "$RUN" --messages "@$OUT/.kl$i.json" --temperature 1 --seed "$i" \

@@ -350,7 +350,7 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary> {
         true,
     )?
     .rows;
-    let after_metrics = evaluate_pairs(
+    let (after_metrics, _) = evaluate_pairs(
         &policy.to_f64(),
         Some(&reference.to_f64()),
         &held_out_pairs,

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{ensure, Result};
 use dpo::data::{LoadOptions, PairLayout, PreferenceRow};
 use dpo::loss::{DpoLossConfig, DpoMetrics};
-use dpo::objective::evaluate_pairs_with_errors;
+use dpo::objective::evaluate_pairs;
 use serde::Serialize;
 
 use super::lora::ReferenceModel;
@@ -72,7 +72,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<EvalReport> {
         },
         true,
     )?;
-    let (metrics, standard_errors) = evaluate_pairs_with_errors(
+    let (metrics, standard_errors) = evaluate_pairs(
         &policy.to_f64(),
         reference.map(|r| r.to_f64()).as_ref(),
         &prepared.rows,

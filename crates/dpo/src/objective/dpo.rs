@@ -29,21 +29,11 @@ use crate::scoring::{score, score_pairs, ScoringBatch};
 /// NLL, aot's sorting, bco_pair's mean reward). Run in f64 (the f32
 /// checkpoints widened exactly), the metrics are those of the stored
 /// weights up to f64 rounding. Both models see the pairs in `layout`.
-pub fn evaluate_pairs<T: Float>(
-    policy: &Model<T>,
-    reference: Option<&Model<T>>,
-    rows: &[PreferenceRow],
-    loss: &DpoLossConfig,
-    batch_size: usize,
-    layout: PairLayout,
-) -> DpoMetrics {
-    evaluate_pairs_with_errors(policy, reference, rows, loss, batch_size, layout).0
-}
-
-/// [`evaluate_pairs`], and what a held-out record adds to it: the policy's
+///
+/// Beside the metrics, what a held-out record adds to them: the policy's
 /// own `pair_accuracy` (the share of pairs with `logp_c > logp_r`) and the
 /// standard errors of the means over the pairs ([`pair_standard_errors`]).
-pub fn evaluate_pairs_with_errors<T: Float>(
+pub fn evaluate_pairs<T: Float>(
     policy: &Model<T>,
     reference: Option<&Model<T>>,
     rows: &[PreferenceRow],

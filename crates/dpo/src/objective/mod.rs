@@ -19,7 +19,7 @@ mod metrics;
 mod reference_cache;
 mod sft;
 
-pub use dpo::{evaluate_pairs, evaluate_pairs_with_errors, DpoObjective};
+pub use dpo::{evaluate_pairs, DpoObjective};
 pub use kto::{evaluate_unpaired, KtoObjective};
 pub use reference_cache::ReferenceCache;
 pub use sft::{sft_batch_loss, sft_eval_loss, SftObjective};
