@@ -608,7 +608,8 @@ fn draw_error<E: std::fmt::Display>(e: E) -> String {
     format!("cannot draw the report: {e}")
 }
 
-/// The y range of a panel: fixed, or the data's range padded by 6%.
+/// The y range of a panel: fixed, or the data's range (error bars
+/// included) padded by 6%.
 fn y_range(spec: &PanelSpec, series: &[SeriesData]) -> (f64, f64) {
     if let Some(range) = spec.y_range {
         return range;
@@ -618,6 +619,10 @@ fn y_range(spec: &PanelSpec, series: &[SeriesData]) -> (f64, f64) {
         for &(_, v) in &s.raw {
             lo = lo.min(v);
             hi = hi.max(v);
+        }
+        for &(_, bar_lo, bar_hi) in &s.error_bars {
+            lo = lo.min(bar_lo);
+            hi = hi.max(bar_hi);
         }
     }
     if spec.zero_line {
