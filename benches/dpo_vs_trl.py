@@ -177,7 +177,9 @@ class StepTimer(TrainerCallback):
 args = DPOConfig(output_dir=out, report_to="none", bf16=bf16 == "1", use_cpu=True, max_steps=int(steps),
                  per_device_train_batch_size=batch, learning_rate=1e-6, max_length=None,
                  precompute_ref_log_probs=precompute == "1", logging_steps=1000, save_strategy="no",
-                 dataloader_num_workers=0, disable_tqdm=True)
+                 dataloader_num_workers=0, disable_tqdm=True,
+                 # DPOConfig's default is True; `dpo` keeps its activations, so TRL keeps its own
+                 gradient_checkpointing=False)
 trainer = DPOTrainer(model=policy, ref_model=ref, args=args, train_dataset=Dataset.from_list(rows),
                      processing_class=tok, callbacks=[StepTimer()])
 # bf16=True is accelerate's autocast on the CPU (checked once: policy and reference layers then
