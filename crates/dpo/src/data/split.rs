@@ -83,7 +83,6 @@ pub fn length_grouped_batches(lengths: &[usize], batch_size: usize, seed: u64) -
     batches
 }
 
-/// The batches of one `epoch` of a run over rows of the given `lengths`:
 /// How the rows of an epoch are cut into batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BatchOrder {
@@ -98,7 +97,8 @@ pub enum BatchOrder {
     File,
 }
 
-/// The batches of `epoch` in `order`, seeded by the epoch. A pure function
+/// The batches of one `epoch` of a run over rows of the given `lengths`, in
+/// `order`, seeded by the epoch. A pure function
 /// of its arguments, so a resumed run sees the batches an uninterrupted one
 /// would.
 ///

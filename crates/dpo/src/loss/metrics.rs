@@ -79,10 +79,12 @@ pub fn standard_error(values: &[f64]) -> f64 {
     (squares / (n - 1) as f64 / n as f64).sqrt()
 }
 
-/// The standard errors of a set of pairs' mean rewards, reward margin,
-/// reward accuracy and policy preference (`logp_c > logp_r`), under the
-/// names of the metrics with `_stderr` added: the noise of held-out figures.
-pub fn pair_standard_errors(logps: &PairLogps, config: &DpoLossConfig) -> [(&'static str, f64); 5] {
+/// What a held-out evaluation reports beside [`DpoMetrics`]: the policy's
+/// own `pair_accuracy`, the share of pairs with `logp_c > logp_r` (summed
+/// log-probs, no reference), and the standard errors of the mean rewards,
+/// reward margin, reward accuracy and `pair_accuracy`, under the names of
+/// the metrics with `_stderr` added: the noise of held-out figures.
+pub fn held_out_statistics(logps: &PairLogps, config: &DpoLossConfig) -> [(&'static str, f64); 6] {
     let pairs: Vec<Pair> = (0..logps.num_pairs()).map(|i| logps.pair(i)).collect();
     let rewards: Vec<(f64, f64)> = pairs.iter().map(|p| pair_rewards(config, p)).collect();
     let margins: Vec<f64> = rewards.iter().map(|(c, r)| c - r).collect();
@@ -96,7 +98,9 @@ pub fn pair_standard_errors(logps: &PairLogps, config: &DpoLossConfig) -> [(&'st
         .collect();
     let chosen: Vec<f64> = rewards.iter().map(|r| r.0).collect();
     let rejected: Vec<f64> = rewards.iter().map(|r| r.1).collect();
+    let pair_accuracy = preferred.iter().sum::<f64>() / preferred.len().max(1) as f64;
     [
+        ("pair_accuracy", pair_accuracy),
         ("rewards/chosen_stderr", standard_error(&chosen)),
         ("rewards/rejected_stderr", standard_error(&rejected)),
         ("rewards/margins_stderr", standard_error(&margins)),

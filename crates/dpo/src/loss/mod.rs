@@ -42,7 +42,7 @@ pub use batch::{
     PairLogps, RunningMean,
 };
 pub use metrics::{
-    pair_rewards, pair_standard_errors, reported_logps, standard_error, DpoMetrics, MetricSums,
+    held_out_statistics, pair_rewards, reported_logps, standard_error, DpoMetrics, MetricSums,
 };
 
 use serde::Serialize;

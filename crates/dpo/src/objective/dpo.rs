@@ -18,7 +18,7 @@ use super::reference_cache::ReferenceCache;
 use super::{BatchLoss, Metrics, Objective};
 use crate::data::{PairLayout, PreferenceRow, TrainingRow};
 use crate::loss::{
-    bco_shift, loss_values, pair_standard_errors, preference_loss, BcoShift, DpoLossConfig,
+    bco_shift, held_out_statistics, loss_values, preference_loss, BcoShift, DpoLossConfig,
     DpoMetrics, LossType, MetricSums, PairContext, RunningMean,
 };
 use crate::scoring::{score, score_pairs, ScoringBatch};
@@ -32,7 +32,7 @@ use crate::scoring::{score, score_pairs, ScoringBatch};
 ///
 /// Beside the metrics, what a held-out record adds to them: the policy's
 /// own `pair_accuracy` (the share of pairs with `logp_c > logp_r`) and the
-/// standard errors of the means over the pairs ([`pair_standard_errors`]).
+/// standard errors of the means over the pairs ([`held_out_statistics`]).
 pub fn evaluate_pairs<T: Float>(
     policy: &Model<T>,
     reference: Option<&Model<T>>,
@@ -59,10 +59,7 @@ pub fn evaluate_pairs<T: Float>(
     let values = loss_values(loss, &logps, bco_shift(loss, &logps, BcoShift::BatchMean));
     let mut sums = MetricSums::default();
     sums.add(&logps, &values, loss);
-    let preferred = policy_logps.iter().filter(|(c, r)| c > r).count();
-    let mut extra = vec![("pair_accuracy", preferred as f64 / rows.len().max(1) as f64)];
-    extra.extend(pair_standard_errors(&logps, loss));
-    (sums.metrics(), extra)
+    (sums.metrics(), held_out_statistics(&logps, loss).to_vec())
 }
 
 /// DPO (any of its loss types), SimPO or ORPO over preference pairs.
@@ -261,8 +258,8 @@ impl Objective for DpoObjective {
     /// The metrics of the held-out pairs (as one batch), plus the policy's
     /// own `pair_accuracy`: the share of pairs whose chosen response has the
     /// higher log-probability (`logp_c > logp_r`, no reference involved),
-    /// and the standard errors of the margin and of both shares
-    /// (`*_stderr`, [`pair_standard_errors`]). Held-out metrics are computed
+    /// and the standard errors of the means (`*_stderr`,
+    /// [`held_out_statistics`]). Held-out metrics are computed
     /// whole on one process, never merged from parts.
     /// bco_pair's shift is the running mean of training, not updated here.
     fn evaluate(&mut self, model: &Model<f32>) -> Option<Metrics> {
@@ -295,13 +292,8 @@ impl Objective for DpoObjective {
         let values = loss_values(&self.loss, &logps, delta);
         let mut sums = MetricSums::default();
         sums.add(&logps, &values, &self.loss);
-        let preferred = policy.iter().filter(|(c, r)| c > r).count();
         let mut metrics = sums.metrics().to_record();
-        metrics.set_mean(
-            "pair_accuracy",
-            preferred as f64 / self.held_out.len() as f64,
-        );
-        for (name, value) in pair_standard_errors(&logps, &self.loss) {
+        for (name, value) in held_out_statistics(&logps, &self.loss) {
             metrics.set_mean(name, value);
         }
         Some(metrics)
