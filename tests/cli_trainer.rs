@@ -78,6 +78,46 @@ fn sft_evaluates_held_out_data_on_the_cadence_and_at_the_end() {
     assert_eq!(train_records, 4);
 }
 
+/// `tokens_per_second` counts the time of the training steps only: times the
+/// running sum of `step_ms` it gives a whole number of tokens, however long
+/// the held-out evaluations between the steps took.
+#[test]
+fn tokens_per_second_leaves_out_the_held_out_evaluations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, log) = (tmp.path().join("out"), tmp.path().join("metrics.jsonl"));
+    let run = sft(
+        &out,
+        &[
+            "--steps",
+            "4",
+            "--eval-data",
+            "sft/sft.jsonl",
+            "--eval-every",
+            "1",
+            "--metrics",
+            log.to_str().unwrap(),
+        ],
+    );
+    run.assert_ok();
+    let mut step_seconds = 0.0;
+    let mut tokens_so_far = 0.0;
+    for record in records(&log).iter().filter(|r| r["split"] == "train") {
+        step_seconds += record["step_ms"].as_f64().unwrap() / 1e3;
+        let tokens = record["tokens_per_second"].as_f64().unwrap() * step_seconds;
+        assert!(
+            (tokens - tokens.round()).abs() < 1e-6 && tokens.round() > tokens_so_far,
+            "step {}: {tokens} tokens after {tokens_so_far}",
+            record["step"]
+        );
+        tokens_so_far = tokens.round();
+    }
+    let summary = run.json()["tokens_per_second"].as_f64().unwrap();
+    assert!(
+        (summary * step_seconds - tokens_so_far).abs() < 1e-6,
+        "{run}"
+    );
+}
+
 #[test]
 fn sft_saves_every_n_steps_without_changing_the_run() {
     let tmp = tempfile::tempdir().unwrap();

@@ -99,7 +99,8 @@ pub struct TrainSummary {
     pub final_loss: f64,
     /// Wall time of the training loop, seconds.
     pub train_runtime: f64,
-    /// Non-padding tokens through the policy per second.
+    /// Non-padding tokens through the policy per second of training steps
+    /// (held-out evaluations and checkpoint saves are not counted).
     pub tokens_per_second: f64,
     /// Training rows after truncation (and skipping).
     pub train_rows: usize,
@@ -120,6 +121,8 @@ pub struct TrainSummary {
 /// Running totals of one training run.
 struct RunStats {
     started: Instant,
+    /// Seconds spent in training steps, without evaluations and saves.
+    step_seconds: f64,
     first_loss: f64,
     last_loss: f64,
     tokens: usize,
@@ -130,6 +133,7 @@ impl RunStats {
     fn start() -> Self {
         RunStats {
             started: Instant::now(),
+            step_seconds: 0.0,
             first_loss: f64::NAN,
             last_loss: f64::NAN,
             tokens: 0,
@@ -137,19 +141,21 @@ impl RunStats {
         }
     }
 
-    /// Records one step: its loss (before the update) and its tokens.
-    fn record(&mut self, loss: f64, tokens: usize, padded_tokens: usize) {
+    /// Records one step: its loss (before the update), its tokens and how
+    /// long it took.
+    fn record(&mut self, loss: f64, tokens: usize, padded_tokens: usize, seconds: f64) {
         if self.first_loss.is_nan() {
             self.first_loss = loss;
         }
         self.last_loss = loss;
         self.tokens += tokens;
         self.padded_tokens += padded_tokens;
+        self.step_seconds += seconds;
     }
 
-    /// Non-padding tokens per second so far.
+    /// Non-padding tokens per second of the training steps so far.
     fn tokens_per_second(&self) -> f64 {
-        self.tokens as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
+        self.tokens as f64 / self.step_seconds.max(1e-9)
     }
 }
 
@@ -275,10 +281,15 @@ pub fn train<O: Objective>(
         let grad_norm = hyper.clip(&mut grads);
         let lr = schedule.lr(hyper.lr, step);
         optimizer.step(model.trainable_params_mut(), &grads, lr);
-        let step_ms = step_started.elapsed().as_secs_f64() * 1e3;
+        let step_seconds = step_started.elapsed().as_secs_f64();
 
         let batch_out = gradient.batch;
-        stats.record(loss, batch_out.tokens, batch_out.padded_tokens);
+        stats.record(
+            loss,
+            batch_out.tokens,
+            batch_out.padded_tokens,
+            step_seconds,
+        );
         let tokens_per_second = stats.tokens_per_second();
         bar.set_message(format!(
             "{} {tokens_per_second:.0} tok/s",
@@ -289,7 +300,7 @@ pub fn train<O: Objective>(
         record.insert("lr".into(), json!(lr));
         record.insert("grad_norm".into(), json!(grad_norm));
         record.insert("tokens_per_second".into(), json!(tokens_per_second));
-        record.insert("step_ms".into(), json!(step_ms));
+        record.insert("step_ms".into(), json!(step_seconds * 1e3));
         metrics_log.write(step + 1, "train", record)?;
 
         let done = step + 1;
@@ -325,7 +336,7 @@ pub fn train<O: Objective>(
         first_loss: stats.first_loss,
         final_loss: stats.last_loss,
         train_runtime,
-        tokens_per_second: stats.tokens as f64 / train_runtime.max(1e-9),
+        tokens_per_second: stats.tokens_per_second(),
         train_rows: data.train_rows,
         truncated_rows: data.truncated_rows,
         padding_share: 1.0 - stats.tokens as f64 / stats.padded_tokens.max(1) as f64,
