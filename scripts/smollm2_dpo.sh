@@ -170,7 +170,7 @@ print(json.dumps({"prompt": json.load(open(sys.argv[1], encoding="utf-8")),
   done
   local ref=()
   if [ "$MODE" = full ]; then ref=(--ref "$GGUF"); fi
-  measured "$DPO" eval --policy "$RUN" "${ref[@]}" --data "$OUT/kl_rows.jsonl" --beta 1 \
+  measured "$DPO" eval --policy "$RUN" "${ref[@]}" --data "$OUT/kl_rows.jsonl" --beta 1 --precision f32 \
     --threads "$THREADS" > "$OUT/kl_eval.json"
   python3 - "$OUT" <<'EOF'
 import json, sys

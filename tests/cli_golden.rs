@@ -220,6 +220,13 @@ fn golden_eval_ids() {
     run_checks("ids/eval_");
 }
 
+/// `dpo eval --precision f32` meets the same float64 goldens, within their
+/// tolerance: f32 rounding is far below it on these models.
+#[test]
+fn golden_eval_ids_in_f32() {
+    run_checks_with("ids/eval_", &["--precision", "f32"]);
+}
+
 #[test]
 fn golden_eval_text() {
     run_checks("text/eval_");

@@ -142,20 +142,22 @@ fn kto_training_lowers_the_loss_and_logs_trl_metrics() {
 fn kto_eval_prints_one_json_object() {
     let tmp = tempfile::tempdir().unwrap();
     let data = unpaired_file(tmp.path());
-    let run = dpo(&[
+    let (policy, reference) = (text_model("policy"), text_model("ref"));
+    let args = [
         "--threads",
         "1",
         "eval",
         "--policy",
-        &text_model("policy"),
+        &policy,
         "--ref",
-        &text_model("ref"),
+        &reference,
         "--data",
         data.to_str().unwrap(),
         "--loss=kto",
         "--batch-size",
         "4",
-    ]);
+    ];
+    let run = dpo(&args);
     let metrics = run.assert_ok().json();
     for key in [
         "loss",
@@ -173,6 +175,21 @@ fn kto_eval_prints_one_json_object() {
     }
     assert_eq!(metrics["num_desirable"].as_u64(), Some(8));
     assert!(metrics["kl"].as_f64().unwrap() >= 0.0);
+
+    // --precision f32: the same metrics up to f32 rounding.
+    let f32_run = dpo(&[&args[..], &["--precision", "f32"]].concat());
+    let in_f32 = f32_run.assert_ok().json();
+    for key in ["loss", "rewards/margins", "logps/chosen", "kl"] {
+        let (a, b) = (
+            metrics[key].as_f64().unwrap(),
+            in_f32[key].as_f64().unwrap(),
+        );
+        assert!(
+            (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+            "{key}: f64 {a}, f32 {b}"
+        );
+        assert_ne!(a, b, "{key}: --precision f32 gave the f64 value");
+    }
 }
 
 #[test]

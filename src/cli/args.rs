@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use dpo::loss::LossType;
 use transformer::CheckpointFormat;
 
-use crate::trainer::{OptimizerKind, ScheduleKind};
+use crate::trainer::{EvalPrecision, OptimizerKind, ScheduleKind};
 
 /// Preference-tuning (DPO and its family, SFT, KTO) of GPT-2 and Llama-family models on CPU.
 ///
@@ -460,6 +460,11 @@ pub struct EvalCliArgs {
     /// A Jinja chat template file to render conversational rows with, instead of the model's own.
     #[arg(long, value_name = "FILE")]
     pub chat_template: Option<PathBuf>,
+    /// Arithmetic of the models: f64 (the checkpoints widened exactly; the metrics are the
+    /// stored weights' own, to compare with a float64 reference) or f32 (as training runs them:
+    /// half the memory, several times faster, rounding far below the noise of held-out metrics).
+    #[arg(long, value_enum, default_value_t = EvalPrecision::F64, value_name = "f64|f32")]
+    pub precision: EvalPrecision,
     #[command(flatten)]
     pub loss: LossArgs,
 }

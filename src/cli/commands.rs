@@ -60,6 +60,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 batch_size: a.batch_size,
                 skip_invalid: a.skip_invalid,
                 chat_template: a.chat_template,
+                precision: a.precision,
             })?),
         },
         Command::Generate(a) => print_json(&super::generate::run_generate(&a)?),
@@ -195,6 +196,7 @@ fn eval_args(a: EvalCliArgs, (loss, reference): (DpoLossConfig, ReferenceModel))
         batch_size: a.batch_size.max(1),
         skip_invalid: a.skip_invalid,
         chat_template: a.chat_template,
+        precision: a.precision,
     }
 }
 

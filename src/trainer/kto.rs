@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::distributed::Collective;
 use super::dpo::eval_batch_size;
+use super::evaluate::EvalPrecision;
 use super::lora::ReferenceModel;
 use super::setup::{
     load_checkpoint, load_reference, load_rows, prepare_run, DataArgs, InitialModel, RunSetup,
@@ -140,6 +141,8 @@ pub struct KtoEvalArgs {
     pub skip_invalid: bool,
     /// A chat template to render conversational rows with, instead of the model's.
     pub chat_template: Option<PathBuf>,
+    /// The arithmetic the models run in.
+    pub precision: EvalPrecision,
 }
 
 /// The result of `dpo eval --loss kto`: the metrics plus counts.
@@ -152,7 +155,7 @@ pub struct KtoEvalReport {
     pub truncated_rows: usize,
 }
 
-/// Runs `dpo eval --loss kto`, in f64 (see [`super::evaluate`]).
+/// Runs `dpo eval --loss kto`, in f64 or f32 (see [`super::evaluate`]).
 pub fn run_kto_eval(args: &KtoEvalArgs) -> Result<KtoEvalReport> {
     args.config.validate()?;
     check_kl_batch_size(args.batch_size)?;
@@ -174,13 +177,17 @@ pub fn run_kto_eval(args: &KtoEvalArgs) -> Result<KtoEvalReport> {
         },
         true,
     )?;
-    let metrics = evaluate_unpaired(
-        &policy.to_f64(),
-        &reference.to_f64(),
-        &prepared.rows,
-        &args.config,
-        args.batch_size,
-    );
+    let (rows, config, batch_size) = (&prepared.rows, &args.config, args.batch_size);
+    let metrics = match args.precision {
+        EvalPrecision::F64 => evaluate_unpaired(
+            &policy.to_f64(),
+            &reference.to_f64(),
+            rows,
+            config,
+            batch_size,
+        ),
+        EvalPrecision::F32 => evaluate_unpaired(&policy, &reference, rows, config, batch_size),
+    };
     ensure!(
         metrics.loss.is_finite() && metrics.kl.is_finite(),
         "the metrics are not finite (loss {}, kl {}): check the checkpoints for inf/NaN weights",

@@ -22,7 +22,7 @@ pub mod train_loop;
 
 pub use self::dpo::{train_dpo, DpoTrainArgs};
 pub use distributed::{on_every_rank, Collective, SingleProcess};
-pub use evaluate::{run_eval, EvalArgs, EvalReport};
+pub use evaluate::{run_eval, EvalArgs, EvalPrecision, EvalReport};
 pub use kto::{run_kto_eval, train_kto, KtoEvalArgs, KtoEvalReport, KtoTrainArgs};
 pub use lora::{LoraSettings, ReferenceModel};
 pub use settings::{AnyOptimizer, OptimizerKind, ScheduleKind, TrainHyper};
