@@ -1,7 +1,7 @@
 //! The `dpo` command line on the real SmolLM2-135M-Instruct, read from its
 //! GGUF file (see crates/transformer/tests/smollm2.rs for the model itself):
 //!
-//! - `eval` gives TRL 1.16 `DPOTrainer.evaluate`'s metrics on 8 HH-RLHF text
+//! - `eval` (in f64 and in f32) gives TRL 1.16 `DPOTrainer.evaluate`'s metrics on 8 HH-RLHF text
 //!   pairs (`tests/golden/smollm2/trl_eval`, made by
 //!   `tests/golden/make_llama_golden.py`), with the reference the GGUF and
 //!   the policy the same model with its final norm weight times 1.05f32;
@@ -59,8 +59,14 @@ fn assert_metrics(got: &serde_json::Map<String, Value>, expected: &Value) {
     assert_eq!(got["num_pairs"], expected["num_pairs"]);
 }
 
-/// `dpo eval` of `policy` against `reference` on `data` at beta 0.1 (TRL's goldens').
-fn eval_metrics(policy: &Path, reference: &Path, data: &Path) -> serde_json::Map<String, Value> {
+/// `dpo eval` of `policy` against `reference` on `data` at beta 0.1 (TRL's
+/// goldens'), the models in `precision` (`f64` or `f32`).
+fn eval_metrics(
+    policy: &Path,
+    reference: &Path,
+    data: &Path,
+    precision: &str,
+) -> serde_json::Map<String, Value> {
     dpo(&[
         "eval",
         "--policy",
@@ -71,6 +77,8 @@ fn eval_metrics(policy: &Path, reference: &Path, data: &Path) -> serde_json::Map
         s(data),
         "--beta",
         "0.1",
+        "--precision",
+        precision,
     ])
     .assert_ok()
     .json()
@@ -102,7 +110,7 @@ fn smollm2_eval_on_conversations_gives_trls_dpo_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     let policy = perturbed_policy(&gguf, tmp.path());
     let chat_dir = common::golden_dir().join("smollm2/trl_chat_eval");
-    let got = eval_metrics(&policy, &gguf, &chat_dir.join("pairs.jsonl"));
+    let got = eval_metrics(&policy, &gguf, &chat_dir.join("pairs.jsonl"), "f32");
     assert_metrics(&got, &read_json(&chat_dir.join("metrics.json")));
 }
 
@@ -141,10 +149,12 @@ fn smollm2_eval_gives_trls_dpo_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     let policy = perturbed_policy(&gguf, tmp.path());
     let data = trl_dir().join("pairs.jsonl");
-    let eval = |policy: &Path| eval_metrics(policy, &gguf, &data);
-    assert_metrics(&eval(&policy), &read_json(&trl_dir().join("metrics.json")));
+    let eval = |policy: &Path, precision| eval_metrics(policy, &gguf, &data, precision);
+    let expected = read_json(&trl_dir().join("metrics.json"));
+    assert_metrics(&eval(&policy, "f64"), &expected);
+    assert_metrics(&eval(&policy, "f32"), &expected);
     assert_metrics(
-        &eval(&gguf),
+        &eval(&gguf, "f32"),
         &read_json(&trl_dir().join("metrics_same.json")),
     );
 }
