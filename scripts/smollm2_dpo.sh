@@ -28,10 +28,11 @@
 #   train    `dpo train` with the held-out pairs evaluated every EVAL_EVERY steps (metrics.jsonl)
 #   samples  greedy answers of the model before and after to the first 6 held-out prompts,
 #            through the chat template (samples.jsonl)
-#   kl       KL(policy || reference) estimated on 32 held-out prompts: one answer sampled from
-#            the policy (temperature 1) per prompt, scored by both models with `dpo eval`
-#            (rows whose chosen and rejected are that answer): KL ~ mean log(pi/ref) of the
-#            samples = rewards/chosen / beta (kl.json)
+#   kl       KL(policy || reference) estimated on 32 held-out prompts, the reference being the
+#            starting model (for SimPO too, which trains without one): one answer sampled from
+#            the policy (temperature 1) per prompt, scored by both models with `dpo eval
+#            --precision f32` (rows whose chosen and rejected are that answer, beta 1):
+#            KL ~ mean log(pi/ref) of the samples = rewards/chosen (kl.json)
 #   plot     `dpo plot` -> report.html
 set -euo pipefail
 
@@ -154,7 +155,8 @@ print(json.dumps({"prompt": prompt, "before": before["completion"], "after": aft
 }
 stage samples samples
 
-# -- KL(policy || reference) on answers sampled from the policy
+# -- KL(policy || reference) on answers sampled from the policy; `dpo eval`'s default loss
+# (sigmoid) only carries the log-ratios here, whatever loss trained the policy
 kl() {
   write_prompts kl "$KL_PROMPTS"
   : > "$OUT/kl_rows.jsonl"
@@ -181,10 +183,7 @@ json.dump({"kl": e["rewards/chosen"], "kl_stderr": e["rewards/chosen_stderr"], "
           open(f"{out}/kl.json", "w"))
 EOF
 }
-case "$LOSS" in
-  simpo|orpo) ;;                                  # no reference to measure against
-  *) stage kl kl ;;
-esac
+stage kl kl
 
 # -- report
 stage plot measured "$DPO" plot "$OUT/metrics.jsonl" --out "$OUT/report.html" > /dev/null
