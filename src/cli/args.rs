@@ -462,7 +462,7 @@ pub struct EvalCliArgs {
     pub chat_template: Option<PathBuf>,
     /// Arithmetic of the models: f64 (the checkpoints widened exactly; the metrics are the
     /// stored weights' own, to compare with a float64 reference) or f32 (as training runs them:
-    /// half the memory, several times faster, rounding far below the noise of held-out metrics).
+    /// a third of the memory, twice as fast, rounding far below the noise of held-out metrics).
     #[arg(long, value_enum, default_value_t = EvalPrecision::F64, value_name = "f64|f32")]
     pub precision: EvalPrecision,
     #[command(flatten)]
