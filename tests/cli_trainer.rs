@@ -19,6 +19,23 @@ fn sft(out: &Path, extra: &[&str]) -> common::Run {
     dpo(&[&sft_golden_args(out)[..], &flags, extra].concat())
 }
 
+/// 4 steps of `dpo sft` into `dir/out`, the golden SFT rows held out and
+/// evaluated every `eval_every` steps, the metrics logged to `log`.
+fn sft_evaluating_every(dir: &Path, eval_every: u32, log: &Path) -> common::Run {
+    let every = eval_every.to_string();
+    let flags = [
+        "--steps",
+        "4",
+        "--eval-data",
+        "sft/sft.jsonl",
+        "--eval-every",
+        &every,
+        "--metrics",
+        log.to_str().unwrap(),
+    ];
+    sft(&dir.join("out"), &flags)
+}
+
 /// `dpo train` on the golden ids/ case into `out`, with `extra` flags.
 fn train(out: &Path, extra: &[&str]) -> common::Run {
     common::train_ids(
@@ -47,20 +64,8 @@ fn trainer_step(dir: &Path) -> u64 {
 #[test]
 fn sft_evaluates_held_out_data_on_the_cadence_and_at_the_end() {
     let tmp = tempfile::tempdir().unwrap();
-    let (out, log) = (tmp.path().join("out"), tmp.path().join("metrics.jsonl"));
-    let run = sft(
-        &out,
-        &[
-            "--steps",
-            "4",
-            "--eval-data",
-            "sft/sft.jsonl",
-            "--eval-every",
-            "2",
-            "--metrics",
-            log.to_str().unwrap(),
-        ],
-    );
+    let log = tmp.path().join("metrics.jsonl");
+    let run = sft_evaluating_every(tmp.path(), 2, &log);
     run.assert_ok();
     let summary = run.json();
     let eval_loss = summary["eval_loss"].as_f64().unwrap();
@@ -84,20 +89,8 @@ fn sft_evaluates_held_out_data_on_the_cadence_and_at_the_end() {
 #[test]
 fn tokens_per_second_leaves_out_the_held_out_evaluations() {
     let tmp = tempfile::tempdir().unwrap();
-    let (out, log) = (tmp.path().join("out"), tmp.path().join("metrics.jsonl"));
-    let run = sft(
-        &out,
-        &[
-            "--steps",
-            "4",
-            "--eval-data",
-            "sft/sft.jsonl",
-            "--eval-every",
-            "1",
-            "--metrics",
-            log.to_str().unwrap(),
-        ],
-    );
+    let log = tmp.path().join("metrics.jsonl");
+    let run = sft_evaluating_every(tmp.path(), 1, &log);
     run.assert_ok();
     let mut step_seconds = 0.0;
     let mut tokens_so_far = 0.0;
