@@ -98,9 +98,8 @@ pub enum BatchOrder {
 }
 
 /// The batches of one `epoch` of a run over rows of the given `lengths`, in
-/// `order`, seeded by the epoch. A pure function
-/// of its arguments, so a resumed run sees the batches an uninterrupted one
-/// would.
+/// `order`, seeded by the epoch. A pure function of its arguments, so a
+/// resumed run sees the batches an uninterrupted one would.
 ///
 /// Panics if `batch_size` is 0.
 pub fn epoch_batches(
