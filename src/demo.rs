@@ -41,7 +41,7 @@ use transformer::{ByteTokenizer, Model, ModelConfig, Tokenizer};
 use crate::trainer::setup::{load_model, load_rows};
 use crate::trainer::{
     train_dpo, train_sft, DataArgs, DpoTrainArgs, InitialModel, OptimizerKind, RunSettings,
-    ScheduleKind, SftTrainArgs, SingleProcess, TrainHyper,
+    ScheduleKind, SftTrainArgs, SingleProcess, TrainHyper, Truncation,
 };
 
 /// Letters the words are made of.
@@ -173,7 +173,7 @@ fn demo_run(
         data,
         eval_data,
         eval_fraction: 0.0,
-        max_prompt_length: None,
+        truncation: Truncation::default(),
         options: LoadOptions::default(),
         chat_template: None,
     };
@@ -345,7 +345,7 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoSummary> {
         &data.join("prefs_eval.jsonl"),
         reference.config(),
         &ByteTokenizer,
-        None,
+        Truncation::default(),
         &LoadOptions::default(),
         true,
     )?

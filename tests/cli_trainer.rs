@@ -309,6 +309,56 @@ fn a_row_emptied_by_truncation_is_refused_or_skipped() {
     assert!(skipped.stderr.contains("skipped"), "{skipped}");
 }
 
+#[test]
+fn max_length_cuts_rows_as_if_cut_by_hand() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = |path: &Path, first: serde_json::Value| {
+        let second =
+            serde_json::json!({"prompt_ids": [1], "chosen_ids": [4, 5], "rejected_ids": [5, 6]});
+        std::fs::write(path, format!("{first}\n{second}\n")).unwrap();
+    };
+    // --max-length 8 in a block of 16, so the prompt budget is 4: the first
+    // row (6 + 5 tokens) keeps its prompt's last 4 tokens and 8 - 4 of its
+    // chosen response; the second fits.
+    let (data, by_hand) = (tmp.path().join("prefs.jsonl"), tmp.path().join("cut.jsonl"));
+    rows(
+        &data,
+        serde_json::json!({"prompt_ids": [1, 2, 3, 4, 5, 6], "chosen_ids": [7, 8, 9, 10, 11], "rejected_ids": [12, 13]}),
+    );
+    rows(
+        &by_hand,
+        serde_json::json!({"prompt_ids": [3, 4, 5, 6], "chosen_ids": [7, 8, 9, 10], "rejected_ids": [12, 13]}),
+    );
+    let eval = |path: &Path, extra: &[&str]| {
+        let eval = set_flag(&eval_ids_args(), "--data", path.to_str().unwrap());
+        dpo(&[&eval[..], extra].concat())
+    };
+    let mut cut = eval(&data, &["--max-length", "8"]).assert_ok().json();
+    let mut expected = eval(&by_hand, &[]).assert_ok().json();
+    assert_eq!(cut.remove("truncated_rows"), Some(1.into()));
+    assert_eq!(expected.remove("truncated_rows"), Some(0.into()));
+    assert_eq!(cut, expected);
+
+    for (flags, error) in [
+        (
+            &["--max-length", "17"][..],
+            "--max-length 17 must be between 1 and the model's block_size 16",
+        ),
+        (
+            &["--max-length", "8", "--max-prompt-length", "8"],
+            "--max-prompt-length 8 must be below --max-length 8",
+        ),
+        (
+            &["--max-prompt-length", "16"],
+            "--max-prompt-length 16 must be below the model's block_size 16",
+        ),
+    ] {
+        let refused = eval(&data, flags);
+        refused.assert_one_line_error();
+        assert!(refused.stderr.contains(error), "{refused}");
+    }
+}
+
 /// `sft` or `train` above.
 type Runner = fn(&Path, &[&str]) -> common::Run;
 

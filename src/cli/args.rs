@@ -106,7 +106,10 @@ pub struct OptimArgs {
     /// Seed of the data order (and of the initialisation with --config).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Tokens kept of a long prompt when a row is truncated (default: block_size / 2).
+    /// Tokens a row keeps: prompt and longest response are cut to fit (default: the model's block_size).
+    #[arg(long, value_name = "N")]
+    pub max_length: Option<usize>,
+    /// Tokens kept of a long prompt when a row is cut (default: max_length / 2).
     #[arg(long, value_name = "N")]
     pub max_prompt_length: Option<usize>,
     /// Append per-step metrics as JSON lines to this file.
@@ -447,7 +450,10 @@ pub struct TrainArgs {
 pub struct EvalCliArgs {
     #[command(flatten)]
     pub pairs: PairArgs,
-    /// Tokens kept of a long prompt when a row is truncated (default: block_size / 2).
+    /// Tokens a row keeps: prompt and longest response are cut to fit (default: the model's block_size).
+    #[arg(long, value_name = "N")]
+    pub max_length: Option<usize>,
+    /// Tokens kept of a long prompt when a row is cut (default: max_length / 2).
     #[arg(long, value_name = "N")]
     pub max_prompt_length: Option<usize>,
     /// Pairs per forward pass; with --loss kto, rows per batch, in file order (each batch pairs

@@ -17,7 +17,7 @@ use dpo::objective::evaluate_pairs;
 use serde::Serialize;
 
 use super::lora::ReferenceModel;
-use super::setup::{load_checkpoint, load_reference, load_rows};
+use super::setup::{load_checkpoint, load_reference, load_rows, Truncation};
 
 /// `dpo eval --precision`: the arithmetic the models run in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -42,8 +42,8 @@ pub struct EvalArgs {
     pub loss: DpoLossConfig,
     /// How pairs go through the models (`--prefix-sharing`).
     pub layout: PairLayout,
-    /// Prompt budget of truncation; default `block_size / 2`.
-    pub max_prompt_length: Option<usize>,
+    /// How a long row is cut.
+    pub truncation: Truncation,
     /// Pairs per forward pass.
     pub batch_size: usize,
     /// Skip bad rows instead of refusing the file.
@@ -81,7 +81,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<EvalReport> {
         &args.data,
         policy.config(),
         loaded.tokenizer.as_ref(),
-        args.max_prompt_length,
+        args.truncation,
         &LoadOptions {
             skip_invalid: args.skip_invalid,
             assistant_only_loss: false,

@@ -17,6 +17,7 @@ use super::evaluate::EvalPrecision;
 use super::lora::ReferenceModel;
 use super::setup::{
     load_checkpoint, load_reference, load_rows, prepare_run, DataArgs, InitialModel, RunSetup,
+    Truncation,
 };
 use super::train_loop::{train, RunSettings, TrainSummary};
 
@@ -133,8 +134,8 @@ pub struct KtoEvalArgs {
     pub data: PathBuf,
     /// Loss settings.
     pub config: KtoConfig,
-    /// Prompt budget of truncation; default `block_size / 2`.
-    pub max_prompt_length: Option<usize>,
+    /// How a long row is cut.
+    pub truncation: Truncation,
     /// Rows per batch: each batch has its own KL estimate.
     pub batch_size: usize,
     /// Skip bad rows instead of refusing the file.
@@ -170,7 +171,7 @@ pub fn run_kto_eval(args: &KtoEvalArgs) -> Result<KtoEvalReport> {
         &args.data,
         policy.config(),
         loaded.tokenizer.as_ref(),
-        args.max_prompt_length,
+        args.truncation,
         &LoadOptions {
             skip_invalid: args.skip_invalid,
             assistant_only_loss: false,

@@ -26,6 +26,6 @@ pub use evaluate::{run_eval, EvalArgs, EvalPrecision, EvalReport};
 pub use kto::{run_kto_eval, train_kto, KtoEvalArgs, KtoEvalReport, KtoTrainArgs};
 pub use lora::{LoraSettings, ReferenceModel};
 pub use settings::{AnyOptimizer, OptimizerKind, ScheduleKind, TrainHyper};
-pub use setup::{DataArgs, InitialModel};
+pub use setup::{DataArgs, InitialModel, Truncation};
 pub use sft::{train_sft, SftTrainArgs};
 pub use train_loop::{train, RunSettings, TrainSummary};

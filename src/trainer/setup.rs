@@ -232,14 +232,41 @@ pub fn load_reference(
     Ok(Some(reference))
 }
 
-/// `--max-prompt-length`, or its default, checked against the block.
-pub fn prompt_budget(max_prompt_length: Option<usize>, block_size: usize) -> Result<usize> {
-    let budget = max_prompt_length.unwrap_or_else(|| data::default_max_prompt_length(block_size));
-    ensure!(
-        budget < block_size,
-        "--max-prompt-length {budget} must be below the model's block_size {block_size}"
-    );
-    Ok(budget)
+/// How a long row is cut to fit (TRL's `max_length` and `max_prompt_length`,
+/// docs/spec.md section 3.6): prompt and longest response together keep at
+/// most `max_length` tokens (default: the model's block), the prompt giving
+/// way first down to its last `max_prompt_length` (default: half of
+/// `max_length`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Truncation {
+    /// `--max-length`: tokens a row keeps.
+    pub max_length: Option<usize>,
+    /// `--max-prompt-length`: tokens a cut row's prompt keeps.
+    pub max_prompt_length: Option<usize>,
+}
+
+impl Truncation {
+    /// (tokens a row keeps, tokens a cut row's prompt keeps) for a model
+    /// whose block is `block_size`, each checked.
+    pub fn budgets(&self, block_size: usize) -> Result<(usize, usize)> {
+        let length = self.max_length.unwrap_or(block_size);
+        ensure!(
+            (1..=block_size).contains(&length),
+            "--max-length {length} must be between 1 and the model's block_size {block_size}"
+        );
+        let prompt = self
+            .max_prompt_length
+            .unwrap_or_else(|| data::default_max_prompt_length(length));
+        ensure!(
+            prompt < length,
+            "--max-prompt-length {prompt} must be below {}",
+            match self.max_length {
+                Some(_) => format!("--max-length {length}"),
+                None => format!("the model's block_size {length}"),
+            }
+        );
+        Ok((length, prompt))
+    }
 }
 
 /// The rows of one file for a model of `config`, text tokenized by
@@ -250,17 +277,17 @@ pub fn load_rows<R: TrainingRow>(
     path: &Path,
     config: &ModelConfig,
     tokenizer: &dyn Tokenizer,
-    max_prompt_length: Option<usize>,
+    truncation: Truncation,
     options: &LoadOptions,
     report_skips: bool,
 ) -> Result<PreparedRows<R>> {
-    let budget = prompt_budget(max_prompt_length, config.block_size)?;
+    let (max_length, max_prompt_length) = truncation.budgets(config.block_size)?;
     let prepared = prepare_rows::<R>(
         path,
         tokenizer,
         config.vocab_size,
-        config.block_size,
-        budget,
+        max_length,
+        max_prompt_length,
         options,
     )
     .map_err(|e| match e {
@@ -293,8 +320,8 @@ pub struct DataArgs {
     pub eval_data: Option<PathBuf>,
     /// Share of `data` held out (seeded) when there is no `eval_data`.
     pub eval_fraction: f64,
-    /// Prompt budget of truncation; default `block_size / 2`.
-    pub max_prompt_length: Option<usize>,
+    /// How a long row is cut.
+    pub truncation: Truncation,
     /// Skip bad rows instead of refusing the file; train on the assistant's
     /// tokens only (SFT).
     pub options: LoadOptions,
@@ -333,7 +360,7 @@ pub fn load_train_data<R: TrainingRow>(
             path,
             config,
             tokenizer,
-            args.max_prompt_length,
+            args.truncation,
             &args.options,
             report_skips,
         )
