@@ -1,21 +1,19 @@
 //! The path of the recipe in docs/smollm2-dpo.md, short, on the real
 //! SmolLM2-135M-Instruct and the real HH-RLHF harmless-base rows of
-//! `../shared/datasets`: `convert-data` makes them conversational, and LoRA
-//! DPO trains two epochs over 16 pairs (prompts cut to their last 32
-//! tokens, to keep it short) with 32 others held out:
+//! `../shared/datasets`: `convert-data` makes them conversational, the
+//! first [`HELD_OUT`] pairs are held out and LoRA DPO trains on the next
+//! [`STEPS`] x 8, every row cut to [`MAX_LENGTH`] tokens (`--max-length`,
+//! the prompt keeping its last [`MAX_PROMPT_LENGTH`]) to fit CI's minutes:
 //!
-//! - the training loss falls: the second epoch's loss on the same pairs is
-//!   below the first's and below ln 2;
-//! - the held-out records carry the standard errors and the policy's own
-//!   preference, and the step-0 record is the starting model's (loss ln 2,
-//!   rewards 0); the held-out rewards have moved at the end;
+//! - DPO generalises: on the held-out pairs, evaluated after the last
+//!   step, the implicit-reward accuracy is above chance and the reward
+//!   margin above 0, each by more than two standard errors, and the loss is
+//!   below ln 2 (measured on 2 threads: accuracy 0.594 ± 0.031, margin
+//!   0.043 ± 0.011, loss 0.676; docs/smollm2-dpo.md section 7);
+//! - the held-out record carries the standard errors and the policy's own
+//!   preference;
 //! - the adapter directory is a chat model: `dpo chat` loads it (base from
 //!   `adapter_config.json`, template from the checkpoint) and answers.
-//!
-//! What this cannot show in the minutes CI has: held-out accuracy above
-//! chance. On 312 held-out pairs the recipe gets there after about 50 steps
-//! of 8 pairs (docs/smollm2-dpo.md), 15 minutes or more on 2 cores; runs of
-//! 6-8 steps at higher learning rates stayed at chance (0.47 on 64 pairs).
 //!
 //! Ignored without `DPO_SMOLLM2_GGUF` (`.ci/run` sets it; its name holds
 //! `smollm2`, so it runs with the SmolLM2 tests), and it needs `../shared`
@@ -32,6 +30,17 @@ use std::process::{Command, Stdio};
 use common::dpo;
 use serde_json::{Map, Value};
 
+/// Pairs held out: the first ones of the converted file.
+const HELD_OUT: usize = 256;
+/// Optimizer steps of 8 pairs, on the pairs after the held-out ones.
+const STEPS: usize = 24;
+/// `--max-length`: tokens a row keeps.
+const MAX_LENGTH: &str = "64";
+/// `--max-prompt-length`: tokens a cut row's prompt keeps.
+const MAX_PROMPT_LENGTH: &str = "32";
+/// `--lr` of the adapters.
+const LR: &str = "1e-4";
+
 /// `../shared` beside the repository, or the folder `DPO_SHARED_DIR` names.
 fn shared_dir() -> PathBuf {
     std::env::var_os("DPO_SHARED_DIR").map_or_else(
@@ -46,7 +55,7 @@ fn s(path: &std::path::Path) -> &str {
 
 #[test]
 #[ignore = "needs the real SmolLM2 GGUF (DPO_SMOLLM2_GGUF) and ../shared: run by .ci/run"]
-fn smollm2_recipe_trains_evaluates_held_out_pairs_and_the_adapter_chats() {
+fn smollm2_recipe_generalises_to_held_out_pairs_and_the_adapter_chats() {
     let gguf = transformer::gguf::smollm2_for_tests();
     let hh = shared_dir().join("datasets/hh-rlhf-harmless-base-test.jsonl.gz");
     assert!(
@@ -63,8 +72,10 @@ fn smollm2_recipe_trains_evaluates_held_out_pairs_and_the_adapter_chats() {
         tmp.path().join("heldout.jsonl"),
         tmp.path().join("train.jsonl"),
     );
-    fs::write(&held_out, lines[..32].join("\n") + "\n").unwrap();
-    fs::write(&train, lines[32..48].join("\n") + "\n").unwrap();
+    fs::write(&held_out, lines[..HELD_OUT].join("\n") + "\n").unwrap();
+    let trained = &lines[HELD_OUT..HELD_OUT + 8 * STEPS];
+    fs::write(&train, trained.join("\n") + "\n").unwrap();
+    let steps = STEPS.to_string();
 
     let out = tmp.path().join("lora");
     let metrics = tmp.path().join("metrics.jsonl");
@@ -86,15 +97,19 @@ fn smollm2_recipe_trains_evaluates_held_out_pairs_and_the_adapter_chats() {
         "--eval-data",
         s(&held_out),
         "--eval-every",
-        "4",
+        "0",
         "--out",
         s(&out),
         "--lr",
-        "5e-4",
+        LR,
         "--steps",
-        "4",
+        &steps,
+        "--data-order",
+        "file",
+        "--max-length",
+        MAX_LENGTH,
         "--max-prompt-length",
-        "32",
+        MAX_PROMPT_LENGTH,
         "--batch-size",
         "8",
         "--grad-accum",
@@ -118,39 +133,31 @@ fn smollm2_recipe_trains_evaluates_held_out_pairs_and_the_adapter_chats() {
         .collect();
     let get = |r: &Map<String, Value>, k: &str| r[k].as_f64().unwrap();
     let ln2 = std::f64::consts::LN_2;
-    let train_loss: Vec<f64> = records
-        .iter()
-        .filter(|r| r["split"] == "train")
-        .map(|r| get(r, "loss"))
-        .collect();
-    eprintln!("training loss by step: {train_loss:?}");
-    let [first, second] = [&train_loss[..2], &train_loss[2..]].map(|e| e.iter().sum::<f64>() / 2.0);
-    assert!(
-        second < first && second < ln2,
-        "training loss: epoch 1 {first}, epoch 2 {second}"
-    );
-
     let held_out: Vec<&Map<String, Value>> =
         records.iter().filter(|r| r["split"] == "eval").collect();
-    let [start, end] = held_out[..] else {
-        panic!("expected held-out records at steps 0 and 4: {held_out:?}");
+    let [end] = held_out[..] else {
+        panic!("expected one held-out record, after step {STEPS}: {held_out:?}");
     };
-    eprintln!("held-out at step 0: {start:?}\nheld-out at step 4: {end:?}");
-    assert!(
-        (get(start, "loss") - ln2).abs() < 1e-12,
-        "step 0: the policy is its reference"
-    );
-    assert_eq!(get(start, "rewards/margins"), 0.0);
+    eprintln!("held-out after step {STEPS}: {end:?}");
     for key in [
         "pair_accuracy",
         "pair_accuracy_stderr",
         "rewards/margins_stderr",
         "rewards/accuracies_stderr",
     ] {
-        assert!(start.contains_key(key) && end.contains_key(key), "{key}");
+        assert!(end.contains_key(key), "{key}");
     }
-    assert_eq!(get(end, "num_pairs"), 32.0);
-    assert!(get(end, "rewards/chosen") != 0.0 && get(end, "rewards/margins_stderr") > 0.0);
+    assert_eq!(get(end, "num_pairs"), HELD_OUT as f64);
+    let (accuracy, margin) = (get(end, "rewards/accuracies"), get(end, "rewards/margins"));
+    let (accuracy_se, margin_se) = (
+        get(end, "rewards/accuracies_stderr"),
+        get(end, "rewards/margins_stderr"),
+    );
+    assert!(
+        accuracy - 2.0 * accuracy_se > 0.5 && margin - 2.0 * margin_se > 0.0,
+        "held out after {STEPS} steps: reward accuracy {accuracy} ± {accuracy_se}, margin {margin} ± {margin_se}"
+    );
+    assert!(get(end, "loss") < ln2, "held-out loss {}", get(end, "loss"));
 
     let mut chat = Command::new(env!("CARGO_BIN_EXE_dpo"))
         .args([
