@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use dpo::loss::LossType;
 use transformer::CheckpointFormat;
 
-use crate::trainer::{EvalPrecision, OptimizerKind, ScheduleKind};
+use crate::trainer::{EvalPrecision, OptimizerKind, ScheduleKind, Truncation};
 
 /// Preference-tuning (DPO and its family, SFT, KTO) of GPT-2 and Llama-family models on CPU.
 ///
@@ -106,12 +106,8 @@ pub struct OptimArgs {
     /// Seed of the data order (and of the initialisation with --config).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Tokens a row keeps: prompt and longest response are cut to fit (default: the model's block_size).
-    #[arg(long, value_name = "N")]
-    pub max_length: Option<usize>,
-    /// Tokens kept of a long prompt when a row is cut (default: max_length / 2).
-    #[arg(long, value_name = "N")]
-    pub max_prompt_length: Option<usize>,
+    #[command(flatten)]
+    pub truncation: Truncation,
     /// Append per-step metrics as JSON lines to this file.
     #[arg(long, value_name = "FILE")]
     pub metrics: Option<PathBuf>,
@@ -450,12 +446,8 @@ pub struct TrainArgs {
 pub struct EvalCliArgs {
     #[command(flatten)]
     pub pairs: PairArgs,
-    /// Tokens a row keeps: prompt and longest response are cut to fit (default: the model's block_size).
-    #[arg(long, value_name = "N")]
-    pub max_length: Option<usize>,
-    /// Tokens kept of a long prompt when a row is cut (default: max_length / 2).
-    #[arg(long, value_name = "N")]
-    pub max_prompt_length: Option<usize>,
+    #[command(flatten)]
+    pub truncation: Truncation,
     /// Pairs per forward pass; with --loss kto, rows per batch, in file order (each batch pairs
     /// its KL sequences and has its own KL estimate).
     #[arg(long, default_value_t = 16)]

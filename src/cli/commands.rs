@@ -17,7 +17,7 @@ use super::args::{
 use crate::trainer::{
     on_every_rank, run_eval, run_kto_eval, train_dpo, train_kto, train_sft, DataArgs, DpoTrainArgs,
     EvalArgs, InitialModel, KtoEvalArgs, KtoTrainArgs, LoraSettings, ReferenceModel, RunSettings,
-    SftTrainArgs, TrainHyper, Truncation,
+    SftTrainArgs, TrainHyper,
 };
 
 /// Runs one parsed command line.
@@ -56,10 +56,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 reference,
                 data: a.pairs.data,
                 config,
-                truncation: Truncation {
-                    max_length: a.max_length,
-                    max_prompt_length: a.max_prompt_length,
-                },
+                truncation: a.truncation,
                 batch_size: a.batch_size,
                 skip_invalid: a.skip_invalid,
                 chat_template: a.chat_template,
@@ -195,10 +192,7 @@ fn eval_args(a: EvalCliArgs, (loss, reference): (DpoLossConfig, ReferenceModel))
         policy: a.pairs.policy,
         data: a.pairs.data,
         loss,
-        truncation: Truncation {
-            max_length: a.max_length,
-            max_prompt_length: a.max_prompt_length,
-        },
+        truncation: a.truncation,
         batch_size: a.batch_size.max(1),
         skip_invalid: a.skip_invalid,
         chat_template: a.chat_template,
@@ -247,10 +241,7 @@ fn data_args(data: &Path, a: &OptimArgs, assistant_only_loss: bool) -> DataArgs 
         data: data.to_path_buf(),
         eval_data: a.eval_data.clone(),
         eval_fraction: a.eval_fraction,
-        truncation: Truncation {
-            max_length: a.max_length,
-            max_prompt_length: a.max_prompt_length,
-        },
+        truncation: a.truncation,
         options: LoadOptions {
             skip_invalid: a.skip_invalid,
             assistant_only_loss,

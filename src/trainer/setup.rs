@@ -237,11 +237,13 @@ pub fn load_reference(
 /// most `max_length` tokens (default: the model's block), the prompt giving
 /// way first down to its last `max_prompt_length` (default: half of
 /// `max_length`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::Args)]
 pub struct Truncation {
-    /// `--max-length`: tokens a row keeps.
+    /// Tokens a row keeps: prompt and longest response are cut to fit (default: the model's block_size).
+    #[arg(long, value_name = "N")]
     pub max_length: Option<usize>,
-    /// `--max-prompt-length`: tokens a cut row's prompt keeps.
+    /// Tokens kept of a long prompt when a row is cut (default: max_length / 2).
+    #[arg(long, value_name = "N")]
     pub max_prompt_length: Option<usize>,
 }
 
