@@ -4,12 +4,12 @@
 //! a diverging run, and reference-free DPO. The inputs are the tiny models
 //! and data of tests/golden/ (see tests/cli_golden.rs for the numbers).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{
+use crate::common::{
     assert_resumes_bitwise, copy_checkpoint, dpo, dpo_in, eval_ids_args, golden_dir, load_weights,
     metric_close, read, set_flag, train_ids, train_ids_args, IDS_NO_REF,
 };

@@ -12,14 +12,14 @@
 //! without `DPO_SMOLLM2_GGUF`; `.ci/run` sets it): greedy, it answers "What
 //! is the capital of France?" with "The capital of France is Paris.".
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{dpo, Run};
+use crate::common::{dpo, Run};
 use rexpect::process::WaitStatus;
 use rexpect::session::{spawn_command, PtySession};
 use serde_json::{json, Value};

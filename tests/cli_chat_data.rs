@@ -5,12 +5,12 @@
 //! `--chat-template`), `dpo train` and `dpo eval` on conversational pairs,
 //! and KTO on conversational unpaired rows.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::dpo;
+use crate::common::dpo;
 use transformer::{HfTokenizer, Model, ModelConfig, Tokenizer};
 
 fn s(path: &Path) -> &str {

@@ -4,12 +4,12 @@
 //! `tests/golden/make_llama_golden.py` on eight rows of the harmless-base
 //! test split: `smollm2/trl_chat_eval/hh_source.jsonl` -> `pairs.jsonl`).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;
 
-use common::dpo;
+use crate::common::dpo;
 use serde_json::Value;
 
 fn rows(path: &Path) -> Vec<Value> {

@@ -10,9 +10,7 @@
 //! - `error`: a file with one bad line is refused, naming the line, before
 //!   anything is written.
 
-mod common;
-
-use common::{compare_checkpoints, contains_number, dpo, golden_dir, metric_close, Run};
+use crate::common::{compare_checkpoints, contains_number, dpo, golden_dir, metric_close, Run};
 use serde_json::Value;
 
 fn manifest() -> Value {

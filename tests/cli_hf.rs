@@ -6,12 +6,12 @@
 //! format asked for, with the tokenizer files; `generate` takes and prints
 //! ids and stops at the EOS.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{dpo, Run};
+use crate::common::{dpo, Run};
 use serde_json::Value;
 
 /// rtol of the metrics against TRL (float32 models on both sides).

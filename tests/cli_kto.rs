@@ -3,11 +3,11 @@
 //! here: training lowers the loss and logs TRL's metric names, evaluation
 //! prints one JSON object, and bad input is one clear line.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_resumes_bitwise, dpo, golden_dir};
+use crate::common::{assert_resumes_bitwise, dpo, golden_dir};
 use serde_json::Value;
 
 /// A small unpaired file: the capitalised copy of a word is desirable, the

@@ -5,11 +5,9 @@
 //! by default), in f32 and bf16, each resumed to the bit; KTO; eval;
 //! generation; the checkpoints are Hugging Face directories.
 
-mod common;
-
 use std::path::Path;
 
-use common::{assert_resumes_bitwise, dpo_in, golden_dir, Run};
+use crate::common::{assert_resumes_bitwise, dpo_in, golden_dir, Run};
 use serde_json::Value;
 
 fn s(path: &Path) -> &str {

@@ -4,12 +4,12 @@
 //! and the refusals; on the real SmolLM2, one DPO step against TRL 1.16 +
 //! PEFT (`tests/golden/smollm2/trl_lora`).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{dpo, golden_dir};
+use crate::common::{dpo, golden_dir};
 use serde_json::Value;
 use transformer::Model;
 

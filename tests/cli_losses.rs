@@ -3,9 +3,9 @@
 //! and ORPO refuse a reference, `--rpo-alpha` is the `sft` term, and
 //! bco_pair's running mean survives `--resume` to the bit.
 
-mod common;
+use crate::common;
 
-use common::{assert_resumes_bitwise, dpo, eval_ids, read, train_ids, IDS_NO_REF};
+use crate::common::{assert_resumes_bitwise, dpo, eval_ids, read, train_ids, IDS_NO_REF};
 use serde_json::Value;
 
 /// Flags that make a loss valid on its own (exo_pair needs label smoothing).

@@ -4,12 +4,12 @@
 //! run of the command wrote, `--threads 0`. And a `--data` that blocks (a
 //! FIFO with no writer) still ends on Ctrl-C.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{dpo, golden_dir, read, train_ids};
+use crate::common::{dpo, golden_dir, read, train_ids};
 
 /// The files of the golden ids/ policy, copied into `dir`.
 fn copy_policy(dir: &Path) {

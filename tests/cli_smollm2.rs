@@ -15,13 +15,13 @@
 //! Ignored without `DPO_SMOLLM2_GGUF` (`.ci/run` sets it); run without it they
 //! fail saying what is missing.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::dpo;
+use crate::common::dpo;
 use serde_json::Value;
 use transformer::Model;
 

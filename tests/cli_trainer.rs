@@ -3,11 +3,11 @@
 //! objective or optimizer, and the newcomer's mistakes get a line that says
 //! what to do. Inputs: the tiny models and data of tests/golden/.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
-use common::{
+use crate::common::{
     dpo, eval_ids, eval_ids_args, set_flag, sft_golden_args, train_ids_args, worst_relative_diff,
     IDS_NO_REF,
 };

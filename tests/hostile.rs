@@ -13,12 +13,12 @@
 //!
 //! The kill -9 test of the same guarantees is tests/kill_resume.rs.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{
+use crate::common::{
     assert_same_files, copy_checkpoint, dpo, dpo_in, eval_ids, golden_dir, read, train_ids,
 };
 use transformer::Model;

@@ -11,13 +11,11 @@
 //! test`; `.ci/run` runs it. `DPO_KILL_TRIALS=N` sets the number of killed
 //! runs (default 50).
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_same_files, golden_dir, IDS};
+use crate::common::{assert_same_files, golden_dir, IDS};
 use rand::{Rng, SeedableRng};
 use transformer::Model;
 

@@ -4,8 +4,6 @@
 //! Built only with `--features mpi` (Open MPI's `mpirun` on the PATH):
 //! `cargo test --release --features mpi --test mpi`. `.ci/run` runs it.
 
-#![cfg(feature = "mpi")]
-
 mod common;
 
 use std::path::Path;

@@ -20,14 +20,12 @@
 //! beside the repository or `DPO_SHARED_DIR`; without them it fails saying
 //! what is missing.
 
-mod common;
-
 use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use common::dpo;
+use crate::common::dpo;
 use serde_json::{Map, Value};
 
 /// Pairs held out: the first ones of the converted file.

@@ -11,8 +11,7 @@ use autograd::kernels::bf16::round_to_bf16;
 use autograd::{Precision, Tape, Tensor, Var};
 use transformer::{Lora, LoraConfig, Model, ModelConfig, ModelParams};
 
-mod oracle;
-use oracle::{two_sequence_loss, SegmentedBatch};
+use crate::oracle::{two_sequence_loss, SegmentedBatch};
 
 fn configs() -> Vec<ModelConfig> {
     let gpt2 = ModelConfig {

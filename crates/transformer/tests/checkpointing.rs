@@ -5,8 +5,7 @@
 use autograd::{Precision, Tape, Tensor, Var};
 use transformer::{Lora, LoraConfig, Model, ModelConfig, ModelParams};
 
-mod oracle;
-use oracle::{two_sequence_loss as causal_loss, SegmentedBatch};
+use crate::oracle::{two_sequence_loss as causal_loss, SegmentedBatch};
 
 fn gpt2() -> ModelConfig {
     ModelConfig {

@@ -7,8 +7,7 @@
 use autograd::gradcheck::{gradcheck_with, GradcheckOptions};
 use transformer::{gradcheck_params, Model, ModelConfig, ModelParams};
 
-mod oracle;
-use oracle::{sft_loss, shrunk, SftBatch};
+use crate::oracle::{sft_loss, shrunk, SftBatch};
 
 fn check(config: ModelConfig) {
     let model = Model::<f64>::new(config.clone(), 0);

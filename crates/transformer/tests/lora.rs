@@ -10,8 +10,7 @@ use transformer::lora::{default_targets, resolve_targets, Dropout, LoraAdapter};
 use transformer::params::Linear;
 use transformer::{Lora, LoraConfig, Model, ModelConfig, ModelParams};
 
-mod oracle;
-use oracle::{sft_loss, shrunk, SftBatch};
+use crate::oracle::{sft_loss, shrunk, SftBatch};
 
 fn lora_config(r: usize, targets: &[&str]) -> LoraConfig {
     LoraConfig {

@@ -13,8 +13,7 @@ use autograd::{Float, Tape};
 use serde_json::Value;
 use transformer::Model;
 
-mod oracle;
-use oracle::{sft_loss, SftBatch};
+use crate::oracle::{sft_loss, SftBatch};
 
 /// `../shared/vectors` (or `$DPO_SHARED_DIR/vectors`); fails loudly where it
 /// is absent, so that no test passes by checking nothing.
