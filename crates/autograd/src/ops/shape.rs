@@ -11,6 +11,7 @@ use ndarray::{Axis, IxDyn, Slice};
 
 use super::check_axis;
 use crate::float::Float;
+use crate::kernels::concat::{concat_rows, split_rows};
 use crate::tape::{Tape, Tensor, Var};
 
 /// `t` in standard layout (no copy when it already is).
@@ -172,18 +173,26 @@ impl<T: Float> Tape<T> {
                 xs.iter().map(|x| x.shape().to_vec()).collect::<Vec<_>>()
             );
         }
-        let views: Vec<_> = xs.iter().map(|x| x.value().view()).collect();
-        let y = into_standard_layout(ndarray::concatenate(Axis(axis), &views).unwrap());
+        // Row-major, the tensors are matrices of `rows` rows (the axes before
+        // `axis`), each input's rows `shape[axis] * inner` wide.
+        let rows: usize = first[..axis].iter().product();
+        let inner: usize = first[axis + 1..].iter().product();
         let sizes: Vec<usize> = xs.iter().map(|x| x.shape()[axis]).collect();
+        let widths: Vec<usize> = sizes.iter().map(|n| n * inner).collect();
+        let standard: Vec<_> = xs.iter().map(|x| x.value().as_standard_layout()).collect();
+        let parts: Vec<&[T]> = standard.iter().map(|s| s.as_slice().unwrap()).collect();
+        let mut shape = first.to_vec();
+        shape[axis] = sizes.iter().sum();
+        let mut y = vec![T::zero(); rows * widths.iter().sum::<usize>()];
+        concat_rows(&parts, &widths, &mut y);
+        let y = Tensor::from_shape_vec(IxDyn(&shape), y).unwrap();
+        let part_shapes: Vec<Vec<usize>> = xs.iter().map(|x| x.shape().to_vec()).collect();
         self.record("concat", y, xs, move |dy| {
-            let mut start = 0;
-            sizes
-                .iter()
-                .map(|&n| {
-                    let part = dy.slice_axis(Axis(axis), Slice::from(start..start + n));
-                    start += n;
-                    Some(part.as_standard_layout().into_owned())
-                })
+            let dy = dy.as_standard_layout();
+            split_rows(dy.as_slice().unwrap(), &widths)
+                .into_iter()
+                .zip(&part_shapes)
+                .map(|(part, shape)| Some(Tensor::from_shape_vec(IxDyn(shape), part).unwrap()))
                 .collect()
         })
     }
