@@ -43,7 +43,7 @@ pub fn concat_rows<T: Float>(parts: &[&[T]], widths: &[usize], out: &mut [T]) {
 }
 
 /// `part_i[r] = src[r][offset_i .. offset_i + width_i]`, each part a new
-/// buffer: the backward of `concat` (and a `split` of the rows).
+/// buffer: the backward of `concat`.
 pub fn split_rows<T: Float>(src: &[T], widths: &[usize]) -> Vec<Vec<T>> {
     let total: usize = widths.iter().sum();
     let rows = src.len().checked_div(total).unwrap_or(0);
