@@ -10,7 +10,7 @@
 //! | module | loops | used by |
 //! |---|---|---|
 //! | [`simd`] | lane reductions (`sum_lanes`, `max_lanes`, ...) and the f32 `exp`/`tanh` polynomials behind [`crate::Float::exp_fast`] / [`crate::Float::tanh_fast`] | every kernel below |
-//! | [`concat`] | `concat_rows`, `split_rows`: the inputs' rows side by side, and back | `concat` |
+//! | [`concat`](mod@concat) | `concat_rows`, `split_rows`: the inputs' rows side by side, and back | `concat` |
 //! | [`elementwise`] | `map`, `zip_map`, `add_assign`, `sum` over flat slices | unary and binary ops, `sum_all`, gradient accumulation |
 //! | [`gemm`] | strided `C = alpha A @ B + beta C` on matrixmultiply, split over rayon | `matmul`, `linear`, attention |
 //! | [`sgemm`] | a GEMM in f32 arithmetic: packed operands, FMA microkernels (AVX-512, AVX2 or portable) | [`bf16`] on CPUs without AVX512_BF16 |
