@@ -1,12 +1,12 @@
 //! GFLOP/s of the f32 and bf16 GEMMs at the shapes of a training step, of
-//! the project's FMA GEMM ([`autograd::kernels::sgemm`], the bf16 GEMM's
-//! path on CPUs without AVX512_BF16) on f32 operands, and of the
-//! microkernels alone on operands that stay in L1 (their peak).
+//! matrixmultiply's sgemm for comparison, and of the microkernels alone on
+//! operands that stay in L1 (their peak).
 //!
-//! The columns: `f32` is `kernels::gemm::gemm` (matrixmultiply's sgemm,
-//! split over the threads); `FMA f32` is `kernels::sgemm::sgemm` without
-//! rounding; `bf16` is `kernels::bf16::gemm_bf16`; `packing` is the time to
-//! pack both operands as pairs of bf16 (the `vdpbf16ps` layout).
+//! The columns: `f32` is `kernels::gemm::gemm` (the project's FMA GEMM,
+//! [`autograd::kernels::sgemm`]); `mm f32` is matrixmultiply's sgemm, which
+//! the f32 products ran on before, on one thread (blank at more); `bf16` is
+//! `kernels::bf16::gemm_bf16`; `packing` is the time to pack both operands
+//! as pairs of bf16 (the `vdpbf16ps` layout).
 //!
 //! ```text
 //! cargo run --release --example gemm -p autograd [THREADS=1] [gpt2|smollm2] [--json]
@@ -115,14 +115,24 @@ fn main() {
     if sgemm::avx2::available() && !json {
         // The f32 microkernel alone: one 6 x 16 tile over 256 steps, operands in L1.
         let (mr, nr) = (sgemm::avx2::MR, sgemm::avx2::NR);
-        let a = vec![1.0f32.to_bits(); mr * 256];
-        let b = vec![1.0f32.to_bits(); nr * 256];
+        let a = vec![1.0f32; mr * 256];
+        let b = vec![1.0f32; nr * 256];
         let mut acc = vec![0.0f32; mr * nr];
         let calls = 20_000;
         let secs = fastest_secs(5, || {
             for _ in 0..calls {
-                // SAFETY: checked by `avx2::available`.
-                unsafe { sgemm::avx2::microkernel(&a, &b, &mut acc) };
+                // SAFETY: checked by `avx2::available`; the panels hold
+                // 256 steps, `acc` one tile.
+                unsafe {
+                    sgemm::avx2::microkernel(
+                        256,
+                        a.as_ptr(),
+                        b.as_ptr(),
+                        acc.as_mut_ptr(),
+                        nr,
+                        true,
+                    )
+                };
             }
         });
         let flops = (calls * mr * nr * 2 * 256) as f64;
@@ -132,7 +142,7 @@ fn main() {
     if !json {
         println!(
             "{:<20} {:>16} {:>9} {:>9} {:>9} {:>8}",
-            "GEMM", "M x K x N", "f32", "FMA f32", "bf16", "packing"
+            "GEMM", "M x K x N", "f32", "mm f32", "bf16", "packing"
         );
     }
     for (name, m, k, n, a_t, b_t) in shapes(model) {
@@ -147,26 +157,50 @@ fn main() {
         let reps = if m * n * k > 1 << 30 { 5 } else { 15 };
         let flops = (2 * m * n * k) as f64;
         let t_f32 = fastest_secs(reps, || gemm(1.0, a, b, 0.0, c.view_mut()));
-        let t_fma = fastest_secs(reps, || {
-            sgemm::sgemm(1.0, a, b, 0.0, c.view_mut(), threads > 1)
+        let t_mm = (threads == 1).then(|| {
+            fastest_secs(reps, || {
+                let [rsa, csa] = [a.strides()[0], a.strides()[1]];
+                let [rsb, csb] = [b.strides()[0], b.strides()[1]];
+                // SAFETY: the views' pointers and strides describe m x k,
+                // k x n and m x n matrices; c is its own buffer.
+                unsafe {
+                    matrixmultiply::sgemm(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        a.as_ptr(),
+                        rsa,
+                        csa,
+                        b.as_ptr(),
+                        rsb,
+                        csb,
+                        0.0,
+                        c.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    )
+                }
+            })
         });
         let t_bf16 = fastest_secs(reps, || gemm_bf16(1.0, a, b, 0.0, c.view_mut()));
         let t_pack = fastest_secs(reps, || {
             std::hint::black_box((bf16::pack_a(a), bf16::pack_b(b)));
         });
         let (f32_rate, bf16_rate) = (flops / t_f32 / 1e9, flops / t_bf16 / 1e9);
-        let fma_rate = flops / t_fma / 1e9;
+        let mm_rate = t_mm.map(|t| flops / t / 1e9);
         if json {
             println!(
                 "{{\"name\": \"{name}\", \"m\": {m}, \"k\": {k}, \"n\": {n}, \"a_t\": {a_t}, \"b_t\": {b_t}, \
-                 \"threads\": {threads}, \"f32_gflops\": {f32_rate:.2}, \"bf16_gflops\": {bf16_rate:.2}, \"fma_f32_gflops\": {fma_rate:.2}}}"
+                 \"threads\": {threads}, \"f32_gflops\": {f32_rate:.2}, \"bf16_gflops\": {bf16_rate:.2}, \"matrixmultiply_gflops\": {}}}",
+                mm_rate.map_or("null".to_string(), |r| format!("{r:.2}"))
             );
         } else {
             println!(
-                "{name:<20} {:>16} {:>7.1} G {:>7.1} G {:>7.1} G {:>5.1} ms",
+                "{name:<20} {:>16} {:>7.1} G {:>9} {:>7.1} G {:>5.1} ms",
                 format!("{m}x{k}x{n}"),
                 f32_rate,
-                fma_rate,
+                mm_rate.map_or(String::new(), |r| format!("{r:.1} G")),
                 bf16_rate,
                 t_pack * 1e3,
             );

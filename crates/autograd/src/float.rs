@@ -7,8 +7,9 @@
 //! Where the two precisions need different code, the trait has a method and
 //! each type its own implementation: [`Float::exp_fast`] and
 //! [`Float::tanh_fast`] are vectorizable polynomials in `f32` and the exact
-//! libm functions in `f64`; [`Float::gemm`] is `sgemm` or `dgemm`. Kernels
-//! never compare type names ([`Float::NAME`] is for messages only).
+//! libm functions in `f64`; [`Float::gemm`] is the project's sgemm or
+//! matrixmultiply's dgemm. Kernels never compare type names
+//! ([`Float::NAME`] is for messages only).
 
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
@@ -17,7 +18,8 @@ use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
 use ndarray::{ArrayView2, ArrayViewMut2};
 
 use crate::kernels::bf16::gemm_bf16;
-use crate::kernels::gemm::gemm;
+use crate::kernels::gemm::{dgemm, gemm};
+use crate::kernels::sgemm::sgemm;
 use crate::kernels::simd::{exp_f32, tanh_f32};
 
 /// A real scalar type the engine can compute with (`f32` or `f64`).
@@ -57,29 +59,19 @@ pub trait Float:
     /// exact `tanh`.
     fn tanh_fast(self) -> Self;
 
-    /// `C = alpha * A @ B + beta * C` on raw strided buffers (matrixmultiply's
-    /// sgemm/dgemm). Strides are in elements, so a transposed operand is just
-    /// swapped strides: no copy is ever made.
-    ///
-    /// # Safety
-    /// The pointers and strides must describe valid `m x k`, `k x n` and
-    /// `m x n` matrices; `c` must not alias `a` or `b`.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
+    /// `C = alpha * A @ B + beta * C` on strided views (a transposed
+    /// operand is the same buffer with swapped strides, never a copy), on
+    /// the calling thread or split over rayon when `parallel`: the project's
+    /// [`crate::kernels::sgemm`] for `f32`, matrixmultiply's dgemm
+    /// ([`crate::kernels::gemm::dgemm`]) for `f64`. Shapes are checked by
+    /// the caller ([`crate::kernels::gemm::gemm`]).
+    fn gemm(
         alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
+        a: ArrayView2<'_, Self>,
+        b: ArrayView2<'_, Self>,
         beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
+        c: ArrayViewMut2<'_, Self>,
+        parallel: bool,
     );
 
     /// `C = alpha * bf16(A) @ bf16(B) + beta * C` with f32 sums
@@ -111,27 +103,15 @@ impl Float for f32 {
     fn tanh_fast(self) -> f32 {
         tanh_f32(self)
     }
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
+    fn gemm(
         alpha: f32,
-        a: *const f32,
-        rsa: isize,
-        csa: isize,
-        b: *const f32,
-        rsb: isize,
-        csb: isize,
+        a: ArrayView2<'_, f32>,
+        b: ArrayView2<'_, f32>,
         beta: f32,
-        c: *mut f32,
-        rsc: isize,
-        csc: isize,
+        c: ArrayViewMut2<'_, f32>,
+        parallel: bool,
     ) {
-        // SAFETY: matrixmultiply's contract is this function's (`# Safety` of
-        // `Float::gemm`), which the caller keeps.
-        unsafe {
-            matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
-        }
+        sgemm(alpha, a, b, beta, c, parallel)
     }
     fn gemm_bf16(
         alpha: f32,
@@ -160,27 +140,15 @@ impl Float for f64 {
     fn tanh_fast(self) -> f64 {
         self.tanh()
     }
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
+    fn gemm(
         alpha: f64,
-        a: *const f64,
-        rsa: isize,
-        csa: isize,
-        b: *const f64,
-        rsb: isize,
-        csb: isize,
+        a: ArrayView2<'_, f64>,
+        b: ArrayView2<'_, f64>,
         beta: f64,
-        c: *mut f64,
-        rsc: isize,
-        csc: isize,
+        c: ArrayViewMut2<'_, f64>,
+        parallel: bool,
     ) {
-        // SAFETY: matrixmultiply's contract is this function's (`# Safety` of
-        // `Float::gemm`), which the caller keeps.
-        unsafe {
-            matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
-        }
+        dgemm(alpha, a, b, beta, c, parallel)
     }
     fn gemm_bf16(
         alpha: f64,

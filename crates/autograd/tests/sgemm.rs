@@ -120,9 +120,13 @@ fn odd_shapes_equal_the_fma_chain_bitwise() {
 fn k_over_several_blocks_with_alpha_and_beta() {
     let k = 2 * BLOCK_STEPS + 37;
     let (a, b) = (random(19, k, 5), random(k, 50, 6));
+    // B = W^T: the transposing pack, over several blocks of k
+    let w = random(50, k, 7);
     for rounding in [Rounding::Keep, Rounding::Bf16] {
         check(rounding, 1.0, a.view(), b.view(), 1.0);
         check(rounding, -0.5, a.view(), b.view(), 2.0);
+        check(rounding, 1.0, a.view(), w.t(), 0.0);
+        check(rounding, 0.5, a.view(), w.t(), 0.0);
     }
 }
 
@@ -135,6 +139,13 @@ fn transposed_and_strided_operands() {
     check(Rounding::Keep, 1.0, at.t(), b, 0.0);
     // the orientations of a linear layer: x @ W^T, dy @ W, dy^T @ x
     let (dy, x, w) = (random(65, 17, 3), random(65, 33, 4), random(17, 33, 5));
+    // K a multiple of 8: a 6-row panel's last transposed store spills onto
+    // the next panel (M = 13) or past the last one (M = 12)
+    for m in [12, 13] {
+        let (x, w) = (random(m, 32, 6), random(17, 32, 7));
+        check(Rounding::Keep, 1.0, x.view(), w.t(), 0.0);
+        check(Rounding::Bf16, 1.0, x.view(), w.t(), 0.0);
+    }
     for rounding in [Rounding::Keep, Rounding::Bf16] {
         check(rounding, 1.0, x.view(), w.t(), 0.0);
         check(rounding, 1.0, dy.view(), w.view(), 1.0);

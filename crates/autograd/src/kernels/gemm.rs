@@ -1,13 +1,14 @@
-//! Matrix multiply on matrixmultiply's sgemm/dgemm, with strides.
+//! Matrix multiply with strides: the entry point of every GEMM of the ops.
 //!
 //! `C = alpha * A @ B + beta * C` where every operand is an ndarray view: a
 //! transposed operand (`w.t()`) is the same buffer with swapped strides, so no
-//! transposed copy is ever made. Large products are split over rayon by
-//! blocks of rows of C (or of columns, when C is wide and short); each element
-//! of C is computed by the same sequence of operations whatever the split, so
-//! the result does not depend on the number of threads. A single row of A
-//! against a transposed weight (generation's one-token steps) is a dot
-//! product per column instead (`gemv`).
+//! transposed copy is ever made. `f32` runs the project's GEMM
+//! ([`super::sgemm`]), `f64` matrixmultiply's dgemm ([`dgemm`]); products
+//! from [`PAR_MIN_FLOPS`] multiply-adds on are split over rayon, and each
+//! element of C is computed by the same sequence of operations whatever the
+//! split, so the result does not depend on the number of threads. A single
+//! row of A against a transposed weight (generation's one-token steps) is a
+//! dot product per column instead (`gemv`).
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
@@ -36,8 +37,8 @@ pub fn gemm_with<T: Float>(
 /// Products smaller than this many multiply-adds run on one thread.
 const PAR_MIN_FLOPS: usize = 1 << 20;
 
-/// Rows (or columns) of C per parallel task are a multiple of this, the
-/// micro-kernel's tile, so tasks never split a tile.
+/// Rows (or columns) of C per parallel task of [`dgemm`] are a multiple of
+/// this, a multiple of matrixmultiply's tile, so tasks never split a tile.
 const TILE: usize = 16;
 
 /// `c = alpha * a @ b + beta * c`.   a: (M, K), b: (K, N), c: (M, N)
@@ -67,9 +68,37 @@ pub fn gemm<T: Float>(
     if m == 1 && a.strides()[1] == 1 && b.strides()[0] == 1 {
         return gemv(alpha, a, b, beta, c);
     }
+    let parallel = rayon::current_num_threads() > 1 && m * n * k >= PAR_MIN_FLOPS;
+    T::gemm(alpha, a, b, beta, c, parallel)
+}
+
+/// [`gemm`] on the calling thread (for callers that split the work
+/// themselves, as attention does over heads and row blocks).
+pub fn gemm_serial<T: Float>(
+    alpha: T,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    beta: T,
+    c: ArrayViewMut2<'_, T>,
+) {
+    T::gemm(alpha, a, b, beta, c, false)
+}
+
+/// `c = alpha * a @ b + beta * c` in f64 on matrixmultiply's dgemm, split
+/// over rayon when `parallel` by blocks of rows of C (or of columns, when C
+/// is wide and short).
+pub fn dgemm(
+    alpha: f64,
+    a: ArrayView2<'_, f64>,
+    b: ArrayView2<'_, f64>,
+    beta: f64,
+    c: ArrayViewMut2<'_, f64>,
+    parallel: bool,
+) {
+    let (m, n) = c.dim();
     let tasks = rayon::current_num_threads();
-    if tasks <= 1 || m * n * k < PAR_MIN_FLOPS {
-        return gemm_serial(alpha, a, b, beta, c);
+    if !parallel || tasks <= 1 {
+        return dgemm_serial(alpha, a, b, beta, c);
     }
     if m >= n {
         let rows = (m.div_ceil(tasks)).div_ceil(TILE) * TILE;
@@ -78,7 +107,7 @@ pub fn gemm<T: Float>(
         let a_blocks: Vec<_> = a.axis_chunks_iter(Axis(0), rows).collect();
         rayon::scope(|s| {
             for (a_blk, c_blk) in a_blocks.into_iter().zip(c_blocks) {
-                s.spawn(move |_| gemm_serial(alpha, a_blk, b, beta, c_blk));
+                s.spawn(move |_| dgemm_serial(alpha, a_blk, b, beta, c_blk));
             }
         });
     } else {
@@ -88,7 +117,7 @@ pub fn gemm<T: Float>(
         let b_blocks: Vec<_> = b.axis_chunks_iter(Axis(1), cols).collect();
         rayon::scope(|s| {
             for (b_blk, c_blk) in b_blocks.into_iter().zip(c_blocks) {
-                s.spawn(move |_| gemm_serial(alpha, a, b_blk, beta, c_blk));
+                s.spawn(move |_| dgemm_serial(alpha, a, b_blk, beta, c_blk));
             }
         });
     }
@@ -196,13 +225,13 @@ fn dot4<T: Float>(x: &[T], columns: [&[T]; 4]) -> [T; 4] {
     dots
 }
 
-/// One call to matrixmultiply on the calling thread.
-pub fn gemm_serial<T: Float>(
-    alpha: T,
-    a: ArrayView2<'_, T>,
-    b: ArrayView2<'_, T>,
-    beta: T,
-    mut c: ArrayViewMut2<'_, T>,
+/// One call to matrixmultiply's dgemm on the calling thread.
+fn dgemm_serial(
+    alpha: f64,
+    a: ArrayView2<'_, f64>,
+    b: ArrayView2<'_, f64>,
+    beta: f64,
+    mut c: ArrayViewMut2<'_, f64>,
 ) {
     let (m, k) = a.dim();
     let n = b.dim().1;
@@ -215,7 +244,7 @@ pub fn gemm_serial<T: Float>(
     // SAFETY: the views guarantee that every (row, col) reached through these
     // strides is inside its buffer, and `c` is a unique mutable view.
     unsafe {
-        T::gemm(
+        matrixmultiply::dgemm(
             m,
             k,
             n,

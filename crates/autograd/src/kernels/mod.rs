@@ -12,10 +12,10 @@
 //! | [`simd`] | lane reductions (`sum_lanes`, `max_lanes`, ...) and the f32 `exp`/`tanh` polynomials behind [`crate::Float::exp_fast`] / [`crate::Float::tanh_fast`] | every kernel below |
 //! | [`concat`](mod@concat) | `concat_rows`, `split_rows`: the inputs' rows side by side, and back | `concat` |
 //! | [`elementwise`] | `map`, `zip_map`, `add_assign`, `sum` over flat slices | unary and binary ops, `sum_all`, gradient accumulation |
-//! | [`gemm`] | strided `C = alpha A @ B + beta C` on matrixmultiply, split over rayon | `matmul`, `linear`, attention |
-//! | [`sgemm`] | a GEMM in f32 arithmetic: packed operands, FMA microkernels (AVX-512, AVX2 or portable) | [`bf16`] on CPUs without AVX512_BF16 |
+//! | [`gemm`] | strided `C = alpha A @ B + beta C`: [`sgemm`] for f32, matrixmultiply's dgemm for f64, over rayon | `matmul`, `linear`, attention |
+//! | [`sgemm`] | the f32 GEMM: blocks packed for the caches, FMA microkernels (AVX-512, AVX2 or portable) | [`gemm`]; [`bf16`] on CPUs without AVX512_BF16 |
 //! | [`bf16`] | the same GEMM with bf16 inputs and f32 sums (`vdpbf16ps`, or [`sgemm`] on rounded inputs) | [`gemm::gemm_with`] in [`crate::Precision::Bf16`] |
-//! | [`packed`] | the loops both share: panels, blocks over `k`, tiles over threads | [`sgemm`], [`bf16`] |
+//! | [`packed`] | the `vdpbf16ps` GEMM's loops: whole operands in panels, blocks over `k`, tiles over threads | [`bf16`] |
 //! | [`softmax`] | `softmax_forward/backward` along any axis | `softmax`, `log_softmax` |
 //! | [`layernorm`] | `layernorm_forward/backward` | `layer_norm` |
 //! | [`rmsnorm`] | `rmsnorm_forward/backward` | `rms_norm` |

@@ -1,6 +1,7 @@
-//! The loops of a packed GEMM, shared by the f32 GEMM ([`super::sgemm`]) and
-//! the bf16 one ([`super::bf16`]): `C = alpha * A @ B + beta * C` from
-//! operands copied once into panels, tile by tile, by a microkernel.
+//! The loops of the bf16 GEMM on `vdpbf16ps` ([`super::bf16`]): `C = alpha *
+//! A @ B + beta * C` from operands copied once, whole, into panels, tile by
+//! tile, by a microkernel. (The f32 GEMM, and the bf16 one on FMAs, pack
+//! block by block instead: [`super::sgemm`].)
 //!
 //! **Panels.** A (M x K) is cut into panels of `width` rows, B (K x N) into
 //! panels of `width` columns. A panel stores, for each *step* along `k` in

@@ -13,7 +13,8 @@
 //! order (`k = 1, 0, 3, 2, ...`), so the two give the same bits, but for a
 //! sum that falls below 2^-126 (`vdpbf16ps` flushes it to zero).
 //!
-//! **Loops** ([`super::packed`]). `K` is cut into blocks of [`KC_PAIRS`]
+//! **Loops of the `vdpbf16ps` path** ([`super::packed`]; the FMA path has
+//! the f32 GEMM's). `K` is cut into blocks of [`KC_PAIRS`]
 //! pairs, so that a B micro-panel (48 columns x 768 `k` = 72 KiB of bf16)
 //! stays in L2 while every A panel passes over it. One block covers `K =
 //! 768` (GPT-2's width), so the largest GEMM, the LM head's `h @ wte^T`,

@@ -41,44 +41,53 @@ pub fn available() -> bool {
     }
 }
 
-/// [`super::portable::microkernel`] on 512-bit FMAs: `acc += A panel . B panel`.
+/// [`super::portable::microkernel`] on 512-bit FMAs: the tile of C at `c`
+/// (rows `ldc` floats apart) is set to its sums so far plus `A panel . B
+/// panel` over `steps` steps; the sums so far are the tile's values when
+/// `load`, zeros otherwise.
 ///
 /// # Safety
-/// The CPU must have AVX512F ([`available`]).
+/// The CPU must have AVX512F ([`available`]); `a` and `b` must hold `steps`
+/// steps of their panels (`MR` and `NR` floats a step), and `c` must point
+/// at `MR` rows of `NR` floats, `ldc` apart, that nothing else touches
+/// during the call.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-pub unsafe fn microkernel(a: &[u32], b: &[u32], acc: &mut [f32]) {
-    assert_eq!(acc.len(), MR * NR, "sgemm: an AVX-512 tile is {MR} x {NR}");
-    let steps = (a.len() / MR).min(b.len() / NR);
-    // SAFETY: the CPU has the instructions (this function's contract). Every
-    // pointer stays inside its slice: `acc` holds MR rows of NR = 16 VECS
-    // floats; the B panel holds NR words per step and the A panel MR, for
-    // each of the `steps` steps, which is at most what both slices hold. A
-    // word is an f32's bits, read as an f32.
+pub unsafe fn microkernel(
+    steps: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    load: bool,
+) {
+    // SAFETY: the CPU has the instructions, and every pointer stays inside
+    // the panels and the tile (this function's contract).
     unsafe {
-        let mut c = [[_mm512_setzero_ps(); VECS]; MR];
-        for (i, row) in c.iter_mut().enumerate() {
-            for (v, reg) in row.iter_mut().enumerate() {
-                *reg = _mm512_loadu_ps(acc.as_ptr().add(i * NR + 16 * v));
+        let mut acc = [[_mm512_setzero_ps(); VECS]; MR];
+        if load {
+            for (i, row) in acc.iter_mut().enumerate() {
+                for (v, reg) in row.iter_mut().enumerate() {
+                    *reg = _mm512_loadu_ps(c.add(i * ldc + 16 * v));
+                }
             }
         }
-        let (a_ptr, b_ptr) = (a.as_ptr() as *const f32, b.as_ptr() as *const f32);
         for s in 0..steps {
-            let b_s = b_ptr.add(s * NR);
+            let b_s = b.add(s * NR);
             let mut bv = [_mm512_setzero_ps(); VECS];
             for (v, reg) in bv.iter_mut().enumerate() {
                 *reg = _mm512_loadu_ps(b_s.add(16 * v));
             }
-            for (i, row) in c.iter_mut().enumerate() {
-                let a_i = _mm512_set1_ps(*a_ptr.add(s * MR + i));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let a_i = _mm512_set1_ps(*a.add(s * MR + i));
                 for (reg, b_reg) in row.iter_mut().zip(&bv) {
                     *reg = _mm512_fmadd_ps(a_i, *b_reg, *reg);
                 }
             }
         }
-        for (i, row) in c.iter().enumerate() {
+        for (i, row) in acc.iter().enumerate() {
             for (v, reg) in row.iter().enumerate() {
-                _mm512_storeu_ps(acc.as_mut_ptr().add(i * NR + 16 * v), *reg);
+                _mm512_storeu_ps(c.add(i * ldc + 16 * v), *reg);
             }
         }
     }

@@ -7,8 +7,9 @@
 //! C[i, j] = alpha * acc + beta * C[i, j]                    (C not read when beta = 0)
 //! ```
 //!
-//! The operands are copied once into panels ([`pack`]) and the tiles of C are
-//! computed by a microkernel ([`super::packed`] has the loops):
+//! The operands are copied block by block into panels ([`pack`]), and the
+//! tiles of C are computed by a microkernel; [`blocked`] has the loops, cut
+//! for the caches as BLIS cuts them. The microkernels:
 //!
 //! - [`avx512`]: an 8 x 48 tile in 24 512-bit registers, on CPUs with
 //!   AVX512F (runtime detection): Zen 4 and 5, Intel's server CPUs;
@@ -25,15 +26,13 @@
 //! FMA rounds once: so every kernel and every thread count gives the same
 //! bits.
 //!
-//! **What it computes today.** The bf16 GEMM on CPUs without AVX512_BF16
-//! ([`super::bf16`]), with [`Rounding::Bf16`]. The f32 products of the
-//! model stay on matrixmultiply's sgemm ([`super::gemm`]): at the GEMM shapes
-//! of a GPT-2 and a SmolLM2 step, on one thread of a Zen 3, sgemm ran at
-//! 67-88 GFLOP/s and this GEMM at 44-75 (its microkernel alone reaches 95 in
-//! L1; the difference is in packing whole operands up front and in the cache
-//! blocking, docs/bf16.md). [`Rounding::Keep`] is there for that
-//! comparison (`cargo run --release --example gemm -p autograd`) and for
-//! the tests, which check both roundings against the definition above.
+//! **What it computes.** Every f32 product of the model
+//! ([`super::gemm::gemm`]), with [`Rounding::Keep`], and the bf16 GEMM on
+//! CPUs without AVX512_BF16 ([`super::bf16`]), with [`Rounding::Bf16`]. On
+//! one core of a Zen 3 it runs at 84-91 GFLOP/s at the shapes of a GPT-2 and
+//! a SmolLM2 layer, where matrixmultiply's sgemm ran at 81-88 (its
+//! microkernel alone reaches 95-100 in L1; docs/bf16.md has the tables,
+//! `cargo run --release --example gemm -p autograd` prints them).
 //!
 //! **bf16 operands.** With [`Rounding::Bf16`], each value is rounded to bf16
 //! as it is packed and each pair of `k` is taken odd one first (`k = 1, 0, 3,
@@ -45,20 +44,20 @@
 
 pub mod avx2;
 pub mod avx512;
+mod blocked;
 pub mod pack;
 pub mod portable;
+mod transpose_avx2;
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
-pub use pack::{pack_a, pack_b, Rounding};
+pub use blocked::BLOCK_STEPS;
+pub use pack::Rounding;
 
-use super::packed::gemm_packed;
+use blocked::gemm_blocked;
 
-/// Steps of `k` per block of the K loop: a 16-column B panel's block is 32
-/// KiB, a 6-row A panel's 12 KiB. Chosen by measurement on Zen 3 (256, 384,
-/// 512, 768 and 1024 tried at SmolLM2's shapes: 512 was the fastest, within
-/// the machine's noise of 384 and 768).
-pub const BLOCK_STEPS: usize = 512;
+/// The largest tile of C any microkernel computes (8 x 48).
+const MAX_TILE: usize = avx512::MR * avx512::NR;
 
 /// Which microkernel computes the tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,17 +99,32 @@ impl Microkernel {
         }
     }
 
-    /// `acc += a_panel . b_panel` over the steps of the two slices.
-    fn run(self, a: &[u32], b: &[u32], acc: &mut [f32]) {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: only chosen where the CPU has the features (`detect`,
-            // or `sgemm_with`, which checks `available`).
-            Microkernel::Avx512 => unsafe { avx512::microkernel(a, b, acc) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            Microkernel::Avx2Fma => unsafe { avx2::microkernel(a, b, acc) },
-            _ => portable::microkernel(self.tile().0, a, b, acc),
+    /// The tile of C at `c` (rows `ldc` apart) set to its sums so far (its
+    /// values when `load`, zeros otherwise) plus `steps` steps of the panels
+    /// `a` and `b`.
+    ///
+    /// # Safety
+    /// The CPU must run this kernel ([`Microkernel::available`]); the
+    /// pointers as the kernels' (e.g. [`avx2::microkernel`]) say.
+    pub(crate) unsafe fn run(
+        self,
+        steps: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        load: bool,
+    ) {
+        let (mr, nr) = self.tile();
+        // SAFETY: this function's contract is the kernels'.
+        unsafe {
+            match self {
+                #[cfg(target_arch = "x86_64")]
+                Microkernel::Avx512 => avx512::microkernel(steps, a, b, c, ldc, load),
+                #[cfg(target_arch = "x86_64")]
+                Microkernel::Avx2Fma => avx2::microkernel(steps, a, b, c, ldc, load),
+                _ => portable::microkernel(mr, nr, steps, a, b, c, ldc, load),
+            }
         }
     }
 }
@@ -172,35 +186,11 @@ pub fn sgemm_with(
     if m == 0 || n == 0 {
         return;
     }
-    let (mr, nr) = kernel.tile();
-    let flush = rounding == Rounding::Bf16;
-    let (a, b) = if parallel {
-        rayon::join(
-            || pack_a(a, mr, rounding, true),
-            || pack_b(b, nr, rounding, true),
-        )
+    if rounding == Rounding::Bf16 {
+        flushing_denormals(|| gemm_blocked(kernel, rounding, alpha, a, b, beta, c, parallel))
     } else {
-        (
-            pack_a(a, mr, rounding, false),
-            pack_b(b, nr, rounding, false),
-        )
-    };
-    gemm_packed(
-        |a, b, acc| {
-            if flush {
-                flushing_denormals(|| kernel.run(a, b, acc))
-            } else {
-                kernel.run(a, b, acc)
-            }
-        },
-        BLOCK_STEPS,
-        alpha,
-        &a,
-        &b,
-        beta,
-        c,
-        parallel,
-    );
+        gemm_blocked(kernel, rounding, alpha, a, b, beta, c, parallel)
+    }
 }
 
 /// Runs `f` with MXCSR's flush-to-zero bit set on this thread, then restores

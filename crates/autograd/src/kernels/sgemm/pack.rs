@@ -1,22 +1,24 @@
-//! The operands of the f32 GEMM in panels of f32 words ([`super::super::packed`]):
+//! The blocks of the f32 GEMM's operands in panels ([`super::blocked`]):
 //!
 //! ```text
-//! a_packed[q][s][i] = A[q MR + i, k(s)]          [M/MR][steps][MR]
-//! b_packed[q][s][j] = B[k(s), q NR + j]          [N/NR][steps][NR]
+//! a_block[q][s][i] = A[i0 + q MR + i, k(s0 + s)]       [rows / MR][steps][MR]
+//! b_block[q][s][j] = B[k(s0 + s), j0 + q NR + j]       [columns / NR][steps][NR]
 //! ```
 //!
 //! with `k(s) = s` and `K` steps ([`Rounding::Keep`]), or, for the bf16 GEMM
 //! ([`Rounding::Bf16`]), each value rounded to bf16 and the two `k` of each
 //! pair swapped, `k(s) = s ^ 1`, over `2 ceil(K / 2)` steps (an odd `K`'s
 //! missing partner is a zero): `vdpbf16ps`'s order. Rows and columns past the
-//! edge of the last panel are zeros. Operands are ndarray views with any
-//! strides (a transposed weight is a view), read once.
+//! edge of the last panel are zeros. Operands are strided matrices (a
+//! transposed weight is a view); three loops, chosen by the strides so that
+//! reads are sequential: 8 x 8 transposes in registers where `k` is
+//! contiguous (a row of A, a row of W for `B = W^T`,
+//! [`super::transpose_avx2`]), a copy per step where the indices are (a row
+//! of a row-major B), one value at a time otherwise.
 
-use ndarray::ArrayView2;
-use rayon::prelude::*;
-
+use super::transpose_avx2;
 use crate::kernels::bf16::round_to_bf16;
-use crate::kernels::packed::{take_buffer, Packed, Strided, PAR_MIN_WORDS};
+use crate::kernels::packed::Strided;
 
 /// How values are stored in the panels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,182 +30,114 @@ pub enum Rounding {
     Bf16,
 }
 
-/// Steps per block of the transposing loop (along `k`): the block's part of
-/// eight rows, 8 x 256 values, stays in L1.
-const STEP_BLOCK: usize = 256;
+impl Rounding {
+    /// Steps along `k` of a panel: `K` for f32, `2 ceil(K / 2)` for bf16 pairs.
+    pub fn steps(self, k: usize) -> usize {
+        match self {
+            Rounding::Keep => k,
+            Rounding::Bf16 => 2 * k.div_ceil(2),
+        }
+    }
 
-/// Rows of the transposing loop written together: eight words, 32 bytes.
-const ROW_GROUP: usize = 8;
-
-/// Packs `a` (M x K) in row panels of `width`; in parallel over panels when
-/// `parallel` and large.
-pub fn pack_a(a: ArrayView2<'_, f32>, width: usize, rounding: Rounding, parallel: bool) -> Packed {
-    let (m, k) = a.dim();
-    let [rs, cs] = [a.strides()[0], a.strides()[1]];
-    // SAFETY: the view guarantees that (i, kk) with i < m, kk < k is in its buffer.
-    unsafe { pack(a.as_ptr(), rs, cs, m, k, width, rounding, parallel) }
-}
-
-/// Packs `b` (K x N) in column panels of `width`.
-pub fn pack_b(b: ArrayView2<'_, f32>, width: usize, rounding: Rounding, parallel: bool) -> Packed {
-    let (k, n) = b.dim();
-    let [rs, cs] = [b.strides()[0], b.strides()[1]];
-    // SAFETY: as in `pack_a`, with the roles of the strides swapped.
-    unsafe { pack(b.as_ptr(), cs, rs, n, k, width, rounding, parallel) }
-}
-
-/// Packs the `len x k` matrix at `ptr` (strides in elements) in panels of
-/// `width`. Two loop orders, chosen by the strides so that reads are
-/// sequential: along `k` for each index when `k` is the smaller stride (a row
-/// of A, a column of a transposed weight), along the indices for each `k`
-/// otherwise (a row of a row-major B).
-///
-/// # Safety
-/// `ptr` and the strides must describe a valid `len x k` matrix.
-#[allow(clippy::too_many_arguments)]
-unsafe fn pack(
-    ptr: *const f32,
-    index_stride: isize,
-    k_stride: isize,
-    len: usize,
-    k: usize,
-    width: usize,
-    rounding: Rounding,
-    parallel: bool,
-) -> Packed {
-    let m = Strided::new(ptr, index_stride, k_stride);
-    let steps = match rounding {
-        Rounding::Keep => k,
-        Rounding::Bf16 => 2 * k.div_ceil(2),
-    };
-    // The `k` of step `s`, or None for the zero partner of an odd K's last k.
-    let k_of = move |s: usize| -> Option<usize> {
-        let kk = match rounding {
+    /// The `k` that step `s` holds, or None for the zero partner of an odd
+    /// K's last `k` (bf16).
+    fn k_of(self, s: usize, k: usize) -> Option<usize> {
+        let kk = match self {
             Rounding::Keep => s,
             Rounding::Bf16 => s ^ 1,
         };
         (kk < k).then_some(kk)
-    };
-    let value = move |x: f32| -> u32 {
-        match rounding {
-            Rounding::Keep => x.to_bits(),
-            Rounding::Bf16 => round_to_bf16(x).to_bits(),
+    }
+}
+
+/// Floats a block buffer holds past its panels: the 6-row transposes store
+/// 8 lanes, the last two of them past the panel (overwritten by the next
+/// step or panel, or landing here).
+pub const PACK_SLACK: usize = 8;
+
+/// Packs the block of indices `index0 .. index0 + count` (rows of A, or
+/// columns of B) and steps `s0 .. s0 + steps` of the matrix `m` (inner
+/// dimension `k`) into `dst`, in panels of `width`:
+///
+/// ```text
+/// dst[q][s][i] = value(m[index0 + q width + i, k(s0 + s)])    0 past `count`
+/// ```
+///
+/// with `value` and `k(s)` as [`Rounding`] says (the module docs). `s0` is
+/// even for bf16. Panels are written in order, one after the other.
+///
+/// # Safety
+/// The block must lie inside the matrix, and `dst` must hold its panels
+/// plus [`PACK_SLACK`] floats when `width` is not a multiple of 8.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn pack_block(
+    m: Strided,
+    index0: usize,
+    count: usize,
+    k: usize,
+    s0: usize,
+    steps: usize,
+    width: usize,
+    rounding: Rounding,
+    dst: &mut [f32],
+) {
+    let size = steps * width;
+    let value_at = |index: usize, s: usize| -> f32 {
+        match rounding.k_of(s0 + s, k) {
+            // SAFETY: the index and k lie inside the matrix (the contract).
+            Some(kk) => unsafe { m.at(index, kk) },
+            None => 0.0,
         }
     };
-    let along_k = k_stride.unsigned_abs() <= index_stride.unsigned_abs();
-    let size = steps * width;
-    // Steps 0..body take their k from inside the matrix (k(s) < K); an odd
-    // K's bf16 panel has two more, the zero partner and the last k.
+    // Steps of the block whose k are in order inside the matrix (an odd K's
+    // last bf16 pair is not).
     let body = match rounding {
         Rounding::Keep => k,
         Rounding::Bf16 => k & !1,
-    };
-    let fill = |q: usize, panel: &mut [u32]| {
-        let rows = width.min(len - q * width);
-        let index0 = q * width;
-        if along_k && k_stride == 1 {
-            // A transpose. Eight rows at a time, each a contiguous line
-            // along k, go into eight adjacent words of each step (one
-            // 32-byte store), in blocks of steps that keep the lines' cache
-            // lines in L1.
-            for s0 in (0..body).step_by(STEP_BLOCK) {
-                let s1 = (s0 + STEP_BLOCK).min(body);
-                for i0 in (0..rows).step_by(ROW_GROUP) {
-                    let group = ROW_GROUP.min(rows - i0);
-                    // SAFETY: index0 + i < len, and k from s0 to s1 <= K are
-                    // contiguous (k_stride == 1).
-                    let lines: [&[f32]; ROW_GROUP] = std::array::from_fn(|r| unsafe {
-                        let i = index0 + i0 + r.min(group - 1);
-                        std::slice::from_raw_parts(
-                            m.ptr.offset(i as isize * index_stride + s0 as isize),
-                            s1 - s0,
-                        )
-                    });
-                    for s in s0..s1 {
-                        // s0 is even, so a bf16 pair's swapped k stays in the block
-                        let at = match rounding {
-                            Rounding::Keep => s - s0,
-                            Rounding::Bf16 => (s ^ 1) - s0,
-                        };
-                        let mut words = [0u32; ROW_GROUP];
-                        for (word, line) in words.iter_mut().zip(&lines) {
-                            *word = value(line[at]);
-                        }
-                        let start = s * width + i0;
-                        panel[start..start + group].copy_from_slice(&words[..group]);
+    }
+    .clamp(s0, s0 + steps)
+        - s0;
+    for q in 0..count.div_ceil(width) {
+        let rows = width.min(count - q * width);
+        let first = index0 + q * width;
+        let panel = &mut dst[q * size..];
+        let mut done = 0; // steps already written for every row
+        if m.k_stride == 1 && transpose_avx2::available() && rows == width {
+            // SAFETY: the CPU has AVX2; rows `first ..` and steps up to
+            // `body` lie inside the matrix with k contiguous; the panel's
+            // stores stay in `dst` (its slack included).
+            done = unsafe {
+                transpose_avx2::pack_lines(m, first, rows, s0, body, width, rounding, panel)
+            };
+        }
+        if m.index_stride == 1 {
+            for s in done..steps {
+                let out = &mut panel[s * width..s * width + rows];
+                match rounding.k_of(s0 + s, k) {
+                    Some(kk) => {
+                        // SAFETY: the block lies inside the matrix (the contract).
+                        let line = unsafe { m.slice_along_index(first, kk, rows) };
+                        out.copy_from_slice(line)
                     }
-                }
-            }
-        } else if !along_k && index_stride == 1 {
-            // Each step's `rows` values are contiguous: a copy per step.
-            for s in 0..body {
-                let kk = k_of(s).expect("a body step is inside K");
-                // SAFETY: indices index0 .. index0 + rows < len are
-                // contiguous (index_stride == 1), and kk < K.
-                let src = unsafe {
-                    std::slice::from_raw_parts(
-                        m.ptr.offset(index0 as isize + kk as isize * k_stride),
-                        rows,
-                    )
-                };
-                let dst = &mut panel[s * width..s * width + rows];
-                match rounding {
-                    Rounding::Keep => {
-                        for (word, &x) in dst.iter_mut().zip(src) {
-                            *word = x.to_bits();
-                        }
-                    }
-                    Rounding::Bf16 => {
-                        for (word, &x) in dst.iter_mut().zip(src) {
-                            *word = round_to_bf16(x).to_bits();
-                        }
-                    }
+                    None => out.fill(0.0),
                 }
             }
         } else {
-            for s in 0..body {
-                let kk = k_of(s).expect("a body step is inside K");
-                for i in 0..rows {
-                    // SAFETY: index0 + i < len, kk < K.
-                    panel[s * width + i] = value(unsafe { m.at(index0 + i, kk) });
+            for s in done..steps {
+                for (i, x) in panel[s * width..s * width + rows].iter_mut().enumerate() {
+                    *x = value_at(first + i, s);
                 }
-            }
-        }
-        for s in body..steps {
-            for i in 0..rows {
-                panel[s * width + i] = match k_of(s) {
-                    // SAFETY: index0 + i < len, kk < K.
-                    Some(kk) => value(unsafe { m.at(index0 + i, kk) }),
-                    None => 0,
-                };
             }
         }
         if rows < width {
-            // the indices past the edge of the last panel are zeros
             for s in 0..steps {
-                panel[s * width + rows..(s + 1) * width].fill(0);
+                panel[s * width + rows..(s + 1) * width].fill(0.0);
             }
         }
-    };
-    let mut words = take_buffer(len.div_ceil(width) * size);
-    if size > 0 {
-        if parallel && words.len() >= PAR_MIN_WORDS {
-            words
-                .par_chunks_mut(size)
-                .enumerate()
-                .for_each(|(q, panel)| fill(q, panel));
-        } else {
-            words
-                .chunks_mut(size)
-                .enumerate()
-                .for_each(|(q, panel)| fill(q, panel));
+        if rounding == Rounding::Bf16 {
+            for x in &mut panel[..size] {
+                *x = round_to_bf16(*x);
+            }
         }
-    }
-    Packed {
-        words,
-        len,
-        k,
-        steps,
-        width,
     }
 }

@@ -2,16 +2,44 @@
 //! column, step), in step order, as [`super::avx2`] and [`super::avx512`]
 //! compute it.
 
-/// `acc[i][j] = fma(a_s[i], b_s[j], acc[i][j])` for each step `s` in order,
-/// over one A panel slice (`mr` words a step) and one B panel slice
-/// (`acc.len() / mr` words a step); words are f32 bits.
-pub fn microkernel(mr: usize, a: &[u32], b: &[u32], acc: &mut [f32]) {
-    let nr = acc.len() / mr;
-    for (a_s, b_s) in a.chunks_exact(mr).zip(b.chunks_exact(nr)) {
-        for (row, &a_word) in acc.chunks_exact_mut(nr).zip(a_s) {
-            let a_i = f32::from_bits(a_word);
-            for (sum, &b_word) in row.iter_mut().zip(b_s) {
-                *sum = a_i.mul_add(f32::from_bits(b_word), *sum);
+/// The tile of C at `c` (`mr` rows of `nr` floats, `ldc` apart) is set to
+/// its sums so far plus `A panel . B panel` over `steps` steps, one
+/// `acc = fma(a_s[i], b_s[j], acc)` per step in order; the sums so far are
+/// the tile's values when `load`, zeros otherwise.
+///
+/// # Safety
+/// `a` and `b` must hold `steps` steps of their panels (`mr` and `nr` floats
+/// a step), and `c` must point at `mr` rows of `nr` floats, `ldc` apart,
+/// that nothing else touches during the call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn microkernel(
+    mr: usize,
+    nr: usize,
+    steps: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    load: bool,
+) {
+    // SAFETY: the panels hold `steps` steps (this function's contract).
+    let (a, b) = unsafe {
+        (
+            std::slice::from_raw_parts(a, steps * mr),
+            std::slice::from_raw_parts(b, steps * nr),
+        )
+    };
+    for i in 0..mr {
+        // SAFETY: row i of the tile is `nr` floats at `c + i ldc`, touched by
+        // nothing else (this function's contract).
+        let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), nr) };
+        if !load {
+            row.fill(0.0);
+        }
+        for (a_s, b_s) in a.chunks_exact(mr).zip(b.chunks_exact(nr)) {
+            let a_i = a_s[i];
+            for (sum, &b_j) in row.iter_mut().zip(b_s) {
+                *sum = a_i.mul_add(b_j, *sum);
             }
         }
     }

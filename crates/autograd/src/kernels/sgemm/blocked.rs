@@ -1,0 +1,361 @@
+//! The loops of the f32 GEMM, blocked for the caches as BLIS and GotoBLAS
+//! block them (Goto and van de Geijn, "Anatomy of high-performance matrix
+//! multiplication", 2008):
+//!
+//! ```text
+//! for each block of NC columns of B:                          B block in L3
+//!   for each block of KC steps along k:
+//!     pack B[k block, column block] into panels of NR columns    (shared)
+//!     for each block of MC rows of A, one task each:            A block in L2
+//!       pack A[row block, k block] into panels of MR rows        (the task's)
+//!       for each B panel:                                  B panel (KC x NR) in L1
+//!         for each A panel:
+//!           tile of C (MR x NR) += A panel . B panel       microkernel
+//! ```
+//!
+//! Each block of an operand is packed just before it is used, while the
+//! values it was copied from and the copy itself are still in cache, and
+//! the B panel in L1 meets every A panel of the block, streamed from L2.
+//!
+//! **One chain per element.** The tile's sums are carried from one block
+//! of `k` to the next exactly: stored as f32 into C (or into a scratch
+//! matrix when C's old values are still needed, `beta != 0`) and loaded
+//! back as the next block's starting values. So each element of C is the
+//! FMA chain of the module's definition whatever KC, MC, NC or the number
+//! of threads, and the last block writes `alpha * sum + beta * c`.
+
+use std::cell::RefCell;
+
+use ndarray::{ArrayView2, ArrayViewMut2};
+use rayon::prelude::*;
+
+use super::pack::{pack_block, Rounding, PACK_SLACK};
+use super::Microkernel;
+use crate::kernels::packed::Strided;
+
+/// Steps of `k` per block (at most; the blocks of a GEMM are made equal).
+/// Every block but the first reads the sums of C back and every block writes
+/// them, so few blocks matter where C is large (an LM head's logits); a B
+/// panel of 16 columns is then up to 48 KiB, streamed from L2 with A's. On
+/// a Zen 3 core, at GPT-2's and SmolLM2's shapes, 576-1536 steps ran at
+/// 80-87 GFLOP/s (geometric mean), 192-384 at 70-79 (noisy, 3 rounds).
+pub const BLOCK_STEPS: usize = 768;
+
+/// Bytes of A per block (at most): a block stays in a core's L2 (512 KiB on
+/// Zen 3, 1 MiB on Zen 4) with room for the B panels passing through.
+const A_BLOCK_BYTES: usize = 192 * 1024;
+
+/// Columns of B per block: 256 x 3072 floats is 3 MiB, in L3.
+const BLOCK_COLUMNS: usize = 3072;
+
+/// B blocks of at least this many floats are packed in parallel.
+const PAR_MIN_PACK: usize = 1 << 15;
+
+thread_local! {
+    /// Each thread's buffer for its A blocks (taken out while in use, so a
+    /// GEMM nested in another's task on the same thread gets its own).
+    static A_BLOCK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The calling thread's buffer for the B blocks.
+    static B_BLOCK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's `buffer`, at least `len` floats long, then
+/// keeps it for the next call.
+fn with_buffer<R>(
+    buffer: &'static std::thread::LocalKey<RefCell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    let mut words = buffer.with(|b| b.take());
+    if words.len() < len {
+        words.resize(len, 0.0);
+    }
+    let result = f(&mut words[..len]);
+    buffer.with(|b| *b.borrow_mut() = words);
+    result
+}
+
+/// A raw pointer to C (or to the scratch sums), shared by the tasks, which
+/// write disjoint tiles.
+#[derive(Clone, Copy)]
+struct Out {
+    ptr: *mut f32,
+    row_stride: isize,
+    col_stride: isize,
+}
+// SAFETY: every task writes only the elements of its own tiles, and the
+// matrix outlives the tasks (the GEMM returns after they end).
+unsafe impl Send for Out {}
+// SAFETY: as for `Send`: no two tasks touch the same element.
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// A pointer to element (i, j).
+    fn at(self, i: usize, j: usize) -> *mut f32 {
+        self.ptr
+            .wrapping_offset(i as isize * self.row_stride + j as isize * self.col_stride)
+    }
+}
+
+/// `c = alpha * a @ b + beta * c` on `kernel`, the operands rounded as
+/// asked; tasks over rayon when `parallel`. Shapes are checked by the caller.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemm_blocked(
+    kernel: Microkernel,
+    rounding: Rounding,
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    mut c: ArrayViewMut2<'_, f32>,
+    parallel: bool,
+) {
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    let (mr, nr) = kernel.tile();
+    let steps = rounding.steps(k);
+    let a = Strided::new(a.as_ptr(), a.strides()[0], a.strides()[1]);
+    let b = Strided::new(b.as_ptr(), b.strides()[1], b.strides()[0]);
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+
+    // Equal blocks along k, a multiple of 8 steps (the packing's transposes).
+    // Equal blocks along k, a multiple of 8 steps (the packing's transposes).
+    let k_blocks = steps.div_ceil(BLOCK_STEPS).max(1);
+    let kc = steps.div_ceil(k_blocks).div_ceil(8) * 8;
+    // Row blocks of at most A_BLOCK_BYTES, as many as a multiple of the
+    // thread count.
+    let a_panels = m.div_ceil(mr);
+    let panels_per_a_block = (A_BLOCK_BYTES / (4 * kc * mr)).max(1);
+    let row_blocks = a_panels.div_ceil(panels_per_a_block).div_ceil(threads) * threads;
+    let panels_per_row_block = a_panels.div_ceil(row_blocks.min(a_panels));
+    let row_blocks = a_panels.div_ceil(panels_per_row_block);
+    // Too few row blocks for the threads: the B panels are split too.
+    let column_splits = threads.div_ceil(row_blocks);
+
+    // Where the sums travel between blocks of k: C itself, unless C's old
+    // values are needed at the end.
+    let mut scratch = Vec::new();
+    let carrier = if beta == 0.0 || steps <= kc {
+        Out {
+            ptr: c.as_mut_ptr(),
+            row_stride: c.strides()[0],
+            col_stride: c.strides()[1],
+        }
+    } else {
+        scratch.resize(m * n, 0.0f32);
+        Out {
+            ptr: scratch.as_mut_ptr(),
+            row_stride: n as isize,
+            col_stride: 1,
+        }
+    };
+    let out = Out {
+        ptr: c.as_mut_ptr(),
+        row_stride: c.strides()[0],
+        col_stride: c.strides()[1],
+    };
+    // Whether the last block of k writes `alpha * sum + beta * c` rather than
+    // the sums as they are.
+    let scaled = alpha != 1.0 || beta != 0.0;
+
+    with_buffer(
+        &B_BLOCK,
+        BLOCK_COLUMNS.min(n.div_ceil(nr) * nr) * kc + PACK_SLACK,
+        |b_block| {
+            for j0 in (0..n).step_by(BLOCK_COLUMNS) {
+                let columns = BLOCK_COLUMNS.min(n - j0);
+                let b_panels = columns.div_ceil(nr);
+                for s0 in (0..steps).step_by(kc) {
+                    let block_steps = kc.min(steps - s0);
+                    let panel_size = block_steps * nr;
+                    let pack_panel = |q: usize, dst: &mut [f32]| {
+                        let count = nr.min(columns - q * nr);
+                        // SAFETY: the panel lies inside B (columns j0 ..
+                        // j0 + columns, steps s0 .. s0 + block_steps), and
+                        // NR is a multiple of 8 (no slack needed).
+                        unsafe {
+                            pack_block(b, j0 + q * nr, count, k, s0, block_steps, nr, rounding, dst)
+                        }
+                    };
+                    let packed_b = &mut b_block[..b_panels * panel_size];
+                    if parallel && packed_b.len() >= PAR_MIN_PACK {
+                        packed_b
+                            .par_chunks_mut(panel_size)
+                            .enumerate()
+                            .for_each(|(q, dst)| pack_panel(q, dst));
+                    } else {
+                        packed_b
+                            .chunks_mut(panel_size)
+                            .enumerate()
+                            .for_each(|(q, dst)| pack_panel(q, dst));
+                    }
+                    let packed_b = &*packed_b;
+                    let first = s0 == 0;
+                    let last = s0 + block_steps == steps;
+                    let task = |t: usize| {
+                        let (row_block, split) = (t / column_splits, t % column_splits);
+                        let p0 = row_block * panels_per_row_block;
+                        let p1 = (p0 + panels_per_row_block).min(a_panels);
+                        let i0 = p0 * mr;
+                        let rows = (p1 * mr).min(m) - i0;
+                        let per_split = b_panels.div_ceil(column_splits);
+                        let (q0, q1) = (split * per_split, ((split + 1) * per_split).min(b_panels));
+                        with_buffer(
+                            &A_BLOCK,
+                            (p1 - p0) * block_steps * mr + PACK_SLACK,
+                            |a_block| {
+                                // SAFETY: rows i0 .. i0 + rows and steps s0 ..
+                                // s0 + block_steps lie inside A.
+                                unsafe {
+                                    pack_block(
+                                        a,
+                                        i0,
+                                        rows,
+                                        k,
+                                        s0,
+                                        block_steps,
+                                        mr,
+                                        rounding,
+                                        a_block,
+                                    )
+                                };
+                                for q in q0..q1 {
+                                    let b_panel = &packed_b[q * panel_size..(q + 1) * panel_size];
+                                    let j = j0 + q * nr;
+                                    let cols = nr.min(n - j);
+                                    for p in 0..p1 - p0 {
+                                        let a_panel = &a_block
+                                            [p * block_steps * mr..(p + 1) * block_steps * mr];
+                                        let i = i0 + p * mr;
+                                        let tile_rows = mr.min(m - i);
+                                        let tile = Tile {
+                                            i,
+                                            j,
+                                            rows: tile_rows,
+                                            cols,
+                                        };
+                                        // SAFETY: this task alone writes this tile.
+                                        unsafe {
+                                            tile.compute(
+                                                kernel,
+                                                block_steps,
+                                                a_panel,
+                                                b_panel,
+                                                carrier,
+                                                out,
+                                                !first,
+                                                last && scaled,
+                                                alpha,
+                                                beta,
+                                            )
+                                        };
+                                    }
+                                }
+                            },
+                        );
+                    };
+                    let tasks = row_blocks * column_splits;
+                    if parallel && tasks > 1 {
+                        (0..tasks).into_par_iter().for_each(task);
+                    } else {
+                        (0..tasks).for_each(task);
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// One tile of C: rows `i ..`, columns `j ..`; `rows x cols` of it are
+/// inside C (at the edges, fewer than the microkernel's).
+struct Tile {
+    i: usize,
+    j: usize,
+    rows: usize,
+    cols: usize,
+}
+
+impl Tile {
+    /// Adds one block of `k` to the tile's sums in `carrier` (starting from
+    /// zero when not `load`); when `scale`, writes `alpha * sum + beta * c`
+    /// into `out` instead of the sums.
+    ///
+    /// # Safety
+    /// The tile must be inside C and the carrier, and no other thread may
+    /// touch it during the call.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn compute(
+        &self,
+        kernel: Microkernel,
+        steps: usize,
+        a_panel: &[f32],
+        b_panel: &[f32],
+        carrier: Out,
+        out: Out,
+        load: bool,
+        scale: bool,
+        alpha: f32,
+        beta: f32,
+    ) {
+        let (mr, nr) = kernel.tile();
+        let whole = self.rows == mr && self.cols == nr && carrier.col_stride == 1;
+        if whole && !scale {
+            // SAFETY: a whole tile with contiguous rows, this task's alone.
+            unsafe {
+                kernel.run(
+                    steps,
+                    a_panel.as_ptr(),
+                    b_panel.as_ptr(),
+                    carrier.at(self.i, self.j),
+                    carrier.row_stride as usize,
+                    load,
+                )
+            };
+            return;
+        }
+        // An edge tile, strided columns, or the last block's scaling: the
+        // sums go through a local tile.
+        let mut sums = [0.0f32; super::MAX_TILE];
+        for r in 0..self.rows {
+            for col in 0..self.cols {
+                if load {
+                    // SAFETY: (i + r, j + col) is inside the carrier, this task's alone.
+                    sums[r * nr + col] = unsafe { *carrier.at(self.i + r, self.j + col) };
+                }
+            }
+        }
+        // SAFETY: `sums` holds a whole tile, rows `nr` apart.
+        unsafe {
+            kernel.run(
+                steps,
+                a_panel.as_ptr(),
+                b_panel.as_ptr(),
+                sums.as_mut_ptr(),
+                nr,
+                load,
+            )
+        };
+        for r in 0..self.rows {
+            for col in 0..self.cols {
+                let sum = sums[r * nr + col];
+                // SAFETY: as above, for C and the carrier.
+                unsafe {
+                    if scale {
+                        let c = out.at(self.i + r, self.j + col);
+                        *c = if beta == 0.0 {
+                            alpha * sum
+                        } else {
+                            alpha * sum + beta * *c
+                        };
+                    } else {
+                        *carrier.at(self.i + r, self.j + col) = sum;
+                    }
+                }
+            }
+        }
+    }
+}
