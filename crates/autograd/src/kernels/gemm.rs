@@ -35,7 +35,7 @@ pub fn gemm_with<T: Float>(
 }
 
 /// Products smaller than this many multiply-adds run on one thread.
-const PAR_MIN_FLOPS: usize = 1 << 20;
+pub const PAR_MIN_FLOPS: usize = 1 << 20;
 
 /// Rows (or columns) of C per parallel task of [`dgemm`] are a multiple of
 /// this, a multiple of matrixmultiply's tile, so tasks never split a tile.

@@ -44,10 +44,10 @@
 
 pub mod avx2;
 pub mod avx512;
-mod blocked;
+pub mod blocked;
 pub mod pack;
 pub mod portable;
-mod transpose_avx2;
+pub mod transpose_avx2;
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 

@@ -1,4 +1,4 @@
-//! The transposing pack of [`super::pack::pack_block`] on AVX2: rows of the
+//! The transposing pack of [`super::pack`] (`pack_block`) on AVX2: rows of the
 //! matrix that are contiguous along `k` (a row of A, or a column of
 //! `B = W^T`, a row of the weight W) become the steps of a panel, eight
 //! rows and eight steps at a time through an 8 x 8 transpose in registers.
