@@ -4,7 +4,7 @@ transposed operand is a transposed view), f32 and bf16, one JSON line per
 shape. Each time is the fastest of several runs after one warm-up run, as
 on the Rust side.
 
-    python benches/torch/gemm.py --threads 1 --shapes gpt2|smollm2 < shapes.jsonl
+    python benches/torch/gemm.py --threads 1 [--dtypes f32,bf16] < shapes.jsonl
 """
 
 import argparse
@@ -42,7 +42,10 @@ def operand(rows, cols, transposed, dtype):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--dtypes", default="f32,bf16", help="which of f32, bf16 to time")
     args = ap.parse_args()
+    dtypes = [(torch.float32, "f32_gflops"), (torch.bfloat16, "bf16_gflops")]
+    dtypes = [d for d in dtypes if d[1].split("_")[0] in args.dtypes.split(",")]
     torch.set_num_threads(args.threads)
     for line in sys.stdin:
         s = json.loads(line)
@@ -50,7 +53,7 @@ def main():
         reps = 5 if m * n * k > 1 << 30 else 15
         flops = 2 * m * n * k
         out = {"name": s["name"], "threads": args.threads}
-        for dtype, key in ((torch.float32, "f32_gflops"), (torch.bfloat16, "bf16_gflops")):
+        for dtype, key in dtypes:
             a = operand(m, k, s["a_t"], dtype)
             b = operand(k, n, s["b_t"], dtype)
             c = torch.empty(m, n, dtype=dtype)

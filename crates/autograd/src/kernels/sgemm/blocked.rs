@@ -33,13 +33,20 @@ use super::pack::{pack_block, Rounding, PACK_SLACK};
 use super::Microkernel;
 use crate::kernels::packed::Strided;
 
-/// Steps of `k` per block (at most; the blocks of a GEMM are made equal).
-/// Every block but the first reads the sums of C back and every block writes
-/// them, so few blocks matter where C is large (an LM head's logits); a B
-/// panel of 16 columns is then up to 48 KiB, streamed from L2 with A's. On
-/// a Zen 3 core, at GPT-2's and SmolLM2's shapes, 576-1536 steps ran at
-/// 80-87 GFLOP/s (geometric mean), 192-384 at 70-79 (noisy, 3 rounds).
-pub const BLOCK_STEPS: usize = 768;
+/// Bytes of a B panel (at most), which sets the steps of `k` per block
+/// (the blocks of a GEMM are made equal): 768 steps for AVX2's 16 columns,
+/// 256 for AVX-512's 48. Every block but the first reads the sums of C back
+/// and every block writes them, so few blocks matter where C is large (an
+/// LM head's logits); the panel, larger than L1, streams from L2 with A's.
+/// On a Zen 3 core, at GPT-2's and SmolLM2's shapes, 16-column panels of
+/// 576-1536 steps ran at 80-87 GFLOP/s (geometric mean), of 192-384 steps
+/// at 70-79 (noisy, 3 rounds).
+const B_PANEL_BYTES: usize = 48 * 1024;
+
+/// Steps per block of `k` (at most) for a B panel of `nr` columns.
+pub fn block_steps(nr: usize) -> usize {
+    (B_PANEL_BYTES / (4 * nr)).next_multiple_of(8)
+}
 
 /// Bytes of A per block (at most): a block stays in a core's L2 (512 KiB on
 /// Zen 3, 1 MiB on Zen 4) with room for the B panels passing through.
@@ -123,16 +130,20 @@ pub(super) fn gemm_blocked(
     };
 
     // Equal blocks along k, a multiple of 8 steps (the packing's transposes).
-    // Equal blocks along k, a multiple of 8 steps (the packing's transposes).
-    let k_blocks = steps.div_ceil(BLOCK_STEPS).max(1);
+    let k_blocks = steps.div_ceil(block_steps(nr)).max(1);
     let kc = steps.div_ceil(k_blocks).div_ceil(8) * 8;
     // Row blocks of at most A_BLOCK_BYTES, as many as a multiple of the
     // thread count.
     let a_panels = m.div_ceil(mr);
     let panels_per_a_block = (A_BLOCK_BYTES / (4 * kc * mr)).max(1);
-    let row_blocks = a_panels.div_ceil(panels_per_a_block).div_ceil(threads) * threads;
-    let panels_per_row_block = a_panels.div_ceil(row_blocks.min(a_panels));
-    let row_blocks = a_panels.div_ceil(panels_per_row_block);
+    let row_blocks = a_panels
+        .div_ceil(panels_per_a_block)
+        .div_ceil(threads)
+        .saturating_mul(threads)
+        .min(a_panels);
+    // Block r holds panels first_panel(r) .. first_panel(r + 1): sizes
+    // differ by one panel at most.
+    let first_panel = move |r: usize| r * a_panels / row_blocks;
     // Too few row blocks for the threads: the B panels are split too.
     let column_splits = threads.div_ceil(row_blocks);
 
@@ -170,15 +181,15 @@ pub(super) fn gemm_blocked(
                 let columns = BLOCK_COLUMNS.min(n - j0);
                 let b_panels = columns.div_ceil(nr);
                 for s0 in (0..steps).step_by(kc) {
-                    let block_steps = kc.min(steps - s0);
-                    let panel_size = block_steps * nr;
+                    let this_block = kc.min(steps - s0);
+                    let panel_size = this_block * nr;
                     let pack_panel = |q: usize, dst: &mut [f32]| {
                         let count = nr.min(columns - q * nr);
                         // SAFETY: the panel lies inside B (columns j0 ..
-                        // j0 + columns, steps s0 .. s0 + block_steps), and
+                        // j0 + columns, steps s0 .. s0 + this_block), and
                         // NR is a multiple of 8 (no slack needed).
                         unsafe {
-                            pack_block(b, j0 + q * nr, count, k, s0, block_steps, nr, rounding, dst)
+                            pack_block(b, j0 + q * nr, count, k, s0, this_block, nr, rounding, dst)
                         }
                     };
                     let packed_b = &mut b_block[..b_panels * panel_size];
@@ -195,32 +206,23 @@ pub(super) fn gemm_blocked(
                     }
                     let packed_b = &*packed_b;
                     let first = s0 == 0;
-                    let last = s0 + block_steps == steps;
+                    let last = s0 + this_block == steps;
                     let task = |t: usize| {
                         let (row_block, split) = (t / column_splits, t % column_splits);
-                        let p0 = row_block * panels_per_row_block;
-                        let p1 = (p0 + panels_per_row_block).min(a_panels);
+                        let (p0, p1) = (first_panel(row_block), first_panel(row_block + 1));
                         let i0 = p0 * mr;
                         let rows = (p1 * mr).min(m) - i0;
                         let per_split = b_panels.div_ceil(column_splits);
                         let (q0, q1) = (split * per_split, ((split + 1) * per_split).min(b_panels));
                         with_buffer(
                             &A_BLOCK,
-                            (p1 - p0) * block_steps * mr + PACK_SLACK,
+                            (p1 - p0) * this_block * mr + PACK_SLACK,
                             |a_block| {
                                 // SAFETY: rows i0 .. i0 + rows and steps s0 ..
-                                // s0 + block_steps lie inside A.
+                                // s0 + this_block lie inside A.
                                 unsafe {
                                     pack_block(
-                                        a,
-                                        i0,
-                                        rows,
-                                        k,
-                                        s0,
-                                        block_steps,
-                                        mr,
-                                        rounding,
-                                        a_block,
+                                        a, i0, rows, k, s0, this_block, mr, rounding, a_block,
                                     )
                                 };
                                 for q in q0..q1 {
@@ -229,7 +231,7 @@ pub(super) fn gemm_blocked(
                                     let cols = nr.min(n - j);
                                     for p in 0..p1 - p0 {
                                         let a_panel = &a_block
-                                            [p * block_steps * mr..(p + 1) * block_steps * mr];
+                                            [p * this_block * mr..(p + 1) * this_block * mr];
                                         let i = i0 + p * mr;
                                         let tile_rows = mr.min(m - i);
                                         let tile = Tile {
@@ -242,7 +244,7 @@ pub(super) fn gemm_blocked(
                                         unsafe {
                                             tile.compute(
                                                 kernel,
-                                                block_steps,
+                                                this_block,
                                                 a_panel,
                                                 b_panel,
                                                 carrier,

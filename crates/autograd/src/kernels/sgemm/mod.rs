@@ -51,7 +51,7 @@ pub mod transpose_avx2;
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
-pub use blocked::BLOCK_STEPS;
+pub use blocked::block_steps;
 pub use pack::Rounding;
 
 use blocked::gemm_blocked;
