@@ -183,26 +183,31 @@ pub(super) fn gemm_blocked(
                 for s0 in (0..steps).step_by(kc) {
                     let this_block = kc.min(steps - s0);
                     let panel_size = this_block * nr;
-                    let pack_panel = |q: usize, dst: &mut [f32]| {
-                        let count = nr.min(columns - q * nr);
-                        // SAFETY: the panel lies inside B (columns j0 ..
+                    // Groups of panels, one per thread: a row-major B is
+                    // read along whole rows of a group (`pack_block`).
+                    let group = if parallel && b_panels * panel_size >= PAR_MIN_PACK {
+                        b_panels.div_ceil(threads)
+                    } else {
+                        b_panels
+                    };
+                    let pack_group = |g: usize, dst: &mut [f32]| {
+                        let first = g * group * nr;
+                        let count = (group * nr).min(columns - first);
+                        // SAFETY: the panels lie inside B (columns j0 ..
                         // j0 + columns, steps s0 .. s0 + this_block), and
                         // NR is a multiple of 8 (no slack needed).
                         unsafe {
-                            pack_block(b, j0 + q * nr, count, k, s0, this_block, nr, rounding, dst)
+                            pack_block(b, j0 + first, count, k, s0, this_block, nr, rounding, dst)
                         }
                     };
                     let packed_b = &mut b_block[..b_panels * panel_size];
-                    if parallel && packed_b.len() >= PAR_MIN_PACK {
+                    if group < b_panels {
                         packed_b
-                            .par_chunks_mut(panel_size)
+                            .par_chunks_mut(group * panel_size)
                             .enumerate()
-                            .for_each(|(q, dst)| pack_panel(q, dst));
+                            .for_each(|(g, dst)| pack_group(g, dst));
                     } else {
-                        packed_b
-                            .chunks_mut(panel_size)
-                            .enumerate()
-                            .for_each(|(q, dst)| pack_panel(q, dst));
+                        pack_group(0, packed_b);
                     }
                     let packed_b = &*packed_b;
                     let first = s0 == 0;

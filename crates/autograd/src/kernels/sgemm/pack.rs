@@ -64,7 +64,8 @@ pub const PACK_SLACK: usize = 8;
 /// ```
 ///
 /// with `value` and `k(s)` as [`Rounding`] says (the module docs). `s0` is
-/// even for bf16. Panels are written in order, one after the other.
+/// even for bf16. Panels are written in order, one after the other (but
+/// for a matrix contiguous along the indices, written a step at a time).
 ///
 /// # Safety
 /// The block must lie inside the matrix, and `dst` must hold its panels
@@ -97,33 +98,55 @@ pub(crate) unsafe fn pack_block(
     }
     .clamp(s0, s0 + steps)
         - s0;
-    for q in 0..count.div_ceil(width) {
-        let rows = width.min(count - q * width);
+    let panels = count.div_ceil(width);
+    let rows_of = |q: usize| width.min(count - q * width);
+    let along_indices = m.index_stride == 1 && m.k_stride != 1;
+    if along_indices {
+        // Each step's values are contiguous along the indices (a row of a
+        // row-major B): read one step of the whole block at a time, in
+        // order, and deal it out to the panels. (Panel by panel, every
+        // panel would walk `steps` rows far apart, one cache line from
+        // each, which the prefetchers do not follow across pages.)
+        for s in 0..steps {
+            match rounding.k_of(s0 + s, k) {
+                Some(kk) => {
+                    // SAFETY: the block lies inside the matrix (the contract).
+                    let line = unsafe { m.slice_along_index(index0, kk, count) };
+                    for q in 0..panels {
+                        let at = q * size + s * width;
+                        dst[at..at + rows_of(q)]
+                            .copy_from_slice(&line[q * width..q * width + rows_of(q)]);
+                    }
+                }
+                None => {
+                    for q in 0..panels {
+                        let at = q * size + s * width;
+                        dst[at..at + width].fill(0.0);
+                    }
+                }
+            }
+        }
+    }
+    for q in 0..panels {
+        let rows = rows_of(q);
         let first = index0 + q * width;
         let panel = &mut dst[q * size..];
-        let mut done = 0; // steps already written for every row
-        if m.k_stride == 1 && transpose_avx2::available() && rows == width {
+        if along_indices {
+            // written above
+        } else if m.k_stride == 1 && transpose_avx2::available() && rows == width {
             // SAFETY: the CPU has AVX2; rows `first ..` and steps up to
             // `body` lie inside the matrix with k contiguous; the panel's
             // stores stay in `dst` (its slack included).
-            done = unsafe {
+            let done = unsafe {
                 transpose_avx2::pack_lines(m, first, rows, s0, body, width, rounding, panel)
             };
-        }
-        if m.index_stride == 1 {
             for s in done..steps {
-                let out = &mut panel[s * width..s * width + rows];
-                match rounding.k_of(s0 + s, k) {
-                    Some(kk) => {
-                        // SAFETY: the block lies inside the matrix (the contract).
-                        let line = unsafe { m.slice_along_index(first, kk, rows) };
-                        out.copy_from_slice(line)
-                    }
-                    None => out.fill(0.0),
+                for (i, x) in panel[s * width..s * width + rows].iter_mut().enumerate() {
+                    *x = value_at(first + i, s);
                 }
             }
         } else {
-            for s in done..steps {
+            for s in 0..steps {
                 for (i, x) in panel[s * width..s * width + rows].iter_mut().enumerate() {
                     *x = value_at(first + i, s);
                 }
