@@ -29,10 +29,11 @@
 //! **What it computes.** Every f32 product of the model
 //! ([`super::gemm::gemm`]), with [`Rounding::Keep`], and the bf16 GEMM on
 //! CPUs without AVX512_BF16 ([`super::bf16`]), with [`Rounding::Bf16`]. On
-//! one core of a Zen 3 it runs at 84-91 GFLOP/s at the shapes of a GPT-2 and
-//! a SmolLM2 layer, where matrixmultiply's sgemm ran at 81-88 (its
-//! microkernel alone reaches 95-100 in L1; docs/bf16.md has the tables,
-//! `cargo run --release --example gemm -p autograd` prints them).
+//! one core of a Zen 3, at the shapes of a GPT-2 and a SmolLM2 step, it ran
+//! at 70-91 GFLOP/s where matrixmultiply's sgemm, which the f32 products
+//! used before, ran at 65-88 in the same runs (its microkernel alone
+//! reaches 95-100 in L1; docs/bf16.md has the tables against matrixmultiply
+//! and MKL, `cargo run --release --example gemm -p autograd` prints them).
 //!
 //! **bf16 operands.** With [`Rounding::Bf16`], each value is rounded to bf16
 //! as it is packed and each pair of `k` is taken odd one first (`k = 1, 0, 3,
