@@ -130,7 +130,7 @@ fn main() {
                         b.as_ptr(),
                         acc.as_mut_ptr(),
                         nr,
-                        true,
+                        sgemm::Update::Continue,
                     )
                 };
             }

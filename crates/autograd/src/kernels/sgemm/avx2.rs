@@ -18,6 +18,9 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+#[cfg(target_arch = "x86_64")]
+use super::Update;
+
 /// Rows of A per panel and per tile.
 pub const MR: usize = 6;
 
@@ -37,9 +40,8 @@ pub fn available() -> bool {
 }
 
 /// [`super::portable::microkernel`] on 256-bit FMAs: the tile of C at `c`
-/// (rows `ldc` floats apart) is set to its sums so far plus `A panel . B
-/// panel` over `steps` steps; the sums so far are the tile's values when
-/// `load`, zeros otherwise.
+/// (rows `ldc` floats apart) is updated with `A panel . B panel` over
+/// `steps` steps, as `update` says.
 ///
 /// # Safety
 /// The CPU must have AVX2 and FMA ([`available`]); `a` and `b` must hold
@@ -54,13 +56,13 @@ pub unsafe fn microkernel(
     b: *const f32,
     c: *mut f32,
     ldc: usize,
-    load: bool,
+    update: Update,
 ) {
     // SAFETY: the CPU has the instructions, and every pointer stays inside
     // the panels and the tile (this function's contract).
     unsafe {
         let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-        if load {
+        if update == Update::Continue {
             for (i, row) in acc.iter_mut().enumerate() {
                 for (v, reg) in row.iter_mut().enumerate() {
                     *reg = _mm256_loadu_ps(c.add(i * ldc + 8 * v));
@@ -78,7 +80,12 @@ pub unsafe fn microkernel(
         }
         for (i, row) in acc.iter().enumerate() {
             for (v, reg) in row.iter().enumerate() {
-                _mm256_storeu_ps(c.add(i * ldc + 8 * v), *reg);
+                let at = c.add(i * ldc + 8 * v);
+                if update == Update::Add {
+                    _mm256_storeu_ps(at, _mm256_add_ps(_mm256_loadu_ps(at), *reg));
+                } else {
+                    _mm256_storeu_ps(at, *reg);
+                }
             }
         }
     }

@@ -20,6 +20,9 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+#[cfg(target_arch = "x86_64")]
+use super::Update;
+
 /// Rows of A per panel and per tile.
 pub const MR: usize = 8;
 
@@ -42,9 +45,8 @@ pub fn available() -> bool {
 }
 
 /// [`super::portable::microkernel`] on 512-bit FMAs: the tile of C at `c`
-/// (rows `ldc` floats apart) is set to its sums so far plus `A panel . B
-/// panel` over `steps` steps; the sums so far are the tile's values when
-/// `load`, zeros otherwise.
+/// (rows `ldc` floats apart) is updated with `A panel . B panel` over
+/// `steps` steps, as `update` says.
 ///
 /// # Safety
 /// The CPU must have AVX512F ([`available`]); `a` and `b` must hold `steps`
@@ -59,13 +61,13 @@ pub unsafe fn microkernel(
     b: *const f32,
     c: *mut f32,
     ldc: usize,
-    load: bool,
+    update: Update,
 ) {
     // SAFETY: the CPU has the instructions, and every pointer stays inside
     // the panels and the tile (this function's contract).
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); VECS]; MR];
-        if load {
+        if update == Update::Continue {
             for (i, row) in acc.iter_mut().enumerate() {
                 for (v, reg) in row.iter_mut().enumerate() {
                     *reg = _mm512_loadu_ps(c.add(i * ldc + 16 * v));
@@ -87,7 +89,12 @@ pub unsafe fn microkernel(
         }
         for (i, row) in acc.iter().enumerate() {
             for (v, reg) in row.iter().enumerate() {
-                _mm512_storeu_ps(c.add(i * ldc + 16 * v), *reg);
+                let at = c.add(i * ldc + 16 * v);
+                if update == Update::Add {
+                    _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), *reg));
+                } else {
+                    _mm512_storeu_ps(at, *reg);
+                }
             }
         }
     }

@@ -30,7 +30,7 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 use super::pack::{pack_block, Rounding, PACK_SLACK};
-use super::Microkernel;
+use super::{Microkernel, Update, MAX_TILE};
 use crate::kernels::packed::Strided;
 
 /// Bytes of a B panel (at most), which sets the steps of `k` per block
@@ -101,6 +101,42 @@ impl Out {
     fn at(self, i: usize, j: usize) -> *mut f32 {
         self.ptr
             .wrapping_offset(i as isize * self.row_stride + j as isize * self.col_stride)
+    }
+
+    /// Copies row `i`'s elements from column `j` into `dst`.
+    ///
+    /// # Safety
+    /// They must be inside the matrix, and no other thread may write them.
+    unsafe fn read_row(self, i: usize, j: usize, dst: &mut [f32]) {
+        if self.col_stride == 1 {
+            // SAFETY: contiguous and inside the matrix (the contract).
+            dst.copy_from_slice(unsafe { std::slice::from_raw_parts(self.at(i, j), dst.len()) });
+        } else {
+            for (col, x) in dst.iter_mut().enumerate() {
+                // SAFETY: inside the matrix (the contract).
+                *x = unsafe { *self.at(i, j + col) };
+            }
+        }
+    }
+
+    /// Sets row `i`'s elements from column `j` to `f(old value, sum)` for
+    /// the `sums` in order.
+    ///
+    /// # Safety
+    /// They must be inside the matrix, and no other thread may touch them.
+    unsafe fn write_row(self, i: usize, j: usize, sums: &[f32], f: impl Fn(f32, f32) -> f32) {
+        if self.col_stride == 1 {
+            // SAFETY: contiguous and inside the matrix, this thread's alone.
+            let row = unsafe { std::slice::from_raw_parts_mut(self.at(i, j), sums.len()) };
+            for (c, &sum) in row.iter_mut().zip(sums) {
+                *c = f(*c, sum);
+            }
+        } else {
+            for (col, &sum) in sums.iter().enumerate() {
+                // SAFETY: inside the matrix, this thread's alone.
+                unsafe { *self.at(i, j + col) = f(*self.at(i, j + col), sum) };
+            }
+        }
     }
 }
 
@@ -230,6 +266,8 @@ pub(super) fn gemm_blocked(
                                         a, i0, rows, k, s0, this_block, mr, rounding, a_block,
                                     )
                                 };
+                                // a tile's sums, where they cannot go to C directly
+                                let mut sums = [0.0f32; MAX_TILE];
                                 for q in q0..q1 {
                                     let b_panel = &packed_b[q * panel_size..(q + 1) * panel_size];
                                     let j = j0 + q * nr;
@@ -258,6 +296,7 @@ pub(super) fn gemm_blocked(
                                                 last && scaled,
                                                 alpha,
                                                 beta,
+                                                &mut sums,
                                             )
                                         };
                                     }
@@ -289,7 +328,7 @@ struct Tile {
 impl Tile {
     /// Adds one block of `k` to the tile's sums in `carrier` (starting from
     /// zero when not `load`); when `scale`, writes `alpha * sum + beta * c`
-    /// into `out` instead of the sums.
+    /// into `out` instead of the sums. `sums` is scratch for one tile.
     ///
     /// # Safety
     /// The tile must be inside C and the carrier, and no other thread may
@@ -307,60 +346,49 @@ impl Tile {
         scale: bool,
         alpha: f32,
         beta: f32,
+        sums: &mut [f32],
     ) {
         let (mr, nr) = kernel.tile();
-        let whole = self.rows == mr && self.cols == nr && carrier.col_stride == 1;
-        if whole && !scale {
+        let whole = self.rows == mr && self.cols == nr;
+        let (a, b) = (a_panel.as_ptr(), b_panel.as_ptr());
+        if whole && !scale && carrier.col_stride == 1 {
+            let update = if load { Update::Continue } else { Update::Set };
+            let ldc = carrier.row_stride as usize;
             // SAFETY: a whole tile with contiguous rows, this task's alone.
-            unsafe {
-                kernel.run(
-                    steps,
-                    a_panel.as_ptr(),
-                    b_panel.as_ptr(),
-                    carrier.at(self.i, self.j),
-                    carrier.row_stride as usize,
-                    load,
-                )
-            };
+            unsafe { kernel.run(steps, a, b, carrier.at(self.i, self.j), ldc, update) };
+            return;
+        }
+        if whole && !load && alpha == 1.0 && beta == 1.0 && out.col_stride == 1 {
+            // `C += A @ B` in one block of k (a linear layer's bias in C)
+            let ldc = out.row_stride as usize;
+            // SAFETY: as above.
+            unsafe { kernel.run(steps, a, b, out.at(self.i, self.j), ldc, Update::Add) };
             return;
         }
         // An edge tile, strided columns, or the last block's scaling: the
-        // sums go through a local tile.
-        let mut sums = [0.0f32; super::MAX_TILE];
+        // sums go through a local tile, a row at a time (whole-row loops
+        // that vectorize where the columns are contiguous).
+        let (i, j, cols) = (self.i, self.j, self.cols);
         for r in 0..self.rows {
-            for col in 0..self.cols {
-                if load {
-                    // SAFETY: (i + r, j + col) is inside the carrier, this task's alone.
-                    sums[r * nr + col] = unsafe { *carrier.at(self.i + r, self.j + col) };
-                }
+            let row = &mut sums[r * nr..r * nr + cols];
+            if load {
+                // SAFETY: the tile is inside the carrier and this task's alone.
+                unsafe { carrier.read_row(i + r, j, row) };
             }
         }
+        let update = if load { Update::Continue } else { Update::Set };
         // SAFETY: `sums` holds a whole tile, rows `nr` apart.
-        unsafe {
-            kernel.run(
-                steps,
-                a_panel.as_ptr(),
-                b_panel.as_ptr(),
-                sums.as_mut_ptr(),
-                nr,
-                load,
-            )
-        };
+        unsafe { kernel.run(steps, a, b, sums.as_mut_ptr(), nr, update) };
         for r in 0..self.rows {
-            for col in 0..self.cols {
-                let sum = sums[r * nr + col];
-                // SAFETY: as above, for C and the carrier.
-                unsafe {
-                    if scale {
-                        let c = out.at(self.i + r, self.j + col);
-                        *c = if beta == 0.0 {
-                            alpha * sum
-                        } else {
-                            alpha * sum + beta * *c
-                        };
-                    } else {
-                        *carrier.at(self.i + r, self.j + col) = sum;
-                    }
+            let row = &sums[r * nr..r * nr + cols];
+            // SAFETY: the tile is inside C and the carrier, this task's alone.
+            unsafe {
+                if !scale {
+                    carrier.write_row(i + r, j, row, |_, sum| sum);
+                } else if beta == 0.0 {
+                    out.write_row(i + r, j, row, |_, sum| alpha * sum);
+                } else {
+                    out.write_row(i + r, j, row, |c, sum| alpha * sum + beta * c);
                 }
             }
         }

@@ -60,6 +60,19 @@ use blocked::gemm_blocked;
 /// The largest tile of C any microkernel computes (8 x 48).
 const MAX_TILE: usize = avx512::MR * avx512::NR;
 
+/// What a microkernel does with the tile of C it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Update {
+    /// The sums start at zero and overwrite the tile.
+    Set,
+    /// The sums start from the tile's values (the chain of an earlier block
+    /// of `k` goes on) and overwrite it.
+    Continue,
+    /// The sums start at zero and are added to the tile: `C += A @ B`
+    /// (`alpha = beta = 1`), one rounding more per element.
+    Add,
+}
+
 /// Which microkernel computes the tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Microkernel {
@@ -100,9 +113,8 @@ impl Microkernel {
         }
     }
 
-    /// The tile of C at `c` (rows `ldc` apart) set to its sums so far (its
-    /// values when `load`, zeros otherwise) plus `steps` steps of the panels
-    /// `a` and `b`.
+    /// The tile of C at `c` (rows `ldc` apart) updated with `steps` steps of
+    /// the panels `a` and `b`, as `update` says.
     ///
     /// # Safety
     /// The CPU must run this kernel ([`Microkernel::available`]); the
@@ -114,17 +126,17 @@ impl Microkernel {
         b: *const f32,
         c: *mut f32,
         ldc: usize,
-        load: bool,
+        update: Update,
     ) {
         let (mr, nr) = self.tile();
         // SAFETY: this function's contract is the kernels'.
         unsafe {
             match self {
                 #[cfg(target_arch = "x86_64")]
-                Microkernel::Avx512 => avx512::microkernel(steps, a, b, c, ldc, load),
+                Microkernel::Avx512 => avx512::microkernel(steps, a, b, c, ldc, update),
                 #[cfg(target_arch = "x86_64")]
-                Microkernel::Avx2Fma => avx2::microkernel(steps, a, b, c, ldc, load),
-                _ => portable::microkernel(mr, nr, steps, a, b, c, ldc, load),
+                Microkernel::Avx2Fma => avx2::microkernel(steps, a, b, c, ldc, update),
+                _ => portable::microkernel(mr, nr, steps, a, b, c, ldc, update),
             }
         }
     }

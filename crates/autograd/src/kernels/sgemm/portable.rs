@@ -2,10 +2,11 @@
 //! column, step), in step order, as [`super::avx2`] and [`super::avx512`]
 //! compute it.
 
-/// The tile of C at `c` (`mr` rows of `nr` floats, `ldc` apart) is set to
-/// its sums so far plus `A panel . B panel` over `steps` steps, one
-/// `acc = fma(a_s[i], b_s[j], acc)` per step in order; the sums so far are
-/// the tile's values when `load`, zeros otherwise.
+use super::Update;
+
+/// The tile of C at `c` (`mr` rows of `nr <= 48` floats, `ldc` apart) is
+/// updated with `A panel . B panel` over `steps` steps, as `update` says,
+/// one `acc = fma(a_s[i], b_s[j], acc)` per step in order.
 ///
 /// # Safety
 /// `a` and `b` must hold `steps` steps of their panels (`mr` and `nr` floats
@@ -20,7 +21,7 @@ pub unsafe fn microkernel(
     b: *const f32,
     c: *mut f32,
     ldc: usize,
-    load: bool,
+    update: Update,
 ) {
     // SAFETY: the panels hold `steps` steps (this function's contract).
     let (a, b) = unsafe {
@@ -33,14 +34,19 @@ pub unsafe fn microkernel(
         // SAFETY: row i of the tile is `nr` floats at `c + i ldc`, touched by
         // nothing else (this function's contract).
         let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), nr) };
-        if !load {
-            row.fill(0.0);
+        let mut sums = [0.0f32; 48];
+        let sums = &mut sums[..nr];
+        if update == Update::Continue {
+            sums.copy_from_slice(row);
         }
         for (a_s, b_s) in a.chunks_exact(mr).zip(b.chunks_exact(nr)) {
             let a_i = a_s[i];
-            for (sum, &b_j) in row.iter_mut().zip(b_s) {
+            for (sum, &b_j) in sums.iter_mut().zip(b_s) {
                 *sum = a_i.mul_add(b_j, *sum);
             }
+        }
+        for (c, &sum) in row.iter_mut().zip(sums.iter()) {
+            *c = if update == Update::Add { *c + sum } else { sum };
         }
     }
 }
