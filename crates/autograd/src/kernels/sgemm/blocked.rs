@@ -183,15 +183,16 @@ pub(super) fn gemm_blocked(
     // Too few row blocks for the threads: the B panels are split too.
     let column_splits = threads.div_ceil(row_blocks);
 
+    let out = Out {
+        ptr: c.as_mut_ptr(),
+        row_stride: c.strides()[0],
+        col_stride: c.strides()[1],
+    };
     // Where the sums travel between blocks of k: C itself, unless C's old
     // values are needed at the end.
     let mut scratch = Vec::new();
     let carrier = if beta == 0.0 || steps <= kc {
-        Out {
-            ptr: c.as_mut_ptr(),
-            row_stride: c.strides()[0],
-            col_stride: c.strides()[1],
-        }
+        out
     } else {
         scratch.resize(m * n, 0.0f32);
         Out {
@@ -199,11 +200,6 @@ pub(super) fn gemm_blocked(
             row_stride: n as isize,
             col_stride: 1,
         }
-    };
-    let out = Out {
-        ptr: c.as_mut_ptr(),
-        row_stride: c.strides()[0],
-        col_stride: c.strides()[1],
     };
     // Whether the last block of k writes `alpha * sum + beta * c` rather than
     // the sums as they are.
