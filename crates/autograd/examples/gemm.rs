@@ -112,31 +112,36 @@ fn main() {
         println!("bf16 microkernel in L1: {:.1} GFLOP/s", flops / secs / 1e9);
         std::hint::black_box(acc);
     }
-    if sgemm::avx2::available() && !json {
-        // The f32 microkernel alone: one 6 x 16 tile over 256 steps, operands in L1.
-        let (mr, nr) = (sgemm::avx2::MR, sgemm::avx2::NR);
+    let f32_kernel = sgemm::Microkernel::detect();
+    if f32_kernel != sgemm::Microkernel::Portable && !json {
+        // The f32 microkernel the GEMM runs, alone: one tile over 256
+        // steps, operands in L1.
+        let (mr, nr) = f32_kernel.tile();
         let a = vec![1.0f32; mr * 256];
         let b = vec![1.0f32; nr * 256];
         let mut acc = vec![0.0f32; mr * nr];
         let calls = 20_000;
         let secs = fastest_secs(5, || {
             for _ in 0..calls {
-                // SAFETY: checked by `avx2::available`; the panels hold
-                // 256 steps, `acc` one tile.
+                let (a, b, c) = (a.as_ptr(), b.as_ptr(), acc.as_mut_ptr());
+                let update = sgemm::Update::Continue;
+                // SAFETY: the CPU runs `f32_kernel` (`detect`); the panels
+                // hold 256 steps, `acc` one tile.
                 unsafe {
-                    sgemm::avx2::microkernel(
-                        256,
-                        a.as_ptr(),
-                        b.as_ptr(),
-                        acc.as_mut_ptr(),
-                        nr,
-                        sgemm::Update::Continue,
-                    )
+                    match f32_kernel {
+                        sgemm::Microkernel::Avx512 => {
+                            sgemm::avx512::microkernel(256, a, b, c, nr, update)
+                        }
+                        _ => sgemm::avx2::microkernel(256, a, b, c, nr, update),
+                    }
                 };
             }
         });
         let flops = (calls * mr * nr * 2 * 256) as f64;
-        println!("f32 microkernel in L1: {:.1} GFLOP/s", flops / secs / 1e9);
+        println!(
+            "f32 microkernel ({f32_kernel:?}, {mr} x {nr}) in L1: {:.1} GFLOP/s",
+            flops / secs / 1e9
+        );
         std::hint::black_box(&acc);
     }
     if !json {

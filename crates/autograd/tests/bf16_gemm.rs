@@ -62,7 +62,7 @@ fn check_against_f64(
 }
 
 fn kernels() -> Vec<Microkernel> {
-    let mut kernels = vec![Microkernel::Portable];
+    let mut kernels = vec![Microkernel::Fma];
     if avx512::available() {
         kernels.push(Microkernel::Avx512Bf16);
     }
@@ -182,7 +182,7 @@ fn avx512_and_portable_agree_bitwise() {
                 c_avx.view_mut(),
             );
             gemm_bf16_with(
-                Microkernel::Portable,
+                Microkernel::Fma,
                 1.0,
                 a.view(),
                 b.view(),

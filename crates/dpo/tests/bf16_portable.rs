@@ -1,10 +1,12 @@
 //! A bf16 SFT step gives the same bits on the `vdpbf16ps` microkernel and on
-//! the portable one: CPUs without AVX512_BF16 train to the same weights.
+//! the f32 FMA kernels: CPUs with and without AVX512_BF16 (or where
+//! `vdpbf16ps` is the slower path and is not chosen) train to the same
+//! weights.
 //!
 //! One test in its own file (its own process), as it switches the
-//! process-wide microkernel ([`force_portable`]).
+//! process-wide microkernel ([`force`]).
 
-use autograd::kernels::bf16::{avx512, force_portable, Microkernel};
+use autograd::kernels::bf16::{avx512, force, Microkernel};
 use autograd::{Precision, Tape, Tensor};
 use dpo::data::SftRow;
 use dpo::objective::sft_batch_loss;
@@ -32,7 +34,7 @@ fn avx512_and_portable_bf16_steps_are_bitwise_equal() {
     if !avx512::available() {
         autograd::testing::skip(
             "avx512_and_portable_bf16_steps_are_bitwise_equal",
-            "this CPU has no AVX512_BF16: the portable microkernel is the only one",
+            "this CPU has no AVX512_BF16: the FMA kernels are the only bf16 path",
         );
         return;
     }
@@ -54,14 +56,15 @@ fn avx512_and_portable_bf16_steps_are_bitwise_equal() {
             completion_mask: None,
         })
         .collect();
-    let (loss_avx, grads_avx) = step_bits(&model, &rows);
+    force(Some(Microkernel::Avx512Bf16));
     assert_eq!(Microkernel::detect(), Microkernel::Avx512Bf16);
-    force_portable(true);
-    assert_eq!(Microkernel::detect(), Microkernel::Portable);
-    let (loss_portable, grads_portable) = step_bits(&model, &rows);
-    force_portable(false);
-    assert_eq!(loss_avx, loss_portable, "loss");
-    for (i, (a, p)) in grads_avx.iter().zip(&grads_portable).enumerate() {
+    let (loss_avx, grads_avx) = step_bits(&model, &rows);
+    force(Some(Microkernel::Fma));
+    assert_eq!(Microkernel::detect(), Microkernel::Fma);
+    let (loss_fma, grads_fma) = step_bits(&model, &rows);
+    force(None);
+    assert_eq!(loss_avx, loss_fma, "loss");
+    for (i, (a, p)) in grads_avx.iter().zip(&grads_fma).enumerate() {
         assert!(
             a.iter().zip(p).all(|(x, y)| x.to_bits() == y.to_bits()),
             "gradient {i} differs"

@@ -5,13 +5,15 @@
 //!
 //! - [`avx512`]: `vdpbf16ps` on [`MR`] x [`NR`] tiles, operands packed as
 //!   pairs of bf16 ([`pack`]), on CPUs with AVX512_BF16 (runtime detection);
-//! - the f32 GEMM's microkernels ([`super::sgemm`], AVX2 + FMA or plain
-//!   Rust) on operands rounded to bf16, everywhere else.
+//! - the f32 GEMM's microkernels ([`super::sgemm`], AVX-512, AVX2 + FMA or
+//!   plain Rust) on operands rounded to bf16, on CPUs without it, and on
+//!   those where `vdpbf16ps` is the slower of the two ([`select`] measures
+//!   it: Intel's Xeons of cpu family 6, model 207, for one).
 //!
 //! `vdpbf16ps` adds, in each lane, the product of the odd `k` of a pair and
 //! then the even one, each as an f32 FMA; the f32 path takes the `k` in that
-//! order (`k = 1, 0, 3, 2, ...`), so the two give the same bits, but for a
-//! sum that falls below 2^-126 (`vdpbf16ps` flushes it to zero).
+//! order (`k = 1, 0, 3, 2, ...`), and runs with denormal sums flushed to
+//! zero as `vdpbf16ps` does, so the two give the same bits.
 //!
 //! **Loops of the `vdpbf16ps` path** ([`super::packed`]; the FMA path has
 //! the f32 GEMM's). `K` is cut into blocks of [`KC_PAIRS`]
@@ -28,8 +30,7 @@ pub mod avx512;
 pub mod convert;
 pub mod pack;
 pub mod pack_avx512;
-
-use std::sync::atomic::{AtomicBool, Ordering};
+pub mod select;
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
@@ -39,6 +40,7 @@ use super::sgemm::{self, sgemm_with, Rounding};
 pub use super::packed::Packed;
 pub use convert::{bf16_to_f32, f32_to_bf16, round_to_bf16, Bf16};
 pub use pack::{pack_a, pack_a_scalar, pack_b, pack_b_scalar, MR, NR};
+pub use select::force;
 
 /// Pairs of `k` per block of the K loop (768 values of `k`).
 pub const KC_PAIRS: usize = 384;
@@ -51,35 +53,22 @@ const PAR_MIN_FLOPS: usize = 1 << 20;
 pub enum Microkernel {
     /// `vdpbf16ps` ([`avx512`]).
     Avx512Bf16,
-    /// The f32 GEMM's microkernels ([`super::sgemm`]) on operands rounded
-    /// to bf16 and taken in `vdpbf16ps`'s order: the same bits (but for
-    /// sums below 2^-126, which `vdpbf16ps` flushes to zero).
-    Portable,
-}
-
-/// Set by [`force_portable`]: [`Microkernel::detect`] then answers `Portable`.
-static FORCE_PORTABLE: AtomicBool = AtomicBool::new(false);
-
-/// Makes every later [`gemm_bf16`] of the process run the portable
-/// microkernel even where the CPU has AVX512_BF16 (`true`), or the fastest
-/// one again (`false`): for comparisons of the two paths end to end.
-pub fn force_portable(portable: bool) {
-    FORCE_PORTABLE.store(portable, Ordering::Relaxed);
+    /// The f32 GEMM's microkernels ([`super::sgemm`]: AVX-512, AVX2 + FMA
+    /// or plain Rust) on operands rounded to bf16 and taken in
+    /// `vdpbf16ps`'s order: the same bits (sums below 2^-126 flushed to
+    /// zero, as `vdpbf16ps` does).
+    Fma,
 }
 
 impl Microkernel {
-    /// The fastest microkernel this CPU runs (the portable one after
-    /// [`force_portable`]).
+    /// The microkernel this CPU runs faster ([`select`]: measured once per
+    /// process), or the one [`force`]d.
     pub fn detect() -> Microkernel {
-        if avx512::available() && !FORCE_PORTABLE.load(Ordering::Relaxed) {
-            Microkernel::Avx512Bf16
-        } else {
-            Microkernel::Portable
-        }
+        select::chosen()
     }
 
     /// `acc += a_panel . b_panel` over the pairs of the two slices, on
-    /// `vdpbf16ps` (the portable path does not pack pair words).
+    /// `vdpbf16ps` (the FMA path does not pack pair words).
     fn run(self, a: &[u32], b: &[u32], acc: &mut [f32]) {
         let acc: &mut [f32; MR * NR] = acc.try_into().expect("a bf16 tile is 8 x 48");
         match self {
@@ -87,7 +76,7 @@ impl Microkernel {
             // SAFETY: `Avx512Bf16` is only chosen where the CPU has the feature
             // (`detect`, or a caller that checked `avx512::available`).
             Microkernel::Avx512Bf16 => unsafe { avx512::microkernel(a, b, acc) },
-            _ => unreachable!("the portable bf16 GEMM runs on the f32 kernels"),
+            _ => unreachable!("the FMA path runs on the f32 GEMM's loops"),
         }
     }
 }
@@ -133,14 +122,14 @@ pub fn gemm_bf16_with(
         (m, n)
     );
     assert!(
-        kernel == Microkernel::Portable || avx512::available(),
+        kernel == Microkernel::Fma || avx512::available(),
         "gemm_bf16: this CPU has no AVX512_BF16"
     );
     if m == 0 || n == 0 {
         return;
     }
     let parallel = m * n * k >= PAR_MIN_FLOPS && rayon::current_num_threads() > 1;
-    if kernel == Microkernel::Portable {
+    if kernel == Microkernel::Fma {
         let fma = sgemm::Microkernel::detect();
         return sgemm_with(fma, Rounding::Bf16, alpha, a, b, beta, c, parallel);
     }

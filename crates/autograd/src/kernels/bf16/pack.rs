@@ -95,11 +95,9 @@ fn pair_slices<const W: usize>(dst: &mut [u32], lo: &[f32], hi: &[f32]) {
     }
 }
 
-/// Whether [`pack`] runs its AVX-512 loops: where the CPU has them, unless
-/// [`super::force_portable`] asked for the portable path (which then covers
-/// the packing too).
+/// Whether [`pack`] runs its AVX-512 loops: where the CPU has them.
 fn avx512_packing() -> bool {
-    pack_avx512::available() && super::Microkernel::detect() == super::Microkernel::Avx512Bf16
+    pack_avx512::available()
 }
 
 /// Packs the `len x k` matrix `m` in panels of `width`, in parallel over
