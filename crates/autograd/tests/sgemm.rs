@@ -3,7 +3,7 @@
 //! this CPU runs, operand layout, block count along `k` and thread count.
 
 use autograd::kernels::bf16::round_to_bf16;
-use autograd::kernels::sgemm::{block_steps, sgemm_with, Microkernel, Rounding};
+use autograd::kernels::sgemm::{sgemm_with, Microkernel, Rounding, BLOCK_STEPS};
 use autograd::testing::skip;
 use ndarray::{s, Array2, ArrayView2};
 use rand::{Rng, SeedableRng};
@@ -119,7 +119,7 @@ fn odd_shapes_equal_the_fma_chain_bitwise() {
 #[test]
 fn k_over_several_blocks_with_alpha_and_beta() {
     // more than two blocks for every kernel's panel width
-    let k = 2 * block_steps(16) + 37;
+    let k = 2 * BLOCK_STEPS + 37;
     let (a, b) = (random(19, k, 5), random(k, 50, 6));
     // B = W^T: the transposing pack, over several blocks of k
     let w = random(50, k, 7);

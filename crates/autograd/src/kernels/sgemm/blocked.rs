@@ -33,20 +33,23 @@ use super::pack::{pack_block, Rounding, PACK_SLACK};
 use super::{Microkernel, Update, MAX_TILE};
 use crate::kernels::packed::Strided;
 
-/// Bytes of a B panel (at most), which sets the steps of `k` per block
-/// (the blocks of a GEMM are made equal): 768 steps for AVX2's 16 columns,
-/// 256 for AVX-512's 48. Every block but the first reads the sums of C back
-/// and every block writes them, so few blocks matter where C is large (an
-/// LM head's logits); the panel, larger than L1, streams from L2 with A's.
-/// On a Zen 3 core, at GPT-2's and SmolLM2's shapes, 16-column panels of
-/// 576-1536 steps ran at 80-87 GFLOP/s (geometric mean), of 192-384 steps
-/// at 70-79 (noisy, 3 rounds).
-const B_PANEL_BYTES: usize = 48 * 1024;
-
-/// Steps per block of `k` (at most) for a B panel of `nr` columns.
-pub fn block_steps(nr: usize) -> usize {
-    (B_PANEL_BYTES / (4 * nr)).next_multiple_of(8)
-}
+/// Steps of `k` per block (at most; the blocks of a GEMM are made equal).
+/// Every block but the first reads the sums of C back and every block
+/// writes them, so few blocks matter where C is large (an LM head's
+/// logits); the B panel (48 KiB for AVX2's 16 columns, 144 KiB for
+/// AVX-512's 48), larger than L1, streams from L2 with A's panels. At
+/// GPT-2's and SmolLM2's shapes (geometric means over 15 shapes, one core,
+/// best of 6 alternating rounds on a noisy machine):
+///
+/// | steps | Zen 3, AVX2 (16 columns) | Xeon family 6 model 207, AVX-512 (48) |
+/// |---|---|---|
+/// | 128 | | 142.8 GFLOP/s |
+/// | 192-384 | 70-79 | 150.2 (256), 153.1 (384) |
+/// | 576-768 | 80-87 | 154.3 (768) |
+///
+/// The LM head's GEMMs gain most (16% at 768 steps against 256 on the
+/// Xeon, one block of `k` for `K = 576` or `768`).
+pub const BLOCK_STEPS: usize = 768;
 
 /// Bytes of A per block (at most): a block stays in a core's L2 (512 KiB on
 /// Zen 3, 1 MiB on Zen 4) with room for the B panels passing through.
@@ -166,7 +169,7 @@ pub(super) fn gemm_blocked(
     };
 
     // Equal blocks along k, a multiple of 8 steps (the packing's transposes).
-    let k_blocks = steps.div_ceil(block_steps(nr)).max(1);
+    let k_blocks = steps.div_ceil(BLOCK_STEPS).max(1);
     let kc = steps.div_ceil(k_blocks).div_ceil(8) * 8;
     // Row blocks of at most A_BLOCK_BYTES, as many as a multiple of the
     // thread count.
