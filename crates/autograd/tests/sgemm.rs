@@ -147,6 +147,12 @@ fn transposed_and_strided_operands() {
         check(Rounding::Keep, 1.0, x.view(), w.t(), 0.0);
         check(Rounding::Bf16, 1.0, x.view(), w.t(), 0.0);
     }
+    // a last panel of B = W^T that holds whole groups of 8 rows and a rest
+    // (N = 41: 40 + 1 for 48 columns, 8 + 1 for 16), K not a multiple of 8
+    let (x9, w41) = (random(9, 35, 8), random(41, 35, 9));
+    for rounding in [Rounding::Keep, Rounding::Bf16] {
+        check(rounding, 1.0, x9.view(), w41.t(), 0.0);
+    }
     for rounding in [Rounding::Keep, Rounding::Bf16] {
         check(rounding, 1.0, x.view(), w.t(), 0.0);
         check(rounding, 1.0, dy.view(), w.view(), 1.0);

@@ -61,12 +61,14 @@ pub fn chosen() -> Microkernel {
     }
 }
 
-/// Pairs of `k` per timed call: both kernels' panels (8 x 48 words of
-/// `vdpbf16ps`'s, up to 8 x 48 floats of the FMA kernel's, 192 steps) stay in L1.
-const PAIRS: usize = 96;
+/// Pairs of `k` per timed call: both kernels' panels stay in a 32 KiB L1
+/// (8 + 48 words a pair for `vdpbf16ps`, 14 KiB; up to 8 + 48 floats a
+/// step for the FMA kernel, 128 steps, 28 KiB).
+const PAIRS: usize = 64;
 
 /// Times both microkernels on one tile in L1, 7 alternating rounds of about
-/// 0.1 ms each, and compares their fastest rounds in FLOP/s.
+/// 0.1 ms each, and compares their fastest rounds in FLOP/s (a round slowed
+/// by other work on the machine does not count).
 fn vdpbf16ps_is_faster() -> bool {
     let fma = sgemm::Microkernel::detect();
     let (mr, nr) = fma.tile();
@@ -79,7 +81,7 @@ fn vdpbf16ps_is_faster() -> bool {
     let (a_floats, b_floats) = (vec![1.0f32; mr * steps], vec![1.0f32; nr * steps]);
     let mut tile = [0.0f32; MR * NR];
     let mut fma_tile = vec![0.0f32; mr * nr];
-    let calls = 64;
+    let calls = 96;
     let fastest = |best: &mut f64, f: &mut dyn FnMut()| {
         let start = Instant::now();
         for _ in 0..calls {

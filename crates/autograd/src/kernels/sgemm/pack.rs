@@ -133,18 +133,29 @@ pub(crate) unsafe fn pack_block(
         let panel = &mut dst[q * size..];
         if along_indices {
             // written above
-        } else if m.k_stride == 1 && transpose_avx2::available() && rows == width {
-            // SAFETY: the CPU has AVX2; rows `first ..` and steps up to
-            // `body` lie inside the matrix with k contiguous; the panel's
-            // stores stay in `dst` (its slack included).
+        } else if m.k_stride == 1 && transpose_avx2::available() {
+            // Whole groups of 8 rows (a 6-row panel only whole) go through
+            // the transposes; the rows of a last panel past them, and the
+            // steps past `done`, one value at a time.
+            let grouped = if rows == width { rows } else { rows / 8 * 8 };
+            // SAFETY: the CPU has AVX2; rows `first .. first + grouped` and
+            // steps up to `body` lie inside the matrix with k contiguous;
+            // the panel's stores stay in `dst` (its slack included).
             let done = unsafe {
-                transpose_avx2::pack_lines(m, first, rows, s0, body, width, rounding, panel)
+                transpose_avx2::pack_lines(m, first, grouped, s0, body, width, rounding, panel)
             };
-            for s in done..steps {
-                for (i, x) in panel[s * width..s * width + rows].iter_mut().enumerate() {
-                    *x = value_at(first + i, s);
+            let rest = |s: usize, from: usize, panel: &mut [f32]| {
+                for (i, x) in panel[s * width + from..s * width + rows]
+                    .iter_mut()
+                    .enumerate()
+                {
+                    *x = value_at(first + from + i, s);
                 }
+            };
+            if grouped < rows {
+                (0..done).for_each(|s| rest(s, grouped, panel));
             }
+            (done..steps).for_each(|s| rest(s, 0, panel));
         } else {
             for s in 0..steps {
                 for (i, x) in panel[s * width..s * width + rows].iter_mut().enumerate() {
