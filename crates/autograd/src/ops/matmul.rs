@@ -98,17 +98,21 @@ fn linear_forward<T: Float>(
     let rows = x.value().len() / n_in.max(1);
     let x_std = x.value().as_standard_layout();
     let x2 = x_std.view().into_shape_with_order((rows, n_in)).unwrap();
-    let mut y = Array2::<T>::zeros((rows, n_out));
-    let beta = match b {
+    let (mut y, beta) = match b {
         Some(b) => {
-            // y starts as the bias in every row, then gemm adds x @ W^T.
+            // y starts as the bias in every row (written once, not zeroed
+            // first), then gemm adds x @ W^T.
             let bias = b.value().as_slice().unwrap();
-            for mut row in y.rows_mut() {
-                row.as_slice_mut().unwrap().copy_from_slice(bias);
+            let mut values = Vec::with_capacity(rows * n_out);
+            for _ in 0..rows {
+                values.extend_from_slice(bias);
             }
-            T::one()
+            (
+                Array2::from_shape_vec((rows, n_out), values).unwrap(),
+                T::one(),
+            )
         }
-        None => T::zero(),
+        None => (Array2::<T>::zeros((rows, n_out)), T::zero()),
     };
     gemm_with(precision, T::one(), x2, w.t(), beta, y.view_mut());
     let mut out_shape = sx.to_vec();
