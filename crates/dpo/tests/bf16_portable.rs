@@ -3,8 +3,8 @@
 //! `vdpbf16ps` is the slower path and is not chosen) train to the same
 //! weights.
 //!
-//! One test in its own file (its own process), as it switches the
-//! process-wide microkernel ([`force`]).
+//! It switches the process-wide microkernel ([`force`]); other bf16 tests of
+//! the same binary that run meanwhile get the same bits on either kernel.
 
 use autograd::kernels::bf16::{avx512, force, Microkernel};
 use autograd::{Precision, Tape, Tensor};

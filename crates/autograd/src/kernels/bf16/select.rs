@@ -7,7 +7,7 @@
 //!   same rate: 221 GFLOP/s in L1 against ~110 for f32 FMAs on a Zen 4,
 //!   470-550 on a Zen 5 (docs/bf16.md).
 //! - On an Intel Xeon of cpu family 6, model 207 (Emerald Rapids), it issues
-//!   at half an FMA's rate: 87-98 GFLOP/s in L1 against 130-200 for the
+//!   at half an FMA's rate: 87-102 GFLOP/s in L1 against 127-194 for the
 //!   512-bit f32 kernel, so the FMA path is the faster there (PyTorch's
 //!   oneDNN bf16 `matmul` ran at 84-102 on the same core).
 //!
