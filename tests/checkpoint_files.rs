@@ -95,8 +95,15 @@ fn check_save(
         tokenizer_files: vec![("tokenizer.json", b"{\"model\": {}}\n".to_vec())],
     };
     for _ in 0..2 {
-        save_checkpoint(dir, model, &model_files, &optimizer, &state()).unwrap();
+        // Dropped at once: the files the second save replaces are removed.
+        drop(save_checkpoint(dir, model, &model_files, &optimizer, &state()).unwrap());
     }
+    let hidden: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "left in the folder: {hidden:?}");
     let files = files_in(dir);
     // The optimizer file, as optimizer_file serialized it before.
     let names = model.trainable_names();

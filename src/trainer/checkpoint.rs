@@ -23,11 +23,13 @@
 //!    Before it, the old checkpoint is untouched; after it, the new one is
 //!    whole on disk;
 //! 3. its files are renamed over the old ones, `trainer_state.json` last,
-//!    and the empty folder is removed.
+//!    and the empty folder is removed. Each old file keeps a second name in
+//!    a fresh `DIR/.checkpoint.tmp-PID-NANOS/`, removed in the background.
 //!
 //! The next run on `DIR` ([`open_run_dir`]) first finishes an interrupted
 //! step 3 (the staged folder is complete, so it only renames what is left)
-//! and removes what an interrupted step 1 left. Each rename replaces one
+//! and removes what an interrupted step 1, or a removal in the background,
+//! left. Each rename replaces one
 //! whole file, so a reader of `DIR` (`dpo eval --policy DIR`) never sees a
 //! partly written file. `--resume` then checks the checksums in the state
 //! against the files, and refuses a checkpoint changed behind its back.
@@ -38,22 +40,26 @@
 //!
 //! No file is built in memory first. The safetensors files (the weights and
 //! the moments) are written straight from the live tensors, borrowed
-//! (`transformer::safetensors_writer`): the header, then each tensor
-//! converted to little-endian bytes 64 KiB at a time, through a 1 MiB buffer
-//! into the staging file; each chunk is SHA-256'd as it passes, still in the
-//! cache, so a file is read once and hashing adds no pass of its own. The
-//! files are written at once, one thread each (a 2-core machine converts and
-//! hashes the model's file and the optimizer's side by side, and one file's
-//! flush to disk runs beside the other's writing); the state follows. The
-//! bytes are those `safetensors::serialize` made of the same tensors, so
-//! checksums of older checkpoints still hold. Nothing is copied: the
-//! optimizer lends its moments (`Optimizer::state`) as the model lends its
-//! weights. A GPT-2 (124M) save with AdamW, 1.5 GB of files, is measured in
-//! docs/architecture.md, "Checkpoint saves".
+//! (`transformer::safetensors_writer`): the header, then each tensor's
+//! little-endian bytes, which on every CPU this project runs on are the
+//! tensor's own memory, 4 MiB at a time into the staging file. The disk
+//! starts writing each file while it is being filled
+//! (`transformer::checkpoint::write_synced_with`), so its `fsync` waits for
+//! the last few MiB only. Each file is hashed by a second pass over the same
+//! borrowed tensors, on a thread of its own beside the one writing it: the
+//! SHA-256 of a file is one chain, and copying the bytes into the OS's page
+//! cache costs about as much, so the passes of the model's file and the
+//! optimizer's (twice as large) keep two cores busy to the end. The state
+//! follows. The bytes are those `safetensors::serialize` made of the same
+//! tensors, so checksums of older checkpoints still hold. Nothing is copied:
+//! the optimizer lends its moments (`Optimizer::state`) as the model lends
+//! its weights. The files a save replaces are removed on a thread of their
+//! own ([`ReplacedFiles`]), while training goes on. A GPT-2 (124M) save with
+//! AdamW, 1.5 GB of files, is measured in docs/architecture.md,
+//! "Checkpoint saves".
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -68,9 +74,7 @@ use transformer::hf::INDEX_FILE;
 use transformer::hf_tokenizer::TOKENIZER_FILES;
 use transformer::lora::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
 use transformer::safetensors_writer::SafetensorsFile;
-use transformer::{
-    write_synced, write_synced_with, CheckpointFile, CheckpointFormat, FileContents, Model,
-};
+use transformer::{write_synced, CheckpointFile, CheckpointFormat, FileContents, Model};
 
 use super::settings::{AnyOptimizer, TrainHyper};
 
@@ -267,7 +271,7 @@ fn recover(dir: &Path) -> Result<()> {
             "{}: finishing the checkpoint save an earlier run left half-done",
             dir.display()
         );
-        publish_staged(dir)?;
+        drop(publish_staged(dir)?);
     }
     Ok(())
 }
@@ -275,7 +279,7 @@ fn recover(dir: &Path) -> Result<()> {
 /// Step 3: renames the files of `DIR/.checkpoint.staged` over those of
 /// `DIR`, the trainer state last, then removes the emptied folder. Safe to
 /// run again after an interruption: what is already moved is not there.
-fn publish_staged(dir: &Path) -> Result<()> {
+fn publish_staged(dir: &Path) -> Result<ReplacedFiles> {
     let staged = dir.join(STAGED_DIR);
     let state_path = staged.join(STATE_FILE);
     if state_path.exists() {
@@ -314,14 +318,59 @@ fn publish_staged(dir: &Path) -> Result<()> {
         .with_context(|| format!("cannot list {}", staged.display()))?;
     // The state last: until it lands, the old state still names the old step.
     names.sort_by_key(|name| name == STATE_FILE);
+    let replaced = dir.join(format!("{STAGING_PREFIX}{}", unique_suffix()));
+    let keeping = fs::create_dir(&replaced).is_ok();
     for name in names {
         let to = dir.join(&name);
+        if keeping && to.is_file() {
+            // A second link keeps the old file alive past the rename (a
+            // failure only means the rename frees it, as without).
+            let _ = fs::hard_link(&to, replaced.join(&name));
+        }
         fs::rename(staged.join(&name), &to)
             .with_context(|| format!("cannot save {}", to.display()))?;
     }
     sync_dir(dir)?;
     fs::remove_dir(&staged).with_context(|| format!("cannot remove {}", staged.display()))?;
-    sync_dir(dir)
+    sync_dir(dir)?;
+    Ok(ReplacedFiles::remove(keeping.then_some(replaced)))
+}
+
+/// The files a save replaced, being removed on a thread of their own: the
+/// file system frees a file's blocks when its last name goes, 0.2-0.4 s for
+/// a GPT-2 checkpoint's 1.5 GB on an ext4 mounted with `discard`, and a
+/// training run need not wait for that. Dropping this waits for the
+/// removal (the training loop keeps it until the next save, or the end).
+/// The folder is named as a staging folder, so if the process dies first,
+/// the next run on the folder removes it ([`open_run_dir`]).
+#[must_use = "dropping it waits for the replaced files to be removed"]
+pub struct ReplacedFiles {
+    removal: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ReplacedFiles {
+    /// Removes the folder `replaced` (if any) in the background.
+    fn remove(replaced: Option<PathBuf>) -> ReplacedFiles {
+        let removal = replaced.map(|folder| {
+            std::thread::spawn(move || {
+                if let Err(e) = fs::remove_dir_all(&folder) {
+                    eprintln!(
+                        "warning: cannot remove {} (the files a checkpoint replaced): {e}",
+                        folder.display()
+                    );
+                }
+            })
+        });
+        ReplacedFiles { removal }
+    }
+}
+
+impl Drop for ReplacedFiles {
+    fn drop(&mut self) {
+        if let Some(removal) = self.removal.take() {
+            let _ = removal.join();
+        }
+    }
 }
 
 /// The SHA-256 of the regular file `path`, streamed (a file of any size, in
@@ -383,81 +432,64 @@ fn optimizer_file<'a>(
     Some(SafetensorsFile::new(tensors, &[]))
 }
 
-/// A writer that SHA-256s what it passes on to `inner`. The tensors reach
-/// it 64 KiB at a time, so each chunk is hashed while it is still in the
-/// cache, just after it was converted.
-struct HashingWriter<W: Write> {
-    inner: W,
-    hasher: Sha256,
+/// The SHA-256 (lowercase hex) of the bytes `contents` writes, computed from
+/// the tensors themselves (the file is not read back).
+fn sha256_of(contents: &CheckpointFile<'_>) -> Result<String> {
+    let mut hasher = Sha256::new();
+    contents.write_to(&mut hasher)?;
+    Ok(hex(&hasher.finalize()))
 }
 
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// Writes `contents` into the new file `path`, flushed to disk, and returns
-/// its SHA-256 (lowercase hex), hashed as it was written: the file is never
-/// whole in memory, and is read once.
-fn write_hashed(path: &Path, contents: &CheckpointFile<'_>) -> Result<String> {
-    let mut digest = String::new();
-    write_synced_with(path, |out| {
-        let mut hashing = HashingWriter {
-            inner: out,
-            hasher: Sha256::new(),
-        };
-        contents.write_to(&mut hashing)?;
-        digest = hex(&hashing.hasher.finalize());
-        Ok(())
-    })?;
-    Ok(digest)
-}
-
-/// [`write_hashed`] for each of `files` into the folder `dir`, each file on
-/// a thread of its own: on a 2-core machine the model's file and the
-/// optimizer's (twice as large) are converted, hashed and written at once,
-/// and the first one's flush to disk runs beside the second one's writing.
-/// The checksums by file name.
+/// Writes each of `files` into the folder `dir`, flushed to disk, and
+/// returns their checksums by file name. Writing a file and hashing it are
+/// two passes over the same borrowed tensors (immutable for the save), on
+/// two threads of their own: SHA-256 is a chain, one file's on one core,
+/// and copying the bytes into the OS's page cache costs about as much; so on
+/// a 2-core machine the four passes of a model's and an optimizer's file
+/// (twice as large) share both cores to the end, where a thread per file
+/// left the model's core idle for half of the save.
 fn write_all_hashed(
     dir: &Path,
     files: &[(&str, CheckpointFile<'_>)],
 ) -> Result<BTreeMap<String, String>> {
     std::thread::scope(|scope| {
-        let writers: Vec<_> = files
+        let passes: Vec<_> = files
             .iter()
             .map(|(name, contents)| {
                 let path = dir.join(name);
-                (name, scope.spawn(move || write_hashed(&path, contents)))
+                let writer = scope.spawn(move || write_synced(&path, contents));
+                let hasher = scope.spawn(move || sha256_of(contents));
+                (name, writer, hasher)
             })
             .collect();
-        writers
+        passes
             .into_iter()
-            .map(|(name, writer)| {
-                let digest = writer
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-                Ok((name.to_string(), digest))
+            .map(|(name, writer, hasher)| {
+                joined(writer)?;
+                Ok((name.to_string(), joined(hasher)?))
             })
             .collect()
     })
 }
 
+/// What a scoped thread returned (its panic, if it panicked, goes on here).
+fn joined<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
 /// Saves the model, the optimizer state and the trainer state into `dir` as
-/// one unit (see the module docs); `state.sha256` is filled in here.
+/// one unit (see the module docs); `state.sha256` is filled in here. The
+/// checkpoint is whole on disk when this returns; the files it replaced go
+/// on being removed until the [`ReplacedFiles`] returned is dropped.
 pub fn save_checkpoint(
     dir: &Path,
     model: &Model<f32>,
     model_files: &ModelFiles,
     optimizer: &AnyOptimizer,
     state: &TrainerState,
-) -> Result<()> {
+) -> Result<ReplacedFiles> {
     let cannot = || format!("cannot save the checkpoint to {}", dir.display());
     // Every file but the state; the tensors borrowed, not serialized.
     let mut files: Vec<(&str, CheckpointFile<'_>)> = model

@@ -242,6 +242,7 @@ pub fn train<O: Objective>(
         last_eval = evaluate(0, objective, model, &mut metrics_log, &bar)?;
     }
     let mut epoch_plan: Option<(u64, Vec<Vec<usize>>)> = None;
+    let mut replaced = None;
     for step in start_step..hyper.steps {
         let epoch = step / batches_per_epoch;
         if epoch_plan.as_ref().map(|(e, _)| *e) != Some(epoch) {
@@ -310,26 +311,28 @@ pub fn train<O: Objective>(
             last_eval = evaluate(done, objective, model, &mut metrics_log, &bar)?;
         }
         if root && every(settings.save_every) && !is_last {
-            save_checkpoint(
+            // The files this save replaces are removed during the next steps.
+            replaced = Some(save_checkpoint(
                 &settings.out,
                 model,
                 model_files,
                 &optimizer,
                 &state(done, stats.last_loss, objective.state()),
-            )?;
+            )?);
         }
     }
     bar.finish_and_clear();
 
     let train_runtime = stats.started.elapsed().as_secs_f64();
+    drop(replaced);
     if root {
-        save_checkpoint(
+        drop(save_checkpoint(
             &settings.out,
             model,
             model_files,
             &optimizer,
             &state(hyper.steps, stats.last_loss, objective.state()),
-        )?;
+        )?);
     }
     Ok(TrainSummary {
         steps: hyper.steps - start_step,

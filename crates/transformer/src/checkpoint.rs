@@ -18,7 +18,8 @@
 //!
 //! A file is never serialized whole in memory: [`Model::checkpoint_files_as`]
 //! lends the tensors ([`CheckpointFile`], [`crate::safetensors_writer`]), and
-//! [`write_synced`] writes them through a buffer as it converts them.
+//! [`write_synced`] writes their bytes through a buffer; the disk starts
+//! writing a file while it is still being filled.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -529,23 +530,92 @@ pub fn write_synced<C: FileContents + ?Sized>(
 
 /// Creates the file `path`, lets `write` fill it through a 1 MiB buffer,
 /// and flushes it to disk (`fsync`): the one way every checkpoint file is
-/// written. `write` may wrap the writer it is given (to hash what it writes).
+/// written. The disk starts writing while the file is still being filled
+/// (`sync_file_range` every 16 MiB), so the `fsync` at the end waits for
+/// the last few MiB, not for the whole file.
 pub fn write_synced_with(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<(), CheckpointError> {
     let file = fs::File::create(path).map_err(io_error(path))?;
-    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, WritebackFile::new(file));
     write(&mut out).map_err(io_error(path))?;
     let file = out
         .into_inner()
-        .map_err(|e| io_error(path)(e.into_error()))?;
+        .map_err(|e| io_error(path)(e.into_error()))?
+        .file;
     file.sync_all().map_err(io_error(path))
 }
 
 /// The buffer between a file being written and the OS: 1 MiB, so that a
 /// system call moves a large block.
 const WRITE_BUFFER: usize = 1 << 20;
+
+/// Bytes after which a file's new pages are handed to the disk.
+const WRITEBACK_BYTES: u64 = 16 << 20;
+
+/// A file being written whose pages go to the disk every
+/// [`WRITEBACK_BYTES`], while the writer goes on. Left alone, Linux starts
+/// writing dirty pages back only when they pass a share of the memory (10%
+/// by default: 2.3 GB on a 23 GB machine, more than a GPT-2 checkpoint's
+/// 1.5 GB) or after 30 s, so the final `fsync` would write the whole file
+/// after it was filled. `sync_file_range(SYNC_FILE_RANGE_WRITE)` starts the
+/// writeback of the range just filled without waiting for it (Linux only;
+/// elsewhere the file is flushed by the `fsync` alone).
+struct WritebackFile {
+    file: fs::File,
+    /// Bytes written so far.
+    written: u64,
+    /// Bytes already handed to the disk.
+    handed: u64,
+}
+
+impl WritebackFile {
+    fn new(file: fs::File) -> WritebackFile {
+        WritebackFile {
+            file,
+            written: 0,
+            handed: 0,
+        }
+    }
+
+    /// Starts the disk writing bytes `handed .. written`.
+    fn hand_to_disk(&mut self) {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let (offset, len) = (self.handed as i64, (self.written - self.handed) as i64);
+            // SAFETY: the descriptor is this open file's; the call only
+            // schedules the writeback of a range of it, and its failure (an
+            // old kernel, a file system without it) leaves the `fsync` to do
+            // the writing, so its result is not needed.
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    offset,
+                    len,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                )
+            };
+        }
+        self.handed = self.written;
+    }
+}
+
+impl Write for WritebackFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.handed >= WRITEBACK_BYTES {
+            self.hand_to_disk();
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
 
 fn rename(from: &Path, to: &Path) -> Result<(), CheckpointError> {
     fs::rename(from, to).map_err(io_error(to))

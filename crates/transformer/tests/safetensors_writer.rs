@@ -168,3 +168,32 @@ fn write_synced_puts_the_same_bytes_on_disk() {
         weights(&model, CheckpointFormat::NanoGpt)
     );
 }
+
+#[test]
+fn large_tensors_reach_the_disk_whole() {
+    // A 12 MB and a 28 MB tensor, one transposed: several 4 MiB writes per
+    // tensor, a last one of another length, and the disk handed 16 MiB at a
+    // time while the file is filled.
+    let dir = tempfile::tempdir().unwrap();
+    let values = |len: usize, seed: f32| -> Vec<f32> {
+        (0..len).map(|i| (i as f32 * 0.37 + seed).sin()).collect()
+    };
+    let (a, b) = (values(3_000_001, 0.5), values(7_000_003, 1.5));
+    let a_view = ArrayD::from_shape_vec(IxDyn(&[3_000_001]), a.clone()).unwrap();
+    let b_stored = ArrayD::from_shape_vec(IxDyn(&[7_000_003, 1]), b.clone()).unwrap();
+    let b_view = b_stored.t();
+    let file = SafetensorsFile::new(
+        vec![("a".into(), a_view.view()), ("b".into(), b_view.view())],
+        &[],
+    );
+    let path = dir.path().join("large.safetensors");
+    write_synced(&path, &CheckpointFile::Tensors(file)).unwrap();
+    let oracle = serialized(
+        &[
+            ("a".into(), vec![3_000_001], a),
+            ("b".into(), vec![1, 7_000_003], b),
+        ],
+        None,
+    );
+    assert!(std::fs::read(&path).unwrap() == oracle);
+}
