@@ -29,25 +29,6 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// `cpu family` and `model` (and the model name) of /proc/cpuinfo's first CPU.
-fn cpu() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |name: &str| {
-        info.lines()
-            .find(|l| l.split(':').next().map(str::trim) == Some(name))
-            .and_then(|l| l.split(':').nth(1))
-            .map(|v| v.trim().to_string())
-            .unwrap_or_else(|| "?".into())
-    };
-    format!(
-        "{}, cpu family {}, model {}, {} threads",
-        field("model name"),
-        field("cpu family"),
-        field("model"),
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    )
-}
-
 /// The process's CPU time so far (user + system, every thread), in seconds.
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -71,7 +52,6 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    eprintln!("{}", autograd::cpu::describe());
     let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
     let saves: usize = env("SAVES", "5").parse().expect("SAVES: a number");
     let config_name = env("CONFIG", "gpt2");
@@ -119,7 +99,11 @@ fn main() {
         format.name(),
         out.display()
     );
-    println!("CPU: {}", cpu());
+    println!(
+        "{}, {} threads",
+        autograd::cpu::describe(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
 
     // What the model and the moments hold: a save's own memory is its peak
     // above this.
