@@ -30,8 +30,9 @@
 //! step 3 (the staged folder is complete, so it only renames what is left)
 //! and removes what an interrupted step 1, or a removal in the background,
 //! left. Each rename replaces one whole file, so a reader of `DIR` (`dpo
-//! eval --policy DIR`) never sees a partly written file. `--resume` then checks the checksums in the state
-//! against the files, and refuses a checkpoint changed behind its back.
+//! eval --policy DIR`) never sees a partly written file. `--resume` then
+//! checks the checksums in the state against the files, and refuses a
+//! checkpoint changed behind its back.
 //!
 //! Two runs writing into the same `DIR` at once are not supported.
 //!
