@@ -67,3 +67,42 @@ pub fn describe() -> String {
         cpu.features.join(" ")
     )
 }
+
+/// Bytes of L2 cache per core, from `/sys/devices/system/cpu/cpu0/cache`
+/// (1 MiB where it cannot be read): the GEMM sizes its blocks by it. Read
+/// once per process.
+pub fn l2_cache_bytes() -> usize {
+    static L2: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *L2.get_or_init(|| read_l2_cache_bytes().unwrap_or(1 << 20))
+}
+
+/// The size of the first level-2 data or unified cache that sysfs lists.
+fn read_l2_cache_bytes() -> Option<usize> {
+    let dir = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
+    for index in 0..8 {
+        let read = |name: &str| std::fs::read_to_string(dir.join(format!("index{index}/{name}")));
+        let (Ok(level), Ok(kind), Ok(size)) = (read("level"), read("type"), read("size")) else {
+            continue;
+        };
+        if level.trim() == "2" && kind.trim() != "Instruction" {
+            return parse_cache_size(size.trim());
+        }
+    }
+    None
+}
+
+/// `2048K` or `2M` (sysfs's cache sizes) in bytes.
+fn parse_cache_size(text: &str) -> Option<usize> {
+    let (digits, unit) = match text.strip_suffix('K') {
+        Some(digits) => (digits, 1 << 10),
+        None => match text.strip_suffix('M') {
+            Some(digits) => (digits, 1 << 20),
+            None => (text, 1),
+        },
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .map(|n| n * unit)
+        .filter(|&n| n > 0)
+}

@@ -1,9 +1,10 @@
 //! The f32 GEMM ([`autograd::kernels::sgemm`]) against its definition, one
 //! FMA chain per element in `k` order, bit for bit: on every microkernel
-//! this CPU runs, operand layout, block count along `k` and thread count.
+//! this CPU runs, both loop nests, operand layout, block count along `k`
+//! and thread count.
 
 use autograd::kernels::bf16::round_to_bf16;
-use autograd::kernels::sgemm::{sgemm_with, Microkernel, Rounding, BLOCK_STEPS};
+use autograd::kernels::sgemm::{sgemm_with, with_loops, Loops, Microkernel, Rounding, BLOCK_STEPS};
 use autograd::testing::skip;
 use ndarray::{s, Array2, ArrayView2};
 use rand::{Rng, SeedableRng};
@@ -86,15 +87,19 @@ fn check(
     let c0 = random(m, n, 99);
     let expected = definition(rounding, alpha, a, b, beta, &c0);
     for kernel in kernels() {
-        for parallel in [false, true] {
-            let mut c = c0.clone();
-            sgemm_with(kernel, rounding, alpha, a, b, beta, c.view_mut(), parallel);
-            for ((idx, x), y) in c.indexed_iter().zip(&expected) {
-                assert_eq!(
-                    x.to_bits(),
-                    y.to_bits(),
-                    "{kernel:?} {rounding:?} parallel {parallel} ({m}x{k} @ {k}x{n}) c{idx:?} = {x}, expected {y}"
-                );
+        for loops in [Loops::Goto, Loops::WholeA] {
+            for parallel in [false, true] {
+                let mut c = c0.clone();
+                with_loops(loops, || {
+                    sgemm_with(kernel, rounding, alpha, a, b, beta, c.view_mut(), parallel)
+                });
+                for ((idx, x), y) in c.indexed_iter().zip(&expected) {
+                    assert_eq!(
+                        x.to_bits(),
+                        y.to_bits(),
+                        "{kernel:?} {loops:?} {rounding:?} parallel {parallel} ({m}x{k} @ {k}x{n}) c{idx:?} = {x}, expected {y}"
+                    );
+                }
             }
         }
     }
@@ -181,25 +186,29 @@ fn beta_zero_overwrites_nan() {
 #[test]
 fn result_does_not_depend_on_the_number_of_threads() {
     let (a, b) = (random(300, 700, 21), random(700, 130, 22));
-    let run = |threads: usize| {
+    let run = |threads: usize, loops: Loops| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .unwrap();
         pool.install(|| {
             let mut c = Array2::<f32>::zeros((300, 130));
-            autograd::kernels::gemm::gemm(1.0, a.view(), b.view(), 0.0, c.view_mut());
+            with_loops(loops, || {
+                autograd::kernels::gemm::gemm(1.0, a.view(), b.view(), 0.0, c.view_mut())
+            });
             c
         })
     };
-    let one = run(1);
-    for threads in [2, 3, 5] {
-        let many = run(threads);
-        assert!(
-            one.iter()
-                .zip(&many)
-                .all(|(x, y)| x.to_bits() == y.to_bits()),
-            "{threads} threads differ from 1"
-        );
+    let one = run(1, Loops::Goto);
+    for loops in [Loops::Goto, Loops::WholeA] {
+        for threads in [1, 2, 3, 5] {
+            let many = run(threads, loops);
+            assert!(
+                one.iter()
+                    .zip(&many)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{loops:?} on {threads} threads differs from Goto's on 1"
+            );
+        }
     }
 }

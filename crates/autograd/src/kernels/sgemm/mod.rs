@@ -52,7 +52,7 @@ pub mod transpose_avx2;
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
-pub use blocked::BLOCK_STEPS;
+pub use blocked::{with_loops, Loops, BLOCK_STEPS};
 pub use pack::Rounding;
 
 use blocked::gemm_blocked;
