@@ -250,9 +250,6 @@ pub(super) fn gemm_blocked(
             col_stride: 1,
         }
     };
-    // Whether the last block of k writes `alpha * sum + beta * c` rather than
-    // the sums as they are.
-    let scaled = alpha != 1.0 || beta != 0.0;
 
     let l2 = crate::cpu::l2_cache_bytes();
     let loops = FORCED_LOOPS
@@ -298,7 +295,9 @@ pub(super) fn gemm_blocked(
                         p / part_panels * part_size(this_block) + p % part_panels * this_block * mr;
                     &packed_a[at..at + this_block * mr]
                 };
-                let (first, last) = (s0 == 0, s0 + this_block == steps);
+                let pass = BlockPass::new(
+                    kernel, m, n, carrier, out, s0, this_block, steps, alpha, beta,
+                );
                 let task = |t: usize| {
                     let (q0, q1) = (t * b_panels / tasks, (t + 1) * b_panels / tasks);
                     let panel_size = this_block * nr;
@@ -319,27 +318,15 @@ pub(super) fn gemm_blocked(
                                 let b_panel = &b_block[(q - c0) * panel_size..][..panel_size];
                                 let j = q * nr;
                                 for p in 0..a_panels {
-                                    let i = p * mr;
-                                    let tile = Tile {
-                                        i,
-                                        j,
-                                        rows: mr.min(m - i),
-                                        cols: nr.min(n - j),
-                                    };
                                     // SAFETY: this task alone writes the
                                     // columns of panels q0 .. q1.
                                     unsafe {
-                                        tile.compute(
-                                            kernel,
+                                        pass.tile(
+                                            p * mr,
+                                            j,
                                             this_block,
                                             a_panel(p),
                                             b_panel,
-                                            carrier,
-                                            out,
-                                            !first,
-                                            last && scaled,
-                                            alpha,
-                                            beta,
                                             &mut sums,
                                         )
                                     };
@@ -395,8 +382,9 @@ pub(super) fn gemm_blocked(
                         pack_group(0, packed_b);
                     }
                     let packed_b = &*packed_b;
-                    let first = s0 == 0;
-                    let last = s0 + this_block == steps;
+                    let pass = BlockPass::new(
+                        kernel, m, n, carrier, out, s0, this_block, steps, alpha, beta,
+                    );
                     let task = |t: usize| {
                         let (row_block, split) = (t / column_splits, t % column_splits);
                         let (p0, p1) = (first_panel(row_block), first_panel(row_block + 1));
@@ -420,31 +408,17 @@ pub(super) fn gemm_blocked(
                                 for q in q0..q1 {
                                     let b_panel = &packed_b[q * panel_size..(q + 1) * panel_size];
                                     let j = j0 + q * nr;
-                                    let cols = nr.min(n - j);
                                     for p in 0..p1 - p0 {
                                         let a_panel = &a_block
                                             [p * this_block * mr..(p + 1) * this_block * mr];
-                                        let i = i0 + p * mr;
-                                        let tile_rows = mr.min(m - i);
-                                        let tile = Tile {
-                                            i,
-                                            j,
-                                            rows: tile_rows,
-                                            cols,
-                                        };
                                         // SAFETY: this task alone writes this tile.
                                         unsafe {
-                                            tile.compute(
-                                                kernel,
+                                            pass.tile(
+                                                i0 + p * mr,
+                                                j,
                                                 this_block,
                                                 a_panel,
                                                 b_panel,
-                                                carrier,
-                                                out,
-                                                !first,
-                                                last && scaled,
-                                                alpha,
-                                                beta,
                                                 &mut sums,
                                             )
                                         };
@@ -465,6 +439,81 @@ pub(super) fn gemm_blocked(
     );
 }
 
+/// What every tile of one block of `k` is computed with.
+#[derive(Clone, Copy)]
+struct BlockPass {
+    kernel: Microkernel,
+    /// C's shape: a tile at its edge is cut to it.
+    m: usize,
+    n: usize,
+    /// Where the sums travel between blocks of k, and C.
+    carrier: Out,
+    out: Out,
+    /// Whether the sums start from the carrier's (not the first block).
+    load: bool,
+    /// Whether this block writes `alpha * sum + beta * c` (the last block,
+    /// unless that is the sum as it is).
+    scale: bool,
+    alpha: f32,
+    beta: f32,
+}
+
+impl BlockPass {
+    /// The pass of the block of `this_block` steps from `s0`, of `steps`.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        kernel: Microkernel,
+        m: usize,
+        n: usize,
+        carrier: Out,
+        out: Out,
+        s0: usize,
+        this_block: usize,
+        steps: usize,
+        alpha: f32,
+        beta: f32,
+    ) -> BlockPass {
+        let last = s0 + this_block == steps;
+        BlockPass {
+            kernel,
+            m,
+            n,
+            carrier,
+            out,
+            load: s0 > 0,
+            scale: last && (alpha != 1.0 || beta != 0.0),
+            alpha,
+            beta,
+        }
+    }
+
+    /// The tile at rows `i ..`, columns `j ..` gets `steps` steps of
+    /// `a_panel . b_panel`; `sums` is scratch for one tile.
+    ///
+    /// # Safety
+    /// No other thread may touch the tile during the call.
+    unsafe fn tile(
+        self,
+        i: usize,
+        j: usize,
+        steps: usize,
+        a_panel: &[f32],
+        b_panel: &[f32],
+        sums: &mut [f32],
+    ) {
+        let (mr, nr) = self.kernel.tile();
+        let tile = Tile {
+            i,
+            j,
+            rows: mr.min(self.m - i),
+            cols: nr.min(self.n - j),
+        };
+        // SAFETY: the tile lies inside C (cut to its edge) and is the
+        // caller's alone (the contract).
+        unsafe { tile.compute(self, steps, a_panel, b_panel, sums) }
+    }
+}
+
 /// One tile of C: rows `i ..`, columns `j ..`; `rows x cols` of it are
 /// inside C (at the edges, fewer than the microkernel's).
 struct Tile {
@@ -475,28 +524,32 @@ struct Tile {
 }
 
 impl Tile {
-    /// Adds one block of `k` to the tile's sums in `carrier` (starting from
-    /// zero when not `load`); when `scale`, writes `alpha * sum + beta * c`
-    /// into `out` instead of the sums. `sums` is scratch for one tile.
+    /// Adds one block of `k` to the tile's sums in the pass's carrier
+    /// (starting from zero when not `load`); when `scale`, writes `alpha *
+    /// sum + beta * c` into `out` instead of the sums. `sums` is scratch for
+    /// one tile.
     ///
     /// # Safety
     /// The tile must be inside C and the carrier, and no other thread may
     /// touch it during the call.
-    #[allow(clippy::too_many_arguments)]
     unsafe fn compute(
         &self,
-        kernel: Microkernel,
+        pass: BlockPass,
         steps: usize,
         a_panel: &[f32],
         b_panel: &[f32],
-        carrier: Out,
-        out: Out,
-        load: bool,
-        scale: bool,
-        alpha: f32,
-        beta: f32,
         sums: &mut [f32],
     ) {
+        let BlockPass {
+            kernel,
+            carrier,
+            out,
+            load,
+            scale,
+            alpha,
+            beta,
+            ..
+        } = pass;
         let (mr, nr) = kernel.tile();
         let whole = self.rows == mr && self.cols == nr;
         let (a, b) = (a_panel.as_ptr(), b_panel.as_ptr());
