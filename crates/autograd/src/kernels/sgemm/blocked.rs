@@ -18,8 +18,9 @@
 //! the B panel in L1 meets every A panel of the block, streamed from L2.
 //!
 //! **When A is small** (its packed block of k fits in three quarters of
-//! L2: a linear layer's input at a step's 256-512 rows), A is packed whole,
-//! once per block of k, and the tasks split the columns instead:
+//! L2: a linear layer's input at a step's 256-512 rows) and B has a panel
+//! for every thread, A is packed whole, once per block of k, and the tasks
+//! split the columns instead:
 //!
 //! ```text
 //! for each block of KC steps along k:
@@ -252,16 +253,15 @@ pub(super) fn gemm_blocked(
     };
 
     let l2 = crate::cpu::l2_cache_bytes();
-    let loops = FORCED_LOOPS
-        .with(Cell::get)
-        .unwrap_or(if 4 * a_panels * mr * kc <= l2 / 4 * 3 {
-            Loops::WholeA
-        } else {
-            Loops::Goto
-        });
+    let b_panels = n.div_ceil(nr);
+    // A small, and a B panel for every thread (the tasks split the columns).
+    let whole_a = 4 * a_panels * mr * kc <= l2 / 4 * 3 && b_panels >= threads;
+    let loops =
+        FORCED_LOOPS
+            .with(Cell::get)
+            .unwrap_or(if whole_a { Loops::WholeA } else { Loops::Goto });
     if loops == Loops::WholeA {
         // A is small: packed whole, the tasks split the columns (module docs).
-        let b_panels = n.div_ceil(nr);
         let block_panels = (l2 / 4 / (4 * kc * nr)).max(1);
         let tasks = threads.min(b_panels);
         // A is packed in parts, one per thread, each followed by its slack
