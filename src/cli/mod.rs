@@ -20,7 +20,10 @@ use clap::Parser;
 pub const MAX_THREADS_PER_CORE: usize = 4;
 
 /// A parsed command line: its `--threads` and what runs it.
-type Parsed = (Option<usize>, Box<dyn FnOnce() -> anyhow::Result<()>>);
+type Parsed = (
+    Option<usize>,
+    Box<dyn FnOnce() -> anyhow::Result<()> + Send>,
+);
 
 /// Parses the command line.
 fn parse() -> Result<Parsed, clap::Error> {
@@ -53,12 +56,13 @@ pub fn main() -> i32 {
             );
             return 2;
         }
-        if let Err(e) = autograd::set_num_threads(threads) {
-            eprintln!("error: {e}");
-            return 2;
-        }
     }
-    match run() {
+    if let Err(e) = autograd::set_num_threads(threads.unwrap_or(0)) {
+        eprintln!("error: {e}");
+        return 2;
+    }
+    // The command runs on a worker of the pool: its kernels' tasks start there.
+    match autograd::run_in_pool(run) {
         Ok(()) => 0,
         Err(error) => {
             // `{:#}`: the error and its causes on one line, `outer: inner`.
