@@ -77,6 +77,11 @@ pub fn set_num_threads(threads: usize) -> Result<(), String> {
 /// switches per kernel, thousands of kernels a step (measured: 10-20% of a
 /// `small` DPO step on one thread). Called from a worker, a kernel's tasks
 /// start on that worker at once, and the others steal what they can.
+///
+/// ```
+/// let worker = autograd::run_in_pool(rayon::current_thread_index);
+/// assert!(worker.is_some());
+/// ```
 pub fn run_in_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| work())
 }
