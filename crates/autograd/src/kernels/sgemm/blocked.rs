@@ -18,7 +18,7 @@
 //! the B panel in L1 meets every A panel of the block, streamed from L2.
 //!
 //! **When A is small** (its packed block of k fits in three quarters of
-//! L2: a linear layer's input at a step's 256-512 rows) and B has a panel
+//! L2: a linear layer's input at a step's 256-512 rows) and B has 8 panels
 //! for every thread, A is packed whole, once per block of k, and the tasks
 //! split the columns instead:
 //!
@@ -79,6 +79,28 @@ const A_BLOCK_BYTES: usize = 192 * 1024;
 
 /// Columns of B per block: 256 x 3072 floats is 3 MiB, in L3.
 const BLOCK_COLUMNS: usize = 3072;
+
+/// The whole-A loops run only where B has at least this many panels for
+/// every thread. Each task streams all of A for every B panel it has, half
+/// of A packed by the other core at two threads; with few panels each,
+/// Goto's loops, which give each thread its own rows, were faster. Forced
+/// one way then the other (best of 15 calls, one round; Xeon family 6
+/// model 207, AVX-512, 48 columns a panel), in GFLOP/s, Goto / whole A:
+///
+/// | M x K x N (B panels) | 1 thread | 2 threads |
+/// |---|---|---|
+/// | 2048 x 128 x 384 (8) | 178 / 178 | 284 / 250 |
+/// | 2048 x 128 x 512 (11) | 180 / 175 | 335 / 260 |
+/// | 512 x 2048 x 128 (3) | 86 / 92 | 177 / 149 |
+/// | 128 x 2048 x 512 (11) | 155 / 157 | 220 / 206 |
+/// | 256 x 3072 x 768 (16) | 157 / 161 | 263 / 302 |
+/// | 256 x 4096 x 1024 (22) | 130 / 150 | 254 / 294 |
+/// | 256 x 768 x 2304 (48) | 156 / 178 | 255 / 348 |
+/// | 256 x 768 x 50257 (1047) | 129 / 154 | 229 / 283 |
+///
+/// (One shape went against the rule: 768 x 256 x 3072, 64 panels, 176 /
+/// 176 and 301 / 277.)
+const WHOLE_A_PANELS_PER_THREAD: usize = 8;
 
 /// B blocks of at least this many floats are packed in parallel.
 const PAR_MIN_PACK: usize = 1 << 15;
@@ -254,8 +276,9 @@ pub(super) fn gemm_blocked(
 
     let l2 = crate::cpu::l2_cache_bytes();
     let b_panels = n.div_ceil(nr);
-    // A small, and a B panel for every thread (the tasks split the columns).
-    let whole_a = 4 * a_panels * mr * kc <= l2 / 4 * 3 && b_panels >= threads;
+    // A small, and enough B panels for every thread (the tasks split the columns).
+    let whole_a =
+        4 * a_panels * mr * kc <= l2 / 4 * 3 && b_panels >= WHOLE_A_PANELS_PER_THREAD * threads;
     let loops =
         FORCED_LOOPS
             .with(Cell::get)
