@@ -90,6 +90,12 @@ fn main() {
     let threads: usize = positional.next().map_or(1, |s| s.parse().unwrap());
     let model = positional.next().map_or("gpt2", |s| s.as_str());
     autograd::set_num_threads(threads).unwrap();
+    // On a worker of the pool, as `dpo` runs its kernels.
+    autograd::run_in_pool(|| measure(json, threads, model));
+}
+
+/// Prints the microkernels' and the GEMMs' rates.
+fn measure(json: bool, threads: usize, model: &str) {
     if !json {
         println!("{}", autograd::cpu::describe());
         println!(
